@@ -10,7 +10,12 @@ DEB_PACKAGES=(
   etcd-server etcd-client
   kamailio kamailio-extra-modules
   sip-tester
-  iproute2 procps psmisc
+  iproute2 procps psmisc git curl
+  keepalived
+  buildah skopeo docker-registry busybox-static
+  postgresql
+  tshark
+  chromium
 )
 
 missing=()

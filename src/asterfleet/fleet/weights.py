@@ -33,9 +33,7 @@ def normalise(weights: Mapping[str, int], total: int = 100) -> dict[str, int]:
     # A positive weight must never vanish: lift zeros to 1, taking the
     # percent from whoever is furthest above their exact share.
     for k in sorted(k for k, v in shares.items() if v == 0):
-        donor = max(
-            (d for d in shares if shares[d] > 1), key=lambda d: (shares[d] - exact[d], d)
-        )
+        donor = max((d for d in shares if shares[d] > 1), key=lambda d: (shares[d] - exact[d], d))
         shares[donor] -= 1
         shares[k] = 1
     out.update(shares)

@@ -1,0 +1,76 @@
+"""The `asterfleet` command: one sub-command per area of the system."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from asterfleet import __version__
+
+app = typer.Typer(
+    name="asterfleet",
+    help=(
+        "Build, ship and run a highly available Asterisk cluster.\n\n"
+        "Asterisk boxes announce themselves in etcd (`asterfleet node run`); "
+        "Kamailio load balancers follow the fleet (`asterfleet balancer run`); "
+        "operators steer it (`asterfleet fleet ls`, `drain`, `weight`). "
+        "Every option can also be set with an ASTERFLEET_<OPTION> environment "
+        "variable."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"asterfleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    pass
+
+
+def _register() -> None:
+    # Each area registers its own Typer app; imported here so `--help` lists
+    # them all. Add one line per area.
+    import asterfleet.cli.balancer
+    import asterfleet.cli.fleet
+    import asterfleet.cli.kamailio
+    import asterfleet.cli.node
+
+    app.add_typer(asterfleet.cli.node.app, name="node")
+    app.add_typer(asterfleet.cli.balancer.app, name="balancer")
+    app.add_typer(asterfleet.cli.fleet.app, name="fleet")
+    app.add_typer(asterfleet.cli.kamailio.app, name="kamailio")
+
+
+def main() -> None:
+    """Console entry point: usage errors exit 2 with one clear line."""
+    _register()
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = ""
+        if exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        sys.stderr.write(f"error: {exc.format_message()}{hint}\n")
+        sys.exit(2)
+    except click.ClickException as exc:
+        sys.stderr.write(f"error: {exc.format_message()}\n")
+        sys.exit(exc.exit_code)
