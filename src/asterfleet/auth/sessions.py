@@ -47,7 +47,9 @@ def create_session(
             client=client[:128],
         )
         s.add(row)
-        return cookie, SessionInfo(user.id, user.username, user.role, row.csrf_token, row.expires_at)
+        return cookie, SessionInfo(
+            user.id, user.username, user.role, row.csrf_token, row.expires_at
+        )
 
 
 def lookup_session(db: Database, cookie: str) -> SessionInfo | None:

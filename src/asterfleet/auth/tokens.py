@@ -108,16 +108,16 @@ def list_tokens(db: Database, username: str | None = None) -> list[TokenInfo]:
         q = select(ApiToken, User).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id)
         if username is not None:
             q = q.where(User.username == username)
-        return [_info(t, u) for t, u in s.execute(q).tuples()]
+        return [_info(t, u) for t, u in s.execute(q).all()]
 
 
 def revoke_token(db: Database, token_id: int, username: str | None = None) -> TokenInfo:
     """Revoke one token (only the owner's, when ``username`` is given)."""
     with db.session() as s:
         row = s.execute(
-            select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(
-                ApiToken.id == token_id
-            )
+            select(ApiToken, User)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.id == token_id)
         ).first()
         if row is None or (username is not None and row[1].username != username):
             raise UsageError(f"no API token with id {token_id}: see 'asterfleet users token ls'")

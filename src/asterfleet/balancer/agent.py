@@ -106,7 +106,7 @@ class BalancerAgent:
         self.last_error: str | None = None
         self.last_reload_ok = True
         self.last_reload_at = 0.0
-        self.kamailio_uptime: int | None = None
+        self.kamailio_pid: int | None = None
         self.kamailio_alive = False
         self.wake = asyncio.Event()
         self.status_dirty = asyncio.Event()
@@ -229,7 +229,13 @@ class BalancerAgent:
                 backoff = 0.2
                 async with self.etcd.watch_prefix(self.ks.prefix, snap.revision + 1) as queue:
                     while not self.stopping.is_set():
-                        item = await queue.get()
+                        try:
+                            item = await asyncio.wait_for(queue.get(), 1.0)
+                        except TimeoutError:
+                            # A quiet watch may be a dead one (a stream that
+                            # ended without an error): check etcd answers.
+                            await self.etcd.get(self.ks.balancer(self.cfg.balancer_id))
+                            continue
                         changed = False
                         while True:
                             if isinstance(item, WatchLost):
@@ -247,7 +253,8 @@ class BalancerAgent:
                 # Keep the last applied list: an outage must never empty
                 # the balancer. Resync from a full read when etcd is back.
                 self.metrics.etcd_up.set(0)
-                self.log.warning("etcd_unavailable", error=str(exc), retry_in=backoff)
+                if backoff == 0.2:  # first failure: say it once, then quietly retry
+                    self.log.warning("etcd_unavailable", error=str(exc))
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
@@ -258,21 +265,21 @@ class BalancerAgent:
     # -- Kamailio ---------------------------------------------------------------
 
     async def kamailio_loop(self) -> None:
-        """Notice a Kamailio restart and re-apply the list."""
+        """Notice a Kamailio restart (a new main pid) and re-apply the list."""
         while not self.stopping.is_set():
             try:
-                uptime = await self.rpc.uptime()
-                restarted = not self.kamailio_alive or (
-                    self.kamailio_uptime is not None and uptime < self.kamailio_uptime
-                )
-                self.kamailio_uptime = uptime
-                if restarted:
-                    if self.applied_text is not None:
+                pid = await self.rpc.main_pid()
+                if pid != self.kamailio_pid:
+                    if self.kamailio_pid is not None:
                         self.metrics.kamailio_restarts.inc()
-                        self.log.info("kamailio_restarted", uptime=uptime)
+                        self.log.info("kamailio_restarted", pid=pid)
+                    self.kamailio_pid = pid
                     self.kamailio_alive = True
                     self.metrics.kamailio_up.set(1)
-                    self.applied_text = None  # force a reload
+                    # Kamailio loaded whatever the file held at its start:
+                    # re-read it (someone may have replaced it) and reload.
+                    self.file_text = read_text(self.cfg.list_file)
+                    self.applied_text = None
                     self.wake.set()
             except RpcError as exc:
                 if self.kamailio_alive:

@@ -162,8 +162,10 @@ def summarise_call(msgs: Sequence[Message]) -> CallSummary:
     ordered = sorted(msgs, key=lambda m: (m.ts_us, m.id))
     first = ordered[0]
     requests = [m for m in ordered if m.method is not None]
-    method = "INVITE" if any(m.method == "INVITE" for m in requests) else (
-        requests[0].method if requests and requests[0].method else first.label
+    method = (
+        "INVITE"
+        if any(m.method == "INVITE" for m in requests)
+        else (requests[0].method if requests and requests[0].method else first.label)
     )
     finals = [
         m

@@ -7,22 +7,12 @@ came; nothing here rewrites it. Only :class:`SipError` is ever raised.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from asterfleet.errors import AsterfleetError
 
-# Header names we index, with their compact forms (RFC 3261 section 7.3.3).
-_WANTED = {
-    "call-id": "call-id",
-    "i": "call-id",
-    "cseq": "cseq",
-    "from": "from",
-    "f": "from",
-    "to": "to",
-    "t": "to",
-    "user-agent": "user-agent",
-    "server": "server",
-}
+_SPACED = re.compile(rb"\n([a-z-]+)[ \t]+:[ \t]*")
 _MAX_HEAD = 16384
 
 
@@ -79,44 +69,56 @@ def uri_user(value: str) -> str:
     return rest[:at].split(";", 1)[0].split(":", 1)[0].strip()
 
 
+def _header(head: bytes, low: bytes, names: tuple[bytes, ...]) -> str:
+    """The first value of a header (any of its ``names``), or ``""``."""
+    for name in names:
+        at = low.find(b"\n" + name + b":")
+        if at >= 0:
+            start = at + len(name) + 2
+            break
+    else:
+        # Rare: whitespace before the colon ("Call-ID : x").
+        match = _SPACED.search(low)
+        while match is not None and match.group(1) not in names:
+            match = _SPACED.search(low, match.end())
+        if match is None:
+            return ""
+        start = match.end()
+    end = head.find(b"\n", start)
+    value = head[start:] if end < 0 else head[start:end]
+    return value.strip().decode("utf-8", "replace")
+
+
 def parse_sip(payload: bytes) -> SipSummary:
     """Index one SIP message; SipError when it is not SIP or has no Call-ID."""
     end = payload.find(b"\r\n\r\n", 0, _MAX_HEAD)
     head = payload[:end] if end >= 0 else payload[:_MAX_HEAD]
-    text = head.decode("utf-8", "replace")
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    lines = text.split("\n")
-    first = lines[0].rstrip("\r")
+    if b"\x00" in head:
+        head = head.replace(b"\x00", b"")
+    nl = head.find(b"\n")
+    first = (head if nl < 0 else head[:nl]).rstrip(b"\r")
     method: str | None = None
     status: int | None = None
-    if first.startswith("SIP/2.0 "):
+    if first.startswith(b"SIP/2.0 "):
         code = first[8:11]
-        if len(code) != 3 or not (code.isascii() and code.isdigit()) or code[0] == "0":
+        if len(code) != 3 or not code.isdigit() or code[0] == 48:  # "0"
             raise SipError("not_sip", f"bad status line {first[:40]!r}")
         status = int(code)
     else:
-        parts = first.split(" ")
-        if len(parts) != 3 or parts[2] != "SIP/2.0" or not (parts[0].isascii() and parts[0].isalpha()) or not parts[1]:
+        parts = first.split(b" ")
+        if len(parts) != 3 or parts[2] != b"SIP/2.0" or not parts[1] or not parts[0].isalpha():
             raise SipError("not_sip", f"not a SIP start line: {first[:40]!r}")
-        method = parts[0].upper()
-    found: dict[str, str] = {}
-    for line in lines[1:]:
-        colon = line.find(":")
-        if colon <= 0:
-            continue
-        key = _WANTED.get(line[:colon].strip().lower())
-        if key is not None and key not in found:
-            found[key] = line[colon + 1 :].strip()
-    call_id = found.get("call-id", "")
+        method = parts[0].upper().decode("ascii")
+    low = head.lower()
+    call_id = _header(head, low, (b"call-id", b"i"))
     if not call_id:
         raise SipError("bad_sip", "no Call-ID header")
     return SipSummary(
-        method=method,
-        status=status,
-        call_id=call_id,
-        cseq=" ".join(found.get("cseq", "").split()),
-        from_user=uri_user(found.get("from", "")),
-        to_user=uri_user(found.get("to", "")),
-        user_agent=found.get("user-agent") or found.get("server", ""),
+        method,
+        status,
+        call_id,
+        " ".join(_header(head, low, (b"cseq",)).split()),
+        uri_user(_header(head, low, (b"from", b"f"))),
+        uri_user(_header(head, low, (b"to", b"t"))),
+        _header(head, low, (b"user-agent",)) or _header(head, low, (b"server",)),
     )

@@ -217,7 +217,7 @@ class Store:
         except BaseException:
             try:
                 raw.rollback()
-            except Exception:  # noqa: BLE001 - the original error matters
+            except Exception:
                 raw.invalidate()
             raise
         finally:
@@ -244,10 +244,11 @@ class Store:
                 return int((pages - free) * size)
             row = conn.execute(
                 sa.select(
-                    sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(messages.c.raw)), 0)
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(sa.func.length(messages.c.raw)), 0),
                 )
             ).one()
-            return int(row[0]) * ROW_OVERHEAD + int(row[1])
+            return int(row[0]) * ROW_OVERHEAD + int(row[1] or 0)
 
     def trim_to_size(self, max_bytes: int) -> int:
         """Delete the oldest messages until the store is under ``max_bytes``."""

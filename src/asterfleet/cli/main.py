@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -53,6 +54,15 @@ def _register() -> None:
     app.add_typer(asterfleet.cli.balancer.app, name="balancer")
     app.add_typer(asterfleet.cli.fleet.app, name="fleet")
     app.add_typer(asterfleet.cli.kamailio.app, name="kamailio")
+    app.add_typer(importlib.import_module("asterfleet.cli.capture").app, name="capture")
+    app.add_typer(importlib.import_module("asterfleet.cli.asterisk").app, name="asterisk")
+    app.add_typer(importlib.import_module("asterfleet.cli.etcd").app, name="etcd")
+    app.add_typer(importlib.import_module("asterfleet.cli.vip").app, name="vip")
+    app.command("console")(importlib.import_module("asterfleet.cli.console").run)
+    app.add_typer(importlib.import_module("asterfleet.cli.users").app, name="users")
+    app.add_typer(importlib.import_module("asterfleet.cli.registry").app, name="registry")
+    app.add_typer(importlib.import_module("asterfleet.cli.knot").app, name="knot")
+    app.add_typer(importlib.import_module("asterfleet.cli.knot").factory_app, name="factory")
 
 
 def main() -> None:

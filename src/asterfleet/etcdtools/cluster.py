@@ -54,9 +54,7 @@ def normalize_endpoint(endpoint: str) -> str:
         text = f"http://{text}"
     scheme, _, rest = text.partition("://")
     if scheme not in ("http", "https") or not rest or "/" in rest:
-        raise UsageError(
-            f"etcd endpoint {endpoint!r}: expected HOST:PORT or http(s)://HOST:PORT"
-        )
+        raise UsageError(f"etcd endpoint {endpoint!r}: expected HOST:PORT or http(s)://HOST:PORT")
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise UsageError(f"etcd endpoint {endpoint!r}: expected HOST:PORT with a port 1-65535")
@@ -220,9 +218,7 @@ class EtcdClient:
 
     def get_prefix(self, prefix: str) -> dict[str, str]:
         """Every key under ``prefix`` with its value (linearizable read)."""
-        reply = self._post(
-            "/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)}
-        )
+        reply = self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)})
         return {
             base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
             for kv in reply.get("kvs") or ()
@@ -245,7 +241,10 @@ class EndpointFacts:
     status: Status | None = None
     members: tuple[Member, ...] | None = None
     alarms: tuple[Alarm, ...] = ()
+    #: Why the endpoint is not reachable.
     error: str | None = None
+    #: Requests that failed although the member answered its status.
+    problems: tuple[str, ...] = ()
 
     @property
     def reachable(self) -> bool:
@@ -270,14 +269,28 @@ class ClusterFacts:
 
 
 def probe_endpoint(endpoint: str, given: bool, timeout: float = DEFAULT_TIMEOUT) -> EndpointFacts:
+    """What ``endpoint`` answers. Only status decides reachability: the alarm
+    list goes through raft and blocks while there is no leader, which is
+    itself a finding, not a reason to call the member unreachable."""
     client = EtcdClient(endpoint, timeout)
     try:
         status = client.status()
-        members = tuple(client.members())
-        alarms = tuple(client.alarms())
     except (EtcdUnavailable, EtcdRequestError) as exc:
         return EndpointFacts(client.url, given, error=str(exc))
-    return EndpointFacts(client.url, given, status=status, members=members, alarms=alarms)
+    problems: list[str] = []
+    members: tuple[Member, ...] | None = None
+    alarms: tuple[Alarm, ...] = ()
+    try:
+        members = tuple(client.members())
+    except (EtcdUnavailable, EtcdRequestError) as exc:
+        problems.append(f"member list: {exc}")
+    try:
+        alarms = tuple(client.alarms())
+    except (EtcdUnavailable, EtcdRequestError) as exc:
+        problems.append(f"alarm list: {exc}")
+    return EndpointFacts(
+        client.url, given, status=status, members=members, alarms=alarms, problems=tuple(problems)
+    )
 
 
 def inspect_data_dir(name: str, path: Path) -> DataDirFacts:

@@ -190,9 +190,7 @@ class EtcdServer:
             raise EtcdStartError(f"{exc}\n{self.log_tail(20)}") from exc
         if not self.alive():
             code = self.process.proc.returncode if self.process and self.process.proc else None
-            raise EtcdStartError(
-                f"etcd member {self.name} exited with {code}\n{self.log_tail(20)}"
-            )
+            raise EtcdStartError(f"etcd member {self.name} exited with {code}\n{self.log_tail(20)}")
         return self
 
     def stop(self, grace: float = 10.0) -> int | None:

@@ -40,9 +40,7 @@ def open_store(url: str = DEFAULT_DB, create: bool = True) -> Engine:
         if str(path) not in ("", ":memory:"):
             path.parent.mkdir(parents=True, exist_ok=True)
     elif not url.startswith("postgresql+psycopg://") and url != "sqlite://":
-        raise UsageError(
-            f"--db {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB"
-        )
+        raise UsageError(f"--db {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}

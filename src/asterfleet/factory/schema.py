@@ -147,8 +147,9 @@ Index("ix_factory_builds_state", factory_builds.c.state, factory_builds.c.id)
 factory_build_logs = Table(
     "factory_build_logs",
     metadata,
-    Column("build_id", Integer, ForeignKey("factory_builds.id", ondelete="CASCADE"),
-           primary_key=True),
+    Column(
+        "build_id", Integer, ForeignKey("factory_builds.id", ondelete="CASCADE"), primary_key=True
+    ),
     Column("offset", BigInteger, primary_key=True),  # character offset of this chunk
     Column("data", Text, nullable=False),
 )

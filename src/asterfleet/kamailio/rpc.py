@@ -298,6 +298,14 @@ class KamailioRpc:
                 "core.uptime", self.target, f"unexpected result: {result!r}"
             ) from None
 
+    async def main_pid(self) -> int:
+        """The pid of Kamailio's main process (``core.ps``): it changes on restart."""
+        result = await self.call("core.ps")
+        try:
+            return int(_as_list(result)[0])
+        except (TypeError, IndexError, ValueError):
+            raise RpcCallError("core.ps", self.target, f"unexpected result: {result!r}") from None
+
     async def close(self) -> None:
         """Release the HTTP connection pool (datagram calls hold nothing)."""
         if self._http is not None:

@@ -14,6 +14,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+import aetcd.exceptions
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterfleet import __version__, logs
@@ -188,9 +189,10 @@ class NodeAgent:
                 await self._write()
                 self.metrics.etcd_up.set(1)
                 backoff = 0.2
-            except EtcdUnavailable as exc:
+            except (EtcdUnavailable, aetcd.exceptions.ClientError) as exc:
                 self.metrics.etcd_up.set(0)
-                self.log.warning("etcd_unavailable", error=str(exc), retry_in=backoff)
+                if backoff == 0.2:  # first failure: say it once, then quietly retry
+                    self.log.warning("etcd_unavailable", error=str(exc))
                 # Keep the lease id: if etcd returns before it expires, the
                 # keep-alive above finds it alive and nothing is lost.
                 next_keepalive = 0.0

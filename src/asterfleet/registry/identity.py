@@ -25,7 +25,7 @@ from asterfleet.factory.schema import (
     reg_users,
 )
 from asterfleet.registry.passwords import PasswordVerifier, hash_password
-from asterfleet.registry.scope import AccessView, ScopeError, parse_scope
+from asterfleet.registry.scope import AccessView, ScopeError, parse_token_scope
 from asterfleet.registry.secrets import PAT_PREFIX, hash_secret, new_secret
 
 USERNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
@@ -107,9 +107,7 @@ class SqlIdentity:
         if secret.startswith(PAT_PREFIX):
             return self._authenticate_token(username, secret)
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(reg_users).where(reg_users.c.username == username)
-            ).first()
+            row = conn.execute(select(reg_users).where(reg_users.c.username == username)).first()
         if row is None or row.disabled:
             # Same cost as a real check, so names cannot be probed by timing.
             self.verifier.verify(username, secret, _DUMMY_HASH)
@@ -149,9 +147,7 @@ class SqlIdentity:
 
     def principal(self, username: str) -> Principal | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(reg_users).where(reg_users.c.username == username)
-            ).first()
+            row = conn.execute(select(reg_users).where(reg_users.c.username == username)).first()
         if row is None or row.disabled:
             return None
         return Principal(username=username, is_admin=bool(row.is_admin), via="refresh")
@@ -226,23 +222,22 @@ class SqlIdentity:
         with self.engine.connect() as conn:
             rows = conn.execute(select(reg_users).order_by(reg_users.c.username))
             return [
-                {"username": r.username, "admin": r.is_admin, "disabled": r.disabled}
-                for r in rows
+                {"username": r.username, "admin": r.is_admin, "disabled": r.disabled} for r in rows
             ]
 
     def add_namespace(self, name: str, owner: str, public: bool = False) -> None:
         check_username(name)
         with self.engine.begin() as conn:
-            row = conn.execute(
-                select(reg_namespaces).where(reg_namespaces.c.name == name)
-            ).first()
+            row = conn.execute(select(reg_namespaces).where(reg_namespaces.c.name == name)).first()
             if row is not None and row.owner != owner:
                 raise UsageError(f"namespace {name!r} is owned by {row.owner!r}")
             if row is None:
                 conn.execute(insert(reg_namespaces).values(name=name, owner=owner, public=public))
             else:
                 conn.execute(
-                    update(reg_namespaces).where(reg_namespaces.c.name == name).values(public=public)
+                    update(reg_namespaces)
+                    .where(reg_namespaces.c.name == name)
+                    .values(public=public)
                 )
 
     def grant(self, namespace: str, username: str, actions: Iterable[str]) -> None:
@@ -279,7 +274,7 @@ class SqlIdentity:
             if s in ("pull", "push", "delete", "*"):
                 continue
             try:
-                parse_scope(s)
+                parse_token_scope(s)
             except ScopeError as exc:
                 raise UsageError(
                     f"token scope {s!r}: use pull, push, delete or repository:NAME:ACTIONS"
@@ -288,9 +283,12 @@ class SqlIdentity:
         token_id = new_secret("")[:12]
         now = utcnow()
         with self.engine.begin() as conn:
-            if conn.execute(
-                select(reg_users.c.username).where(reg_users.c.username == username)
-            ).first() is None:
+            if (
+                conn.execute(
+                    select(reg_users.c.username).where(reg_users.c.username == username)
+                ).first()
+                is None
+            ):
                 raise UsageError(f"user {username!r} does not exist: add it first")
             conn.execute(
                 insert(reg_access_tokens).values(
@@ -310,9 +308,7 @@ class SqlIdentity:
         if username is not None:
             cond.append(reg_access_tokens.c.username == username)
         with self.engine.begin() as conn:
-            done = conn.execute(
-                update(reg_access_tokens).where(*cond).values(revoked_at=utcnow())
-            )
+            done = conn.execute(update(reg_access_tokens).where(*cond).values(revoked_at=utcnow()))
         if done.rowcount == 0:
             raise UsageError(f"token {token_id!r} not found: see 'asterfleet registry token ls'")
 

@@ -63,6 +63,17 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
     return [Scope(t, n, tuple(a)) for (t, n), a in merged.items()]
 
 
+def parse_token_scope(text: str) -> Scope:
+    """A personal access token's scope: a repository scope whose name may
+    end in ``/*`` (every repository under that namespace)."""
+    wildcard = ":" in text and text[: text.rfind(":")].endswith("/*")
+    if not wildcard:
+        return parse_scope(text)
+    head, _, actions = text.rpartition(":")
+    parsed = parse_scope(head[:-2] + "/x:" + actions)
+    return Scope(parsed.type, parsed.name[:-1] + "*", parsed.actions)
+
+
 def namespace_of(repository: str) -> str:
     """The first path component: the namespace a user owns or is granted."""
     return repository.split("/", 1)[0]
@@ -89,7 +100,7 @@ def _token_allows(token_scopes: tuple[str, ...] | None, scope: Scope, action: st
             return True
         if ":" in allowed:
             try:
-                parsed = parse_scope(allowed)
+                parsed = parse_token_scope(allowed)
             except ScopeError:
                 continue
             if parsed.type != scope.type:
@@ -130,6 +141,5 @@ def granted_actions(view: AccessView, scope: Scope) -> tuple[str, ...]:
     return tuple(
         a
         for a in scope.actions
-        if (a == "pull" and public)
-        or (a in allowed and _token_allows(view.token_scopes, scope, a))
+        if (a == "pull" and public) or (a in allowed and _token_allows(view.token_scopes, scope, a))
     )

@@ -26,9 +26,7 @@ class Issuer:
     service: str
     ttl: int = 300
 
-    def claims(
-        self, subject: str, access: Sequence[Scope], now: dt.datetime
-    ) -> dict[str, Any]:
+    def claims(self, subject: str, access: Sequence[Scope], now: dt.datetime) -> dict[str, Any]:
         ts = int(now.timestamp())
         return {
             "iss": self.issuer,

@@ -7,6 +7,7 @@ process group is signalled so no grandchild outlives its parent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -87,10 +88,8 @@ class ManagedProcess:
     def signal(self, sig: int) -> None:
         if self.alive():
             assert self.proc is not None
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         """SIGKILL the whole group at once (a crash, for failure tests)."""
@@ -110,10 +109,8 @@ class ManagedProcess:
                 self.signal(signal.SIGKILL)
                 self.proc.wait(timeout=10)
         # Reap any grandchild left in the group.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         return self.proc.returncode
 
     def log_tail(self, lines: int = 40) -> str:
@@ -138,7 +135,7 @@ def wait_for(
             result = condition()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
+        except Exception as exc:
             last_exc = exc
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_exc!r})" if last_exc else ""

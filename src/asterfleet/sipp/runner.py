@@ -21,12 +21,14 @@ Findings on SIPp 3.6.1 that shaped this module:
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
@@ -134,6 +136,43 @@ def _stats_from_row(row: Mapping[str, str]) -> SippStats:
         failures=failures,
         raw=dict(row),
     )
+
+
+def parse_counts_csv(text: str) -> dict[str, int]:
+    """The last complete row of a ``-trace_counts`` file, by column name."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return {}
+    header = lines[0].rstrip(";").split(";")
+    for line in reversed(lines[1:]):
+        cells = line.rstrip(";").split(";")
+        if len(cells) != len(header):
+            continue  # a row still being written
+        out: dict[str, int] = {}
+        for name, cell in zip(header[2:], cells[2:], strict=True):
+            if cell.strip().isdigit():
+                out[name] = int(cell)
+        return out
+    return {}
+
+
+_MSG_HEADER = re.compile(
+    r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n"
+    r"(?:UDP|TCP|TLS|SCTP) message (received|sent) \[\d+\] bytes :\n\n([^\r\n]*)",
+    re.MULTILINE,
+)
+
+
+def parse_message_log(text: str) -> list[tuple[float, str, str]]:
+    """``-trace_msg`` entries as (epoch seconds, 'received'|'sent', first line).
+
+    SIPp writes local time; it is read back in this machine's time zone.
+    """
+    out: list[tuple[float, str, str]] = []
+    for m in _MSG_HEADER.finditer(text):
+        stamp = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        out.append((stamp, m.group(2), m.group(3)))
+    return out
 
 
 def read_stat_file(path: Path) -> SippStats:
@@ -270,7 +309,9 @@ class _SippProcess:
         for _ in range(_START_ATTEMPTS):
             self._pick_ports()
             self.stat_path.unlink(missing_ok=True)
-            proc = ManagedProcess(self.name, self.argv(), self.log_path, env=self.env)
+            proc = ManagedProcess(
+                self.name, self.argv(), self.log_path, env=self.env, cwd=self.workdir
+            )
             self.process = proc.start()
             outcome = self._wait_started(timeout)
             if outcome is None:
@@ -332,6 +373,23 @@ class _SippProcess:
             return None
         return self.process.stop(grace=grace)
 
+    @property
+    def counts_path(self) -> Path:
+        pid = self.process.pid if self.process is not None else 0
+        return self.workdir / f"{self._scenario_stem()}_{pid}_counts.csv"
+
+    def message_counts(self) -> dict[str, int]:
+        """The latest per-message counters (for example ``1_INVITE_Recv``)."""
+        try:
+            text = self.counts_path.read_text(errors="replace")
+        except OSError:
+            return {}
+        return parse_counts_csv(text)
+
+    def _scenario_stem(self) -> str:
+        scenario = getattr(self, "scenario", None)
+        return scenario.stem if isinstance(scenario, Path) else self.role
+
     def log_tail(self, lines: int = 40) -> str:
         return self.process.log_tail(lines) if self.process is not None else ""
 
@@ -372,11 +430,33 @@ class SippUas(_SippProcess):
         self.scenario = _resolve_scenario(scenario, self.workdir)
 
     def _role_args(self) -> list[str]:
-        return ["-sf", str(self.scenario)]
+        # -trace_counts writes per-message counters: INVITEs received is
+        # the number of calls the balancer sent here (OPTIONS apart).
+        return ["-sf", str(self.scenario), "-trace_counts"]
 
     def start(self, timeout: float = 10.0) -> SippUas:
         super().start(timeout)
         return self
+
+    def invite_times(self) -> list[float]:
+        """When each INVITE arrived (needs ``extra_args=["-trace_msg"]``)."""
+        path = (
+            self.workdir
+            / f"{self._scenario_stem()}_{self.process.pid if self.process else 0}_messages.log"
+        )
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [
+            t
+            for t, direction, line in parse_message_log(text)
+            if direction == "received" and line.startswith("INVITE ")
+        ]
+
+    def invites_received(self) -> int:
+        """Initial INVITEs this box has received (retransmissions apart)."""
+        return sum(v for k, v in self.message_counts().items() if k.endswith("_INVITE_Recv"))
 
     @property
     def sip_uri(self) -> str:
@@ -448,6 +528,7 @@ class SippUac(_SippProcess):
             "-r", f"{self.rate:g}", "-rp", "1000",
             "-d", str(self.hold_ms),
             "-recv_timeout", str(self.recv_timeout_ms),
+            "-trace_counts",
         ]  # fmt: skip
         if self.max_calls is not None:
             args += ["-m", str(self.max_calls)]

@@ -1,0 +1,103 @@
+"""`asterfleet console`: serve the web console for one cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from asterfleet.cli.common import console as out
+from asterfleet.cli.common import print_json, user_errors
+from asterfleet.errors import UsageError
+
+ENV = "ASTERFLEET_"
+
+
+def _read_password_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"--admin-password-file {path}: cannot read it ({exc.strerror})") from exc
+    if not text:
+        raise UsageError(f"--admin-password-file {path} is empty: put the password on one line")
+    return text
+
+
+def run(
+    listen: str = typer.Option(
+        "127.0.0.1:8080", envvar=ENV + "LISTEN", help="Address to serve on, HOST:PORT."
+    ),
+    etcd: str = typer.Option(
+        "127.0.0.1:2379", envvar=ENV + "ETCD", help="etcd endpoints, comma-separated host:port."
+    ),
+    cluster: str = typer.Option(
+        "default",
+        envvar=ENV + "CLUSTER",
+        help="Cluster name: the etcd prefix /asterfleet/CLUSTER/.",
+    ),
+    db: str = typer.Option(
+        None,
+        "--db",
+        envvar=ENV + "DB",
+        help="Where users, tokens, sessions and events live: sqlite:///PATH, a file path, or "
+        "postgresql://USER:PASS@HOST/DB [default: ~/.local/state/asterfleet/console.db].",
+    ),
+    admin_password_file: Path = typer.Option(
+        None,
+        "--admin-password-file",
+        help="First start only: when no user exists, create 'admin' with the password in "
+        "this file (or in ASTERFLEET_ADMIN_PASSWORD).",
+    ),
+    secure_cookies: bool = typer.Option(
+        False,
+        "--secure-cookies",
+        envvar=ENV + "SECURE_COOKIES",
+        help="Mark cookies Secure: set this when the console is served over HTTPS.",
+    ),
+    show_config: bool = typer.Option(
+        False, "--show-config", help="Print the settings as JSON and exit."
+    ),
+) -> None:
+    """Serve the web console: the fleet live, drain/undrain/weight, balancers,
+    events, and the JSON API at /api/v1 (OpenAPI at /api/openapi.json).
+
+    Log in with a user made by `asterfleet users add NAME`; on a brand-new
+    database, `--admin-password-file` creates the first one, `admin`.
+    Prometheus metrics are at /metrics.
+    """
+    import os
+
+    from asterfleet.console.settings import ConsoleSettings, parse_listen
+    from asterfleet.etcd_client import parse_endpoints
+
+    with user_errors():
+        host, port = parse_listen(listen)
+        parse_endpoints(etcd)
+        password = _read_password_file(admin_password_file) or os.environ.get(
+            ENV + "ADMIN_PASSWORD"
+        )
+        settings = ConsoleSettings.model_validate(
+            {
+                "listen_host": host,
+                "listen_port": port,
+                "etcd": etcd,
+                "cluster": cluster,
+                "db_url": db,
+                "admin_password": password,
+                "secure_cookies": secure_cookies,
+            }
+        )
+        if show_config:
+            print_json(settings.shown())
+            return
+        import uvicorn
+
+        from asterfleet.console import create_app
+
+        app = create_app(settings)
+    out.print(
+        f"asterfleet console for cluster {cluster!r} on http://{host}:{port}/", highlight=False
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,142 @@
+"""The standalone token server (``asterfleet registry serve``): the token
+router, the registry notification hook feeding the catalogue, the knots'
+webhook endpoints, ``/metrics`` and ``/healthz``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from asterfleet.factory.web import knot_webhook_router
+from asterfleet.registry import keys
+from asterfleet.registry.catalogue import (
+    CatalogueSync,
+    RegistryClient,
+    repositories_in_notification,
+)
+from asterfleet.registry.config import TokenServerSettings
+from asterfleet.registry.identity import IdentityStore, SqlIdentity
+from asterfleet.registry.server import TokenService, token_router
+from asterfleet.registry.tokens import Issuer, RefreshTokens
+
+log = structlog.get_logger("asterfleet.registry.app")
+
+NOTIFICATIONS = Counter(
+    "asterfleet_registry_notifications_total", "Registry notification envelopes", ["result"]
+)
+
+
+def notifications_router(secret: str, notify: Callable[[set[str]], None]) -> APIRouter:
+    """``POST /hooks/registry``: the registry's notification endpoint."""
+    router = APIRouter()
+    expected = f"Bearer {secret}"
+
+    @router.post("/hooks/registry")
+    async def registry_events(request: Request) -> Response:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            NOTIFICATIONS.labels("unauthorized").inc()
+            return JSONResponse({"error": "bad notification secret"}, status_code=401)
+        try:
+            envelope = json.loads(await request.body())
+        except ValueError:
+            NOTIFICATIONS.labels("malformed").inc()
+            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+        repos = repositories_in_notification(envelope if isinstance(envelope, dict) else {})
+        NOTIFICATIONS.labels("accepted").inc()
+        if repos:
+            notify(repos)
+        return Response(status_code=200)
+
+    return router
+
+
+@dataclass
+class CatalogueLoop:
+    """Repositories named by notifications are synced promptly; everything
+    is reconciled every ``interval`` seconds."""
+
+    sync: CatalogueSync
+    interval: float = 300.0
+    pending: set[str] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self, repos: set[str]) -> None:
+        self.pending |= repos
+        self.wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time()
+        while True:
+            now = loop.time()
+            try:
+                if now >= next_reconcile:
+                    next_reconcile = now + self.interval
+                    await run_in_threadpool(self.sync.reconcile)
+                while self.pending:
+                    repo = self.pending.pop()
+                    await run_in_threadpool(self.sync.sync_repository, repo)
+            except (httpx.HTTPError, OSError) as exc:
+                log.warning("catalogue_loop_error", error=str(exc))
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), max(0.1, next_reconcile - loop.time()))
+
+
+def create_app(
+    settings: TokenServerSettings,
+    engine: Engine,
+    identity: IdentityStore | None = None,
+    token_ttl: int = 300,
+    reconcile_interval: float = 300.0,
+) -> FastAPI:
+    material = keys.load(settings.directory)  # parsed once, shared by every request
+    issuer = Issuer(material, settings.issuer, settings.service, ttl=token_ttl)
+    service = TokenService(
+        identity=identity or SqlIdentity(engine),
+        issuer=issuer,
+        refresh=RefreshTokens(engine),
+    )
+    client = RegistryClient(settings.registry_url, issuer)
+    loop_state = CatalogueLoop(CatalogueSync(engine, client), interval=reconcile_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop_state.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            client.close()
+
+    app = FastAPI(title="asterfleet registry token server", lifespan=lifespan)
+    app.include_router(token_router(service))
+    app.include_router(notifications_router(settings.notify_secret, loop_state.notify))
+    app.include_router(knot_webhook_router(engine))
+    app.state.catalogue = loop_state.sync
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "service": settings.service}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,232 @@
+"""The console in a real headless Chromium, against a real etcd.
+
+An operator logs in, sees the nodes, drains one and watches its state change
+without reloading the page; the wrong password, a POST without the CSRF token
+and a page asked for without a session are all turned away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from asterfleet.etcd_client import Etcd
+from asterfleet.etcdtools.server import EtcdServer, start_single
+from asterfleet.fleet.keys import Keyspace
+from asterfleet.fleet.model import BalancerStatus, NodeRecord, NodeState
+from asterfleet.runtime.ports import free_port
+from asterfleet.runtime.process import ManagedProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "lab-admin-pass"
+CLUSTER = "browser"
+KS = Keyspace(CLUSTER)
+
+
+def run_async(fn: Callable[[], Coroutine[object, object, None]]) -> None:
+    """asyncio.run in its own thread: Playwright's sync API owns this thread's loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, fn()).result(timeout=30)
+
+
+def put_node(
+    endpoint: str, node_id: str, state: NodeState = NodeState.ACTIVE, **kw: object
+) -> None:
+    """What a node agent writes: its record under a lease."""
+
+    async def go() -> None:
+        async with Etcd(endpoint) as etcd:
+            lease = await etcd.grant(120)
+            rec = NodeRecord.model_validate(
+                {
+                    "id": node_id,
+                    "sip_uri": f"sip:127.0.0.1:{5060 + int(node_id[-1])};transport=udp",
+                    "state": state,
+                    "weight": 10,
+                    "active_calls": 2,
+                    "version": "20.11.0",
+                    "started_at": 1.7e9,
+                    **kw,
+                }
+            )
+            await etcd.put(KS.node(node_id), rec.to_json(), lease=lease)
+
+    run_async(go)
+
+
+def put_balancer(endpoint: str, lb_id: str, list_hash: str) -> None:
+    async def go() -> None:
+        async with Etcd(endpoint) as etcd:
+            lease = await etcd.grant(120)
+            status = BalancerStatus(id=lb_id, revision=7, list_hash=list_hash, nodes=3, routable=3)
+            await etcd.put(KS.balancer(lb_id), status.to_json(), lease=lease)
+
+    run_async(go)
+
+
+@dataclass
+class Console:
+    url: str
+    etcd: EtcdServer
+
+
+@pytest.fixture(scope="module")
+def console() -> Iterator[Console]:
+    work = Path(tempfile.mkdtemp(prefix="af-console-"))
+    etcd = start_single(work)
+    proc: ManagedProcess | None = None
+    try:
+        for i in (1, 2, 3):
+            put_node(etcd.endpoint, f"node-{i}")
+        put_balancer(etcd.endpoint, "lb-a", "abc123")
+        port = free_port()
+        proc = ManagedProcess(
+            "console",
+            [
+                str(Path(os.sys.executable).parent / "asterfleet"),
+                "console",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--etcd",
+                etcd.endpoint,
+                "--cluster",
+                CLUSTER,
+                "--db",
+                str(work / "console.db"),
+            ],
+            work / "console.log",
+            env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
+        ).start()
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert proc is not None and proc.alive(), proc.log_tail() if proc else ""
+            return bool(httpx.get(f"{url}/healthz", timeout=1).json()["etcd_connected"])
+
+        wait_for(ready, 30, interval=0.1, what="the console following etcd")
+        yield Console(url, etcd)
+    finally:
+        if proc is not None:
+            proc.stop()
+        etcd.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def log_in(page: object, url: str, password: str = PASSWORD) -> None:
+    page.goto(f"{url}/fleet")  # type: ignore[attr-defined]
+    page.fill("input[name=username]", "admin")  # type: ignore[attr-defined]
+    page.fill("input[name=password]", password)  # type: ignore[attr-defined]
+    page.click("button[type=submit]")  # type: ignore[attr-defined]
+
+
+def test_a_page_without_a_session_goes_to_login(console: Console, page: object) -> None:
+    page.goto(f"{console.url}/balancers")  # type: ignore[attr-defined]
+    assert "/login?next=/balancers" in page.url  # type: ignore[attr-defined]
+    assert page.locator("h1").inner_text() == "Log in"  # type: ignore[attr-defined]
+
+
+def test_a_wrong_password_is_rejected(console: Console, page: object) -> None:
+    log_in(page, console.url, "not-the-password")
+    page.wait_for_selector("#login-error")  # type: ignore[attr-defined]
+    assert "Wrong user name or password" in page.inner_text("#login-error")  # type: ignore[attr-defined]
+    assert "/login" in page.url  # type: ignore[attr-defined]
+
+
+def test_drain_a_node_and_watch_it_change_without_reloading(console: Console, page: object) -> None:
+    log_in(page, console.url)
+    page.wait_for_selector("#node-node-3")  # type: ignore[attr-defined]
+    for i in (1, 2, 3):
+        assert page.inner_text(f"#node-node-{i} [data-field=state]") == "active"  # type: ignore[attr-defined]
+    page.wait_for_selector("#live-status.on")  # type: ignore[attr-defined]
+    # A marker that a reload would erase.
+    page.evaluate("window.__sameDocument = true")  # type: ignore[attr-defined]
+    page.once("dialog", lambda dialog: dialog.accept())  # type: ignore[attr-defined]
+    page.click("#node-node-2 button[value=drain]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#node-node-2[data-state=draining]")  # type: ignore[attr-defined]
+    assert page.inner_text("#node-node-2 [data-field=state]") == "draining"  # type: ignore[attr-defined]
+    assert "admin@console" in page.inner_text("#node-node-2")  # type: ignore[attr-defined]
+    # A change made by an agent, not through the page, arrives too.
+    put_node(console.etcd.endpoint, "node-3", NodeState.UNHEALTHY)
+    page.wait_for_selector("#node-node-3[data-state=unhealthy]")  # type: ignore[attr-defined]
+    put_node(console.etcd.endpoint, "node-4")
+    page.wait_for_selector("#node-node-4[data-state=active]")  # type: ignore[attr-defined]
+    assert page.evaluate("window.__sameDocument") is True  # type: ignore[attr-defined]
+    # Undrain from the page.
+    page.click("#node-node-2 button[value=undrain]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#node-node-2[data-state=active]")  # type: ignore[attr-defined]
+    assert page.evaluate("window.__sameDocument") is True  # type: ignore[attr-defined]
+    # The console recorded what happened, and who did it.
+    page.goto(f"{console.url}/events?node=node-2")  # type: ignore[attr-defined]
+    kinds = page.locator("#events-table tbody tr").evaluate_all(  # type: ignore[attr-defined]
+        "rows => rows.map(r => r.dataset.kind)"
+    )
+    assert {"action", "drained", "active"} <= set(kinds)
+    page.goto(f"{console.url}/events?kind=unhealthy")  # type: ignore[attr-defined]
+    assert "node-3" in page.inner_text("#events-table")  # type: ignore[attr-defined]
+
+
+def test_a_post_without_the_csrf_token_is_rejected(console: Console, page: object) -> None:
+    log_in(page, console.url)
+    page.wait_for_selector("#node-node-1")  # type: ignore[attr-defined]
+    status = page.evaluate(  # type: ignore[attr-defined]
+        """() => fetch('/fleet/nodes/node-1/drain', {method: 'POST',
+             headers: {'Content-Type': 'application/x-www-form-urlencoded'}, body: 'note=x'})
+             .then(r => r.status)"""
+    )
+    assert status == 403
+    forged = page.evaluate(  # type: ignore[attr-defined]
+        """() => fetch('/fleet/nodes/node-1/drain', {method: 'POST',
+             headers: {'X-CSRF-Token': 'forged'}}).then(r => r.status)"""
+    )
+    assert forged == 403
+    page.reload()  # type: ignore[attr-defined]
+    assert page.inner_text("#node-node-1 [data-field=state]") == "active"  # type: ignore[attr-defined]
+
+
+def test_the_balancers_page_shows_agreement(console: Console, page: object) -> None:
+    log_in(page, console.url)
+    page.goto(f"{console.url}/balancers")  # type: ignore[attr-defined]
+    assert page.inner_text("#agreement") == "all agree"  # type: ignore[attr-defined]
+    put_balancer(console.etcd.endpoint, "lb-b", "def456")
+    page.wait_for_selector("#agreement.bad")  # type: ignore[attr-defined]
+    assert "2 different lists" in page.inner_text("#agreement")  # type: ignore[attr-defined]

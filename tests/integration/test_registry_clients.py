@@ -1,0 +1,230 @@
+"""The real Distribution registry with asterfleet as its token server,
+exercised by the real clients: skopeo and buildah."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asterfleet.registry.catalogue import list_tags, tag_detail
+from asterfleet.registry.lab import RegistryLab, registry_lab
+from asterfleet.runtime.process import require_binary, wait_for
+
+pytestmark = pytest.mark.integration
+
+PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-22", "root": "root-secret-333"}
+
+
+@pytest.fixture(scope="module")
+def work() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="af-reg-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def buildah(work: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    base = [
+        require_binary("buildah"),
+        "--root",
+        str(work / "storage"),
+        "--runroot",
+        str(work / "run"),
+        "--storage-driver",
+        "vfs",
+    ]
+    return subprocess.run(
+        [*base, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def image(work: Path) -> str:
+    """A tiny image (FROM scratch + static busybox) in private buildah storage,
+    also exported as an OCI layout for skopeo."""
+    ctx = work / "ctx"
+    ctx.mkdir()
+    shutil.copy(require_binary("busybox"), ctx / "busybox")
+    (ctx / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "true"]\n'
+    )
+    done = buildah(work, "bud", "--isolation", "chroot", "-t", "localhost/tiny:1", str(ctx))
+    assert done.returncode == 0, done.stderr
+    done = buildah(work, "push", "localhost/tiny:1", f"oci:{work / 'oci'}:1")
+    assert done.returncode == 0, done.stderr
+    return "localhost/tiny:1"
+
+
+@pytest.fixture(scope="module")
+def lab(work: Path) -> Iterator[RegistryLab]:
+    with registry_lab(work / "lab") as running:
+        running.identity.add_user("alice", PASSWORDS["alice"])
+        running.identity.add_user("bob", PASSWORDS["bob"])
+        running.identity.add_user("root", PASSWORDS["root"], is_admin=True)
+        yield running
+
+
+def skopeo(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_binary("skopeo"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def skopeo_login(lab: RegistryLab, authfile: Path, user: str, secret: str) -> None:
+    done = skopeo(
+        "login",
+        "--authfile",
+        str(authfile),
+        "--tls-verify=false",
+        "-u",
+        user,
+        "--password-stdin",
+        lab.registry_host,
+        stdin=secret + "\n",
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_owner_pushes_with_skopeo_and_catalogue_follows(
+    lab: RegistryLab, work: Path, image: str
+) -> None:
+    auth = work / "alice.json"
+    skopeo_login(lab, auth, "alice", PASSWORDS["alice"])
+    dest = f"docker://{lab.registry_host}/alice/tiny:1"
+    done = skopeo(
+        "copy", "--authfile", str(auth), "--dest-tls-verify=false", f"oci:{work / 'oci'}:1", dest
+    )
+    assert done.returncode == 0, done.stderr
+    # The registry's push notification makes the catalogue sync the repository.
+    wait_for(lambda: list_tags(lab.engine, "alice/tiny"), timeout=30, what="catalogue tag")
+    detail = tag_detail(lab.engine, "alice/tiny", "1")
+    assert detail is not None
+    assert detail["digest"].startswith("sha256:")
+    assert detail["platforms"] == ["linux/amd64"]
+    assert len(detail["layers"]) == 1 and detail["size"] > 1_000_000
+
+
+def test_user_cannot_push_into_another_namespace(lab: RegistryLab, work: Path, image: str) -> None:
+    auth = work / "bob.json"
+    skopeo_login(lab, auth, "bob", PASSWORDS["bob"])
+    done = skopeo(
+        "copy",
+        "--authfile",
+        str(auth),
+        "--dest-tls-verify=false",
+        f"oci:{work / 'oci'}:1",
+        f"docker://{lab.registry_host}/alice/evil:1",
+    )
+    assert done.returncode != 0
+    assert "denied" in done.stderr.lower() or "unauthorized" in done.stderr.lower()
+    # ... but into their own, yes.
+    done = skopeo(
+        "copy",
+        "--authfile",
+        str(auth),
+        "--dest-tls-verify=false",
+        f"oci:{work / 'oci'}:1",
+        f"docker://{lab.registry_host}/bob/tiny:1",
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_anonymous_pulls_public_but_not_private(lab: RegistryLab, work: Path, image: str) -> None:
+    auth = work / "alice2.json"
+    skopeo_login(lab, auth, "alice", PASSWORDS["alice"])
+    for repo in ("alice/private", "alice/public"):
+        done = skopeo(
+            "copy",
+            "--authfile",
+            str(auth),
+            "--dest-tls-verify=false",
+            f"oci:{work / 'oci'}:1",
+            f"docker://{lab.registry_host}/{repo}:1",
+        )
+        assert done.returncode == 0, done.stderr
+    lab.identity.set_public("alice/public", True)
+    anon = ("inspect", "--no-creds", "--tls-verify=false")
+    private = skopeo(*anon, f"docker://{lab.registry_host}/alice/private:1")
+    assert private.returncode != 0
+    public = skopeo(*anon, f"docker://{lab.registry_host}/alice/public:1")
+    assert public.returncode == 0, public.stderr
+
+
+def test_buildah_login_push_pull(lab: RegistryLab, work: Path, image: str) -> None:
+    auth = work / "alice-buildah.json"
+    done = buildah(
+        work,
+        "login",
+        "--authfile",
+        str(auth),
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "--password-stdin",
+        lab.registry_host,
+        stdin=PASSWORDS["alice"] + "\n",
+    )
+    assert done.returncode == 0, done.stderr
+    ref = f"docker://{lab.registry_host}/alice/built:2"
+    done = buildah(work, "push", "--authfile", str(auth), "--tls-verify=false", image, ref)
+    assert done.returncode == 0, done.stderr
+    done = buildah(work, "pull", "--authfile", str(auth), "--tls-verify=false", ref)
+    assert done.returncode == 0, done.stderr
+
+
+def test_access_token_scopes_and_revocation(lab: RegistryLab, work: Path, image: str) -> None:
+    token_id, secret = lab.identity.create_token("alice", "ci pull only", scopes=["pull"])
+    auth = work / "alice-token.json"
+    skopeo_login(lab, auth, "alice", secret)
+    src = f"oci:{work / 'oci'}:1"
+    push = skopeo(
+        "copy",
+        "--authfile",
+        str(auth),
+        "--dest-tls-verify=false",
+        src,
+        f"docker://{lab.registry_host}/alice/by-token:1",
+    )
+    assert push.returncode != 0, "a pull-only token must not push"
+    lab.identity.revoke_token(token_id)
+    denied = skopeo(
+        "login",
+        "--authfile",
+        str(work / "x.json"),
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "--password-stdin",
+        lab.registry_host,
+        stdin=secret + "\n",
+    )
+    assert denied.returncode != 0
+
+
+def test_reconcile_finds_every_repository(lab: RegistryLab, work: Path, image: str) -> None:
+    auth = work / "root.json"
+    skopeo_login(lab, auth, "root", PASSWORDS["root"])
+    done = skopeo(
+        "copy",
+        "--authfile",
+        str(auth),
+        "--dest-tls-verify=false",
+        f"oci:{work / 'oci'}:1",
+        f"docker://{lab.registry_host}/root/tiny:7",
+    )
+    assert done.returncode == 0, done.stderr
+    assert lab.catalogue.reconcile() >= 2
+    assert [t["tag"] for t in list_tags(lab.engine, "root/tiny")] == ["7"]
+    lab.catalogue.delete_tag("root/tiny", "7")
+    assert list_tags(lab.engine, "root/tiny") == []
