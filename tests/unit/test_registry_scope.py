@@ -31,8 +31,17 @@ def test_parse_scope(text: str, expected: Scope) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "repository", "repository:alice", "repository::pull", "repository:Alice/App:pull",
-             "repository:alice/app:", "REPO:x:pull", "repository:a//b:pull"],
+    "text",
+    [
+        "",
+        "repository",
+        "repository:alice",
+        "repository::pull",
+        "repository:Alice/App:pull",
+        "repository:alice/app:",
+        "REPO:x:pull",
+        "repository:a//b:pull",
+    ],
 )
 def test_parse_scope_rejects(text: str) -> None:
     with pytest.raises(ScopeError):
@@ -41,8 +50,10 @@ def test_parse_scope_rejects(text: str) -> None:
 
 def test_parse_scopes_merges_repeats_and_space_separated() -> None:
     scopes = parse_scopes(["repository:a/b:pull repository:a/b:push", "registry:catalog:*"])
-    assert scopes == [Scope("repository", "a/b", ("pull", "push")),
-                      Scope("registry", "catalog", ("*",))]
+    assert scopes == [
+        Scope("repository", "a/b", ("pull", "push")),
+        Scope("registry", "catalog", ("*",)),
+    ]
 
 
 @given(st.text(max_size=80))
@@ -54,9 +65,12 @@ def test_parse_scope_never_crashes(text: str) -> None:
     assert scope.actions and scope.name
 
 
-ALICE = AccessView(username="alice", owned=frozenset({"alice", "team"}),
-                   grants={"carol": frozenset({"pull"}), "dave": frozenset({"pull", "push"})},
-                   public=frozenset({"bob/open", "pubns"}))
+ALICE = AccessView(
+    username="alice",
+    owned=frozenset({"alice", "team"}),
+    grants={"carol": frozenset({"pull"}), "dave": frozenset({"pull", "push"})},
+    public=frozenset({"bob/open", "pubns"}),
+)
 ANON = AccessView(username=None, public=frozenset({"bob/open", "pubns"}))
 ADMIN = AccessView(username="root", is_admin=True)
 PP = ("pull", "push")
@@ -75,8 +89,11 @@ PP = ("pull", "push")
         (ALICE, Scope("registry", "catalog", ("*",)), ()),
         (ANON, Scope("repository", "alice/app", ("pull",)), ()),
         (ANON, Scope("repository", "bob/open", PP), ("pull",)),
-        (ADMIN, Scope("repository", "anyone/x", ("pull", "push", "delete")),
-         ("pull", "push", "delete")),
+        (
+            ADMIN,
+            Scope("repository", "anyone/x", ("pull", "push", "delete")),
+            ("pull", "push", "delete"),
+        ),
         (ADMIN, Scope("registry", "catalog", ("*",)), ("*",)),
     ],
 )
@@ -101,6 +118,10 @@ def test_granted_actions(view: AccessView, scope: Scope, expected: tuple[str, ..
 def test_access_tokens_narrow_rights(
     token_scopes: tuple[str, ...], scope: Scope, expected: tuple[str, ...]
 ) -> None:
-    view = AccessView(username="alice", owned=frozenset({"alice"}), public=frozenset({"bob/open"}),
-                      token_scopes=token_scopes)
+    view = AccessView(
+        username="alice",
+        owned=frozenset({"alice"}),
+        public=frozenset({"bob/open"}),
+        token_scopes=token_scopes,
+    )
     assert granted_actions(view, scope) == expected

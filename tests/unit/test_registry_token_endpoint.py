@@ -22,8 +22,9 @@ SERVICE = "registry.test"
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[TestClient, SqlIdentity, Issuer]]:
-    settings = write_config(tmp_path / "cfg", "http://127.0.0.1:9/token", SERVICE,
-                            listen="127.0.0.1:9")
+    settings = write_config(
+        tmp_path / "cfg", "http://127.0.0.1:9/token", SERVICE, listen="127.0.0.1:9"
+    )
     engine = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     identity = SqlIdentity(engine)
     identity.add_user("alice", "alice-password")
@@ -62,13 +63,18 @@ def test_repeated_scopes_and_login_probe(setup: tuple[TestClient, SqlIdentity, I
     client, _, issuer = setup
     resp = client.get(
         "/token",
-        params=[("service", SERVICE), ("scope", "repository:alice/a:pull"),
-                ("scope", "repository:bob/b:pull"), ("account", "alice")],
+        params=[
+            ("service", SERVICE),
+            ("scope", "repository:alice/a:pull"),
+            ("scope", "repository:bob/b:pull"),
+            ("account", "alice"),
+        ],
         headers=basic("alice", "alice-password"),
     )
     assert [a["actions"] for a in access(issuer, resp.json()["token"])] == [["pull"], []]
-    probe = client.get("/token", params={"service": SERVICE},
-                       headers=basic("alice", "alice-password"))
+    probe = client.get(
+        "/token", params={"service": SERVICE}, headers=basic("alice", "alice-password")
+    )
     assert probe.status_code == 200 and access(issuer, probe.json()["token"]) == []
 
 
@@ -84,7 +90,9 @@ def test_repeated_scopes_and_login_probe(setup: tuple[TestClient, SqlIdentity, I
 )
 def test_bad_requests(
     setup: tuple[TestClient, SqlIdentity, Issuer],
-    params: dict[str, str], headers: dict[str, str], status: int,
+    params: dict[str, str],
+    headers: dict[str, str],
+    status: int,
 ) -> None:
     client, _, _ = setup
     resp = client.get("/token", params=params, headers=headers)
@@ -95,40 +103,71 @@ def test_bad_requests(
 def test_failed_logins_are_rate_limited(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
     client, _, _ = setup
     for _ in range(5):
-        assert client.get("/token", params={"service": SERVICE},
-                          headers=basic("alice", "wrong")).status_code == 401
-    limited = client.get("/token", params={"service": SERVICE},
-                         headers=basic("alice", "alice-password"))
+        assert (
+            client.get(
+                "/token", params={"service": SERVICE}, headers=basic("alice", "wrong")
+            ).status_code
+            == 401
+        )
+    limited = client.get(
+        "/token", params={"service": SERVICE}, headers=basic("alice", "alice-password")
+    )
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
     # Another user from the same address is not punished.
-    assert client.get("/token", params={"service": SERVICE},
-                      headers=basic("bob", "bob-password")).status_code == 200
+    assert (
+        client.get(
+            "/token", params={"service": SERVICE}, headers=basic("bob", "bob-password")
+        ).status_code
+        == 200
+    )
 
 
 def test_offline_token_then_refresh_grant(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
     client, _, issuer = setup
-    first = client.get("/token", params={"service": SERVICE, "offline_token": "true"},
-                       headers=basic("alice", "alice-password")).json()
+    first = client.get(
+        "/token",
+        params={"service": SERVICE, "offline_token": "true"},
+        headers=basic("alice", "alice-password"),
+    ).json()
     refresh = first["refresh_token"]
-    resp = client.post("/token", data={
-        "grant_type": "refresh_token", "refresh_token": refresh, "service": SERVICE,
-        "client_id": "test", "scope": "repository:alice/app:pull,push",
-    })
+    resp = client.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "service": SERVICE,
+            "client_id": "test",
+            "scope": "repository:alice/app:pull,push",
+        },
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert body["refresh_token"] == refresh and "token" not in body
     assert body["scope"] == "repository:alice/app:pull,push"
     assert access(issuer, body["access_token"])[0]["actions"] == ["pull", "push"]
-    bad = client.post("/token", data={"grant_type": "refresh_token", "refresh_token": "afr_x",
-                                       "service": SERVICE, "client_id": "t"})
+    bad = client.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": "afr_x",
+            "service": SERVICE,
+            "client_id": "t",
+        },
+    )
     assert bad.status_code == 401 and bad.json()["error"] == "invalid_grant"
 
 
 def test_password_grant(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
     client, _, _ = setup
-    form = {"grant_type": "password", "username": "alice", "password": "alice-password",
-            "service": SERVICE, "client_id": "docker", "access_type": "offline",
-            "scope": "repository:alice/app:pull"}
+    form = {
+        "grant_type": "password",
+        "username": "alice",
+        "password": "alice-password",
+        "service": SERVICE,
+        "client_id": "docker",
+        "access_type": "offline",
+        "scope": "repository:alice/app:pull",
+    }
     body = client.post("/token", data=form).json()
     assert body["access_token"] and body["refresh_token"].startswith("afr_")
     assert client.post("/token", data={**form, "password": "x"}).status_code == 401
@@ -180,7 +219,8 @@ def test_notification_hook_needs_the_secret(
     client, _, _ = setup
     assert client.post("/hooks/registry", json={"events": []}).status_code == 401
     secret = (tmp_path / "cfg" / "notify-secret").read_text().strip()
-    ok = client.post("/hooks/registry", json={"events": []},
-                     headers={"Authorization": f"Bearer {secret}"})
+    ok = client.post(
+        "/hooks/registry", json={"events": []}, headers={"Authorization": f"Bearer {secret}"}
+    )
     assert ok.status_code == 200
     assert client.get("/metrics").status_code == 200

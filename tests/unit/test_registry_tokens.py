@@ -75,9 +75,13 @@ def test_password_verifier_remembers_only_correct_passwords() -> None:
 
 def test_registry_config(tmp_path: Path) -> None:
     cfg = RegistryConfig(
-        realm="http://127.0.0.1:5001/token", service="reg", issuer="iss",
-        rootcertbundle=tmp_path / "c.crt", storage_dir=tmp_path / "s",
-        notify_url="http://127.0.0.1:5001/hooks/registry", notify_secret="xyz",
+        realm="http://127.0.0.1:5001/token",
+        service="reg",
+        issuer="iss",
+        rootcertbundle=tmp_path / "c.crt",
+        storage_dir=tmp_path / "s",
+        notify_url="http://127.0.0.1:5001/hooks/registry",
+        notify_secret="xyz",
     )
     text = render_config(cfg)
     assert 'realm: "http://127.0.0.1:5001/token"' in text

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asterfleet.errors import AsterfleetError, EtcdUnavailable, UsageError
+from asterfleet.errors import AsterfleetError, EtcdUnavailable, RecordError, UsageError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,7 +32,8 @@ def user_errors() -> Iterator[None]:
     """Turn expected failures into one line and a scriptable exit code."""
     try:
         yield
-    except UsageError as exc:
+    except (UsageError, RecordError) as exc:
+        # A RecordError here comes from what the user typed (a node id).
         fail(str(exc), 2)
     except EtcdUnavailable as exc:
         fail(str(exc), 1)

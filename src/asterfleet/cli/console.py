@@ -100,4 +100,12 @@ def run(
     out.print(
         f"asterfleet console for cluster {cluster!r} on http://{host}:{port}/", highlight=False
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # Open live pages (server-sent events) must not hold a shutdown up.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
+
+# Typer (pinned) vendors click; its exceptions live here.
+import typer._click.exceptions as typer_click
 
 from asterfleet import __version__
 
@@ -69,18 +71,21 @@ def main() -> None:
     """Console entry point: usage errors exit 2 with one clear line."""
     _register()
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        # Without standalone mode the parser returns the exit code instead
+        # of exiting: pass it on, scripts depend on it.
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("aborted\n")
         sys.exit(130)
-    except click.UsageError as exc:
+    except typer_click.UsageError as exc:
         hint = ""
         if exc.ctx is not None:
             hint = f" (see '{exc.ctx.command_path} --help')"
         sys.stderr.write(f"error: {exc.format_message()}{hint}\n")
         sys.exit(2)
-    except click.ClickException as exc:
+    except typer_click.ClickException as exc:
         sys.stderr.write(f"error: {exc.format_message()}\n")
         sys.exit(exc.exit_code)

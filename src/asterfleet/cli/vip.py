@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -59,9 +60,10 @@ def config(
         "that costs a second failover and can flap.",
     ),
     check_command: str = typer.Option(
-        "asterfleet vip check-kamailio --rpc {rpc}",
+        f"{sys.executable} -m asterfleet.vip.health -q --rpc {{rpc}}",
         "--check-command",
-        help="Health-check command; {rpc} is replaced by --rpc.",
+        help="Health-check command; {rpc} is replaced by --rpc. The default is the "
+        "fast-starting form of `asterfleet vip check-kamailio` for this installation.",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write here instead of standard output."

@@ -233,7 +233,7 @@ def parse_socket(value: str, what: str = "listen socket") -> tuple[str, str, int
             f"{what} {value!r}: expected PROTO:HOST:PORT with PROTO one of "
             f"{', '.join(TRANSPORTS)}, e.g. udp:127.0.0.1:5060"
         )
-    host, port = _parse_host_port(rest, what)
+    host, port = _parse_host_port(rest, f"{what} {value!r}:")
     return proto.lower(), host, port
 
 

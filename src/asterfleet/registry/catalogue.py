@@ -13,6 +13,7 @@ The query functions at the bottom are what the console renders.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def parse_created(value: object) -> dt.datetime | None:
     # Go writes nanoseconds; Python takes at most microseconds.
     if "." in text:
         head, _, rest = text.partition(".")
-        frac = "".join(c for c in rest if c.isdigit())
+        frac = "".join(itertools.takewhile(str.isdigit, rest))
         zone = rest[len(frac) :]
         text = f"{head}.{frac[:6]}{zone}"
     try:

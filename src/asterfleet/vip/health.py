@@ -18,3 +18,30 @@ def kamailio_healthy(rpc: str, timeout: float = 1.0) -> tuple[bool, str]:
         return False, str(exc)
     uptime = result.get("uptime") if isinstance(result, dict) else None
     return True, f"kamailio at {rpc} up for {uptime} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m asterfleet.vip.health --rpc TARGET``: exit 0 healthy, 1 not.
+
+    keepalived runs the check every second; this entry point imports only
+    the RPC client (about 0.1 s) instead of the whole command line.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m asterfleet.vip.health",
+        description="Exit 0 when Kamailio answers core.uptime over JSON-RPC, 1 otherwise.",
+    )
+    parser.add_argument("--rpc", required=True, help="socket path or http URL")
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds [1.0]")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    args = parser.parse_args(argv)
+    healthy, why = kamailio_healthy(args.rpc, args.timeout)
+    if not args.quiet:
+        print(why if healthy else f"unhealthy: {why}", file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

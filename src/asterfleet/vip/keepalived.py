@@ -16,7 +16,8 @@ Choices, and why:
   answers, costing a second failover for no gain. (keepalived requires
   state BACKUP for nopreempt.)
 - The health check is a ``vrrp_script`` that asks Kamailio over JSON-RPC for
-  ``core.uptime`` (``asterfleet vip check-kamailio``): a Kamailio that is
+  ``core.uptime`` (``python -m asterfleet.vip.health``, the lean twin of
+  ``asterfleet vip check-kamailio`` that starts in 0.1 s): a Kamailio that is
   running but wedged fails it, unlike a process check. ``fall`` failures in
   a row put the instance in FAULT: it gives the VIP away at once (priority 0
   advert) instead of waiting for the peer's master-down timer.
@@ -65,7 +66,7 @@ class KeepalivedOptions:
     #: Seconds between adverts (VRRPv2: whole seconds).
     advert_int: int = 1
     #: The health-check command; ``{rpc}`` is replaced by :attr:`rpc`.
-    check_command: str = "asterfleet vip check-kamailio --rpc {rpc}"
+    check_command: str = "python3 -m asterfleet.vip.health -q --rpc {rpc}"
     #: Seconds between health checks, and failures/successes to change state.
     check_interval: int = 1
     check_fall: int = 2

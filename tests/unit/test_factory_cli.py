@@ -1,0 +1,109 @@
+"""`asterfleet knot …` and `asterfleet registry …` as an operator types them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from asterfleet.cli.knot import app as knot_app
+from asterfleet.cli.registry import app as registry_app
+
+runner = CliRunner()
+
+
+def test_knot_lifecycle(tmp_path: Path) -> None:
+    db = ["--db", f"sqlite:///{tmp_path / 'f.db'}"]
+    add = runner.invoke(
+        knot_app,
+        [
+            "add",
+            "app",
+            "--git",
+            "/srv/app",
+            "--repository",
+            "alice/app",
+            "--webhook",
+            "--test",
+            "true",
+            "--tag-rule",
+            "tag:v*={version}",
+            "--build-arg",
+            "A=1",
+            *db,
+        ],
+    )
+    assert add.exit_code == 0, add.output
+    assert "shown once" in add.output
+    listed = json.loads(runner.invoke(knot_app, ["ls", "--json", *db]).output)
+    assert [k["name"] for k in listed] == ["app"]
+    built = runner.invoke(knot_app, ["build", "app", "--json", *db])
+    assert json.loads(built.output) == {"build": 1, "joined": False}
+    again = runner.invoke(knot_app, ["build", "app", "--json", *db])
+    assert json.loads(again.output) == {"build": 1, "joined": True}
+    shown = json.loads(runner.invoke(knot_app, ["show", "app", "--json", *db]).output)
+    assert shown["knot"]["triggers"]["webhook_secret"] == "********"
+    assert shown["knot"]["build_args"] == {"A": "1"}
+    assert shown["builds"][0]["state"] == "queued"
+    edit = runner.invoke(knot_app, ["edit", "app", "--set", "triggers.git_poll_seconds=30", *db])
+    assert edit.exit_code == 0, edit.output
+    assert runner.invoke(knot_app, ["cancel", "app", "1", *db]).exit_code == 0
+    assert runner.invoke(knot_app, ["rm", "app", "--yes", *db]).exit_code == 0
+
+
+def test_knot_bad_input_exits_2(tmp_path: Path) -> None:
+    db = ["--db", f"sqlite:///{tmp_path / 'f.db'}"]
+    bad = runner.invoke(knot_app, ["add", "app", "--git", "/x", "--repository", "NoSlash", *db])
+    assert bad.exit_code == 2 and "knot repository" in bad.output
+    missing = runner.invoke(knot_app, ["show", "ghost", *db])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    badref = runner.invoke(knot_app, ["build", "ghost", "--ref", "main", *db])
+    assert badref.exit_code == 2
+
+
+def test_registry_config_users_and_tokens(tmp_path: Path) -> None:
+    db = ["--db", f"sqlite:///{tmp_path / 'f.db'}"]
+    cfg = runner.invoke(
+        registry_app,
+        [
+            "config",
+            "--out",
+            str(tmp_path / "reg"),
+            "--realm",
+            "http://127.0.0.1:5001/token",
+            "--service",
+            "svc",
+        ],
+    )
+    assert cfg.exit_code == 0, cfg.output
+    assert (tmp_path / "reg" / "config.yml").exists()
+    add = runner.invoke(
+        registry_app, ["user", "add", "alice", "--password-stdin", *db], input="long-password\n"
+    )
+    assert add.exit_code == 0, add.output
+    short = runner.invoke(
+        registry_app, ["user", "add", "bob", "--password-stdin", *db], input="short\n"
+    )
+    assert short.exit_code == 2
+    made = runner.invoke(
+        registry_app,
+        [
+            "token",
+            "create",
+            "alice",
+            "--name",
+            "ci",
+            "--scope",
+            "repository:alice/*:pull",
+            "--json",
+            *db,
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    token = json.loads(made.output)
+    assert token["secret"].startswith("afp_")
+    listed = runner.invoke(registry_app, ["token", "ls", "--json", *db])
+    assert token["secret"] not in listed.output
+    assert runner.invoke(registry_app, ["token", "revoke", token["id"], *db]).exit_code == 0
+    assert runner.invoke(registry_app, ["token", "revoke", "nope", *db]).exit_code == 2
