@@ -63,7 +63,8 @@ def image(work: Path) -> str:
 
 @pytest.fixture(scope="module")
 def lab(work: Path) -> Iterator[RegistryLab]:
-    with registry_lab(work / "lab") as running:
+    # No login memory: revocation must bite at once in these tests.
+    with registry_lab(work / "lab", cache_seconds=0) as running:
         running.identity.add_user("alice", PASSWORDS["alice"])
         running.identity.add_user("bob", PASSWORDS["bob"])
         running.identity.add_user("root", PASSWORDS["root"], is_admin=True)

@@ -11,8 +11,8 @@ in-dialog requests follow whichever balancer holds it.
 
 from __future__ import annotations
 
+import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,18 +25,20 @@ from asterfleet.kamailio.config import KamailioConfig
 from asterfleet.kamailio.server import KamailioServer
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
 from asterfleet.sipp.runner import SippUac, SippUas
+from asterfleet.vip.health import check_command
 from asterfleet.vip.keepalived import KeepalivedOptions, render_keepalived_conf
 from asterfleet.vip.netns import Host, NetnsLab, in_namespace, ip
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 VIP = "10.77.0.100"
-LB = {"lb1": ("10.77.0.11", 150), "lb2": ("10.77.0.12", 100)}
+# High priorities keep VRRP's skew time short: master-down = 3 adverts + (256 - prio)/256 s.
+LB = {"lb1": ("10.77.0.11", 250), "lb2": ("10.77.0.12", 240)}
 BACKENDS = {"be1": "10.77.0.21", "be2": "10.77.0.22"}
 CALLER = "10.77.0.31"
 SIP_PORT = 5060
 CONTROL_PORT = 8888
-CHECK = "/tmp/chk.sh {rpc}"
+CHECK = check_command()
 
 
 class NsKamailio(KamailioServer):
@@ -109,6 +111,12 @@ class Balancer:
             self.work / f"keepalived{self.starts}.log",
         ).start()
 
+    def state(self) -> str | None:
+        """The VRRP state keepalived last entered (MASTER, BACKUP, FAULT)."""
+        log = self.keepalived.log_tail(400) if self.keepalived else ""
+        states = re.findall(r"Entering (\w+) STATE", log)
+        return states[-1] if states else None
+
     def holds_vip(self) -> bool:
         return self.host.has(VIP)
 
@@ -146,7 +154,9 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         lab.open()
         for name, addr in BACKENDS.items():
             host = lab.add_host(name, addr)
-            backends.append(NsUas(host.ns, tmp_path / name, addr).start())
+            backend = NsUas(host.ns, tmp_path / name, addr)
+            backends.append(backend)
+            backend.start()
         dlist = tmp_path / "dispatcher.list"
         dlist.write_text(
             "".join(
@@ -191,7 +201,8 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         caller_host = lab.add_host("caller", CALLER)
         pair = Pair(lab, balancers, NsUac(caller_host.ns, tmp_path / "caller"), backends)
         wait_for(lambda: len(pair.holders()) == 1, 15, what="one balancer to take the VIP")
-        caller = pair.caller.start()
+        caller = pair.caller
+        caller.start()
         yield pair
     finally:
         if caller is not None:
@@ -252,7 +263,7 @@ def test_vip_fails_over_and_does_not_flap(pair: Pair) -> None:
     first.kamailio.start()  # lb1 healthy again: nopreempt keeps it BACKUP
 
     # (b) The active host dies entirely.
-    wait_for(lambda: first.keepalived is not None and "BACKUP" in first.keepalived.log_tail(200), 10)
+    wait_for(lambda: first.state() == "BACKUP", 10, what="lb1 healthy again, as BACKUP")
     holder, moved, failed = _failover(pair, "host")
     assert holder == "lb1"
     assert moved < 4.0, f"VIP moved after {moved:.2f}s"

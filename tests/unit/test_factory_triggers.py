@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -97,10 +98,8 @@ def test_delivery_without_id_is_identified_by_its_body() -> None:
 
 @given(st.binary(max_size=200))
 def test_parse_never_crashes_unexpectedly(body: bytes) -> None:
-    try:
+    with contextlib.suppress(WebhookError):
         parse("github", GITHUB, body)
-    except WebhookError:
-        pass
 
 
 LS_REMOTE = f"""{"1" * 40}\tHEAD

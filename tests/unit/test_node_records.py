@@ -54,9 +54,11 @@ def test_bad_records_name_the_key_and_the_problem(raw: bytes, message: str) -> N
 @given(st.binary(max_size=300))
 def test_any_bytes_parse_or_raise_record_error(raw: bytes) -> None:
     try:
-        parse_node(KS.node("ast1"), raw)
-    except RecordError:
-        pass
+        rec = parse_node(KS.node("ast1"), raw)
+    except RecordError as exc:
+        assert "/asterfleet/c1/nodes/ast1" in str(exc)
+    else:
+        assert rec.id == "ast1"
 
 
 @pytest.mark.parametrize(

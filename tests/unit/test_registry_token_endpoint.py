@@ -29,7 +29,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[TestClient, SqlIdentity, Issuer]]:
     identity = SqlIdentity(engine)
     identity.add_user("alice", "alice-password")
     identity.add_user("bob", "bob-password")
-    app = create_app(settings, engine, reconcile_interval=3600)
+    app = create_app(settings, engine, reconcile_interval=3600, cache_seconds=0)
     from asterfleet.registry import keys
 
     issuer = Issuer(keys.load(tmp_path / "cfg"), SERVICE, SERVICE)

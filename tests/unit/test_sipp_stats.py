@@ -190,7 +190,7 @@ def test_uac_command_line(tmp_path: Path) -> None:
     argv = uac.argv()
     assert argv[1] == "127.0.0.1:5060"
     joined = " ".join(argv[1:])
-    assert "-s 1000 -r 2.5 -rp 1000 -d 3000 -recv_timeout 10000 -m 20 -l 50" in joined
+    assert "-s 1000 -r 2.5 -rp 1000 -d 3000 -recv_timeout 10000 -trace_counts -m 20 -l 50" in joined
     assert "-p 5070 -t u1 -cp 8891 -nostdin" in joined
     ipv6 = SippUac(tmp_path, "::1", 5060, host="::1", port=1, control_port=2)
     assert ipv6.argv()[1] == "[::1]:5060"

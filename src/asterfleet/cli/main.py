@@ -56,6 +56,7 @@ def _register() -> None:
     app.add_typer(asterfleet.cli.balancer.app, name="balancer")
     app.add_typer(asterfleet.cli.fleet.app, name="fleet")
     app.add_typer(asterfleet.cli.kamailio.app, name="kamailio")
+    app.add_typer(importlib.import_module("asterfleet.cli.lab").app, name="lab")
     app.add_typer(importlib.import_module("asterfleet.cli.capture").app, name="capture")
     app.add_typer(importlib.import_module("asterfleet.cli.asterisk").app, name="asterisk")
     app.add_typer(importlib.import_module("asterfleet.cli.etcd").app, name="etcd")

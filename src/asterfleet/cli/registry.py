@@ -80,6 +80,9 @@ def serve(
     reconcile: float = typer.Option(
         300.0, "--reconcile-interval", help="Seconds between catalogue reconciles."
     ),
+    cache_seconds: float = typer.Option(
+        5.0, "--login-cache", help="Seconds a successful login and access decision are reused."
+    ),
 ) -> None:
     """Run the token server, catalogue hook and knot webhooks."""
     import uvicorn
@@ -90,9 +93,13 @@ def serve(
     with user_errors():
         settings = read_settings(config_dir)
         app_ = create_app(
-            settings, open_store(db), token_ttl=token_ttl, reconcile_interval=reconcile
+            settings,
+            open_store(db),
+            token_ttl=token_ttl,
+            reconcile_interval=reconcile,
+            cache_seconds=cache_seconds,
         )
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 
 def _password(password_stdin: bool) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import typer
 
 from asterfleet.cli.common import err_console, user_errors
 from asterfleet.errors import UsageError
+from asterfleet.vip.health import check_command as check_command_for_this_python
 from asterfleet.vip.health import kamailio_healthy
 from asterfleet.vip.keepalived import KeepalivedOptions, render_keepalived_conf
 
@@ -60,7 +60,7 @@ def config(
         "that costs a second failover and can flap.",
     ),
     check_command: str = typer.Option(
-        f"{sys.executable} -m asterfleet.vip.health -q --rpc {{rpc}}",
+        check_command_for_this_python(),
         "--check-command",
         help="Health-check command; {rpc} is replaced by --rpc. The default is the "
         "fast-starting form of `asterfleet vip check-kamailio` for this installation.",

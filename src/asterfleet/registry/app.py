@@ -103,6 +103,7 @@ def create_app(
     identity: IdentityStore | None = None,
     token_ttl: int = 300,
     reconcile_interval: float = 300.0,
+    cache_seconds: float = 5.0,
 ) -> FastAPI:
     material = keys.load(settings.directory)  # parsed once, shared by every request
     issuer = Issuer(material, settings.issuer, settings.service, ttl=token_ttl)
@@ -110,6 +111,7 @@ def create_app(
         identity=identity or SqlIdentity(engine),
         issuer=issuer,
         refresh=RefreshTokens(engine),
+        cache_seconds=cache_seconds,
     )
     client = RegistryClient(settings.registry_url, issuer)
     loop_state = CatalogueLoop(CatalogueSync(engine, client), interval=reconcile_interval)

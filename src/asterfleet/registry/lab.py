@@ -54,6 +54,7 @@ def registry_lab(
     db_url: str | None = None,
     service: str = "asterfleet-lab",
     reconcile_interval: float = 300.0,
+    cache_seconds: float = 5.0,
 ) -> Iterator[RegistryLab]:
     """Start both, yield, and stop both (also when the body fails)."""
     binary = require_binary("docker-registry")
@@ -67,7 +68,9 @@ def registry_lab(
         listen=f"127.0.0.1:{registry_port}",
     )
     engine = open_store(db_url or f"sqlite:///{directory / 'factory.db'}")
-    app = create_app(settings, engine, reconcile_interval=reconcile_interval)
+    app = create_app(
+        settings, engine, reconcile_interval=reconcile_interval, cache_seconds=cache_seconds
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=token_port, log_level="warning")
     )

@@ -11,6 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +27,13 @@ from starlette.concurrency import run_in_threadpool
 from asterfleet.factory.db import utcnow
 from asterfleet.registry.identity import IdentityStore, Principal, access_view
 from asterfleet.registry.ratelimit import LoginLimiter
-from asterfleet.registry.scope import Scope, ScopeError, granted_actions, parse_scopes
+from asterfleet.registry.scope import (
+    AccessView,
+    Scope,
+    ScopeError,
+    granted_actions,
+    parse_scopes,
+)
 from asterfleet.registry.tokens import Issuer, RefreshTokens
 
 log = structlog.get_logger("asterfleet.registry.token")
@@ -45,21 +55,64 @@ class TokenError(Exception):
         self.retry_after = retry_after
 
 
+class _TtlCache:
+    """A small time-bounded memo: registry clients ask for a token before
+    nearly every request with the same credentials and scopes."""
+
+    def __init__(self, ttl: float, size: int = 8192) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._data: dict[object, tuple[float, object]] = {}
+        self._key = secrets.token_bytes(32)
+
+    def fingerprint(self, *parts: str) -> bytes:
+        return hmac.new(self._key, "\0".join(parts).encode(), hashlib.sha256).digest()
+
+    def get(self, key: object) -> object | None:
+        hit = self._data.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: object, value: object) -> None:
+        if len(self._data) >= self.size:
+            self._data.clear()
+        self._data[key] = (time.monotonic() + self.ttl, value)
+
+
 @dataclass
 class TokenService:
-    """Everything the endpoint needs; shared by the GET and POST forms."""
+    """Everything the endpoint needs; shared by the GET and POST forms.
+
+    Successful logins and access decisions are remembered for
+    ``cache_seconds`` (default 5): a revoked token or grant stops working
+    within that time, and the endpoint serves thousands of tokens a second.
+    """
 
     identity: IdentityStore
     issuer: Issuer
     refresh: RefreshTokens
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    cache_seconds: float = 5.0
+    _logins: _TtlCache = field(init=False)
+    _views: _TtlCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._logins = _TtlCache(self.cache_seconds)
+        self._views = _TtlCache(self.cache_seconds)
 
     def login(self, username: str, secret: str, address: str) -> Principal:
         wait = self.limiter.retry_after(username, address)
         if wait > 0:
             LOGIN_FAILURES.labels("rate_limited").inc()
             raise TokenError(429, "TOOMANYREQUESTS", "too many failed logins", wait)
+        key = self._logins.fingerprint(username, secret)
+        cached = self._logins.get(key)
+        if isinstance(cached, Principal):
+            return cached
         principal = self.identity.authenticate(username, secret)
+        if principal is not None:
+            self._logins.put(key, principal)
         if principal is None:
             self.limiter.failed(username, address)
             LOGIN_FAILURES.labels("bad_credentials").inc()
@@ -69,8 +122,14 @@ class TokenService:
         return principal
 
     def from_refresh(self, secret: str, service: str) -> Principal:
+        key = self._logins.fingerprint("refresh", secret, service)
+        cached = self._logins.get(key)
+        if isinstance(cached, Principal):
+            return cached
         username = self.refresh.username_for(secret, service)
         principal = self.identity.principal(username) if username else None
+        if principal is not None:
+            self._logins.put(key, principal)
         if principal is None:
             LOGIN_FAILURES.labels("bad_refresh_token").inc()
             raise TokenError(401, "UNAUTHORIZED", "refresh token is invalid, expired or revoked")
@@ -80,7 +139,11 @@ class TokenService:
         if service != self.issuer.service:
             raise TokenError(400, "DENIED", f"unknown service {service!r}")
         repos = [s.name for s in scopes if s.type == "repository"]
-        view = access_view(self.identity, principal, repos)
+        view_key = (principal, tuple(repos))
+        view = self._views.get(view_key)
+        if not isinstance(view, AccessView):
+            view = access_view(self.identity, principal, repos)
+            self._views.put(view_key, view)
         granted = []
         for scope in scopes:
             actions = granted_actions(view, scope)
@@ -108,11 +171,6 @@ class TokenService:
             body["refresh_token"] = refresh_token or self.refresh.create(
                 principal.username, service
             )
-        log.debug(
-            "token_issued",
-            user=subject or "-",
-            access=" ".join(str(s) for s in granted) or "-",
-        )
         return body
 
 

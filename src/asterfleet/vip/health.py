@@ -6,8 +6,22 @@ check asks ``core.uptime`` over the same RPC the balancer agent uses.
 
 from __future__ import annotations
 
+import sys
+
 from asterfleet.errors import RpcError, UsageError
 from asterfleet.kamailio.rpc import call_sync
+
+
+def check_command(python: str | None = None) -> str:
+    """The keepalived ``vrrp_script`` command for this installation (``{rpc}`` left in).
+
+    Through ``/usr/bin/env``: with ``enable_script_security`` keepalived runs
+    the real path of a symlinked program, and a virtualenv's ``python`` is a
+    symlink to the system interpreter, which then does not see the
+    virtualenv (the check exits 1 with Kamailio perfectly healthy; seen with
+    keepalived 2.2.7). ``env`` is a real file and execs the symlink as given.
+    """
+    return f"/usr/bin/env {python or sys.executable} -m asterfleet.vip.health -q --rpc {{rpc}}"
 
 
 def kamailio_healthy(rpc: str, timeout: float = 1.0) -> tuple[bool, str]:
@@ -27,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     the RPC client (about 0.1 s) instead of the whole command line.
     """
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(
         prog="python -m asterfleet.vip.health",

@@ -66,7 +66,8 @@ class KeepalivedOptions:
     #: Seconds between adverts (VRRPv2: whole seconds).
     advert_int: int = 1
     #: The health-check command; ``{rpc}`` is replaced by :attr:`rpc`.
-    check_command: str = "python3 -m asterfleet.vip.health -q --rpc {rpc}"
+    #: See :func:`asterfleet.vip.health.check_command` for the form to use.
+    check_command: str = "/usr/bin/env python3 -m asterfleet.vip.health -q --rpc {rpc}"
     #: Seconds between health checks, and failures/successes to change state.
     check_interval: int = 1
     check_fall: int = 2
@@ -97,7 +98,7 @@ def _int_in(value: int, what: str, low: int, high: int) -> None:
 
 
 def _no_quotes(value: str, what: str) -> None:
-    if any(c in value for c in "\"\n\r\\"):
+    if any(c in value for c in '"\n\r\\'):
         raise UsageError(f"{what} must not contain quotes, backslashes or newlines")
 
 
