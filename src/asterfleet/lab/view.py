@@ -23,7 +23,8 @@ def banner(info: dict[str, Any], password: str | None) -> str:
         "asterfleet lab is up",
         f"  SIP address to call : {info['sip']}",
         f"  etcd endpoint       : {info['etcd']}",
-        f"  fleet from a shell  : asterfleet fleet ls --etcd {info['etcd']} --cluster {info['cluster']}",
+        f"  fleet from a shell  : asterfleet fleet ls --etcd {info['etcd']}"
+        f" --cluster {info['cluster']}",
     ]
     if info.get("console_url"):
         lines.append(f"  console             : {info['console_url']}")
