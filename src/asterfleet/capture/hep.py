@@ -264,6 +264,8 @@ class StreamFramer:
 
 
 def _chunk(ctype: int, body: bytes) -> bytes:
+    if len(body) > 0xFFFF - CHUNK_HEADER_LEN:
+        raise HepError("oversized", f"a chunk of {len(body)} bytes does not fit 64 KiB")
     return _CHUNK.pack(0, ctype, CHUNK_HEADER_LEN + len(body)) + body
 
 

@@ -16,6 +16,7 @@ from asterfleet import __version__
 from asterfleet.auth import LoginLimiter, bootstrap_admin
 from asterfleet.console import api, auth, eventlog
 from asterfleet.console.areas import areas
+from asterfleet.console.factory_state import mount_factory
 from asterfleet.console.metrics import ConsoleMetrics
 from asterfleet.console.monitor import FleetMonitor
 from asterfleet.console.security import LoginRequired, csrf_guard, login_url
@@ -83,7 +84,8 @@ def create_app(
             state.tasks.append(asyncio.create_task(state.monitor.run(), name="fleet monitor"))
         log.info("console_started", cluster=ks.cluster, etcd=settings.etcd)
         try:
-            yield
+            async with factory.running() if factory else contextlib.nullcontext():
+                yield
         finally:
             for task in state.tasks:
                 task.cancel()
@@ -109,6 +111,7 @@ def create_app(
         dependencies=[Depends(csrf_guard)],
     )
     app.state.console = state
+    factory = mount_factory(app, settings.images, database)  # /token, hooks, Images, Builds
 
     @app.exception_handler(LoginRequired)
     async def _to_login(_request: Request, exc: LoginRequired) -> Response:

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from asterfleet.console.images_settings import ImagesSettings
 from asterfleet.errors import UsageError
 
 
@@ -21,6 +22,7 @@ class ConsoleSettings(BaseModel):
     login_max_failures: int = Field(default=5, ge=1)
     login_window: float = Field(default=60.0, gt=0)
     watch: bool = True  # follow etcd live (tests of pages alone turn it off)
+    images: ImagesSettings | None = None  # registry + factory served here too
 
     def shown(self) -> dict[str, Any]:
         """The settings as printed by --show-config (no secrets)."""

@@ -173,3 +173,14 @@ factory_poll_state = Table(
     Column("refs", JSON, nullable=False),  # {"refs/heads/main": sha}
     Column("checked_at", DateTime(timezone=True), nullable=True),
 )
+
+# The Dockerfile each build used, shown (highlighted) on the tag it produced.
+factory_dockerfiles = Table(
+    "factory_dockerfiles",
+    metadata,
+    Column(
+        "build_id", Integer, ForeignKey("factory_builds.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("path", String(512), nullable=False),
+    Column("text", Text, nullable=False),
+)

@@ -36,6 +36,7 @@ from asterfleet.factory.builder import (
     Credentials,
     DockerBuilder,
 )
+from asterfleet.factory.dockerfiles import store_dockerfile
 from asterfleet.factory.knot import Knot, branch_of, build_targets, tag_of, tags_for
 from asterfleet.factory.logs import BuildLog
 from asterfleet.factory.queue import Build
@@ -180,7 +181,9 @@ class Worker:
             dockerfile = src / knot.dockerfile
             if not dockerfile.is_file():
                 raise BuildFailed(f"Dockerfile {knot.dockerfile} not found in {build.ref}")
-            test_target, image_target = build_targets(dockerfile.read_text(errors="replace"))
+            dockerfile_text = dockerfile.read_text(errors="replace")
+            store_dockerfile(self.engine, build.id, knot.dockerfile, dockerfile_text)
+            test_target, image_target = build_targets(dockerfile_text)
             image = f"localhost/asterfleet-build/{knot.name}:{build.number}"
             request = BuildRequest(
                 context=src / knot.context,

@@ -97,14 +97,26 @@ class CatalogueLoop:
                 await asyncio.wait_for(self.wake.wait(), max(0.1, next_reconcile - loop.time()))
 
 
-def create_app(
+@dataclass
+class RegistryRoutes:
+    """The registry's HTTP side, ready to mount in any app: the token
+    endpoint, the notification hook, the knots' webhooks; plus the
+    catalogue loop the app runs in the background and the client it uses."""
+
+    router: APIRouter
+    catalogue: CatalogueLoop
+    client: RegistryClient
+    service: TokenService
+
+
+def registry_routes(
     settings: TokenServerSettings,
     engine: Engine,
     identity: IdentityStore | None = None,
     token_ttl: int = 300,
     reconcile_interval: float = 300.0,
     cache_seconds: float = 5.0,
-) -> FastAPI:
+) -> RegistryRoutes:
     material = keys.load(settings.directory)  # parsed once, shared by every request
     issuer = Issuer(material, settings.issuer, settings.service, ttl=token_ttl)
     service = TokenService(
@@ -115,23 +127,46 @@ def create_app(
     )
     client = RegistryClient(settings.registry_url, issuer)
     loop_state = CatalogueLoop(CatalogueSync(engine, client), interval=reconcile_interval)
+    router = APIRouter(include_in_schema=False)
+    router.include_router(token_router(service))
+    router.include_router(notifications_router(settings.notify_secret, loop_state.notify))
+    router.include_router(knot_webhook_router(engine))
+    return RegistryRoutes(router, loop_state, client, service)
+
+
+@contextlib.asynccontextmanager
+async def running(routes: RegistryRoutes) -> AsyncIterator[None]:
+    """Run the catalogue loop for the life of the app."""
+    task = asyncio.create_task(routes.catalogue.run(), name="catalogue")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        routes.client.close()
+
+
+def create_app(
+    settings: TokenServerSettings,
+    engine: Engine,
+    identity: IdentityStore | None = None,
+    token_ttl: int = 300,
+    reconcile_interval: float = 300.0,
+    cache_seconds: float = 5.0,
+) -> FastAPI:
+    routes = registry_routes(
+        settings, engine, identity, token_ttl, reconcile_interval, cache_seconds
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(loop_state.run())
-        try:
+        async with running(routes):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            client.close()
 
     app = FastAPI(title="asterfleet registry token server", lifespan=lifespan)
-    app.include_router(token_router(service))
-    app.include_router(notifications_router(settings.notify_secret, loop_state.notify))
-    app.include_router(knot_webhook_router(engine))
-    app.state.catalogue = loop_state.sync
+    app.include_router(routes.router)
+    app.state.catalogue = routes.catalogue.sync
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

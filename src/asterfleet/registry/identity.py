@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets as _secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -280,7 +281,8 @@ class SqlIdentity:
                     f"token scope {s!r}: use pull, push, delete or repository:NAME:ACTIONS"
                 ) from exc
         secret = new_secret(PAT_PREFIX)
-        token_id = new_secret("")[:12]
+        # Hex, so an id never starts with "-" and reads as an option on the CLI.
+        token_id = _secrets.token_hex(6)
         now = utcnow()
         with self.engine.begin() as conn:
             if (
