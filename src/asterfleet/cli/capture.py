@@ -87,6 +87,9 @@ def run_cmd(
     advertise: str | None = typer.Option(
         None, "--advertise", help="Host name or IP senders should use (default: listen host)."
     ),
+    retention_interval: str = typer.Option(
+        "60s", "--retention-interval", help="How often retention runs."
+    ),
     queue_size: int = typer.Option(
         200_000, "--queue-size", help="Messages held for the database before new ones are dropped."
     ),
@@ -110,6 +113,7 @@ def run_cmd(
             max_bytes=parse_size(max_size) if max_size else None,
             queue_rows=queue_size,
             batch_size=batch_size,
+            retention_interval=parse_duration(retention_interval),
         )
         metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
         asyncio.run(

@@ -1,0 +1,165 @@
+"""The capture server as a real process: HEP over UDP and TCP in, every
+packet counted as stored, rejected (by reason) or dropped; retention."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+
+from asterfleet.runtime.ports import free_port, free_port_both
+from asterfleet.runtime.process import ManagedProcess, wait_for
+from tests.unit.test_hep_samples import INVITE, OK, hep
+
+pytestmark = pytest.mark.integration
+
+
+class CaptureServer:
+    """`asterfleet capture run` on free loopback ports."""
+
+    def __init__(self, work: Path, db: str | None = None, args: Sequence[str] = ()) -> None:
+        self.work = work
+        self.db = db or str(work / "capture.db")
+        self.port = free_port_both()
+        self.metrics_port = free_port()
+        argv = [
+            sys.executable, "-m", "asterfleet.cli.capture", "run",
+            "--listen", f"udp:127.0.0.1:{self.port},tcp:127.0.0.1:{self.port}",
+            "--db", self.db, "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *args,
+        ]  # fmt: skip
+        self.process = ManagedProcess("capture", argv, work / "capture.log")
+
+    def start(self) -> CaptureServer:
+        self.process.start()
+        wait_for(self.metrics, timeout=30, what=f"capture server ({self.process.log_tail()})")
+        return self
+
+    def stop(self) -> int | None:
+        return self.process.stop(grace=30)
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def counts(self) -> dict[str, float]:
+        m = self.metrics()
+        rejected = {
+            k.split('"')[1]: v
+            for k, v in m.items()
+            if k.startswith("asterfleet_capture_rejected_total")
+        }
+        return {
+            "received": m["asterfleet_capture_received_total"],
+            "stored": m["asterfleet_capture_stored_total"],
+            "dropped": m["asterfleet_capture_dropped_total"],
+            "queued": m["asterfleet_capture_queued"],
+            "rejected": sum(rejected.values()),
+            **{f"rejected_{k}": v for k, v in rejected.items()},
+        }
+
+    def settled(self, received: int) -> dict[str, float]:
+        """Wait until ``received`` packets are all stored, dropped or rejected."""
+
+        def done() -> dict[str, float] | None:
+            c = self.counts()
+            ok = c["received"] >= received and c["queued"] == 0
+            return c if ok and c["stored"] + c["dropped"] + c["rejected"] == c["received"] else None
+
+        result = wait_for(done, timeout=60, what=f"{received} packets accounted for")
+        assert isinstance(result, dict)
+        return result
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "asterfleet.cli.capture", *args, "--db", self.db],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def capture(tmp_path: Path) -> Iterator[CaptureServer]:
+    server = CaptureServer(tmp_path, args=["--auth-key", "s3cret"])
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def test_malformed_and_unauthorised_packets_are_counted_and_skipped(
+    capture: CaptureServer,
+) -> None:
+    good = [
+        hep(INVITE, auth_key="s3cret"),
+        hep(OK, auth_key="s3cret", ip_proto=6, src_ip="10.0.0.2", dst_ip="10.0.0.1"),
+    ]
+    bad = {
+        "auth": [hep(INVITE, auth_key="wrong"), hep(INVITE)],
+        "bad_magic": [b"\x00garbage\xff" * 5],
+        "truncated": [hep(INVITE, auth_key="s3cret")[:5]],
+        "bad_length": [hep(INVITE, auth_key="s3cret")[:-4]],
+        "not_sip": [hep(b'{"rtcp":1}', auth_key="s3cret", proto_type=5)],
+        "bad_sip": [hep(b"INVITE sip:x SIP/2.0\r\n\r\n", auth_key="s3cret")],
+    }
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for packet in good + [p for ps in bad.values() for p in ps]:
+            udp.sendto(packet, ("127.0.0.1", capture.port))
+    # Over TCP: two good packets, then garbage that loses the framing.
+    with socket.create_connection(("127.0.0.1", capture.port)) as tcp:
+        tcp.sendall(good[0] + good[1] + b"NOT-HEP-AT-ALL")
+        tcp.settimeout(10)
+        assert tcp.recv(10) == b""  # the server hangs up
+    sent = len(good) * 2 + sum(len(ps) for ps in bad.values()) + 1
+    counts = capture.settled(sent)
+    assert counts["stored"] == 4 and counts["dropped"] == 0
+    for reason, packets in bad.items():
+        expected = len(packets) + (1 if reason == "bad_magic" else 0)
+        assert counts[f"rejected_{reason}"] == expected, (reason, counts)
+
+    out = capture.cli("search", "--call-id", "call-1@test", "--json")
+    assert out.returncode == 0, out.stderr
+    (call,) = json.loads(out.stdout)
+    assert (call["final_status"], call["messages"], call["from_user"]) == (200, 4, "alice")
+    assert call["backend"] == "10.0.0.2:5060"
+
+    bad_db = subprocess.run(
+        [sys.executable, "-m", "asterfleet.cli.capture", "search", "--db", "/nonexistent.db"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad_db.returncode == 2 and "does not exist" in bad_db.stderr
+
+
+def test_retention_removes_old_messages(tmp_path: Path) -> None:
+    server = CaptureServer(
+        tmp_path, args=["--retention", "1h", "--retention-interval", "0.5s"]
+    ).start()
+    try:
+        now = int(time.time())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for i in range(20):
+                payload = INVITE.replace(b"call-1@test", f"old-{i}".encode())
+                udp.sendto(hep(payload, ts_sec=now - 7200), ("127.0.0.1", server.port))
+                udp.sendto(hep(INVITE, ts_sec=now), ("127.0.0.1", server.port))
+        assert server.settled(40)["stored"] == 40
+
+        def old_gone() -> bool:
+            out = server.cli("search", "--messages", "--limit", "100", "--json")
+            return (
+                out.returncode == 0
+                and [m["call_id"] for m in json.loads(out.stdout)] == ["call-1@test"] * 20
+            )
+
+        wait_for(old_gone, timeout=20, what="retention to delete the old messages")
+    finally:
+        assert server.stop() == 0
