@@ -55,6 +55,10 @@ class TokenError(Exception):
         self.retry_after = retry_after
 
 
+class NeedsStore(Exception):
+    """The answer is not in the memo: ask the identity store, off the event loop."""
+
+
 class _TtlCache:
     """A small time-bounded memo: registry clients ask for a token before
     nearly every request with the same credentials and scopes."""
@@ -101,7 +105,9 @@ class TokenService:
         self._logins = _TtlCache(self.cache_seconds)
         self._views = _TtlCache(self.cache_seconds)
 
-    def login(self, username: str, secret: str, address: str) -> Principal:
+    def login(
+        self, username: str, secret: str, address: str, cached_only: bool = False
+    ) -> Principal:
         wait = self.limiter.retry_after(username, address)
         if wait > 0:
             LOGIN_FAILURES.labels("rate_limited").inc()
@@ -110,6 +116,8 @@ class TokenService:
         cached = self._logins.get(key)
         if isinstance(cached, Principal):
             return cached
+        if cached_only:
+            raise NeedsStore
         principal = self.identity.authenticate(username, secret)
         if principal is not None:
             self._logins.put(key, principal)
@@ -135,13 +143,21 @@ class TokenService:
             raise TokenError(401, "UNAUTHORIZED", "refresh token is invalid, expired or revoked")
         return principal
 
-    def grant(self, principal: Principal | None, service: str, scopes: list[Scope]) -> list[Scope]:
+    def grant(
+        self,
+        principal: Principal | None,
+        service: str,
+        scopes: list[Scope],
+        cached_only: bool = False,
+    ) -> list[Scope]:
         if service != self.issuer.service:
             raise TokenError(400, "DENIED", f"unknown service {service!r}")
         repos = [s.name for s in scopes if s.type == "repository"]
         view_key = (principal, tuple(repos))
         view = self._views.get(view_key)
         if not isinstance(view, AccessView):
+            if cached_only:
+                raise NeedsStore
             view = access_view(self.identity, principal, repos)
             self._views.put(view_key, view)
         granted = []
@@ -210,7 +226,10 @@ def token_router(service: TokenService) -> APIRouter:
     """``/token`` for GET (Basic) and POST (OAuth2); mount under any prefix."""
     router = APIRouter()
 
-    def _get(request: Request) -> dict[str, Any]:
+    def _get(request: Request, cached_only: bool = False) -> dict[str, Any]:
+        """The GET flow; with ``cached_only`` it raises NeedsStore instead of
+        touching the store, so repeated requests are answered on the event
+        loop without a thread hop."""
         params = request.query_params
         scopes = parse_scopes(params.getlist("scope"))
         creds = _basic(request)
@@ -220,16 +239,22 @@ def token_router(service: TokenService) -> APIRouter:
             account = params.get("account")
             if account and account != user:
                 raise TokenError(400, "DENIED", "account does not match the Basic user")
-            principal = service.login(user, secret, _client(request))
+            principal = service.login(user, secret, _client(request), cached_only)
         svc = params.get("service", service.issuer.service)
-        granted = service.grant(principal, svc, scopes)
+        granted = service.grant(principal, svc, scopes, cached_only)
+        offline = _truthy(params.get("offline_token"))
+        if offline and cached_only:
+            raise NeedsStore  # a refresh token is written to the store
         TOKENS_ISSUED.labels("basic" if principal else "anonymous").inc()
-        return service.token_body(principal, granted, _truthy(params.get("offline_token")), svc)
+        return service.token_body(principal, granted, offline, svc)
 
     @router.get("/token")
     async def get_token(request: Request) -> Any:
         try:
-            body = await run_in_threadpool(_get, request)
+            try:
+                body = _get(request, cached_only=True)
+            except NeedsStore:
+                body = await run_in_threadpool(_get, request)
         except ScopeError as exc:
             return _error(TokenError(400, "DENIED", str(exc)))
         except TokenError as exc:

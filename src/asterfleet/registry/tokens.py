@@ -3,13 +3,19 @@ refresh tokens behind ``offline_token`` / OAuth2 ``refresh_token`` grants."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import functools
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from sqlalchemy import Engine, insert, select, update
 
 from asterfleet.factory.db import as_utc, utcnow
@@ -17,6 +23,10 @@ from asterfleet.factory.schema import reg_refresh_tokens
 from asterfleet.registry.keys import SigningMaterial
 from asterfleet.registry.scope import Scope
 from asterfleet.registry.secrets import REFRESH_PREFIX, hash_secret, new_secret
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 @dataclass(frozen=True)
@@ -41,14 +51,26 @@ class Issuer:
             ],
         }
 
+    @functools.cached_property
+    def _header_segment(self) -> bytes:
+        """The JOSE header (with the certificate chain) never changes: encode it once."""
+        header = {
+            "alg": self.material.algorithm,
+            "kid": self.material.kid,
+            "typ": "JWT",
+            "x5c": list(self.material.x5c),
+        }
+        return _b64(json.dumps(header, separators=(",", ":")).encode())
+
     def issue(self, subject: str, access: Sequence[Scope], now: dt.datetime | None = None) -> str:
         claims = self.claims(subject, access, now or utcnow())
-        return jwt.encode(
-            claims,
-            self.material.key,
-            algorithm=self.material.algorithm,
-            headers={"kid": self.material.kid, "x5c": list(self.material.x5c), "typ": "JWT"},
-        )
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = self._header_segment + b"." + payload
+        der = self.material.key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        # JWS ES256 wants the raw 64-byte r || s, not DER.
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return (signing_input + b"." + _b64(signature)).decode()
 
     def decode(self, token: str) -> dict[str, Any]:
         """Verify a token this issuer signed (tests and diagnostics)."""
