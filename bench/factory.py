@@ -17,7 +17,6 @@ ports in a temporary directory, removed afterwards.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
 import shutil
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
+from http_load import Load, get_request, measure, post_form
 
 from asterfleet.factory import queue
 from asterfleet.factory.knot import validate_knot
@@ -147,33 +147,17 @@ def factory_runs(lab: RegistryLab, work: Path, repo: Path, runs: int) -> list[fl
     return times
 
 
-async def hammer(url: str, make_request: object, seconds: float, concurrency: int) -> float:
-    done = 0
-    errors = 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
-
-        async def one() -> None:
-            nonlocal done, errors
-            while time.perf_counter() < deadline:
-                resp = await make_request(client)  # type: ignore[operator]
-                if resp.status_code == 200 and (b"token" in resp.content or b"ok" in resp.content):
-                    done += 1
-                else:
-                    errors += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    if errors:
-        print(f"   ({errors} failed requests)")
-    return done / elapsed
-
-
 def token_throughput(
-    lab: RegistryLab, work: Path, seconds: float, concurrency: int
+    lab: RegistryLab,
+    work: Path,
+    seconds: float,
+    workers: int,
+    clients: int,
+    connections: int,
+    depth: int,
 ) -> dict[str, float]:
+    """Tokens/s from `asterfleet registry serve --workers N` in its own
+    processes, loaded by `clients` processes of the raw pipelined client."""
     port = free_port()
     db = f"sqlite:///{lab.directory / 'factory.db'}"
     server = ManagedProcess(
@@ -181,7 +165,7 @@ def token_throughput(
         [
             sys.executable,
             "-c",
-            "import sys, uvicorn; from asterfleet.cli.registry import app; app()",
+            "from asterfleet.cli.registry import app; app()",
             "serve",
             "--config-dir",
             str(lab.settings.directory),
@@ -189,6 +173,8 @@ def token_throughput(
             db,
             "--port",
             str(port),
+            "--workers",
+            str(workers),
             "--reconcile-interval",
             "100000",
         ],
@@ -200,27 +186,28 @@ def token_throughput(
             timeout=30,
             what="token server",
         )
+        host = f"127.0.0.1:{port}"
         svc = lab.settings.service
         scope = "repository:bench/app:pull,push"
         _, pat = lab.identity.create_token("bench", "tp", scopes=["pull", "push"])
         pat_auth = {"Authorization": "Basic " + base64.b64encode(f"bench:{pat}".encode()).decode()}
         pw_auth = {"Authorization": "Basic " + base64.b64encode(b"bench:bench-password").decode()}
         refresh = httpx.get(
-            f"http://127.0.0.1:{port}/token",
+            f"http://{host}/token",
             params={"service": svc, "offline_token": "true"},
             headers=pw_auth,
         ).json()["refresh_token"]
+        params = {"service": svc, "scope": scope}
         flows = {
-            "baseline: GET /healthz (no token, HTTP stack only)": lambda c: c.get("/healthz"),
-            "GET basic + access token": lambda c: c.get(
-                "/token", params={"service": svc, "scope": scope}, headers=pat_auth
+            "baseline: GET /healthz (no token, HTTP stack only)": get_request(
+                host, "/healthz", {}, {}
             ),
-            "GET basic + password (cached argon2)": lambda c: c.get(
-                "/token", params={"service": svc, "scope": scope}, headers=pw_auth
-            ),
-            "POST refresh_token grant": lambda c: c.post(
+            "GET basic + access token": get_request(host, "/token", params, pat_auth),
+            "GET basic + password (cached argon2)": get_request(host, "/token", params, pw_auth),
+            "POST refresh_token grant": post_form(
+                host,
                 "/token",
-                data={
+                {
                     "grant_type": "refresh_token",
                     "refresh_token": refresh,
                     "service": svc,
@@ -228,14 +215,18 @@ def token_throughput(
                     "scope": scope,
                 },
             ),
-            "GET anonymous": lambda c: c.get(
-                "/token", params={"service": svc, "scope": "repository:x/y:pull"}
+            "GET anonymous": get_request(
+                host, "/token", {"service": svc, "scope": "repository:x/y:pull"}, {}
             ),
         }
-        return {
-            name: asyncio.run(hammer(f"http://127.0.0.1:{port}", fn, seconds, concurrency))
-            for name, fn in flows.items()
-        }
+        rates = {}
+        for name, request in flows.items():
+            load = Load("127.0.0.1", port, request, seconds, connections, depth)
+            rate, failed = measure(load, clients)
+            if failed:
+                print(f"   ({failed} failed requests in {name})")
+            rates[name] = rate
+        return rates
     finally:
         server.stop()
 
@@ -244,7 +235,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="token server processes")
+    parser.add_argument("--clients", type=int, default=2, help="load generator processes")
+    parser.add_argument("--connections", type=int, default=8, help="per client process")
+    parser.add_argument("--depth", type=int, default=8, help="pipelined requests per connection")
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -270,7 +264,15 @@ def main() -> None:
                     f"build+push: plain buildah median {p:.3f}s, factory median {f:.3f}s, "
                     f"overhead {100 * (f / p - 1):+.1f}% (target <= +5%)"
                 )
-            rates = token_throughput(lab, work, args.seconds, args.concurrency)
+            rates = token_throughput(
+                lab,
+                work,
+                args.seconds,
+                args.workers,
+                args.clients,
+                args.connections,
+                args.depth,
+            )
             result["tokens_per_s"] = {k: round(v) for k, v in rates.items()}
             for name, rate in rates.items():
                 print(f"tokens/s {name}: {rate:,.0f} (target >= 2,000)")

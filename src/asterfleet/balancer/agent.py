@@ -28,6 +28,7 @@ from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, EffectiveState
 from asterfleet.fleet.view import Parsed, parse_item, parse_snapshot, remove_item
 from asterfleet.kamailio.rpc import KamailioRpc
+from asterfleet.runtime.tasks import cancel_all
 
 
 @dataclass
@@ -364,11 +365,7 @@ class BalancerAgent:
             await shutdown.wait()
         finally:
             self.stopping.set()
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await cancel_all(tasks)
             if self.lease is not None:
                 with contextlib.suppress(EtcdUnavailable):
                     await self.etcd.revoke(self.lease)

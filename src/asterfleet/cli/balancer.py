@@ -9,7 +9,16 @@ import typer
 
 from asterfleet import logs, metrics
 from asterfleet.balancer.agent import BalancerAgent, BalancerConfig, BalancerMetrics
-from asterfleet.cli.common import fail, user_errors
+from asterfleet.cli.common import (
+    ENV,
+    ClusterOpt,
+    EtcdOpt,
+    LogJsonOpt,
+    LogLevelOpt,
+    MetricsOpt,
+    fail,
+    user_errors,
+)
 from asterfleet.cli.daemon import run_daemon
 from asterfleet.cli.node import default_node_id
 from asterfleet.etcd_client import parse_endpoints
@@ -18,19 +27,11 @@ from asterfleet.fleet.model import check_node_id
 
 app = typer.Typer(help="The balancer agent, run beside each Kamailio.", no_args_is_help=True)
 
-ENV = "ASTERFLEET_"
-
 
 @app.command("run")
 def run(
-    etcd: str = typer.Option(
-        "127.0.0.1:2379", envvar=ENV + "ETCD", help="etcd endpoints, comma-separated host:port."
-    ),
-    cluster: str = typer.Option(
-        "default",
-        envvar=ENV + "CLUSTER",
-        help="Cluster name: the etcd prefix /asterfleet/<cluster>/.",
-    ),
+    etcd: str = EtcdOpt,
+    cluster: str = ClusterOpt,
     balancer_id: str = typer.Option(
         None, "--id", envvar=ENV + "BALANCER_ID", help="Balancer id [default: the host name]."
     ),
@@ -50,15 +51,9 @@ def run(
     ttl: int = typer.Option(
         5, envvar=ENV + "TTL", min=2, max=300, help="Lease TTL of this balancer's status record."
     ),
-    metrics_listen: str = typer.Option(
-        None, envvar=ENV + "METRICS_LISTEN", help="Serve Prometheus metrics on host:port."
-    ),
-    log_level: str = typer.Option(
-        "info", envvar=ENV + "LOG_LEVEL", help="debug, info, warning, error."
-    ),
-    log_json: bool = typer.Option(
-        False, "--log-json", envvar=ENV + "LOG_JSON", help="Log JSON lines instead of key=value."
-    ),
+    metrics_listen: str = MetricsOpt,
+    log_level: str = LogLevelOpt,
+    log_json: bool = LogJsonOpt,
 ) -> None:
     """Keep Kamailio's dispatcher.list equal to the fleet in etcd.
 

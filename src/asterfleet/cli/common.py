@@ -20,6 +20,23 @@ err_console = Console(stderr=True)
 
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 
+ENV = "ASTERFLEET_"
+
+# Options shared by the fleet commands and the agents, defined once.
+EtcdOpt = typer.Option(
+    "127.0.0.1:2379", envvar=ENV + "ETCD", help="etcd endpoints, comma-separated host:port."
+)
+ClusterOpt = typer.Option(
+    "default", envvar=ENV + "CLUSTER", help="Cluster name: the etcd prefix /asterfleet/CLUSTER/."
+)
+MetricsOpt = typer.Option(
+    None, envvar=ENV + "METRICS_LISTEN", help="Serve Prometheus metrics on host:port."
+)
+LogLevelOpt = typer.Option("info", envvar=ENV + "LOG_LEVEL", help="debug, info, warning, error.")
+LogJsonOpt = typer.Option(
+    False, "--log-json", envvar=ENV + "LOG_JSON", help="Log JSON lines instead of key=value."
+)
+
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear line on stderr and exit (2 = bad input, 1 = failure)."""

@@ -10,7 +10,17 @@ from typing import Any, TypeVar
 
 import typer
 
-from asterfleet.cli.common import JsonOption, console, emit, fail, print_table, user_errors
+from asterfleet.cli.common import (
+    ENV,
+    ClusterOpt,
+    EtcdOpt,
+    JsonOption,
+    console,
+    emit,
+    fail,
+    print_table,
+    user_errors,
+)
 from asterfleet.errors import EtcdUnavailable
 from asterfleet.etcd_client import Etcd, parse_endpoints
 from asterfleet.fleet import actions
@@ -22,14 +32,8 @@ app = typer.Typer(
     help="See and steer the fleet: list nodes, drain and undrain them, change weights.",
     no_args_is_help=True,
 )
-
-ENV = "ASTERFLEET_"
 T = TypeVar("T")
 
-EtcdOpt = typer.Option(
-    "127.0.0.1:2379", envvar=ENV + "ETCD", help="etcd endpoints, comma-separated host:port."
-)
-ClusterOpt = typer.Option("default", envvar=ENV + "CLUSTER", help="Cluster name.")
 ByOpt = typer.Option(
     None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: your login name]."
 )

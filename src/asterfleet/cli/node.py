@@ -8,7 +8,16 @@ import socket
 import typer
 
 from asterfleet import logs, metrics
-from asterfleet.cli.common import fail, user_errors
+from asterfleet.cli.common import (
+    ENV,
+    ClusterOpt,
+    EtcdOpt,
+    LogJsonOpt,
+    LogLevelOpt,
+    MetricsOpt,
+    fail,
+    user_errors,
+)
 from asterfleet.cli.daemon import run_daemon
 from asterfleet.etcd_client import parse_endpoints
 from asterfleet.fleet.model import check_node_id
@@ -17,8 +26,6 @@ from asterfleet.node.calls import counter_from_spec
 from asterfleet.sip.options import parse_sip_uri
 
 app = typer.Typer(help="The node agent, run beside each Asterisk box.", no_args_is_help=True)
-
-ENV = "ASTERFLEET_"
 
 
 def default_node_id() -> str:
@@ -39,14 +46,8 @@ def parse_labels(values: list[str]) -> dict[str, str]:
 
 @app.command("run")
 def run(
-    etcd: str = typer.Option(
-        "127.0.0.1:2379", envvar=ENV + "ETCD", help="etcd endpoints, comma-separated host:port."
-    ),
-    cluster: str = typer.Option(
-        "default",
-        envvar=ENV + "CLUSTER",
-        help="Cluster name: the etcd prefix /asterfleet/<cluster>/.",
-    ),
+    etcd: str = EtcdOpt,
+    cluster: str = ClusterOpt,
     node_id: str = typer.Option(
         None,
         "--id",
@@ -113,15 +114,9 @@ def run(
         None, envvar=ENV + "VERSION", help="Asterisk / image version to announce."
     ),
     label: list[str] = typer.Option([], envvar=ENV + "LABELS", help="key=value label, repeatable."),
-    metrics_listen: str = typer.Option(
-        None, envvar=ENV + "METRICS_LISTEN", help="Serve Prometheus metrics on host:port."
-    ),
-    log_level: str = typer.Option(
-        "info", envvar=ENV + "LOG_LEVEL", help="debug, info, warning, error."
-    ),
-    log_json: bool = typer.Option(
-        False, "--log-json", envvar=ENV + "LOG_JSON", help="Log JSON lines instead of key=value."
-    ),
+    metrics_listen: str = MetricsOpt,
+    log_level: str = LogLevelOpt,
+    log_json: bool = LogJsonOpt,
 ) -> None:
     """Announce this box in etcd and keep its record true.
 

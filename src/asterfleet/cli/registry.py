@@ -76,6 +76,14 @@ def serve(
     db: str = DbOption,
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(5001, "--port"),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Processes serving requests (one per core is a good start); one of them "
+        "runs the periodic catalogue reconcile.",
+    ),
     token_ttl: int = typer.Option(300, "--token-ttl", help="Bearer token lifetime (seconds)."),
     reconcile: float = typer.Option(
         300.0, "--reconcile-interval", help="Seconds between catalogue reconciles."
@@ -84,22 +92,19 @@ def serve(
         5.0, "--login-cache", help="Seconds a successful login and access decision are reused."
     ),
 ) -> None:
-    """Run the token server, catalogue hook and knot webhooks."""
-    import uvicorn
+    """Run the token server, catalogue hook and knot webhooks.
 
-    from asterfleet.registry.app import create_app
+    The console serves the same endpoints when started with --registry-dir;
+    this command runs them alone (e.g. several workers for token throughput).
+    """
     from asterfleet.registry.config import read_settings
+    from asterfleet.registry.serve import ServeOptions
+    from asterfleet.registry.serve import serve as run_server
 
     with user_errors():
-        settings = read_settings(config_dir)
-        app_ = create_app(
-            settings,
-            open_store(db),
-            token_ttl=token_ttl,
-            reconcile_interval=reconcile,
-            cache_seconds=cache_seconds,
-        )
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+        read_settings(config_dir)  # fail early, with the message, before forking workers
+        opts = ServeOptions(str(config_dir.resolve()), db, token_ttl, reconcile, cache_seconds)
+    run_server(opts, host, port, workers)
 
 
 def _password(password_stdin: bool) -> str:

@@ -24,6 +24,7 @@ from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, NodeState, parse_balancer
 from asterfleet.node.calls import CallCounter, NoCounter
 from asterfleet.node.state import ProbeHistory, next_state
+from asterfleet.runtime.tasks import cancel_all
 from asterfleet.sip.options import parse_sip_uri, probe
 
 
@@ -276,11 +277,7 @@ class NodeAgent:
             await self.drain()
         finally:
             self.stopping.set()
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await cancel_all(tasks)
             await self.deregister()
             await self.etcd.close()
         return 0
