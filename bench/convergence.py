@@ -65,11 +65,9 @@ from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.dispatcher_list import Algorithm, plan, render
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, NodeState
-from asterfleet.kamailio.config import KamailioConfig
 from asterfleet.kamailio.rpc import KamailioRpc, parse_dispatcher_list
-from asterfleet.kamailio.server import KamailioServer
 from asterfleet.lab.stack import Stack, StackOptions
-from asterfleet.runtime.ports import free_port, free_port_both
+from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,48 +81,6 @@ TARGET_BALANCER_CPU_PCT = 20.0
 
 #: The probe nodes live alone in set 1; background nodes fill sets 2, 3, ...
 PROBE_SET = 1
-
-
-# -- Kamailio with JSON-RPC over HTTP -------------------------------------------
-
-
-class _BigKamailio(KamailioServer):
-    """The lab Kamailio with a larger shared memory pool (``-m``)."""
-
-    def __init__(self, cfg: KamailioConfig, work_dir: Path, shm_mb: int) -> None:
-        super().__init__(cfg, work_dir)
-        self.shm_mb = shm_mb
-
-    def argv(self) -> list[str]:
-        return [*super().argv(), "-m", str(self.shm_mb)] if self.shm_mb else super().argv()
-
-
-@dataclass
-class BenchStack(Stack):
-    """The lab stack, with JSON-RPC over HTTP (big replies) and a chosen shm size."""
-
-    shm_mb: int = 0
-
-    def start_kamailio(self) -> KamailioServer:
-        # Same as Stack.start_kamailio plus rpc_http and -m.
-        if self.run_dir is None:
-            self.run_dir = Path(tempfile.mkdtemp(prefix="af-"))
-        kdir = self.work_dir / "kamailio"
-        kdir.mkdir(parents=True, exist_ok=True)
-        self.sip_port = self.sip_port or free_port_both()
-        cfg = KamailioConfig(
-            list_file=self.list_file,
-            rpc_socket=self.run_dir / "kamailio_rpc.sock",
-            runtime_dir=self.run_dir,
-            listen=(f"udp:127.0.0.1:{self.sip_port}", f"tcp:127.0.0.1:{self.sip_port}"),
-            rpc_http=f"127.0.0.1:{free_port()}",
-            algorithm=self.options.algorithm.value,
-            children=self.options.kamailio_children,
-            log_level="warning",
-        )
-        self.kamailio = _BigKamailio(cfg, kdir, self.shm_mb)
-        self.kamailio.start()
-        return self.kamailio
 
 
 # -- measurements -------------------------------------------------------------------
@@ -197,6 +153,10 @@ class CpuMeter:
         return out
 
 
+class KamailioGone(Exception):
+    """Kamailio stopped answering dispatcher.list (it crashed or hung)."""
+
+
 class ListPoller:
     """``dispatcher.list`` over HTTP; presence is checked on the raw reply text."""
 
@@ -206,9 +166,12 @@ class ListPoller:
         self.body = json.dumps({"jsonrpc": "2.0", "method": "dispatcher.list", "id": 1})
 
     async def text(self) -> str:
-        reply = await self.client.post(
-            self.url, content=self.body, headers={"Content-Type": "application/json"}
-        )
+        try:
+            reply = await self.client.post(
+                self.url, content=self.body, headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise KamailioGone(f"dispatcher.list over HTTP failed: {exc!r}") from exc
         return reply.text
 
     async def destinations(self) -> int:
@@ -272,8 +235,15 @@ async def run_trials(
     gap: float,
     label: str,
     min_seconds: float = 0.0,
+    failures: list[str] | None = None,
+    settle: float = 0.0,
 ) -> list[Trial]:
-    """At least ``trials`` trials, and more until ``min_seconds`` have passed."""
+    """At least ``trials`` trials, and more until ``min_seconds`` have passed.
+
+    ``settle`` is a quiet time before each write. At rest it must exceed the
+    balancer's --min-apply-interval, or each trial would measure the pacing
+    of the trial before it rather than a single change on a quiet fleet.
+    """
     out: list[Trial] = []
     began = time.perf_counter()
     i = -1
@@ -288,13 +258,25 @@ async def run_trials(
             id=node_id, set=PROBE_SET, sip_uri=uri, state=NodeState.ACTIVE, weight=1
         ).to_json()
         key = ks.node(node_id)
+        if settle:
+            await asyncio.sleep(settle)
         t0 = time.perf_counter()
         await etcd.put(key, record, lease=lease)
         put_ms = (time.perf_counter() - t0) * 1000
-        seen, polls, poll_ms = await until(poller, needle, True, t0 + timeout, gap)
-        t1 = time.perf_counter()
-        await etcd.delete(key)
-        gone, _, _ = await until(poller, needle, False, t1 + timeout, gap)
+        try:
+            seen, polls, poll_ms = await until(poller, needle, True, t0 + timeout, gap)
+            if settle:
+                await asyncio.sleep(settle)
+            t1 = time.perf_counter()
+            await etcd.delete(key)
+            gone, _, _ = await until(poller, needle, False, t1 + timeout, gap)
+        except KamailioGone as exc:
+            message = f"{label} trial {i + 1}: {exc}"
+            print(f"  ABORTED {message}", flush=True)
+            if failures is None:
+                raise
+            failures.append(message)
+            return out
         trial = Trial(
             add_ms=None if seen is None else (seen - t0) * 1000,
             remove_ms=None if gone is None else (gone - t1) * 1000,
@@ -335,6 +317,8 @@ class Fleet:
     ks: Keyspace
     lease: int
     per_set: int
+    #: ACTIVE: probed by Kamailio (flags 8); DRAINING: disabled, never probed (flags 4).
+    state: NodeState = NodeState.ACTIVE
     records: dict[str, NodeRecord] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
 
@@ -343,7 +327,7 @@ class Fleet:
             id=f"bg{index}",
             set=PROBE_SET + 1 + (index // self.per_set if self.per_set else 0),
             sip_uri=background_uri(index),
-            state=NodeState.ACTIVE,
+            state=self.state,
             weight=1,
         )
 
@@ -411,9 +395,12 @@ async def churn(
                     rec = rec.model_copy(update={"weight": rng.randint(1, 10)})
                     stats.weight += 1
                 else:
-                    flipped = (
-                        NodeState.DRAINING if rec.state is NodeState.ACTIVE else NodeState.ACTIVE
+                    # Flip between two states; with draining background nodes
+                    # stay disabled (not probed): draining <-> unhealthy.
+                    other = (
+                        NodeState.ACTIVE if fleet.state is NodeState.ACTIVE else NodeState.UNHEALTHY
                     )
+                    flipped = NodeState.DRAINING if rec.state is other else other
                     rec = rec.model_copy(update={"state": flipped})
                     stats.state += 1
                 fleet.records[node_id] = rec
@@ -534,12 +521,13 @@ class Options:
     timeout: float
     reload_samples: int
     churn_seconds: float
+    background_state: str
     shm_mb: int
     out_dir: Path
     keep: bool
 
 
-async def measure(stack: BenchStack, opts: Options, metrics_url: str) -> dict[str, Any]:
+async def measure(stack: Stack, opts: Options, metrics_url: str) -> dict[str, Any]:
     assert stack.kamailio is not None and stack.balancer is not None
     url = stack.kamailio.http_rpc_url
     assert url is not None
@@ -565,11 +553,13 @@ async def measure(stack: BenchStack, opts: Options, metrics_url: str) -> dict[st
         print(f"at rest: {opts.trials} trials (+5 warm-up)", flush=True)
         await run_trials(etcd, poller, ks, lease, 9, 5, opts.timeout, gap, "warm-up")
         results["reload_small"] = await reload_cost(rpc, opts.reload_samples)
-        rest = await run_trials(etcd, poller, ks, lease, 0, opts.trials, opts.timeout, gap, "rest")
+        rest = await run_trials(
+            etcd, poller, ks, lease, 0, opts.trials, opts.timeout, gap, "rest", settle=0.15
+        )
         results["rest"] = {"summary": trial_summary(rest), "samples": [vars(t) for t in rest]}
 
         print(f"registering {opts.nodes} background nodes", flush=True)
-        fleet = Fleet(ks, lease, opts.per_set)
+        fleet = Fleet(ks, lease, opts.per_set, NodeState(opts.background_state))
         t0 = time.perf_counter()
         await fleet.register(etcd, opts.nodes)
         deadline = time.perf_counter() + 60
@@ -612,8 +602,19 @@ async def measure(stack: BenchStack, opts: Options, metrics_url: str) -> dict[st
         before = scrape(metrics_url)
         log_before = log_events(stack.work_dir / "balancer.log")
         meter.begin()
+        failures: list[str] = []
         churned = await run_trials(
-            etcd, poller, ks, lease, 1, opts.trials, opts.timeout, gap, "churn", opts.churn_seconds
+            etcd,
+            poller,
+            ks,
+            lease,
+            1,
+            opts.trials,
+            opts.timeout,
+            gap,
+            "churn",
+            opts.churn_seconds,
+            failures,
         )
         cpu = meter.end()
         after = scrape(metrics_url)
@@ -624,13 +625,15 @@ async def measure(stack: BenchStack, opts: Options, metrics_url: str) -> dict[st
             "summary": trial_summary(churned),
             "churn": stats.as_dict(),
             "balancer": metric_delta(before, after, cpu["wall_s"]),
+            "aborted": failures,
+            "kamailio_alive": bool(group_pids(kamailio_pgid)),
             "balancer_log_events": {
                 k: log_after.get(k, 0) - log_before.get(k, 0) for k in log_after
             },
             "samples": [vars(t) for t in churned],
         }
         results["cpu"] = cpu
-        results["shm_end"] = await rpc.call("core.shmmem")
+        results["shm_end"] = None if failures else await rpc.call("core.shmmem")
         results["balancer_log_events_total"] = log_events(stack.work_dir / "balancer.log")
         return results
     finally:
@@ -658,7 +661,9 @@ def targets(results: dict[str, Any]) -> list[tuple[str, float | None, float, boo
     out = []
     for name, value, limit in rows:
         timeouts = rest["timeouts"] if "rest" in name else churn_s["timeouts"]
+        aborted = "rest" not in name and bool(results["churn"]["aborted"])
         ok = value is not None and value <= limit and (timeouts == 0 or "CPU" in name)
+        ok = ok and not aborted
         out.append((name, value, limit, ok))
     return out
 
@@ -712,10 +717,14 @@ def print_report(results: dict[str, Any], opts: Options) -> None:
         f"log events {ch['balancer_log_events']}"
     )
     shm = results["shm_end"]
-    print(
-        f"  Kamailio shm: max used {shm['max_used'] / 2**20:.0f} of {shm['total'] / 2**20:.0f} MB, "
-        f"listing {results['listing_bytes'] / 1024:.0f} kB"
-    )
+    if shm:
+        print(
+            f"  Kamailio shm: max used {shm['max_used'] / 2**20:.0f} of "
+            f"{shm['total'] / 2**20:.0f} MB, listing {results['listing_bytes'] / 1024:.0f} kB"
+        )
+    if ch["aborted"]:
+        print(f"  CHURN ABORTED: {ch['aborted'][0]}")
+        print(f"  Kamailio still running: {ch['kamailio_alive']}")
     print()
     print("targets")
     for name, value, limit, ok in targets(results):
@@ -741,6 +750,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--poll-ms", type=float, default=2.0, help="pause between polls (default 2)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per add or remove")
     p.add_argument("--reload-samples", type=int, default=50)
+    p.add_argument(
+        "--background-state",
+        choices=["active", "draining"],
+        default="active",
+        help="state of the background nodes (default active: Kamailio probes them; "
+        "draining: disabled, not probed, churn flips draining <-> unhealthy)",
+    )
     p.add_argument(
         "--churn-seconds",
         type=float,
@@ -773,6 +789,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         timeout=a.timeout,
         reload_samples=a.reload_samples,
         churn_seconds=a.churn_seconds,
+        background_state=a.background_state,
         shm_mb=a.kamailio_shm_mb,
         out_dir=a.out,
         keep=a.keep,
@@ -793,8 +810,15 @@ def environment() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     work_dir = Path(tempfile.mkdtemp(prefix="af-conv-"))
-    stack = BenchStack(
-        work_dir, StackOptions(cluster=CLUSTER, log_level="info"), shm_mb=opts.shm_mb
+    stack = Stack(
+        work_dir,
+        StackOptions(
+            cluster=CLUSTER,
+            log_level="info",
+            kamailio_shm_mb=opts.shm_mb or None,
+            rpc_http=True,
+            kamailio_log_level="warning",
+        ),
     )
     metrics_port = free_port()
     started = time.time()

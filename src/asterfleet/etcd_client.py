@@ -30,10 +30,11 @@ CHANNEL_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
-    "grpc.keepalive_time_ms": 2000,
-    "grpc.keepalive_timeout_ms": 2000,
-    "grpc.keepalive_permit_without_calls": 1,
-    "grpc.http2.max_pings_without_data": 0,
+    # etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time)
+    # or without a stream open, and closes the connection ("too_many_pings").
+    "grpc.keepalive_time_ms": 10000,
+    "grpc.keepalive_timeout_ms": 5000,
+    "grpc.keepalive_permit_without_calls": 0,
 }
 
 

@@ -100,3 +100,23 @@ def test_rendering_is_byte_identical_for_equal_input_in_any_order() -> None:
     assert a == b
     assert list_hash(a) == list_hash(b)
     assert a.kamailio_id if False else Algorithm.WEIGHT.kamailio_id == 9
+
+
+def test_more_routable_nodes_than_weight_slots_is_reported_not_fatal() -> None:
+    from asterfleet.fleet.dispatcher_list import weight_overflow
+
+    nodes = [
+        NodeRecord.model_validate(
+            {"id": f"n{i:03d}", "sip_uri": f"sip:10.0.0.1:{6000 + i}", "state": "active"}
+        )
+        for i in range(150)
+    ]
+    dests = plan(nodes, {}, Algorithm.WEIGHT)
+    assert sum(d.weight for d in dests) == 100
+    assert sum(1 for d in dests if d.weight > 0) == 100
+    # Weightless routable destinations come first in the file.
+    first_weighted = next(i for i, d in enumerate(dests) if d.weight > 0)
+    assert all(d.weight == 0 for d in dests[:first_weighted])
+    (warning,) = weight_overflow(dests, Algorithm.WEIGHT)
+    assert "150 routable nodes" in warning and "least-calls" in warning
+    assert weight_overflow(plan(nodes, {}, Algorithm.LEAST_CALLS), Algorithm.LEAST_CALLS) == []

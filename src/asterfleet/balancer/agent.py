@@ -12,6 +12,7 @@ re-applied.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from dataclasses import dataclass
@@ -23,7 +24,14 @@ from asterfleet import __version__, logs
 from asterfleet.balancer.listfile import read_text, write_atomic
 from asterfleet.errors import EtcdUnavailable, RpcError
 from asterfleet.etcd_client import Etcd, WatchLost
-from asterfleet.fleet.dispatcher_list import Algorithm, Destination, list_hash, plan, render
+from asterfleet.fleet.dispatcher_list import (
+    Algorithm,
+    Destination,
+    list_hash,
+    plan,
+    render,
+    weight_overflow,
+)
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, EffectiveState
 from asterfleet.fleet.view import Parsed, parse_item, parse_snapshot, remove_item
@@ -42,6 +50,12 @@ class BalancerConfig:
     ttl: int = 5
     kamailio_check_interval: float = 0.5
     status_interval: float = 1.0
+    # At most one apply per interval. Kamailio 5.6's dispatcher frees the
+    # list two reloads back while probes, RPC and routing may still read it
+    # (it crashed under 20-30 reloads/s in our benchmark), and each pass
+    # renders the whole fleet. A change after a quiet spell still goes out
+    # at once; changes during the pause are folded into the next pass.
+    min_apply_interval: float = 0.1
 
 
 class BalancerMetrics:
@@ -128,9 +142,9 @@ class BalancerAgent:
             return  # never render from a partial view: keep what is there
         self.metrics.reconciles.inc()
         revision = self.revision
-        self._report_problems()
         dests, text = self.desired()
         self.dests = dests
+        self._report_problems()
         started = time.perf_counter()
         if text != self.file_text:
             try:
@@ -171,10 +185,9 @@ class BalancerAgent:
         if revision != self.applied_revision:
             self.applied_revision = revision
             self.metrics.revision.set(revision)
+        counts = collections.Counter(d.state for d in dests)
         for state in EffectiveState:
-            self.metrics.nodes.labels(state=state.value).set(
-                sum(1 for d in dests if d.state is state)
-            )
+            self.metrics.nodes.labels(state=state.value).set(counts[state])
 
     def _error(self, message: str) -> None:
         if message != self.last_error:
@@ -183,18 +196,27 @@ class BalancerAgent:
         self.last_error = message
 
     def _report_problems(self) -> None:
-        current = set(self.parsed.problems.values())
-        for problem in sorted(current - self.reported_problems):
+        """Log each new problem once: bad records, sets too big for weights."""
+        records = set(self.parsed.problems.values())
+        fleet = set(weight_overflow(self.dests, self.cfg.algorithm))
+        for problem in sorted(records - self.reported_problems):
             self.log.warning("bad_record_skipped", problem=problem)
-        self.reported_problems = current
-        self.metrics.bad_records.set(len(current))
+        for problem in sorted(fleet - self.reported_problems):
+            self.log.warning("fleet_warning", problem=problem)
+        self.reported_problems = records | fleet
+        self.metrics.bad_records.set(len(records))
 
     async def reconcile_loop(self) -> None:
+        last_pass = 0.0
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 # The timeout retries a failed write or reload.
                 await asyncio.wait_for(self.wake.wait(), 1.0)
+            pause = self.cfg.min_apply_interval - (time.monotonic() - last_pass)
+            if pause > 0:
+                await self._sleep(pause)
             self.wake.clear()
+            last_pass = time.monotonic()
             try:
                 await self.reconcile()
             except Exception as exc:  # a bug in one pass must not stop the loop

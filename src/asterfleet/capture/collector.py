@@ -32,12 +32,13 @@ from prometheus_client.registry import Collector as PromCollector
 
 from asterfleet.capture.hep import REASONS, HepError, StreamFramer, parse_hep
 from asterfleet.capture.sip_index import SipError, parse_sip
-from asterfleet.capture.store import Row, Store
+from asterfleet.capture.store import Row, Store, normalise_url
 from asterfleet.errors import UsageError
 
 log = structlog.get_logger("asterfleet.capture")
 
 PROTOCOLS = ("udp", "tcp")
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux value
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,7 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 def _safe_url(url: str) -> str:
     with contextlib.suppress(Exception):
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        return sa.engine.make_url(normalise_url(url)).render_as_string(hide_password=True)
     return "?"
 
 
@@ -436,8 +437,13 @@ class Collector:
             family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
             if spec.proto == "udp":
                 sock = socket.socket(family, socket.SOCK_DGRAM)
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                # Bursts land in the kernel buffer while a batch is parsed;
+                # FORCE (root) goes past net.core.rmem_max.
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 32 << 20)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
                 try:
                     sock.bind((spec.host, spec.port))
                 except OSError as exc:

@@ -51,6 +51,13 @@ def run(
     ttl: int = typer.Option(
         5, envvar=ENV + "TTL", min=2, max=300, help="Lease TTL of this balancer's status record."
     ),
+    min_apply_interval: float = typer.Option(
+        0.1,
+        envvar=ENV + "MIN_APPLY_INTERVAL",
+        min=0,
+        max=10,
+        help="Seconds between two applies: bursts of changes are folded into one reload.",
+    ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
@@ -90,6 +97,7 @@ def run(
             rpc=rpc,
             algorithm=algorithm,
             ttl=ttl,
+            min_apply_interval=min_apply_interval,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))

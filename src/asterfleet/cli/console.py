@@ -25,6 +25,26 @@ def _read_password_file(path: Path | None) -> str | None:
     return text
 
 
+def _images(
+    registry_dir: Path | None, factory_db: str | None, identity: str, host: str | None
+) -> dict[str, object] | None:
+    if registry_dir is None:
+        return None
+    if identity not in ("console", "registry"):
+        raise UsageError(f"--registry-identity {identity!r}: use 'console' or 'registry'")
+    if not registry_dir.is_dir():
+        raise UsageError(
+            f"--registry-dir {registry_dir}: not a directory; "
+            "write it with 'asterfleet registry config --out DIR'"
+        )
+    return {
+        "registry_dir": registry_dir.resolve(),
+        "factory_db": factory_db,
+        "identity": identity,
+        "registry_host": host,
+    }
+
+
 def run(
     listen: str = typer.Option(
         "127.0.0.1:8080", envvar=ENV + "LISTEN", help="Address to serve on, HOST:PORT."
@@ -55,6 +75,30 @@ def run(
         "--secure-cookies",
         envvar=ENV + "SECURE_COOKIES",
         help="Mark cookies Secure: set this when the console is served over HTTPS.",
+    ),
+    registry_dir: Path = typer.Option(
+        None,
+        "--registry-dir",
+        envvar=ENV + "REGISTRY_DIR",
+        help="Also serve the image registry's token endpoint, its hooks and the Images and "
+        "Builds pages: the directory 'asterfleet registry config --out DIR' wrote.",
+    ),
+    factory_db: str = typer.Option(
+        None,
+        "--factory-db",
+        envvar=ENV + "FACTORY_DB",
+        help="Knots, builds and catalogue: sqlite:///PATH or postgresql://… "
+        "[default: the factory's own SQLite file].",
+    ),
+    registry_identity: str = typer.Option(
+        "console",
+        "--registry-identity",
+        envvar=ENV + "REGISTRY_IDENTITY",
+        help="Who logs in to the registry: 'console' (the console's users and API tokens, "
+        "one login for both) or 'registry' (the users of 'asterfleet registry user').",
+    ),
+    registry_host: str = typer.Option(
+        None, "--registry-host", help="HOST:PORT shown in pull commands [default: the registry]."
     ),
     show_config: bool = typer.Option(
         False, "--show-config", help="Print the settings as JSON and exit."
@@ -87,6 +131,7 @@ def run(
                 "db_url": db,
                 "admin_password": password,
                 "secure_cookies": secure_cookies,
+                "images": _images(registry_dir, factory_db, registry_identity, registry_host),
             }
         )
         if show_config:

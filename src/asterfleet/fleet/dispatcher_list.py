@@ -50,7 +50,7 @@ class Destination:
 
     def attrs(self, algorithm: Algorithm) -> str:
         parts = [f"duid={self.node_id}"]
-        if algorithm is Algorithm.WEIGHT and self.routable:
+        if algorithm is Algorithm.WEIGHT and self.routable and self.weight > 0:
             parts.append(f"weight={self.weight}")
         if algorithm is Algorithm.LEAST_CALLS:
             # maxload 0 would mean "never": give unlimited boxes a large cap.
@@ -81,18 +81,16 @@ def plan(
     the same priority (which puts them last internally). An operator weight
     of 0 means "no new calls", like a drain, whatever the algorithm.
     """
-    rows: list[tuple[NodeRecord, EffectiveState, int]] = []
-    for node in nodes:
-        intent = intents.get(node.id)
-        rows.append((node, _effective_state(node, intent), _effective_weight(node, intent)))
-
-    def takes_calls(state: EffectiveState, weight: int) -> bool:
-        return state is EffectiveState.ACTIVE and weight > 0
-
+    # One pass to decide each node, one to share the weights, one to build.
+    rows: list[tuple[NodeRecord, EffectiveState, int, bool]] = []
     by_set: dict[int, dict[str, int]] = {}
     lowest_routable: dict[int, int] = {}
-    for node, state, weight in rows:
-        live = takes_calls(state, weight)
+    for node in nodes:
+        intent = intents.get(node.id)
+        state = _effective_state(node, intent)
+        weight = _effective_weight(node, intent)
+        live = state is EffectiveState.ACTIVE and weight > 0
+        rows.append((node, state, weight, live))
         by_set.setdefault(node.set, {})[node.id] = weight if live else 0
         if live:
             low = lowest_routable.get(node.set, node.priority)
@@ -103,8 +101,7 @@ def plan(
             shares[(set_id, node_id)] = pct
 
     dests: list[Destination] = []
-    for node, state, weight in rows:
-        live = takes_calls(state, weight)
+    for node, state, _weight, live in rows:
         priority = node.priority
         if not live and node.set in lowest_routable:
             priority = min(priority, lowest_routable[node.set])
@@ -120,7 +117,8 @@ def plan(
                 max_calls=node.max_calls,
             )
         )
-    dests.sort(key=lambda d: (d.set_id, -d.priority, d.flags != FLAG_DISABLED, d.node_id))
+    # Weightless destinations first within a priority (last, inside Kamailio).
+    dests.sort(key=lambda d: (d.set_id, -d.priority, d.routable and d.weight > 0, d.node_id))
     return dests
 
 
@@ -130,6 +128,26 @@ HEADER = (
     "# flags 8 = probing (takes calls), 4 = disabled (draining, maintenance,\n"
     "# unhealthy or starting: no new calls, in-dialog requests still routed).\n"
 )
+
+
+WEIGHT_SLOTS = 100
+
+
+def weight_overflow(dests: list[Destination], algorithm: Algorithm) -> list[str]:
+    """Sets with more routable nodes than the weight algorithm can address."""
+    if algorithm is not Algorithm.WEIGHT:
+        return []
+    counts: dict[int, int] = {}
+    for d in dests:
+        if d.routable:
+            counts[d.set_id] = counts.get(d.set_id, 0) + 1
+    return [
+        f"set {set_id} has {n} routable nodes but the weight algorithm addresses at most "
+        f"{WEIGHT_SLOTS}: {n - WEIGHT_SLOTS} get no share of new calls (only failover); "
+        "use --algorithm least-calls or round-robin, or split the nodes into sets"
+        for set_id, n in sorted(counts.items())
+        if n > WEIGHT_SLOTS
+    ]
 
 
 def render(dests: list[Destination], algorithm: Algorithm) -> str:

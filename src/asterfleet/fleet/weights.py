@@ -23,18 +23,29 @@ def normalise(weights: Mapping[str, int], total: int = 100) -> dict[str, int]:
     if not positive:
         return out
     if len(positive) > total:
-        raise ValueError(f"more than {total} positive weights cannot each get 1 percent")
+        # Kamailio's weight algorithm has 100 slots per set: beyond 100
+        # nodes some get 0 percent. They are still routable through failover;
+        # the caller reports it (see fleet.dispatcher_list.plan).
+        return _shares(positive, out, total)
+    shares = _shares(positive, out, total)
+    # A positive weight must never vanish: lift zeros to 1, taking the
+    # percent from whoever is furthest above their exact share.
+    wsum = sum(positive.values())
+    exact = {k: total * w / wsum for k, w in positive.items()}
+    for k in sorted(k for k in positive if shares[k] == 0):
+        donor = max((d for d in positive if shares[d] > 1), key=lambda d: (shares[d] - exact[d], d))
+        shares[donor] -= 1
+        shares[k] = 1
+    return shares
+
+
+def _shares(positive: Mapping[str, int], out: dict[str, int], total: int) -> dict[str, int]:
+    """Largest remainder: integer shares summing to ``total``, ties by key."""
     wsum = sum(positive.values())
     exact = {k: total * w / wsum for k, w in positive.items()}
     shares = {k: int(v) for k, v in exact.items()}
     left = total - sum(shares.values())
     for k in sorted(positive, key=lambda k: (-(exact[k] - shares[k]), k))[:left]:
         shares[k] += 1
-    # A positive weight must never vanish: lift zeros to 1, taking the
-    # percent from whoever is furthest above their exact share.
-    for k in sorted(k for k, v in shares.items() if v == 0):
-        donor = max((d for d in shares if shares[d] > 1), key=lambda d: (shares[d] - exact[d], d))
-        shares[donor] -= 1
-        shares[k] = 1
     out.update(shares)
     return out

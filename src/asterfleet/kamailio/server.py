@@ -26,12 +26,21 @@ class KamailioStartError(UsageError):
 class KamailioServer:
     """One Kamailio process for a :class:`KamailioConfig`."""
 
-    def __init__(self, cfg: KamailioConfig, work_dir: Path, start_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        cfg: KamailioConfig,
+        work_dir: Path,
+        start_timeout: float = 15.0,
+        shm_mb: int | None = None,
+    ) -> None:
         validate(cfg)
         self.kamailio = require_binary("kamailio")
         self.cfg = cfg
         self.work_dir = work_dir
         self.start_timeout = start_timeout
+        # Shared memory (-m): the 64 MB default runs out with ~1,000 probed
+        # destinations (every OPTIONS is a transaction for fr_timer).
+        self.shm_mb = shm_mb
         self.config_path = work_dir / "kamailio.cfg"
         self.log_path = work_dir / "kamailio.log"
         self.process: ManagedProcess | None = None
@@ -58,6 +67,7 @@ class KamailioServer:
             str(self.cfg.runtime_dir),
             "-P",
             str(self.cfg.pid_file),
+            *(["-m", str(self.shm_mb)] if self.shm_mb else []),
         ]
 
     def write_config(self) -> Path:

@@ -20,7 +20,7 @@ from asterfleet.fleet.dispatcher_list import Algorithm
 from asterfleet.kamailio.config import KamailioConfig
 from asterfleet.kamailio.rpc import DispatcherDestination, call_sync, parse_dispatcher_list
 from asterfleet.kamailio.server import KamailioServer
-from asterfleet.runtime.ports import free_port_both
+from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, wait_for
 from asterfleet.sipp.runner import SippUac, SippUas
 
@@ -52,6 +52,11 @@ class StackOptions:
     drain_timeout: float = 60.0
     capture: str | None = None
     kamailio_children: int = 4
+    kamailio_shm_mb: int | None = None
+    # JSON-RPC over HTTP too: dispatcher.list of ~1,000 nodes is larger than
+    # a datagram can carry.
+    rpc_http: bool = False
+    kamailio_log_level: str = "info"
     log_level: str = "info"
 
 
@@ -96,8 +101,10 @@ class Stack:
             algorithm=self.options.algorithm.value,
             children=self.options.kamailio_children,
             capture=self.options.capture,
+            rpc_http=f"127.0.0.1:{free_port()}" if self.options.rpc_http else None,
+            log_level=self.options.kamailio_log_level,
         )
-        self.kamailio = KamailioServer(cfg, kdir)
+        self.kamailio = KamailioServer(cfg, kdir, shm_mb=self.options.kamailio_shm_mb)
         self.kamailio.start()
         return self.kamailio
 

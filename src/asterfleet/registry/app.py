@@ -71,11 +71,19 @@ class CatalogueLoop:
 
     sync: CatalogueSync
     interval: float = 300.0
+    retry_after: float = 2.0
+    # Distribution sends "manifest pushed" before it writes the tag: a
+    # notified repository is synced at once and again this much later.
+    settle: float = 2.0
     pending: set[str] = field(default_factory=set)
+    later: dict[str, float] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self, repos: set[str]) -> None:
         self.pending |= repos
+        due = asyncio.get_running_loop().time() + self.settle
+        for repo in repos:
+            self.later[repo] = due
         self.wake.set()
 
     async def run(self) -> None:
@@ -83,18 +91,33 @@ class CatalogueLoop:
         next_reconcile = loop.time()
         while True:
             now = loop.time()
-            try:
-                if now >= next_reconcile:
-                    next_reconcile = now + self.interval
+            if now >= next_reconcile:
+                next_reconcile = now + self.interval
+                try:
                     await run_in_threadpool(self.sync.reconcile)
-                while self.pending:
-                    repo = self.pending.pop()
+                except (httpx.HTTPError, OSError) as exc:
+                    log.warning("catalogue_reconcile_failed", error=str(exc))
+            for repo, due in list(self.later.items()):
+                if due <= loop.time():
+                    del self.later[repo]
+                    self.pending.add(repo)
+            failed: set[str] = set()
+            while self.pending:
+                repo = self.pending.pop()
+                try:
                     await run_in_threadpool(self.sync.sync_repository, repo)
-            except (httpx.HTTPError, OSError) as exc:
-                log.warning("catalogue_loop_error", error=str(exc))
+                except (httpx.HTTPError, OSError) as exc:
+                    log.warning("catalogue_sync_failed", repository=repo, error=str(exc))
+                    failed.add(repo)
+            wait = max(0.1, min([next_reconcile, *self.later.values()]) - loop.time())
+            if failed:
+                # A repository a notification named is retried soon, not at
+                # the next reconcile (which may be minutes away).
+                self.pending |= failed
+                wait = min(wait, self.retry_after)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), max(0.1, next_reconcile - loop.time()))
+                await asyncio.wait_for(self.wake.wait(), wait)
 
 
 @dataclass

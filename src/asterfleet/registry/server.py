@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,9 +71,21 @@ class _TtlCache:
         self.size = size
         self._data: dict[object, tuple[float, object]] = {}
         self._key = secrets.token_bytes(32)
+        self._guard = threading.Lock()
+        self._inflight: dict[object, threading.Lock] = {}
 
     def fingerprint(self, *parts: str) -> bytes:
         return hmac.new(self._key, "\0".join(parts).encode(), hashlib.sha256).digest()
+
+    @contextlib.contextmanager
+    def single_flight(self, key: object) -> Iterator[None]:
+        with self._guard:
+            lock = self._inflight.setdefault(key, threading.Lock())
+        with lock:
+            yield
+        with self._guard:
+            if not lock.locked():
+                self._inflight.pop(key, None)
 
     def get(self, key: object) -> object | None:
         hit = self._data.get(key)
@@ -118,9 +133,15 @@ class TokenService:
             return cached
         if cached_only:
             raise NeedsStore
-        principal = self.identity.authenticate(username, secret)
-        if principal is not None:
-            self._logins.put(key, principal)
+        # One verification per credential at a time: a burst of clients with
+        # the same (uncached) password waits for one argon2 run, not one each.
+        with self._logins.single_flight(key):
+            cached = self._logins.get(key)
+            if isinstance(cached, Principal):
+                return cached
+            principal = self.identity.authenticate(username, secret)
+            if principal is not None:
+                self._logins.put(key, principal)
         if principal is None:
             self.limiter.failed(username, address)
             LOGIN_FAILURES.labels("bad_credentials").inc()
