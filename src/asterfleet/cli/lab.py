@@ -56,6 +56,9 @@ def up(
         None, "--console-port", help="Port of the web console [default: a free one]."
     ),
     no_console: bool = typer.Option(False, "--no-console", help="Do not start the web console."),
+    no_capture: bool = typer.Option(
+        False, "--no-capture", help="Do not start the HEP capture server."
+    ),
     duration: float = typer.Option(
         0,
         "--duration",
@@ -92,6 +95,7 @@ def up(
             calls_per_second=calls_per_second,
             hold_ms=int(hold * 1000),
             console=not no_console,
+            capture=not no_capture,
             console_port=console_port,
         )
     )

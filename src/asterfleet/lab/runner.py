@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +27,7 @@ from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.stack import Backend, Stack, StackOptions, agent_argv
 from asterfleet.lab.state import LabInfo, read_desired, write_desired, write_info
-from asterfleet.runtime.ports import free_port
+from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
 from asterfleet.sipp.runner import SippError, SippUac
 
@@ -43,6 +44,7 @@ class LabOptions:
     console_port: int | None = None
     cluster: str = "lab"
     drain_timeout: float = 30.0
+    capture: bool = True
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Lab:
     options: LabOptions
     stack: Stack = field(init=False)
     console: ManagedProcess | None = None
+    capture: ManagedProcess | None = None
+    capture_port: int = 0
     caller: SippUac | None = None
     info: LabInfo | None = None
     removing: dict[str, Future[int | None]] = field(default_factory=dict)
@@ -57,12 +61,16 @@ class Lab:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        if self.options.capture:
+            self.capture_port = free_port_both()
         self.stack = Stack(
             self.options.lab_dir / "run",
             StackOptions(
                 cluster=self.options.cluster,
                 drain_timeout=self.options.drain_timeout,
                 log_level="info",
+                # Kamailio sends every SIP message it handles to the capture.
+                capture=f"127.0.0.1:{self.capture_port}" if self.capture_port else None,
             ),
         )
         self.log = logs.get("lab")
@@ -79,6 +87,8 @@ class Lab:
         self.check_binaries()
         lab_dir = self.options.lab_dir
         lab_dir.mkdir(parents=True, exist_ok=True)
+        if self.capture_port:
+            self._start_capture()
         self.stack.start()
         write_desired(lab_dir, self.options.backends)
         self.reconcile_scale()
@@ -102,11 +112,35 @@ class Lab:
             console_url=console_url,
             console_user="admin" if console_url else None,
             console_password_file=str(password_file) if password_file else None,
-            capture=None,
+            capture=f"127.0.0.1:{self.capture_port}" if self.capture else None,
+            capture_db=self.capture_db if self.capture else None,
             calls_per_second=self.options.calls_per_second,
         )
         self._record_processes()
         return self.info
+
+    @property
+    def capture_db(self) -> str:
+        return f"sqlite:///{self.options.lab_dir / 'capture.db'}"
+
+    def _start_capture(self) -> None:
+        port = self.capture_port
+        self.capture = ManagedProcess(
+            "capture",
+            agent_argv(
+                "capture", "run",
+                "--listen", f"udp:127.0.0.1:{port},tcp:127.0.0.1:{port}",
+                "--db", self.capture_db,
+                "--retention", "1d",
+            ),
+            self.options.lab_dir / "run" / "capture.log",
+        ).start()  # fmt: skip
+
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+
+        wait_for(listening, 20, what=f"the HEP capture on port {port}")
 
     def _start_console(self) -> tuple[str, Path]:
         lab_dir = self.options.lab_dir
@@ -153,6 +187,8 @@ class Lab:
             pids["balancer"] = st.balancer.pid
         if self.console is not None:
             pids["console"] = self.console.pid
+        if self.capture is not None:
+            pids["capture"] = self.capture.pid
         if self.caller is not None and self.caller.process is not None:
             pids["calls"] = self.caller.process.pid
         for b in st.backends.values():
@@ -272,6 +308,8 @@ class Lab:
         if self.console is not None:
             self.console.stop(grace=5)
         self.stack.stop()
+        if self.capture is not None:
+            self.capture.stop(grace=10)
         write_atomic(
             self.options.lab_dir / "last-run.json",
             json.dumps({"stopped_at": time.time(), "calls": final}) + "\n",

@@ -37,6 +37,7 @@ class LabInfo:
     console_user: str | None
     console_password_file: str | None
     capture: str | None
+    capture_db: str | None
     calls_per_second: float
     pids: dict[str, int] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)

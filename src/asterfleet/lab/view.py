@@ -31,7 +31,11 @@ def banner(info: dict[str, Any], password: str | None) -> str:
         secret = password or f"(see {info['console_password_file']})"
         lines.append(f"  console login       : {info['console_user']} / {secret}")
     if info.get("capture"):
-        lines.append(f"  HEP capture         : {info['capture']}")
+        lines.append(f"  HEP capture         : {info['capture']} (every SIP message via Kamailio)")
+        if info.get("capture_db"):
+            lines.append(
+                f"  search the calls    : asterfleet capture search --db {info['capture_db']}"
+            )
     lines.append(
         "  scale               : asterfleet lab scale N      stop: Ctrl-C or asterfleet lab down"
     )
