@@ -100,6 +100,13 @@ def run(
     registry_host: str = typer.Option(
         None, "--registry-host", help="HOST:PORT shown in pull commands [default: the registry]."
     ),
+    capture_db: str = typer.Option(
+        None,
+        "--capture-db",
+        envvar=ENV + "CAPTURE_DB",
+        help="The Calls page: the database 'asterfleet capture run --db URL' writes to "
+        "(a SQLite file path or postgresql://…).",
+    ),
     show_config: bool = typer.Option(
         False, "--show-config", help="Print the settings as JSON and exit."
     ),
@@ -132,6 +139,7 @@ def run(
                 "admin_password": password,
                 "secure_cookies": secure_cookies,
                 "images": _images(registry_dir, factory_db, registry_identity, registry_host),
+                "capture_db": capture_db,
             }
         )
         if show_config:

@@ -23,6 +23,7 @@ class ConsoleSettings(BaseModel):
     login_window: float = Field(default=60.0, gt=0)
     watch: bool = True  # follow etcd live (tests of pages alone turn it off)
     images: ImagesSettings | None = None  # registry + factory served here too
+    capture_db: str | None = None  # the capture server's database (Calls area)
 
     def shown(self) -> dict[str, Any]:
         """The settings as printed by --show-config (no secrets)."""

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asterfleet.etcdtools.server import EtcdServer, start_single
+from asterfleet.etcdtools.server import EtcdServer, start_cluster, start_single
 from asterfleet.fleet.dispatcher_list import Algorithm
 from asterfleet.kamailio.config import KamailioConfig
 from asterfleet.kamailio.rpc import DispatcherDestination, call_sync, parse_dispatcher_list
@@ -52,6 +52,7 @@ class StackOptions:
     drain_timeout: float = 60.0
     capture: str | None = None
     kamailio_children: int = 4
+    etcd_members: int = 1  # 3 or 5 for a real cluster (agents get every endpoint)
     kamailio_shm_mb: int | None = None
     # JSON-RPC over HTTP too: dispatcher.list of ~1,000 nodes is larger than
     # a datagram can carry.
@@ -65,6 +66,7 @@ class Stack:
     work_dir: Path
     options: StackOptions = field(default_factory=StackOptions)
     etcd: EtcdServer | None = None
+    etcd_cluster: list[EtcdServer] = field(default_factory=list)
     kamailio: KamailioServer | None = None
     balancer: ManagedProcess | None = None
     backends: dict[str, Backend] = field(default_factory=dict)
@@ -75,13 +77,19 @@ class Stack:
     # -- parts -------------------------------------------------------------
 
     def start_etcd(self) -> EtcdServer:
-        self.etcd = start_single(self.work_dir / "etcd")
+        if self.options.etcd_members > 1:
+            self.etcd_cluster = start_cluster(self.work_dir / "etcd", self.options.etcd_members)
+            self.etcd = self.etcd_cluster[0]
+        else:
+            self.etcd = start_single(self.work_dir / "etcd")
+            self.etcd_cluster = [self.etcd]
         return self.etcd
 
     @property
     def etcd_endpoint(self) -> str:
+        """Every member's endpoint, comma-separated, as the agents take them."""
         assert self.etcd is not None, "etcd is not started"
-        return self.etcd.endpoint
+        return ",".join(m.endpoint for m in self.etcd_cluster)
 
     @property
     def list_file(self) -> Path:
@@ -265,8 +273,8 @@ class Stack:
             self.balancer.stop(grace=5)
         if self.kamailio is not None:
             self.kamailio.stop()
-        if self.etcd is not None:
-            self.etcd.stop()
+        for member in self.etcd_cluster:
+            member.stop()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 

@@ -1,0 +1,64 @@
+"""The node agent tells the truth about its box: unhealthy when it stops
+answering, active again when it recovers, draining when it answers 503."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from asterfleet.etcd_client import Etcd
+from asterfleet.fleet.actions import read_fleet
+from asterfleet.fleet.keys import Keyspace
+from asterfleet.lab.stack import Stack
+from asterfleet.runtime.process import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def node_state(stack: Stack, node_id: str) -> tuple[str, str] | None:
+    async def go() -> tuple[str, str] | None:
+        async with Etcd(stack.etcd_endpoint) as etcd:
+            view = await read_fleet(etcd, Keyspace(stack.options.cluster))
+        node = view.node(node_id)
+        return None if node is None else (node.record.state.value, node.state.value)
+
+    return asyncio.run(go())
+
+
+def test_a_box_that_stops_answering_is_unhealthy_then_recovers(stack: Stack) -> None:
+    backends = [stack.add_backend(f"ast{i}") for i in (1, 2)]
+    for b in backends:
+        stack.wait_routable(b)
+    sick = backends[0]
+    assert sick.uas.process is not None
+
+    sick.uas.process.signal(signal.SIGSTOP)  # hangs: OPTIONS go unanswered
+    try:
+        wait_for(
+            lambda: node_state(stack, "ast1") == ("unhealthy", "unhealthy"), 15, what="unhealthy"
+        )
+        wait_for(
+            lambda: stack.dispatcher_by_uri()[sick.sip_uri].flags.startswith("D"),
+            5,
+            what="ast1 disabled in Kamailio",
+        )
+        # New calls all go to the healthy box meanwhile.
+        uac = stack.start_calls(rate=20, hold_ms=0, max_calls=20)
+        assert uac.wait(30) == 0
+    finally:
+        sick.uas.process.signal(signal.SIGCONT)
+    wait_for(lambda: node_state(stack, "ast1") == ("active", "active"), 15, what="recovered")
+    stack.wait_routable(sick)
+
+
+def test_a_box_answering_503_is_draining(stack: Stack) -> None:
+    healthy = stack.add_backend("ast1")
+    shutting_down = stack.add_backend("ast2", scenario="uas_503.xml")
+    stack.wait_routable(healthy)
+    wait_for(lambda: node_state(stack, "ast2") == ("draining", "draining"), 15, what="draining")
+    assert stack.dispatcher_by_uri()[shutting_down.sip_uri].flags.startswith("D")
+    uac = stack.start_calls(rate=20, hold_ms=0, max_calls=20)
+    assert uac.wait(30) == 0
+    assert shutting_down.uas.invites_received() == 0
