@@ -64,7 +64,13 @@ def test_lab_up_scale_3_5_2_answers_every_call_and_down_leaves_nothing(tmp_path:
             )
         routed = {n["id"]: n["calls_routed"] for n in status(lab_dir)["nodes"]}
         assert sorted(routed) == ["ast1", "ast2"] and all(v > 0 for v in routed.values())
-        assert status(lab_dir)["calls"]["failed"] == 0
+        failed = status(lab_dir)["calls"]["failed"]
+        if failed:
+            errors = lab_dir / "run" / "callers" / "calls_errors.log"
+            agents = sorted((lab_dir / "run" / "backends").glob("*/agent.log"))
+            detail = [errors.read_text(errors="replace")[-3000:] if errors.exists() else ""]
+            detail += [f"{a}: {a.read_text()[-1500:]}" for a in agents]
+            raise AssertionError(f"{failed} calls failed:\n" + "\n".join(detail))
 
         pids = read_info(lab_dir).pids  # type: ignore[union-attr]
         assert len(pids) >= 7  # etcd, kamailio, balancer, console, calls, 2 x (agent + uas)

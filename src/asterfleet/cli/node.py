@@ -102,6 +102,13 @@ def run(
         min=0,
         help="On SIGTERM, longest wait for calls to end.",
     ),
+    drain_settle: float = typer.Option(
+        2.0,
+        envvar=ENV + "DRAIN_SETTLE",
+        min=0,
+        max=60,
+        help="On SIGTERM, how long the box must show no calls after the balancers stopped sending new ones.",
+    ),
     calls: str = typer.Option(
         "none",
         envvar=ENV + "CALLS",
@@ -150,6 +157,7 @@ def run(
             probe_interval=probe_interval,
             unhealthy_after=unhealthy_after,
             drain_timeout=drain_timeout,
+            drain_settle=drain_settle,
             media_address=media_address,
             version=version,
             labels=parse_labels(label),

@@ -24,6 +24,7 @@ def areas() -> list[Area]:
     """Every area, in navigation order (imported late: routers import templates)."""
     from asterfleet.console.balancers import router as balancers
     from asterfleet.console.builds import router as builds
+    from asterfleet.console.calls import router as calls
     from asterfleet.console.events import router as events
     from asterfleet.console.fleet import router as fleet
     from asterfleet.console.images import router as images
@@ -32,6 +33,7 @@ def areas() -> list[Area]:
         Area("fleet", "Fleet", "/fleet", fleet),
         Area("balancers", "Balancers", "/balancers", balancers),
         Area("events", "Events", "/events", events),
+        Area("calls", "Calls", "/calls", calls),
         Area("images", "Images", "/images", images),
         Area("knots", "Builds", "/knots", builds),
     ]

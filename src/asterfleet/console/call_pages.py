@@ -72,7 +72,10 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     """
     conds = list(_where(q))
     if dialect == "sqlite":
-        for column, prefix in ((messages.c.from_user, q.from_user), (messages.c.to_user, q.to_user)):
+        for column, prefix in (
+            (messages.c.from_user, q.from_user),
+            (messages.c.to_user, q.to_user),
+        ):
             if prefix:
                 conds += [column >= prefix, column < prefix_upper_bound(prefix)]
     return conds

@@ -44,6 +44,10 @@ class NodeAgentConfig:
     probe_timeout: float = 1.0
     unhealthy_after: int = 2
     drain_timeout: float = 300.0
+    # After the balancers applied the drain, how long the box must have shown
+    # no calls: covers an INVITE still in flight and a call count read from
+    # a stats file that is up to a second old.
+    drain_settle: float = 2.0
     media_address: str | None = None
     version: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
@@ -241,12 +245,13 @@ class NodeAgent:
                 pass
             await asyncio.sleep(0.05)
         waited_for_calls = False
+        applied_at = time.monotonic()
         while time.monotonic() < deadline:
             calls = await self.counter.active_calls()
             self.active_calls = calls
             with contextlib.suppress(EtcdUnavailable):
                 await self._write()
-            if calls == 0:
+            if calls == 0 and time.monotonic() - applied_at >= self.cfg.drain_settle:
                 waited_for_calls = True
                 break
             await asyncio.sleep(0.2)

@@ -1,0 +1,106 @@
+"""The Calls area with real programs: tshark reads the PCAP the console
+serves, and an operator in headless Chromium finds a call, opens its ladder
+and clicks an arrow to read the whole message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from asterfleet.runtime.ports import free_port
+from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
+from tests.unit.test_console_calls import (  # noqa: F401  (capture_db is a fixture)
+    capture_db,
+    make_client,
+)
+from tests.unit.test_console_web import login
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "calls-admin-pass"
+
+
+def test_the_downloaded_pcap_opens_in_tshark(tmp_path: Path, capture_db: str) -> None:  # noqa: F811
+    tshark = require_binary("tshark")
+    with make_client(tmp_path, capture_db) as client:
+        login(client)
+        r = client.get("/calls/c0@x/pcap")
+    assert r.status_code == 200
+    pcap = tmp_path / "call.pcap"
+    pcap.write_bytes(r.content)
+    out = subprocess.run(
+        [tshark, "-r", str(pcap), "-Y", "sip", "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
+         "-e", "sip.Method", "-e", "sip.Status-Code", "-e", "sip.Call-ID"],
+        capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    ).stdout  # fmt: skip
+    lines = [line.split("\t") for line in out.strip().splitlines()]
+    assert [f[2] or f[3] for f in lines] == ["INVITE", "INVITE", "200", "200", "ACK", "BYE", "200"]
+    assert lines[0][:2] == ["10.0.0.1", "10.0.0.2"]
+    assert {f[4] for f in lines} == {"c0@x"}
+
+
+@pytest.fixture
+def console_url(tmp_path: Path, capture_db: str) -> Iterator[str]:  # noqa: F811
+    """A real `asterfleet console` reading the capture database (no etcd needed)."""
+    port = free_port()
+    exe = str(Path(sys.executable).parent / "asterfleet")
+    proc = ManagedProcess(
+        "console",
+        [exe, "console", "--listen", f"127.0.0.1:{port}", "--etcd", f"127.0.0.1:{free_port()}",
+         "--db", str(tmp_path / "console.db"), "--capture-db", capture_db],
+        tmp_path / "console.log",
+        env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
+    ).start()  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{url}/healthz", timeout=1).json()["ok"], 30, what="console")
+        yield url
+    finally:
+        proc.stop()
+
+
+def test_an_operator_finds_a_call_and_reads_a_message_of_its_ladder(console_url: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{console_url}/calls")
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url("**/calls")
+            page.fill("#call-search input[name=from_user]", "alex")
+            page.click("#call-search button[type=submit]")
+            rows = page.locator("#calls-table tbody tr")
+            sync_api.expect(rows).to_have_count(1)
+            sync_api.expect(rows.first).to_contain_text("486")
+            rows.first.locator("td.callid a").click()
+            page.wait_for_url("**/calls/c1%40x")
+            arrows = page.locator("svg.ladder g.msg")
+            sync_api.expect(arrows).to_have_count(4)
+            sync_api.expect(page.locator("svg.ladder text.host")).to_have_count(3)
+            arrows.nth(2).click()  # the backend's 486 to the balancer
+            text = page.locator("#message-text")
+            sync_api.expect(text).to_contain_text("SIP/2.0 486 Busy Here")
+            sync_api.expect(text).to_contain_text("Call-ID: c1@x")
+            sync_api.expect(text).to_contain_text("Via: SIP/2.0/UDP 10.0.0.4:5060")
+            sync_api.expect(page.locator("svg.ladder g.msg.selected")).to_have_count(1)
+        finally:
+            browser.close()
