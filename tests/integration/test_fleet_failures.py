@@ -44,8 +44,7 @@ def test_kill_9_of_a_box_under_load_fails_no_call_setup(stack: Stack) -> None:
 
 def test_drain_under_load_drops_nothing_and_node_leaves_when_idle(stack: Stack) -> None:
     backends = [
-        stack.add_backend(f"ast{i}", uas_args=("-trace_msg",) if i == 2 else ())
-        for i in (1, 2, 3)
+        stack.add_backend(f"ast{i}", uas_args=("-trace_msg",) if i == 2 else ()) for i in (1, 2, 3)
     ]
     for b in backends:
         stack.wait_routable(b)

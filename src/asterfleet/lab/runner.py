@@ -163,6 +163,7 @@ class Lab:
                 f"sqlite:///{lab_dir / 'console.db'}",
                 "--admin-password-file",
                 str(password_file),
+                *(["--capture-db", self.capture_db] if self.capture else []),
             ),
             lab_dir / "run" / "console.log",
         ).start()
