@@ -24,19 +24,12 @@ from playwright.sync_api import sync_playwright
 from asterfleet.capture.collector import packet_to_row
 from asterfleet.capture.hep import HepPacket, encode_hep
 from asterfleet.capture.store import Store
+from asterfleet.runtime.chromium import launch as launch_chromium
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
 PASSWORD = "screenshot-pass"
 CALL_ID = "6a1f0c2e9b7d4e31@203.0.113.10"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CALLER, LB, BOX = ("203.0.113.10", 5060), ("10.0.0.2", 5060), ("10.0.1.21", 5080)
 SDP = "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\n"
 
@@ -122,7 +115,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(f"{url}/healthz", timeout=1).json()["ok"], 30, what="console")
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = launch_chromium(pw)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.goto(f"{url}/calls")
             page.fill("input[name=username]", "admin")

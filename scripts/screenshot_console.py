@@ -26,19 +26,12 @@ from asterfleet.etcdtools.server import start_single
 from asterfleet.fleet import actions
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, NodeRecord, NodeState
+from asterfleet.runtime.chromium import launch as launch_chromium
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
 CLUSTER = "lab"
 PASSWORD = "screenshot-pass"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 NODES = [
     ("ast-01", 1, NodeState.ACTIVE, 12, 50, "20.11.0", 3 * 86400 + 3600),
@@ -120,7 +113,7 @@ def main() -> int:
             what="the console",
         )
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1360, "height": 520})
             page.goto(f"{url}/login?next=/fleet")
             page.fill("input[name=username]", "admin")

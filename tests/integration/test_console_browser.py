@@ -22,6 +22,7 @@ from asterfleet.etcd_client import Etcd
 from asterfleet.etcdtools.server import EtcdServer, start_single
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, NodeRecord, NodeState
+from asterfleet.runtime.chromium import launch as launch_chromium
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
@@ -29,15 +30,6 @@ pytestmark = pytest.mark.integration
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "lab-admin-pass"
 CLUSTER = "browser"
 KS = Keyspace(CLUSTER)
@@ -134,7 +126,7 @@ def console() -> Iterator[Console]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         try:
             yield b
         finally:

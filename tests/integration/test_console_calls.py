@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from asterfleet.runtime.chromium import launch as launch_chromium
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
 from tests.unit.test_console_calls import (  # noqa: F401  (capture_db is a fixture)
@@ -23,15 +24,6 @@ from tests.unit.test_console_web import login
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "calls-admin-pass"
 
 
@@ -78,7 +70,7 @@ def console_url(tmp_path: Path, capture_db: str) -> Iterator[str]:  # noqa: F811
 def test_an_operator_finds_a_call_and_reads_a_message_of_its_ladder(console_url: str) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page()
             page.goto(f"{console_url}/calls")

@@ -19,21 +19,13 @@ from asterfleet.factory.knot import validate_knot
 from asterfleet.factory.logs import BuildLog
 from asterfleet.factory.schema import cat_repositories, cat_tags
 from asterfleet.factory.store import add_knot
+from asterfleet.runtime.chromium import launch as launch_chromium
 from tests.integration.console_images import ConsoleWithImages, console_with_images
 
 pytestmark = pytest.mark.integration
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "alice-browser-pw"
 DIGEST = "sha256:" + "ef" * 32
 
@@ -78,7 +70,7 @@ def console() -> Iterator[ConsoleWithImages]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         try:
             yield b
         finally:
