@@ -157,7 +157,7 @@ def total(metrics: dict[str, float], name: str) -> float:
 def run_one(db: str, transport: str, rate: int, seconds: float, workdir: Path) -> dict[str, object]:
     pg = None
     if db == "postgresql":
-        from asterfleet.capture.pg_sandbox import PgSandbox
+        from asterfleet.runtime.postgres import PgSandbox
 
         pg = PgSandbox()
         url = pg.start()

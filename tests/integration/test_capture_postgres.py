@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from asterfleet.capture.pg_sandbox import PgSandbox
+from asterfleet.runtime.postgres import PgSandbox
 from asterfleet.capture.store import Store
 from asterfleet.errors import MissingBinary
 from asterfleet.runtime.process import wait_for
