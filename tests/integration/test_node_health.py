@@ -58,7 +58,11 @@ def test_a_box_answering_503_is_draining(stack: Stack) -> None:
     shutting_down = stack.add_backend("ast2", scenario="uas_503.xml")
     stack.wait_routable(healthy)
     wait_for(lambda: node_state(stack, "ast2") == ("draining", "draining"), 15, what="draining")
-    assert stack.dispatcher_by_uri()[shutting_down.sip_uri].flags.startswith("D")
+    wait_for(
+        lambda: stack.dispatcher_by_uri()[shutting_down.sip_uri].flags.startswith("D"),
+        5,
+        what="ast2 listed as disabled in Kamailio",
+    )
     uac = stack.start_calls(rate=20, hold_ms=0, max_calls=20)
     assert uac.wait(30) == 0
     assert shutting_down.uas.invites_received() == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +16,14 @@ from asterfleet.cli.common import JsonOption, console, emit, print_table, user_e
 from asterfleet.errors import UsageError
 from asterfleet.factory import queue
 from asterfleet.factory.db import DEFAULT_DB, open_store
-from asterfleet.factory.knot import TagRule, validate_knot
+from asterfleet.factory.knot import validate_knot
+from asterfleet.factory.knot_input import (
+    KnotInput,
+    new_webhook_secret,
+    parse_pairs,
+    public_spec,
+    validate_input,
+)
 from asterfleet.factory.store import add_knot, edit_knot, get_knot, list_knots, remove_knot
 
 app = typer.Typer(
@@ -36,25 +42,6 @@ factory_app = typer.Typer(help="The image factory's worker.", no_args_is_help=Tr
 DbOption = typer.Option(
     DEFAULT_DB, "--db", envvar="ASTERFLEET_DB", help="sqlite:///PATH or postgresql://…"
 )
-
-
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{what} {value!r}: expected KEY=VALUE")
-        out[key] = val
-    return out
-
-
-def _tag_rule(text: str) -> dict[str, str]:
-    # branch:main=stable, tag:v*={version}
-    head, sep, tag = text.partition("=")
-    kind, _, match = head.partition(":")
-    if not sep or kind not in ("branch", "tag"):
-        raise UsageError(f"--tag-rule {text!r}: expected branch:GLOB=TAG or tag:GLOB=TAG")
-    return TagRule(kind=kind, match=match or "*", tag=tag).model_dump()  # type: ignore[arg-type]
 
 
 @app.command("add")
@@ -77,6 +64,9 @@ def add(
     sha_tag: bool = typer.Option(False, "--sha-tag", help="Also tag the short commit sha."),
     owner: list[str] = typer.Option([], "--owner", help="Registry user(s) owning the knot."),
     webhook: bool = typer.Option(False, "--webhook", help="Enable the signed webhook trigger."),
+    webhook_provider: str = typer.Option(
+        None, "--webhook-provider", help="Only accept github, gitea or gitlab deliveries."
+    ),
     git_poll: int = typer.Option(None, "--git-poll", help="Poll the git remote every N s."),
     url: str = typer.Option(None, "--poll-url", help="Rebuild when this URL's content changes."),
     url_poll: int = typer.Option(300, "--poll-url-every", help="Seconds between URL polls."),
@@ -95,38 +85,35 @@ def add(
             except (OSError, ValueError) as exc:
                 raise UsageError(f"--from-file {from_file}: {exc}") from exc
             data["name"] = name
+            knot = validate_knot(data)
         else:
             if not git or not repository:
                 raise UsageError("knot add: give --git and --repository (or --from-file)")
-            data = {
-                "name": name,
-                "git_url": git,
-                "repository": repository,
-                "branch": branch or None,
-                "tag_pattern": tag_pattern,
-                "dockerfile": dockerfile,
-                "context": context,
-                "test_command": test,
-                "build_args": _pairs(build_arg, "--build-arg"),
-                "latest": not no_latest,
-                "sha_tag": sha_tag,
-                "owners": owner,
-                "builder": builder,
-                "triggers": {
-                    "webhook_secret": secrets.token_urlsafe(24) if webhook else None,
-                    "git_poll_seconds": git_poll,
-                    "url": url,
-                    "url_poll_seconds": url_poll,
-                },
-                "hooks": {
-                    "webhook": hook_webhook,
-                    "command": hook_command,
-                    "notify_url": notify_url,
-                },
-            }
-            if tag_rule:
-                data["tag_rules"] = [_tag_rule(t) for t in tag_rule]
-        knot = validate_knot(data)
+            inp = KnotInput(
+                name=name,
+                git_url=git,
+                repository=repository,
+                branch=branch,
+                tag_pattern=tag_pattern or "",
+                dockerfile=dockerfile,
+                context=context,
+                tag_rules=tag_rule or None,
+                latest=not no_latest,
+                sha_tag=sha_tag,
+                build_args=build_arg,
+                test_command=test or "",
+                owners=owner,
+                webhook=webhook,
+                webhook_provider=webhook_provider or "",
+                git_poll_seconds="" if git_poll is None else str(git_poll),
+                poll_url=url or "",
+                poll_url_seconds=str(url_poll),
+                deploy_webhook=hook_webhook or "",
+                deploy_command=hook_command or "",
+                notify_url=notify_url or "",
+                builder=builder,
+            )
+            knot = validate_input(inp, new_webhook_secret() if webhook else None)
         add_knot(open_store(db), knot)
     console.print(f"knot {name} added: {knot.git_url} -> {knot.repository}", highlight=False)
     if knot.triggers.webhook_secret:
@@ -176,18 +163,12 @@ def ls(db: str = DbOption, as_json: bool = JsonOption) -> None:
     )
 
 
-def _public_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    if spec["triggers"].get("webhook_secret"):
-        spec["triggers"]["webhook_secret"] = "********"
-    return spec
-
-
 @app.command("show")
 def show(name: str, db: str = DbOption, as_json: bool = JsonOption) -> None:
     """A knot's definition (secrets hidden) and its recent builds."""
     with user_errors():
         engine = open_store(db)
-        spec = _public_spec(get_knot(engine, name).model_dump(mode="json"))
+        spec = public_spec(get_knot(engine, name))
         builds = [b.as_dict() for b in queue.list_builds(engine, name, limit=20)]
 
     def render() -> None:
@@ -215,7 +196,7 @@ def edit(
     """Change fields of a knot; the result is validated before it is saved."""
     with user_errors():
         changes: dict[str, Any] = {}
-        for key, raw in _pairs(set_, "--set").items():
+        for key, raw in parse_pairs(set_, "--set").items():
             try:
                 value: Any = json.loads(raw)
             except ValueError:

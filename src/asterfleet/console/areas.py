@@ -28,6 +28,7 @@ def areas() -> list[Area]:
     from asterfleet.console.events import router as events
     from asterfleet.console.fleet import router as fleet
     from asterfleet.console.images import router as images
+    from asterfleet.console.knot_admin import router as knot_admin
 
     return [
         Area("fleet", "Fleet", "/fleet", fleet),
@@ -35,5 +36,7 @@ def areas() -> list[Area]:
         Area("events", "Events", "/events", events),
         Area("calls", "Calls", "/calls", calls),
         Area("images", "Images", "/images", images),
+        # Adding, editing, removing knots: before "knots" so /knots/new is not a knot.
+        Area("knot_admin", "Add knot", "/knots/new", knot_admin, in_nav=False),
         Area("knots", "Builds", "/knots", builds),
     ]

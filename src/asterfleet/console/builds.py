@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from asterfleet.console.factory_state import FactoryState, factory_state
+from asterfleet.console.knot_admin import may_add, may_edit
 from asterfleet.console.security import Principal, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
@@ -111,6 +112,7 @@ def _require_operate(user: Principal, knot: Knot) -> None:
 @router.get("/knots")
 async def knots_page(
     request: Request,
+    msg: str = "",
     user: Principal = Depends(page_user),
     fs: FactoryState = Depends(factory_state),
 ) -> Response:
@@ -123,7 +125,9 @@ async def knots_page(
         return out
 
     rows = await asyncio.to_thread(load)
-    return render(request, "knots.html", user, area="knots", rows=rows)
+    return render(
+        request, "knots.html", user, area="knots", rows=rows, msg=msg, may_add=may_add(user)
+    )
 
 
 @router.get("/knots/{name}")
@@ -149,6 +153,7 @@ async def knot_page(
         knot=knot,
         builds=[_row(b, now) for b in builds],
         may_operate=may_operate(user, knot),
+        may_edit=may_edit(user, knot),
         default_ref=default_ref,
         msg=msg,
         err=err,

@@ -8,6 +8,7 @@ import fnmatch
 import re
 import shlex
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,6 +18,30 @@ from asterfleet.registry.scope import REPOSITORY_RE
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _TEMPLATE_FIELDS = {"name", "sha", "short_sha", "version"}
+GIT_SCHEMES = ("https", "http", "ssh", "git", "file")
+_SCP_RE = re.compile(r"^(?:[A-Za-z0-9._~-]+@)?[A-Za-z0-9.-]+:[^:]+$")
+RESERVED_NAMES = frozenset({"new"})  # /knots/new is the console's add form
+
+
+def check_git_url(url: str) -> str:
+    """``url`` if git may clone it safely, else ValueError saying what to give.
+
+    Refused on purpose: a leading ``-`` (git would read an option) and
+    ``transport::address`` (remote helpers such as ``ext::`` run commands).
+    """
+    hint = "use https://HOST/PATH, ssh://HOST/PATH, git://…, file://…, USER@HOST:PATH or /PATH"
+    if not url:
+        raise ValueError(f"give the repository's URL ({hint})")
+    if url.startswith("-") or "::" in url or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError(f"{url!r} is not a git URL: {hint}")
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.scheme not in GIT_SCHEMES or (parts.scheme != "file" and not parts.hostname):
+            raise ValueError(f"{url!r} is not a git URL: {hint}")
+        return url
+    if url.startswith("/") or _SCP_RE.match(url):
+        return url
+    raise ValueError(f"{url!r} is not a git URL: {hint}")
 
 
 class TagRule(BaseModel):
@@ -44,6 +69,8 @@ class TagRule(BaseModel):
 class Triggers(BaseModel):
     model_config = ConfigDict(extra="forbid")
     webhook_secret: str | None = None  # enables /hooks/knots/NAME
+    # Accept deliveries signed the way this provider signs (None: any of them).
+    webhook_provider: Literal["github", "gitea", "gitlab"] | None = None
     git_poll_seconds: int | None = Field(default=None, ge=10)
     url: str | None = None  # polled for changes (ETag / Last-Modified / content hash)
     url_poll_seconds: int = Field(default=300, ge=10)
@@ -95,7 +122,14 @@ class Knot(BaseModel):
     def _name(cls, value: str) -> str:
         if not NAME_RE.match(value):
             raise ValueError("use 1-64 lower-case letters, digits or '-'")
+        if value in RESERVED_NAMES:
+            raise ValueError(f"{value!r} is reserved: choose another name")
         return value
+
+    @field_validator("git_url")
+    @classmethod
+    def _git_url(cls, value: str) -> str:
+        return check_git_url(value)
 
     @field_validator("repository")
     @classmethod
@@ -130,16 +164,44 @@ class Knot(BaseModel):
         return value
 
 
+class KnotInvalid(UsageError):
+    """Input that is not a valid knot. ``errors`` maps each bad field (dotted,
+    as in the knot's JSON: ``triggers.url``) to what is wrong with it; the
+    message names the first, for the CLI."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        field, problem = next(iter(errors.items()))
+        super().__init__(f"knot {field}: {problem}")
+        self.errors = errors
+
+
+def _message(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def knot_errors(exc: ValidationError) -> dict[str, str]:
+    """Field -> message for every problem pydantic found (the first per field)."""
+    errors: dict[str, str] = {}
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if loc[:1] in (["tag_rules"], ["build_args"]):
+            loc = loc[:1]  # one field in the forms: the rule or argument is in the message
+        errors.setdefault(".".join(loc) or "knot", _message(err["msg"]))
+    return errors
+
+
 def validate_knot(data: dict[str, object]) -> Knot:
-    """A Knot from user input, or UsageError naming the first bad field."""
+    """A Knot from user input, or KnotInvalid (a UsageError) naming the bad fields.
+
+    The one validation of knots: the CLI, the console's forms and the JSON
+    API all call it.
+    """
     try:
         knot = Knot.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "knot"
-        raise UsageError(f"knot {where}: {err['msg']}") from None
+        raise KnotInvalid(knot_errors(exc)) from None
     if knot.branch is None and knot.tag_pattern is None:
-        raise UsageError("knot: give a branch, a tag pattern, or both")
+        raise KnotInvalid({"branch": "give a branch, a tag pattern, or both"})
     return knot
 
 

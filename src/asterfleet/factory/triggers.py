@@ -52,15 +52,20 @@ def provider_of(headers: Mapping[str, str]) -> Provider | None:
     return None
 
 
-def verify(headers: Mapping[str, str], body: bytes, secret: str) -> Provider:
+def verify(
+    headers: Mapping[str, str], body: bytes, secret: str, only: Provider | None = None
+) -> Provider:
     """The provider whose signature over ``body`` checks out with ``secret``.
 
-    Raises WebhookError(401) when the signature is missing or wrong.
+    Raises WebhookError(401) when the signature is missing or wrong, or when
+    the delivery is not from ``only`` (the provider the knot was set up with).
     """
     h = _lower(headers)
     provider = provider_of(h)
     if provider is None:
         raise WebhookError(400, "not a GitHub, Gitea/Forgejo or GitLab delivery")
+    if only is not None and provider != only:
+        raise WebhookError(401, f"this webhook takes {only} deliveries, not {provider}")
     if provider == "github":
         given = h.get("x-hub-signature-256", "")
         expected = "sha256=" + _hmac_hex(secret, body)

@@ -65,7 +65,7 @@ def handle_delivery(
     if not secret:
         return 404, {"error": f"knot {name!r} has no webhook trigger"}
     try:
-        provider = triggers.verify(headers, body, secret)
+        provider = triggers.verify(headers, body, secret, knot.triggers.webhook_provider)
         delivery = triggers.parse(provider, headers, body)
     except triggers.WebhookError as exc:
         DELIVERIES.labels("rejected").inc()
