@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ def console_with_images(work: Path, users: dict[str, str]) -> Iterator[ConsoleWi
     proc = ManagedProcess(
         "console",
         [
-            str(Path(os.sys.executable).parent / "asterfleet"),
+            str(Path(sys.executable).parent / "asterfleet"),
             "console",
             "--listen",
             f"127.0.0.1:{port}",

@@ -3,11 +3,15 @@ args, errors per field, and the write-only webhook secret."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from asterfleet.errors import UsageError
+from asterfleet.factory import triggers
 from asterfleet.factory.knot import KnotInvalid, check_git_url
 from asterfleet.factory.knot_input import (
     GENERATE,
@@ -153,3 +157,14 @@ def test_webhook_secrets_are_kept_replaced_or_dropped(
 def test_a_new_webhook_secret_is_random_and_shown_once(requested: str, current: str | None) -> None:
     secret, shown = resolve_webhook_secret(requested, current)
     assert shown and secret and secret not in (current, MASK) and len(secret) >= 32
+
+
+def test_a_webhook_set_up_for_one_provider_refuses_the_others() -> None:
+    body = b'{"ref": "refs/heads/main", "after": "' + b"a" * 40 + b'"}'
+    signature = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    github = {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + signature}
+    assert triggers.verify(github, body, "s3cret", None) == "github"
+    assert triggers.verify(github, body, "s3cret", "github") == "github"
+    with pytest.raises(triggers.WebhookError, match="takes gitea deliveries") as caught:
+        triggers.verify(github, body, "s3cret", "gitea")
+    assert caught.value.status == 401
