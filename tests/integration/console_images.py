@@ -5,7 +5,6 @@ integration tests of those areas."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
