@@ -25,7 +25,7 @@ from asterfleet.errors import AsterfleetError
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
-from asterfleet.lab.stack import Backend, Stack, StackOptions, agent_argv
+from asterfleet.lab.stack import Stack, StackOptions, agent_argv
 from asterfleet.lab.state import LabInfo, read_desired, write_desired, write_info
 from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
@@ -224,23 +224,11 @@ class Lab:
             for name in current[desired:][::-1]:
                 self.log.info("backend_drain", node=name)
                 backend = self.stack.backends.pop(name)
-                self.removing[name] = self._pool.submit(self._retire, backend)
+                self.removing[name] = self._pool.submit(
+                    self.stack.retire, backend, self.options.drain_timeout + 15
+                )
         if self.info is not None:
             self._record_processes()
-
-    def _retire(self, backend: Backend) -> int | None:
-        """Drain: SIGTERM to the agent, which waits for the calls; then stop the box."""
-        import signal
-
-        backend.agent.signal(signal.SIGTERM)
-        code: int | None
-        try:
-            assert backend.agent.proc is not None
-            code = backend.agent.proc.wait(timeout=self.options.drain_timeout + 15)
-        except Exception:
-            code = backend.agent.stop()
-        backend.uas.stop()
-        return code
 
     # -- status -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -191,20 +192,26 @@ class Stack:
         self.backends[node_id] = backend
         return backend
 
-    def remove_backend(
-        self, node_id: str, graceful: bool = True, timeout: float = 120
-    ) -> int | None:
-        """Drain (SIGTERM to the agent, which waits for calls) then stop the box."""
-        backend = self.backends.pop(node_id)
+    @staticmethod
+    def retire(backend: Backend, timeout: float = 120) -> int | None:
+        """Drain (SIGTERM to the agent, which waits for its calls), then stop the box.
+
+        The agent's exit code, or None when it had to be stopped hard.
+        """
+        backend.agent.signal(signal.SIGTERM)
         code: int | None
-        if graceful:
-            backend.agent.signal(signal.SIGTERM)
+        try:
             assert backend.agent.proc is not None
             code = backend.agent.proc.wait(timeout=timeout)
-        else:
-            code = backend.agent.stop()
+        except subprocess.TimeoutExpired:
+            backend.agent.stop()
+            code = None
         backend.uas.stop()
         return code
+
+    def remove_backend(self, node_id: str, timeout: float = 120) -> int | None:
+        """Take a backend out of the lab the way an operator would: drain it."""
+        return self.retire(self.backends.pop(node_id), timeout)
 
     def kill_backend(self, node_id: str) -> None:
         """A crash: SIGKILL the box and its agent at once."""
