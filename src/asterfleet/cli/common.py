@@ -15,7 +15,9 @@ from rich.table import Table
 
 from asterfleet.errors import AsterfleetError, EtcdUnavailable, RecordError, UsageError
 
-console = Console()
+# Piped output (less, grep) gets wide lines instead of Rich's 80-column
+# default, so URIs and ids are never cut; scripts should use --json anyway.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
