@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from sqlalchemy import Engine
 
 from asterfleet.console.factory_state import FactoryState, factory_state
 from asterfleet.console.knot_admin import may_add, may_edit
@@ -30,6 +31,8 @@ from asterfleet.factory.queue import Build
 from asterfleet.factory.store import get_knot, list_knots
 
 router = APIRouter(include_in_schema=False)
+T = TypeVar("T")
+
 log = structlog.get_logger("asterfleet.console.builds")
 
 BUILD_STATE_CLASSES = {
@@ -186,6 +189,23 @@ async def build_now(
     )
 
 
+async def _on_build(
+    fs: FactoryState,
+    user: Principal,
+    name: str,
+    number: int,
+    op: Callable[[Engine, str, int], T],
+) -> T | Response:
+    """Run a queue action on one build for a user allowed to operate the knot;
+    a refusal comes back as a redirect to the build page saying why."""
+    knot = await asyncio.to_thread(_knot, fs, name)
+    _require_operate(user, knot)
+    try:
+        return await asyncio.to_thread(op, fs.engine, name, number)
+    except UsageError as exc:
+        return RedirectResponse(f"/knots/{name}/builds/{number}?err={quote(str(exc))}", 303)
+
+
 @router.post("/knots/{name}/builds/{number}/cancel")
 async def cancel_build(
     name: str,
@@ -193,12 +213,9 @@ async def cancel_build(
     user: Principal = Depends(page_user),
     fs: FactoryState = Depends(factory_state),
 ) -> Response:
-    knot = await asyncio.to_thread(_knot, fs, name)
-    _require_operate(user, knot)
-    try:
-        build = await asyncio.to_thread(queue.cancel, fs.engine, name, number)
-    except UsageError as exc:
-        return RedirectResponse(f"/knots/{name}/builds/{number}?err={quote(str(exc))}", 303)
+    build = await _on_build(fs, user, name, number, queue.cancel)
+    if isinstance(build, Response):
+        return build
     log.info("build_cancel", knot=name, build=number, state=build.state, user=user.username)
     note = "cancelled" if build.state == "cancelled" else "cancel requested"
     return RedirectResponse(f"/knots/{name}/builds/{number}?msg={quote(note)}", 303)
@@ -211,12 +228,9 @@ async def retry_build(
     user: Principal = Depends(page_user),
     fs: FactoryState = Depends(factory_state),
 ) -> Response:
-    knot = await asyncio.to_thread(_knot, fs, name)
-    _require_operate(user, knot)
-    try:
-        done = await asyncio.to_thread(queue.retry, fs.engine, name, number)
-    except UsageError as exc:
-        return RedirectResponse(f"/knots/{name}/builds/{number}?err={quote(str(exc))}", 303)
+    done = await _on_build(fs, user, name, number, queue.retry)
+    if isinstance(done, Response):
+        return done
     log.info("build_retry", knot=name, build=number, new=done.build.number, user=user.username)
     return RedirectResponse(
         f"/knots/{name}/builds/{done.build.number}?msg=" + quote(f"retry of #{number}"), 303
