@@ -25,6 +25,7 @@ from asterfleet.capture.collector import packet_to_row
 from asterfleet.capture.hep import HepPacket, encode_hep
 from asterfleet.capture.store import Store
 from asterfleet.runtime.chromium import launch as launch_chromium
+from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
@@ -117,10 +118,7 @@ def main() -> int:
         with sync_playwright() as pw:
             browser = launch_chromium(pw)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.goto(f"{url}/calls")
-            page.fill("input[name=username]", "admin")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
+            sign_in(page, f"{url}/calls", "admin", PASSWORD)
             page.wait_for_url("**/calls")
             page.click("#calls-table td.callid a")
             page.wait_for_selector("svg.ladder")

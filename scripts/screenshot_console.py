@@ -27,6 +27,7 @@ from asterfleet.fleet import actions
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, NodeRecord, NodeState
 from asterfleet.runtime.chromium import launch as launch_chromium
+from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
@@ -115,10 +116,7 @@ def main() -> int:
         with sync_playwright() as p:
             browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1360, "height": 520})
-            page.goto(f"{url}/login?next=/fleet")
-            page.fill("input[name=username]", "admin")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
+            sign_in(page, f"{url}/login?next=/fleet", "admin", PASSWORD)
             page.wait_for_selector("#live-status.on")
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out), full_page=True)

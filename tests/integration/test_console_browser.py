@@ -8,7 +8,6 @@ and a page asked for without a session are all turned away.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from asterfleet.console.process import RunningConsole, start_console
 from asterfleet.etcd_client import Etcd
 from asterfleet.etcdtools.server import EtcdServer, start_single
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, NodeRecord, NodeState
 from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.ports import free_port
-from asterfleet.runtime.process import ManagedProcess, wait_for
+from asterfleet.runtime.chromium import log_in as sign_in
+from asterfleet.runtime.process import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,40 +86,29 @@ class Console:
 def console() -> Iterator[Console]:
     work = Path(tempfile.mkdtemp(prefix="af-console-"))
     etcd = start_single(work)
-    proc: ManagedProcess | None = None
+    running: RunningConsole | None = None
     try:
         for i in (1, 2, 3):
             put_node(etcd.endpoint, f"node-{i}")
         put_balancer(etcd.endpoint, "lb-a", "abc123")
-        port = free_port()
-        proc = ManagedProcess(
-            "console",
-            [
-                str(Path(os.sys.executable).parent / "asterfleet"),
-                "console",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--etcd",
-                etcd.endpoint,
-                "--cluster",
-                CLUSTER,
-                "--db",
-                str(work / "console.db"),
-            ],
+        running = start_console(
             work / "console.log",
+            etcd=etcd.endpoint,
+            db=str(work / "console.db"),
+            cluster=CLUSTER,
             env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
-        ).start()
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            assert proc is not None and proc.alive(), proc.log_tail() if proc else ""
-            return bool(httpx.get(f"{url}/healthz", timeout=1).json()["etcd_connected"])
-
-        wait_for(ready, 30, interval=0.1, what="the console following etcd")
+        )
+        url = running.url
+        wait_for(
+            lambda: httpx.get(f"{url}/healthz", timeout=1).json()["etcd_connected"],
+            30,
+            interval=0.1,
+            what="the console following etcd",
+        )
         yield Console(url, etcd)
     finally:
-        if proc is not None:
-            proc.stop()
+        if running is not None:
+            running.stop()
         etcd.stop()
 
 
@@ -145,10 +134,7 @@ def page(browser: object) -> Iterator[object]:
 
 
 def log_in(page: object, url: str, password: str = PASSWORD) -> None:
-    page.goto(f"{url}/fleet")  # type: ignore[attr-defined]
-    page.fill("input[name=username]", "admin")  # type: ignore[attr-defined]
-    page.fill("input[name=password]", password)  # type: ignore[attr-defined]
-    page.click("button[type=submit]")  # type: ignore[attr-defined]
+    sign_in(page, f"{url}/fleet", "admin", password)
 
 
 def test_a_page_without_a_session_goes_to_login(console: Console, page: object) -> None:

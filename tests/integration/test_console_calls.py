@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from asterfleet.console.process import start_console
 from asterfleet.runtime.chromium import launch as launch_chromium
+from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.ports import free_port
-from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
+from asterfleet.runtime.process import require_binary
 from tests.unit.test_console_calls import (  # noqa: F401  (capture_db is a fixture)
     capture_db,
     make_client,
@@ -50,21 +50,17 @@ def test_the_downloaded_pcap_opens_in_tshark(tmp_path: Path, capture_db: str) ->
 @pytest.fixture
 def console_url(tmp_path: Path, capture_db: str) -> Iterator[str]:  # noqa: F811
     """A real `asterfleet console` reading the capture database (no etcd needed)."""
-    port = free_port()
-    exe = str(Path(sys.executable).parent / "asterfleet")
-    proc = ManagedProcess(
-        "console",
-        [exe, "console", "--listen", f"127.0.0.1:{port}", "--etcd", f"127.0.0.1:{free_port()}",
-         "--db", str(tmp_path / "console.db"), "--capture-db", capture_db],
+    running = start_console(
         tmp_path / "console.log",
+        etcd=f"127.0.0.1:{free_port()}",
+        db=str(tmp_path / "console.db"),
+        extra_args=["--capture-db", capture_db],
         env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
-    ).start()  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    )
     try:
-        wait_for(lambda: httpx.get(f"{url}/healthz", timeout=1).json()["ok"], 30, what="console")
-        yield url
+        yield running.url
     finally:
-        proc.stop()
+        running.stop()
 
 
 def test_an_operator_finds_a_call_and_reads_a_message_of_its_ladder(console_url: str) -> None:
@@ -73,10 +69,7 @@ def test_an_operator_finds_a_call_and_reads_a_message_of_its_ladder(console_url:
         browser = launch_chromium(pw)
         try:
             page = browser.new_page()
-            page.goto(f"{console_url}/calls")
-            page.fill("input[name=username]", "admin")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
+            sign_in(page, f"{console_url}/calls", "admin", PASSWORD)
             page.wait_for_url("**/calls")
             page.fill("#call-search input[name=from_user]", "alex")
             page.click("#call-search button[type=submit]")

@@ -20,6 +20,7 @@ from asterfleet.factory.logs import BuildLog
 from asterfleet.factory.schema import cat_repositories, cat_tags
 from asterfleet.factory.store import add_knot
 from asterfleet.runtime.chromium import launch as launch_chromium
+from asterfleet.runtime.chromium import log_in as sign_in
 from tests.integration.console_images import ConsoleWithImages, console_with_images
 
 pytestmark = pytest.mark.integration
@@ -91,10 +92,7 @@ def test_build_log_arrives_live_and_tag_page_offers_the_pull_command(
     page = context.new_page()
     page.set_default_timeout(15_000)
     try:
-        page.goto(f"{console.url}/knots/app/builds/{build.number}")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        sign_in(page, f"{console.url}/knots/app/builds/{build.number}", "alice", PASSWORD)
         log = page.locator("#build-log")
         log.filter(has_text="step 1/3").wait_for()
         page.locator("[data-live-status].on").wait_for()  # the stream is open

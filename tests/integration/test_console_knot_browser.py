@@ -12,6 +12,7 @@ import pytest
 
 from asterfleet.factory.store import get_knot
 from asterfleet.runtime.chromium import launch as launch_chromium
+from asterfleet.runtime.chromium import log_in as sign_in
 from tests.integration.console_images import ConsoleWithImages, console_with_images
 
 pytestmark = pytest.mark.integration
@@ -37,10 +38,7 @@ def test_a_knot_added_through_the_form_is_listed(console: ConsoleWithImages) -> 
         page = browser.new_page()
         page.set_default_timeout(15_000)
         try:
-            page.goto(f"{console.url}/knots")
-            page.fill("input[name=username]", "alice")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
+            sign_in(page, f"{console.url}/knots", "alice", PASSWORD)
             page.click("#add-knot")
             page.fill("input[name=name]", "site")
             page.fill("input[name=git_url]", "https://git.example/alice/site.git")

@@ -21,13 +21,14 @@ from typing import Any
 
 from asterfleet import logs
 from asterfleet.balancer.listfile import write_atomic
+from asterfleet.console.process import start_console
 from asterfleet.errors import AsterfleetError
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.stack import Stack, StackOptions, agent_argv
 from asterfleet.lab.state import LabInfo, read_desired, write_desired, write_info
-from asterfleet.runtime.ports import free_port, free_port_both
+from asterfleet.runtime.ports import free_port_both
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
 from asterfleet.sipp.runner import SippError, SippUac
 
@@ -148,32 +149,20 @@ class Lab:
         if not password_file.exists():
             password_file.write_text(secrets.token_urlsafe(12) + "\n")
             password_file.chmod(0o600)
-        port = self.options.console_port or free_port()
-        self.console = ManagedProcess(
-            "console",
-            agent_argv(
-                "console",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--etcd",
-                self.stack.etcd_endpoint,
-                "--cluster",
-                self.options.cluster,
-                "--db",
-                f"sqlite:///{lab_dir / 'console.db'}",
+        running = start_console(
+            lab_dir / "run" / "console.log",
+            etcd=self.stack.etcd_endpoint,
+            db=f"sqlite:///{lab_dir / 'console.db'}",
+            cluster=self.options.cluster,
+            extra_args=[
                 "--admin-password-file",
                 str(password_file),
                 *(["--capture-db", self.capture_db] if self.capture else []),
-            ),
-            lab_dir / "run" / "console.log",
-        ).start()
-        url = f"http://127.0.0.1:{port}"
-        import httpx
-
-        def up() -> bool:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-
-        wait_for(up, 30, what=f"the console at {url}")
+            ],
+            port=self.options.console_port,
+        )
+        self.console = running.process
+        url = running.url
         return url, password_file
 
     def _record_processes(self) -> None:
