@@ -375,8 +375,12 @@ class _SippProcess:
 
     @property
     def counts_path(self) -> Path:
+        return self._trace_path("counts.csv")
+
+    def _trace_path(self, suffix: str) -> Path:
+        """Where SIPp writes a -trace_* file: SCENARIO_PID_SUFFIX in its cwd."""
         pid = self.process.pid if self.process is not None else 0
-        return self.workdir / f"{self._scenario_stem()}_{pid}_counts.csv"
+        return self.workdir / f"{self._scenario_stem()}_{pid}_{suffix}"
 
     def message_counts(self) -> dict[str, int]:
         """The latest per-message counters (for example ``1_INVITE_Recv``)."""
@@ -440,12 +444,8 @@ class SippUas(_SippProcess):
 
     def invite_times(self) -> list[float]:
         """When each INVITE arrived (needs ``extra_args=["-trace_msg"]``)."""
-        path = (
-            self.workdir
-            / f"{self._scenario_stem()}_{self.process.pid if self.process else 0}_messages.log"
-        )
         try:
-            text = path.read_text(errors="replace")
+            text = self._trace_path("messages.log").read_text(errors="replace")
         except OSError:
             return []
         return [
