@@ -67,6 +67,10 @@ def _with_etcd(endpoints: str, fn: Callable[[Etcd], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+def _read_fleet(etcd: str, cluster: str) -> FleetView:
+    return _with_etcd(etcd, lambda e: actions.read_fleet(e, Keyspace(cluster)))
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -125,7 +129,7 @@ def _fleet_json(view: FleetView) -> dict[str, Any]:
 def ls(etcd: str = EtcdOpt, cluster: str = ClusterOpt, as_json: bool = JsonOption) -> None:
     """List every node: set, URI, effective state, operator intent, weight, calls."""
     with user_errors():
-        view = _with_etcd(etcd, lambda e: actions.read_fleet(e, Keyspace(cluster)))
+        view = _read_fleet(etcd, cluster)
     emit(as_json, _fleet_json(view), lambda: _print_nodes(view))
 
 
@@ -138,7 +142,7 @@ def show(
 ) -> None:
     """Everything known about one node."""
     with user_errors():
-        view = _with_etcd(etcd, lambda e: actions.read_fleet(e, Keyspace(cluster)))
+        view = _read_fleet(etcd, cluster)
     node = view.node(node_id)
     if node is None:
         intent = view.orphan_intents.get(node_id)
@@ -167,12 +171,11 @@ def _print_intent(node_id: str, intent: AdminIntent, as_json: bool) -> None:
 
 def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None:
     """Wait until the node has no calls left (or has left the fleet)."""
-    ks = Keyspace(cluster)
     deadline = time.monotonic() + timeout
     last_calls: int | None = None
     while time.monotonic() < deadline:
         try:
-            view = _with_etcd(etcd, lambda e: actions.read_fleet(e, ks))
+            view = _read_fleet(etcd, cluster)
         except EtcdUnavailable as exc:
             console.print(f"[yellow]etcd unavailable, retrying:[/] {exc}", highlight=False)
             time.sleep(1)
@@ -275,7 +278,7 @@ def weight(
 def balancers(etcd: str = EtcdOpt, cluster: str = ClusterOpt, as_json: bool = JsonOption) -> None:
     """Each balancer's applied state, and whether they all agree."""
     with user_errors():
-        view = _with_etcd(etcd, lambda e: actions.read_fleet(e, Keyspace(cluster)))
+        view = _read_fleet(etcd, cluster)
     data = {
         "agree": view.balancers_agree(),
         "balancers": [b.model_dump() for b in view.balancers],
