@@ -295,3 +295,30 @@ def test_tokens_from_the_account_page_are_shown_once(client: TestClient) -> None
         == 200
     )
     assert token.group(1) not in client.get("/account").text
+
+
+@pytest.mark.parametrize("path", ["/images", "/knots", "/knots/new", "/knots/hello", "/images/a/b"])
+def test_images_and_knots_without_a_registry_say_how_to_configure_them(
+    client: TestClient, path: str
+) -> None:
+    """Not a bare JSON 404: a page of the console, naming the commands to run."""
+    login(client)
+    r = client.get(path)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert 'id="factory-off"' in r.text and "<nav>" in r.text
+    assert "asterfleet registry config" in r.text and "asterfleet factory worker" in r.text
+
+
+def test_the_knots_api_without_a_registry_answers_503_json(
+    client: TestClient, db: Database
+) -> None:
+    issued = create_token(db, "alice", "script", ("read",))
+    r = client.get("/api/v1/knots", headers={"Authorization": f"Bearer {issued.token}"})
+    assert r.status_code == 503
+    assert "--registry-dir" in r.json()["detail"]
+
+
+def test_a_page_of_an_unconfigured_area_still_needs_a_login(client: TestClient) -> None:
+    r = client.get("/knots/new")
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=/knots/new")

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import structlog
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -16,14 +16,18 @@ from asterfleet import __version__
 from asterfleet.auth import LoginLimiter, bootstrap_admin
 from asterfleet.console import api, auth, eventlog
 from asterfleet.console.areas import areas
-from asterfleet.console.factory_state import mount_factory
+from asterfleet.console.factory_state import (
+    CONFIGURE_STEPS,
+    FactoryNotConfigured,
+    mount_factory,
+)
 from asterfleet.console.metrics import ConsoleMetrics
 from asterfleet.console.monitor import FleetMonitor
-from asterfleet.console.security import LoginRequired, csrf_guard, login_url
+from asterfleet.console.security import LoginRequired, csrf_guard, login_url, page_user
 from asterfleet.console.settings import ConsoleSettings
 from asterfleet.console.state import ConsoleState
 from asterfleet.console.transitions import EventDraft
-from asterfleet.console.web import STATIC_DIR, make_templates
+from asterfleet.console.web import STATIC_DIR, make_templates, render
 from asterfleet.db import Database, open_database
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.keys import Keyspace
@@ -112,6 +116,23 @@ def create_app(
     )
     app.state.console = state
     factory = mount_factory(app, settings.images, database)  # /token, hooks, Images, Builds
+
+    @app.exception_handler(FactoryNotConfigured)
+    async def _factory_off(request: Request, exc: FactoryNotConfigured) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, status_code=503)
+        try:
+            user = await page_user(request)
+        except LoginRequired as login:
+            return RedirectResponse(login_url(login.next_path), status_code=303)
+        return render(
+            request,
+            "factory_off.html",
+            user,
+            area="knots" if request.url.path.startswith("/knots") else "images",
+            reason=str(exc),
+            steps=CONFIGURE_STEPS,
+        )
 
     @app.exception_handler(LoginRequired)
     async def _to_login(_request: Request, exc: LoginRequired) -> Response:

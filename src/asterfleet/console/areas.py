@@ -38,5 +38,5 @@ def areas() -> list[Area]:
         Area("images", "Images", "/images", images),
         # Adding, editing, removing knots: before "knots" so /knots/new is not a knot.
         Area("knot_admin", "Add knot", "/knots/new", knot_admin, in_nav=False),
-        Area("knots", "Builds", "/knots", builds),
+        Area("knots", "Knots", "/knots", builds),
     ]
