@@ -25,7 +25,7 @@ from asterfleet.errors import EtcdUnavailable
 from asterfleet.etcd_client import Etcd, parse_endpoints
 from asterfleet.fleet import actions
 from asterfleet.fleet.keys import Keyspace
-from asterfleet.fleet.model import AdminIntent
+from asterfleet.fleet.model import AdminIntent, EffectiveState
 from asterfleet.fleet.view import FleetView
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ STATE_STYLE = {
     "active": "green",
     "starting": "cyan",
     "draining": "yellow",
+    "drained": "blue",
     "maintenance": "magenta",
     "unhealthy": "red",
 }
@@ -170,7 +171,7 @@ def _print_intent(node_id: str, intent: AdminIntent, as_json: bool) -> None:
 
 
 def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None:
-    """Wait until the node has no calls left (or has left the fleet)."""
+    """Wait until the node is ``drained`` (or has left the fleet)."""
     deadline = time.monotonic() + timeout
     last_calls: int | None = None
     while time.monotonic() < deadline:
@@ -191,8 +192,13 @@ def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None
                 "cannot tell when it is idle",
                 1,
             )
-        if calls == 0:
+        if node.state is EffectiveState.DRAINED:
             console.print(f"{node_id}: drained, no calls left")
+            return
+        if node.intent is None or not node.intent.drain:
+            fail(f"node {node_id!r} was undrained while waiting: stopped waiting", 1)
+        if calls == 0:  # idle in a stricter state than draining (unhealthy, maintenance)
+            console.print(f"{node_id}: {node.state.value}, no calls left")
             return
         if calls != last_calls:
             console.print(f"{node_id}: {calls} call(s) left")
