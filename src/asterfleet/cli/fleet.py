@@ -35,7 +35,7 @@ app = typer.Typer(
 T = TypeVar("T")
 
 ByOpt = typer.Option(
-    None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: your login name]."
+    None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: LOGIN@cli]."
 )
 NoteOpt = typer.Option(None, "--note", help="Why, for the record (shown in the console).")
 
@@ -50,12 +50,13 @@ STATE_STYLE = {
 
 
 def _operator(by: str | None) -> str:
+    """Who signs the intent (and so the event): --by, else LOGIN@cli."""
     if by:
         return by
     try:
-        return getpass.getuser()
+        return f"{getpass.getuser()}@cli"
     except (KeyError, OSError):
-        return "unknown"
+        return "unknown@cli"
 
 
 def _with_etcd(endpoints: str, fn: Callable[[Etcd], Awaitable[T]]) -> T:

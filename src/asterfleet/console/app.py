@@ -84,7 +84,13 @@ def create_app(
         watch_etcd: Etcd | None = None
         if settings.watch:
             watch_etcd = etcd_factory(settings.etcd)
-            state.monitor = FleetMonitor(watch_etcd, ks, record, metrics)
+            state.monitor = FleetMonitor(
+                watch_etcd,
+                ks,
+                record,
+                metrics,
+                members=lambda: asyncio.to_thread(eventlog.members, database, ks.cluster),
+            )
             state.tasks.append(asyncio.create_task(state.monitor.run(), name="fleet monitor"))
         log.info("console_started", cluster=ks.cluster, etcd=settings.etcd)
         try:

@@ -29,9 +29,11 @@ def areas() -> list[Area]:
     from asterfleet.console.fleet import router as fleet
     from asterfleet.console.images import router as images
     from asterfleet.console.knot_admin import router as knot_admin
+    from asterfleet.console.node_page import router as node_page
 
     return [
         Area("fleet", "Fleet", "/fleet", fleet),
+        Area("node", "Node", "/fleet", node_page, in_nav=False),
         Area("balancers", "Balancers", "/balancers", balancers),
         Area("events", "Events", "/events", events),
         Area("calls", "Calls", "/calls", calls),

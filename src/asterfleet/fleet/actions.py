@@ -43,10 +43,9 @@ async def _update(
     if note is not None:
         data["note"] = note
     intent = AdminIntent.model_validate(data)
-    if intent.is_default():
-        await etcd.delete(ks.admin_of(node_id))
-    else:
-        await etcd.put(ks.admin_of(node_id), intent.to_json())
+    # Kept even when it asks for nothing (an undrain): it says who undid the
+    # drain and when, for `fleet show`, the node page and the events.
+    await etcd.put(ks.admin_of(node_id), intent.to_json())
     return intent
 
 

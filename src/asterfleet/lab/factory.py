@@ -163,7 +163,9 @@ class LabFactory:
         ).start()  # fmt: skip
 
     def _registry_answers(self) -> bool:
-        assert self.registry is not None and self.registry.alive(), self.registry.log_tail()
+        registry = self.registry
+        assert registry is not None, "the registry was not started"
+        assert registry.alive(), f"docker-registry exited: {registry.log_tail()}"
         resp = httpx.get(f"http://{self.registry_host}/v2/", timeout=2)
         return resp.status_code == 401
 
