@@ -99,9 +99,7 @@ def test_a_second_agent_with_a_live_id_is_refused(tmp_path: Path, etcd: EtcdServ
         assert second.proc is not None
         code = second.proc.wait(timeout=30)
         assert code == 2
-        lines = [
-            line for line in second.log_path.read_text().splitlines() if "held by" in line
-        ]
+        lines = [line for line in second.log_path.read_text().splitlines() if "held by" in line]
         assert lines and "'ast1'" in lines[-1] and "another live agent" in lines[-1]
         # The first node's record is still its own (same lease, same URI).
         after = read_record(etcd.endpoint, "ast1")
@@ -119,12 +117,8 @@ def test_a_deleted_record_is_put_back_within_the_ttl(tmp_path: Path, etcd: EtcdS
         delete_record(etcd.endpoint, "ast2")
         # TTL 3 s: the agent checks at every keep-alive (TTL/3).
         wait_for(lambda: read_record(etcd.endpoint, "ast2"), 3, what="ast2 put back")
-        wait_for(
-            lambda: "record_restored" in agent.log_path.read_text(), 5, what="restore logged"
-        )
-        line = next(
-            ln for ln in agent.log_path.read_text().splitlines() if "record_restored" in ln
-        )
+        wait_for(lambda: "record_restored" in agent.log_path.read_text(), 5, what="restore logged")
+        line = next(ln for ln in agent.log_path.read_text().splitlines() if "record_restored" in ln)
         assert "deleted" in line
         assert agent.alive()
     finally:
@@ -133,13 +127,9 @@ def test_a_deleted_record_is_put_back_within_the_ttl(tmp_path: Path, etcd: EtcdS
 
 def test_an_agent_that_never_registered_exits_at_once_on_sigterm(tmp_path: Path) -> None:
     # Nothing listens on this port: the agent can never register.
-    agent = node_agent(
-        tmp_path, f"127.0.0.1:{free_port()}", "ast3", "lonely", drain_timeout=60
-    )
+    agent = node_agent(tmp_path, f"127.0.0.1:{free_port()}", "ast3", "lonely", drain_timeout=60)
     try:
-        wait_for(
-            lambda: "etcd_unavailable" in agent.log_path.read_text(), 30, what="etcd refused"
-        )
+        wait_for(lambda: "etcd_unavailable" in agent.log_path.read_text(), 30, what="etcd refused")
         agent.signal(signal.SIGTERM)
         assert agent.proc is not None
         try:
