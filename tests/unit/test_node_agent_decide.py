@@ -117,6 +117,10 @@ def test_a_drain_while_the_count_is_awaited_is_not_overwritten(
 
         class SlowCounter:
             last_error: str | None = None
+            version: str | None = None
+
+            async def run(self, stopping: asyncio.Event) -> None:
+                return None
 
             async def active_calls(self) -> int | None:
                 counting.set()

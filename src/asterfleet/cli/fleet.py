@@ -25,7 +25,7 @@ from asterfleet.errors import EtcdUnavailable
 from asterfleet.etcd_client import Etcd, parse_endpoints
 from asterfleet.fleet import actions
 from asterfleet.fleet.keys import Keyspace
-from asterfleet.fleet.model import AdminIntent
+from asterfleet.fleet.model import NO_CALL_COUNTER, AdminIntent
 from asterfleet.fleet.view import FleetView
 
 app = typer.Typer(
@@ -102,7 +102,7 @@ def _print_nodes(view: FleetView) -> None:
                 d["operator"],
                 d["weight"],
                 "-" if d["active_calls"] is None else d["active_calls"],
-                d["version"] or "-",
+                d["asterisk_version"] or d["version"] or "-",
                 _age(d["age_seconds"]),
             ]
         )
@@ -173,6 +173,7 @@ def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None
     """Wait until the node has no calls left (or has left the fleet)."""
     deadline = time.monotonic() + timeout
     last_calls: int | None = None
+    last_reason: str | None = None
     while time.monotonic() < deadline:
         try:
             view = _read_fleet(etcd, cluster)
@@ -186,11 +187,18 @@ def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None
             return
         calls = node.record.active_calls
         if calls is None:
-            fail(
-                f"node {node_id!r} does not report active calls (its agent runs with --calls none): "
-                "cannot tell when it is idle",
-                1,
-            )
+            reason = node.record.calls_error or NO_CALL_COUNTER
+            if reason == NO_CALL_COUNTER:
+                fail(
+                    f"node {node_id!r}: call count unavailable: {reason}: cannot tell when it is idle",
+                    1,
+                )
+            if reason != last_reason:
+                console.print(f"{node_id}: call count unavailable: {reason}", highlight=False)
+                last_reason = reason
+            time.sleep(0.5)
+            continue
+        last_reason = None
         if calls == 0:
             console.print(f"{node_id}: drained, no calls left")
             return

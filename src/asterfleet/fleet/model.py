@@ -22,6 +22,10 @@ SIP_URI_RE = re.compile(
 )
 
 
+# NodeRecord.calls_error when the agent has no call-count source at all.
+NO_CALL_COUNTER = "the agent runs with --calls none"
+
+
 class NodeState(StrEnum):
     """What the node agent says about its own box."""
 

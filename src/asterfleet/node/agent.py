@@ -80,6 +80,14 @@ class NodeMetrics:
             "asterfleet_node_registrations", "Leases granted and record written", registry=r
         )
         self.writes = Counter("asterfleet_node_record_writes", "Node record writes", registry=r)
+        self.count_up = Gauge(
+            "asterfleet_node_call_count_up", "1 when the call count is known", registry=r
+        )
+        self.count_errors = Counter(
+            "asterfleet_node_call_count_errors",
+            "Times the call count became unavailable (AMI refused, unreachable...)",
+            registry=r,
+        )
         self.restores = Counter(
             "asterfleet_node_record_restores",
             "Records put back after they disappeared",
@@ -106,6 +114,8 @@ class NodeAgent:
         self.history = ProbeHistory()
         self.reason: str | None = None
         self.active_calls: int | None = None
+        self.calls_error: str | None = None
+        self.asterisk_version: str | None = None
         self.probe_note: str | None = None
         self.draining = False
         self.lease: int | None = None
@@ -139,6 +149,8 @@ class NodeAgent:
             updated_at=0.0,
             probe=self.probe_note,
             reason=self.reason,
+            calls_error=self.calls_error,
+            asterisk_version=self.asterisk_version,
         )
 
     async def _write(self) -> None:
@@ -235,13 +247,25 @@ class NodeAgent:
             self.metrics.probe_failures.inc()
         self._decide(verdict, status)
 
-    async def _count_once(self) -> None:
+    async def _count_once(self) -> int | None:
+        """Read the call count (and why it is unknown, and the Asterisk
+        version) into the record; say so once when the count goes or returns."""
         calls = await self.counter.active_calls()
-        if calls != self.active_calls:
-            self.active_calls = calls
+        error = None if calls is not None else (self.counter.last_error or "no count yet")
+        version = self.counter.version
+        if error != self.calls_error:
+            if error is not None:
+                self.log.warning("call_count_unavailable", reason=error)
+                self.metrics.count_errors.inc()
+            else:
+                self.log.info("call_count_available", active_calls=calls)
+        if (calls, error, version) != (self.active_calls, self.calls_error, self.asterisk_version):
+            self.active_calls, self.calls_error, self.asterisk_version = calls, error, version
             self.dirty.set()
+        self.metrics.count_up.set(0 if calls is None else 1)
         if calls is not None:
             self.metrics.active_calls.set(calls)
+        return calls
 
     async def probe_loop(self) -> None:
         while not self.stopping.is_set():
@@ -338,9 +362,16 @@ class NodeAgent:
             await asyncio.sleep(0.05)
         waited_for_calls = False
         applied_at = time.monotonic()
+        said_no_count = False
         while time.monotonic() < deadline:
-            calls = await self.counter.active_calls()
-            self.active_calls = calls
+            calls = await self._count_once()
+            if calls is None and not said_no_count:
+                said_no_count = True
+                self.log.warning(
+                    "drain_without_count",
+                    reason=self.calls_error,
+                    waits=f"the drain timeout ({self.cfg.drain_timeout:g}s)",
+                )
             with contextlib.suppress(EtcdUnavailable):
                 await self._write()
             if calls == 0 and time.monotonic() - applied_at >= self.cfg.drain_settle:
@@ -368,6 +399,7 @@ class NodeAgent:
         """
         self.log.info("starting", sip_uri=self.cfg.sip_uri, etcd=self.cfg.etcd, ttl=self.cfg.ttl)
         tasks = [
+            asyncio.create_task(self.counter.run(self.stopping), name="counter"),
             asyncio.create_task(self.probe_loop(), name="probe"),
             asyncio.create_task(self.etcd_loop(), name="etcd"),
         ]
