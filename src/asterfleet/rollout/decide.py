@@ -189,6 +189,7 @@ def _start_node(n: NodeProgress, f: NodeFacts, now: float, out: list[Action]) ->
         update={
             "phase": Phase.DRAINING,
             "since": now,
+            "started": now,
             "previous": Target(version=f.version, image=f.image),
             "keep_drained": f.drained,  # an operator's drain outlives the rollout
         }

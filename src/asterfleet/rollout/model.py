@@ -67,6 +67,7 @@ class NodeProgress(_Model):
     id: NodeId
     phase: Phase = Phase.PENDING
     since: float = 0.0  # when the node entered its phase
+    started: float = 0.0  # when the rollout drained it
     target: Target = Field(default_factory=Target)
     previous: Target = Field(default_factory=Target)  # what it ran before (rollback, undo)
     drain_revision: int = 0  # etcd revision of the drain write: balancers must reach it
