@@ -16,6 +16,8 @@ from typing import Any
 
 import aetcd
 import aetcd.exceptions
+import aetcd.rpc
+import aetcd.transactions
 
 from asterfleet.errors import EtcdUnavailable, UsageError
 
@@ -95,6 +97,28 @@ class WatchEvent:
     key: str
     value: bytes
     mod_revision: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :meth:`Etcd.claim`.
+
+    ``outcome`` is ``kept`` (the key was ours and is rewritten), ``created``
+    (it was absent and is now ours) or ``held`` (another lease holds it:
+    nothing written; ``holder`` is that lease, 0 for a key without one).
+    """
+
+    outcome: str
+    revision: int
+    holder: int = 0
+
+
+class _LeaseIs(aetcd.transactions.BaseCompare):  # type: ignore[misc]
+    """Compare a key's lease (aetcd has no such compare; etcd 3.3+ does)."""
+
+    def build_compare(self, compare: Any) -> None:
+        compare.target = aetcd.rpc.Compare.LEASE
+        compare.lease = int(self.value)
 
 
 class WatchLost(Exception):
@@ -191,6 +215,30 @@ class Etcd:
         """Write ``value``; the new revision."""
         result = await self._call(f"a write of {key}", "put", key.encode(), value, lease=lease)
         return int(result.header.revision)
+
+    async def claim(self, key: str, value: bytes, lease: int) -> Claim:
+        """Write ``value`` under ``lease`` only if the key is ours or absent.
+
+        One transaction: if the key is held by ``lease``, rewrite it; else
+        if it does not exist, create it; else read who holds it. Two writers
+        of the same key can never overwrite each other's record.
+        """
+        t = aetcd.transactions
+        put = t.Put(key.encode(), value, lease=lease)
+        mine = _LeaseIs(key.encode()) == lease
+        absent = t.Create(key.encode()) == 0
+        inner = t.Txn(compare=[absent], success=[put], failure=[t.Get(key.encode())])
+        ok, responses = await self._call(
+            f"a claim of {key}", "transaction", compare=[mine], success=[put], failure=[inner]
+        )
+        if ok:
+            return Claim("kept", int(responses[0].response_put.header.revision))
+        nested = responses[0].response_txn
+        if nested.succeeded:
+            return Claim("created", int(nested.header.revision))
+        kvs = nested.responses[0].response_range.kvs if nested.responses else []
+        holder = int(kvs[0].lease) if kvs else 0
+        return Claim("held", int(nested.header.revision), holder)
 
     async def delete(self, key: str) -> bool:
         result = await self._call(f"a delete of {key}", "delete", key.encode())

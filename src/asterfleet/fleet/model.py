@@ -88,6 +88,9 @@ class NodeRecord(_Record):
     started_at: float = Field(default=0.0, ge=0)
     updated_at: float = Field(default=0.0, ge=0)
     probe: str | None = None  # last probe outcome, for operators
+    reason: str | None = None  # why the agent chose its state (e.g. a setup mistake)
+    calls_error: str | None = None  # why active_calls is unknown (AMI trouble)
+    asterisk_version: str | None = None  # as Asterisk reports it over AMI
 
     @field_validator("sip_uri")
     @classmethod
