@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,11 +169,14 @@ class Etcd:
 
     async def _call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> Any:
         """Run one aetcd call, trying each endpoint once."""
+        return await self._with_client(what, lambda c: getattr(c, fn)(*args, **kwargs))
+
+    async def _with_client(self, what: str, fn: Callable[[aetcd.Client], Awaitable[Any]]) -> Any:
         last: BaseException | None = None
         for _ in range(len(self.endpoints)):
             client = self._get_client()
             try:
-                return await asyncio.wait_for(getattr(client, fn)(*args, **kwargs), self.timeout)
+                return await asyncio.wait_for(fn(client), self.timeout)
             except _TRANSIENT as exc:
                 last = exc
                 await self._drop_client()
@@ -240,6 +243,25 @@ class Etcd:
     async def delete(self, key: str) -> bool:
         result = await self._call(f"a delete of {key}", "delete", key.encode())
         return result is not None
+
+    async def swap(self, key: str, value: bytes | None, mod_revision: int) -> bool:
+        """Write ``value`` (None: delete) only if the key's mod revision is still
+        ``mod_revision`` (0: the key must not exist). False when someone else
+        wrote first: re-read and decide again.
+
+        One etcd transaction, so no write between the caller's read and this
+        one can be overwritten.
+        """
+
+        async def txn(client: aetcd.Client) -> bool:
+            tx = client.transactions
+            op = tx.put(key.encode(), value) if value is not None else tx.delete(key.encode())
+            succeeded, _ = await client.transaction(
+                compare=[tx.mod(key.encode()) == mod_revision], success=[op], failure=[]
+            )
+            return bool(succeeded)
+
+        return bool(await self._with_client(f"a compare-and-swap of {key}", txn))
 
     # -- leases -------------------------------------------------------------
 

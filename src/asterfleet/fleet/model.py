@@ -134,7 +134,7 @@ class BalancerStatus(_Record):
     updated_at: float = 0.0
 
 
-def _parse(model: type[_Record], key: str, raw: bytes) -> Any:
+def _parse(model: type[BaseModel], key: str, raw: bytes) -> Any:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -148,6 +148,10 @@ def _parse(model: type[_Record], key: str, raw: bytes) -> Any:
             f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
         )
         raise RecordError(f"{key}: {problems}") from exc
+
+
+#: Any JSON record of the fleet's keyspace (rollouts too), validated the same way.
+parse_record = _parse
 
 
 def parse_node(key: str, raw: bytes) -> NodeRecord:
