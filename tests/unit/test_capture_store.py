@@ -162,7 +162,7 @@ def test_parse_duration(text: str, value: float) -> None:
     assert parse_duration(text) == value
 
 
-@pytest.mark.parametrize("bad", ["", "ten", "-1d", "5q"])
+@pytest.mark.parametrize("bad", ["", "ten", "-1d", "5q", "inf", "nan", "1e400"])
 def test_bad_sizes_and_durations_name_the_input(bad: str) -> None:
     with pytest.raises(UsageError, match=repr(bad).strip("'") or "size"):
         parse_size(bad)
@@ -176,3 +176,21 @@ def test_parse_time() -> None:
     assert parse_time("2023-11-14T22:13:20", now) == now
     with pytest.raises(UsageError, match="ISO 8601"):
         parse_time("yesterday", now)
+
+
+def test_a_database_from_before_the_capture_host_rename_is_read(tmp_path: Path) -> None:
+    """Older collectors named the capture host's column ``node``; opening
+    such a database renames it and keeps every row."""
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    Store(str(db)).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE sip_messages RENAME COLUMN capture_host TO node")
+    old = Store(str(db), create=False)
+    try:
+        old.insert_rows([packet_to_row(hep(INVITE), None, 0)])
+        (msg,) = search_messages(old, MessageQuery())
+        assert msg.capture_host == "lb1"
+    finally:
+        old.close()
