@@ -103,7 +103,7 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         pkt.dst_port,
         pkt.transport,
         pkt.capture_id,
-        pkt.node_name,
+        pkt.capture_host,
         sip.call_id,
         sip.method,
         sip.status,
