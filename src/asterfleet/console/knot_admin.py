@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from asterfleet.console.factory_state import FactoryState, factory_state
+from asterfleet.console.knot_access import may_add, may_edit
 from asterfleet.console.security import Principal, api_user, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
@@ -52,15 +53,6 @@ FORM_FIELDS = frozenset(f.name for f in dataclasses.fields(KnotInput))
 
 
 # -- who may -------------------------------------------------------------------
-
-
-def may_add(user: Principal) -> bool:
-    return user.can_act
-
-
-def may_edit(user: Principal, knot: Knot) -> bool:
-    """Edit and remove: admins and the knot's owners, with write access."""
-    return "write" in user.scopes and (user.role == "admin" or user.username in knot.owners)
 
 
 def push_problem(fs: FactoryState, user: Principal, repository: str) -> str | None:
