@@ -1,6 +1,7 @@
 """A registry on loopback for the lab and the tests: the real
 ``docker-registry`` (Distribution) with token auth pointing at an
-in-process asterfleet token server, both on free ports."""
+in-process asterfleet token server, both on free ports. Users and tokens
+are the one identity (a console database in the lab's directory)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ import httpx
 import uvicorn
 from sqlalchemy import Engine
 
-from asterfleet.factory.db import open_store
+from asterfleet.auth import Authenticator
+from asterfleet.db import Database, open_database
 from asterfleet.registry.app import create_app
 from asterfleet.registry.catalogue import CatalogueSync
 from asterfleet.registry.config import CONFIG_FILE, TokenServerSettings, write_config
-from asterfleet.registry.identity import SqlIdentity
+from asterfleet.registry.ownership import Ownership
+from asterfleet.registry.schema import create_tables
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
+from asterfleet.storage import open_engine
 
 
 @dataclass
@@ -29,8 +33,9 @@ class RegistryLab:
     registry_port: int
     token_port: int
     settings: TokenServerSettings
-    engine: Engine
-    identity: SqlIdentity
+    engine: Engine  # the registry's tables (and the factory's, when shared)
+    db: Database  # the one identity: users and tokens
+    ownership: Ownership
     catalogue: CatalogueSync
     registry: ManagedProcess
 
@@ -67,9 +72,14 @@ def registry_lab(
         service=service,
         listen=f"127.0.0.1:{registry_port}",
     )
-    engine = open_store(db_url or f"sqlite:///{directory / 'factory.db'}")
+    engine = create_tables(open_engine(db_url or f"sqlite:///{directory / 'factory.db'}"))
+    db = open_database(str(directory / "console.db"))
     app = create_app(
-        settings, engine, reconcile_interval=reconcile_interval, cache_seconds=cache_seconds
+        settings,
+        engine,
+        Authenticator(db),
+        reconcile_interval=reconcile_interval,
+        cache_seconds=cache_seconds,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=token_port, log_level="warning")
@@ -91,7 +101,8 @@ def registry_lab(
             token_port=token_port,
             settings=settings,
             engine=engine,
-            identity=SqlIdentity(engine),
+            db=db,
+            ownership=Ownership(engine),
             catalogue=app.state.catalogue,
             registry=registry,
         )
@@ -100,3 +111,4 @@ def registry_lab(
         server.should_exit = True
         thread.join(timeout=10)
         engine.dispose()
+        db.close()
