@@ -52,7 +52,7 @@ class Authenticator:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.db = db
-        self.limiter = limiter or LoginLimiter()
+        self.limiter = limiter if limiter is not None else LoginLimiter()
         self.memo_seconds = memo_seconds
         self.memo_size = memo_size
         self.sleep = sleep
