@@ -242,9 +242,7 @@ def test_grants_and_namespaces(setup: Served) -> None:
     assert access(issuer, resp.json()["token"])[0]["actions"] == ["pull", "push"]
 
 
-def test_notification_hook_needs_the_secret(
-    setup: Served, tmp_path: Path
-) -> None:
+def test_notification_hook_needs_the_secret(setup: Served, tmp_path: Path) -> None:
     client, _, _ = setup
     assert client.post("/hooks/registry", json={"events": []}).status_code == 401
     secret = (tmp_path / "cfg" / "notify-secret").read_text().strip()
@@ -253,3 +251,127 @@ def test_notification_hook_needs_the_secret(
     )
     assert ok.status_code == 200
     assert client.get("/metrics").status_code == 200
+
+
+# -- refresh tokens stand for the login that made them (issue 10, finding 1) --------
+
+
+def offline(setup: Served, user: str, secret: str) -> str:
+    resp = setup.client.get(
+        "/token",
+        params={"service": SERVICE, "offline_token": "true"},
+        headers=basic(user, secret),
+    )
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["refresh_token"])
+
+
+def refreshed(setup: Served, refresh: str, scope: str) -> tuple[int, list[str]]:
+    resp = setup.client.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "service": SERVICE,
+            "client_id": "test",
+            "scope": scope,
+        },
+    )
+    if resp.status_code != 200:
+        return resp.status_code, []
+    return 200, list(access(setup.issuer, resp.json()["access_token"])[0]["actions"])  # type: ignore[arg-type]
+
+
+ALL = "repository:alice/app:pull,push,delete"
+
+
+@pytest.mark.parametrize(
+    ("scopes", "actions"),
+    [
+        (("pull",), ["pull"]),  # a pull-only token never yields push through a refresh
+        (("read",), []),  # a console read-only token has no registry rights at all
+        (("pull", "push"), ["pull", "push"]),
+    ],
+)
+def test_a_refresh_token_keeps_the_scopes_of_the_token_it_came_from(
+    setup: Served, scopes: tuple[str, ...], actions: list[str]
+) -> None:
+    token = create_token(setup.db, "alice", "ci", scopes)
+    refresh = offline(setup, "alice", token.token)
+    assert refreshed(setup, refresh, ALL) == (200, actions)
+
+
+def test_a_refresh_token_follows_its_token_s_scopes_down_never_up(setup: Served) -> None:
+    token = create_token(setup.db, "alice", "ci", ("pull", "push"))
+    refresh = offline(setup, "alice", token.token)
+    with setup.db.session() as s:
+        row = s.get(ApiToken, token.id)
+        assert row is not None
+        row.scopes = "pull"
+    assert refreshed(setup, refresh, ALL) == (200, ["pull"])
+    with setup.db.session() as s:
+        row = s.get(ApiToken, token.id)
+        assert row is not None
+        row.scopes = "delete pull push"
+    assert refreshed(setup, refresh, ALL) == (200, ["pull", "push"])
+
+
+def test_revoking_the_token_ends_its_refresh_tokens(setup: Served) -> None:
+    token = create_token(setup.db, "alice", "ci", ("pull",))
+    refresh = offline(setup, "alice", token.token)
+    revoke_token(setup.db, token.id)
+    assert refreshed(setup, refresh, ALL) == (401, [])
+
+
+def test_a_new_password_ends_refresh_tokens(setup: Served) -> None:
+    refresh = offline(setup, "alice", "alice-password")
+    assert refreshed(setup, refresh, ALL) == (200, ["pull", "push", "delete"])
+    set_password(setup.db, "alice", "new-alice-password")
+    assert refreshed(setup, refresh, ALL) == (401, [])
+
+
+def test_removing_the_user_ends_refresh_tokens(setup: Served) -> None:
+    refresh = offline(setup, "bob", "bob-password")
+    assert refreshed(setup, refresh, "repository:bob/x:pull") == (200, ["pull"])
+    remove_user(setup.db, "bob")
+    add_user(setup.db, "bob", "another-bob-password")  # the same name is not the same login
+    assert refreshed(setup, refresh, "repository:bob/x:pull") == (401, [])
+
+
+# -- ownership edges (issue 10, finding 9) ------------------------------------------
+
+
+def catalog_actions(setup: Served, user: str, secret: str) -> list[str]:
+    resp = setup.client.get(
+        "/token",
+        params={"service": SERVICE, "scope": "registry:catalog:*"},
+        headers=basic(user, secret),
+    )
+    assert resp.status_code == 200, resp.text
+    return list(access(setup.issuer, resp.json()["token"])[0]["actions"])  # type: ignore[arg-type]
+
+
+def test_an_admin_token_s_scopes_apply_to_the_catalog(setup: Served) -> None:
+    add_user(setup.db, "root", "root-password", role="admin")
+    assert catalog_actions(setup, "root", "root-password") == ["*"]
+    narrow = create_token(setup.db, "root", "one repo", ("repository:root/app:pull",))
+    assert catalog_actions(setup, "root", narrow.token) == []
+    console_only = create_token(setup.db, "root", "fleet", ("read", "write"))
+    assert catalog_actions(setup, "root", console_only.token) == []
+    puller = create_token(setup.db, "root", "mirror", ("pull",))
+    assert catalog_actions(setup, "root", puller.token) == ["*"]
+    assert catalog_actions(setup, "alice", "alice-password") == []
+
+
+def test_a_new_user_named_like_a_namespace_does_not_co_own_it(setup: Served) -> None:
+    setup.ownership.add_namespace("team", owner="alice")
+    add_user(setup.db, "team", "team-password")
+    scope = {"service": SERVICE, "scope": "repository:team/app:pull,push,delete"}
+    as_team = setup.client.get("/token", params=scope, headers=basic("team", "team-password"))
+    assert access(setup.issuer, as_team.json()["token"])[0]["actions"] == []
+    as_alice = setup.client.get("/token", params=scope, headers=basic("alice", "alice-password"))
+    assert access(setup.issuer, as_alice.json()["token"])[0]["actions"] == [
+        "pull",
+        "push",
+        "delete",
+    ]
