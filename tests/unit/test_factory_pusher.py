@@ -49,7 +49,7 @@ def test_the_pusher_is_an_owner_who_may_push(
 
 
 def test_no_owner_who_may_push_fails_the_build_with_a_reason(worker: Worker) -> None:
-    with pytest.raises(BuildFailed, match="no owner of knot app .* may push to alice/app"):
+    with pytest.raises(BuildFailed, match=r"no owner of knot app .* may push to alice/app"):
         worker.pusher(knot(["mallory"]))  # type: ignore[arg-type]
     worker.ownership.grant("alice", "mallory", ["push"])
     assert worker.pusher(knot(["mallory"])) == "mallory"  # type: ignore[arg-type]

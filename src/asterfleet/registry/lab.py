@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import APIRouter
 from sqlalchemy import Engine
 
 from asterfleet.auth import Authenticator
@@ -60,8 +61,12 @@ def registry_lab(
     service: str = "asterfleet-lab",
     reconcile_interval: float = 300.0,
     cache_seconds: float = 5.0,
+    extra_routers: Callable[[Engine], Sequence[APIRouter]] = lambda _engine: (),
 ) -> Iterator[RegistryLab]:
-    """Start both, yield, and stop both (also when the body fails)."""
+    """Start both, yield, and stop both (also when the body fails).
+
+    ``extra_routers`` are served beside the token endpoint (the factory's
+    tests pass the knots' webhooks)."""
     binary = require_binary("docker-registry")
     token_port, registry_port = free_port(), free_port()
     while registry_port == token_port:
@@ -80,6 +85,7 @@ def registry_lab(
         Authenticator(db),
         reconcile_interval=reconcile_interval,
         cache_seconds=cache_seconds,
+        extra_routers=extra_routers(engine),
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=token_port, log_level="warning")
