@@ -157,7 +157,7 @@ def total(metrics: dict[str, float], name: str) -> float:
 def run_one(db: str, transport: str, rate: int, seconds: float, workdir: Path) -> dict[str, object]:
     pg = None
     if db == "postgresql":
-        from asterfleet.runtime.postgres import PgSandbox
+        from asterfleet.testing.postgres import PgSandbox
 
         pg = PgSandbox()
         url = pg.start()

@@ -36,9 +36,9 @@ from asterfleet.factory.knot import validate_knot
 from asterfleet.factory.schema import metadata as factory_tables
 from asterfleet.factory.store import add_knot
 from asterfleet.factory.worker import Worker, WorkerSettings
-from asterfleet.registry.lab import RegistryLab, registry_lab
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
+from asterfleet.testing.registry import RegistryLab, registry_lab
 
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aetcd
 import aetcd.exceptions
+import aetcd.rpc
+import aetcd.transactions
 
 from asterfleet.errors import EtcdUnavailable, UsageError
 
@@ -97,6 +99,28 @@ class WatchEvent:
     mod_revision: int
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :meth:`Etcd.claim`.
+
+    ``outcome`` is ``kept`` (the key was ours and is rewritten), ``created``
+    (it was absent and is now ours) or ``held`` (another lease holds it:
+    nothing written; ``holder`` is that lease, 0 for a key without one).
+    """
+
+    outcome: str
+    revision: int
+    holder: int = 0
+
+
+class _LeaseIs(aetcd.transactions.BaseCompare):  # type: ignore[misc]
+    """Compare a key's lease (aetcd has no such compare; etcd 3.3+ does)."""
+
+    def build_compare(self, compare: Any) -> None:
+        compare.target = aetcd.rpc.Compare.LEASE
+        compare.lease = int(self.value)
+
+
 class WatchLost(Exception):
     """The watch ended (etcd gone, or the revision was compacted): re-read."""
 
@@ -145,11 +169,14 @@ class Etcd:
 
     async def _call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> Any:
         """Run one aetcd call, trying each endpoint once."""
+        return await self._with_client(what, lambda c: getattr(c, fn)(*args, **kwargs))
+
+    async def _with_client(self, what: str, fn: Callable[[aetcd.Client], Awaitable[Any]]) -> Any:
         last: BaseException | None = None
         for _ in range(len(self.endpoints)):
             client = self._get_client()
             try:
-                return await asyncio.wait_for(getattr(client, fn)(*args, **kwargs), self.timeout)
+                return await asyncio.wait_for(fn(client), self.timeout)
             except _TRANSIENT as exc:
                 last = exc
                 await self._drop_client()
@@ -189,9 +216,52 @@ class Etcd:
         result = await self._call(f"a write of {key}", "put", key.encode(), value, lease=lease)
         return int(result.header.revision)
 
+    async def claim(self, key: str, value: bytes, lease: int) -> Claim:
+        """Write ``value`` under ``lease`` only if the key is ours or absent.
+
+        One transaction: if the key is held by ``lease``, rewrite it; else
+        if it does not exist, create it; else read who holds it. Two writers
+        of the same key can never overwrite each other's record.
+        """
+        t = aetcd.transactions
+        put = t.Put(key.encode(), value, lease=lease)
+        mine = _LeaseIs(key.encode()) == lease
+        absent = t.Create(key.encode()) == 0
+        inner = t.Txn(compare=[absent], success=[put], failure=[t.Get(key.encode())])
+        ok, responses = await self._call(
+            f"a claim of {key}", "transaction", compare=[mine], success=[put], failure=[inner]
+        )
+        if ok:
+            return Claim("kept", int(responses[0].response_put.header.revision))
+        nested = responses[0].response_txn
+        if nested.succeeded:
+            return Claim("created", int(nested.header.revision))
+        kvs = nested.responses[0].response_range.kvs if nested.responses else []
+        holder = int(kvs[0].lease) if kvs else 0
+        return Claim("held", int(nested.header.revision), holder)
+
     async def delete(self, key: str) -> bool:
         result = await self._call(f"a delete of {key}", "delete", key.encode())
         return result is not None
+
+    async def swap(self, key: str, value: bytes | None, mod_revision: int) -> bool:
+        """Write ``value`` (None: delete) only if the key's mod revision is still
+        ``mod_revision`` (0: the key must not exist). False when someone else
+        wrote first: re-read and decide again.
+
+        One etcd transaction, so no write between the caller's read and this
+        one can be overwritten.
+        """
+
+        async def txn(client: aetcd.Client) -> bool:
+            tx = client.transactions
+            op = tx.put(key.encode(), value) if value is not None else tx.delete(key.encode())
+            succeeded, _ = await client.transaction(
+                compare=[tx.mod(key.encode()) == mod_revision], success=[op], failure=[]
+            )
+            return bool(succeeded)
+
+        return bool(await self._with_client(f"a compare-and-swap of {key}", txn))
 
     # -- leases -------------------------------------------------------------
 

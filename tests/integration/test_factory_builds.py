@@ -25,8 +25,8 @@ from asterfleet.factory.store import add_knot
 from asterfleet.factory.web import knot_webhook_router
 from asterfleet.factory.worker import Worker, WorkerSettings
 from asterfleet.registry.catalogue import list_tags, tag_detail
-from asterfleet.registry.lab import RegistryLab, registry_lab
 from asterfleet.runtime.process import require_binary, wait_for
+from asterfleet.testing.registry import RegistryLab, registry_lab
 
 pytestmark = pytest.mark.integration
 

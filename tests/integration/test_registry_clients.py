@@ -13,8 +13,8 @@ import pytest
 
 from asterfleet.auth import add_user, create_token, revoke_token
 from asterfleet.registry.catalogue import list_tags, tag_detail
-from asterfleet.registry.lab import RegistryLab, registry_lab
 from asterfleet.runtime.process import require_binary, wait_for
+from asterfleet.testing.registry import RegistryLab, registry_lab
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ factory worker's short-lived push credential.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from asterfleet.auth.principal import Principal
 from asterfleet.auth.secrets_ import digest, new_secret
 from asterfleet.db import ApiToken, Database, RefreshToken, User
 from asterfleet.errors import UsageError
+from asterfleet.tokenscope import PLAIN_SCOPES, is_scope
 
 TOKEN_PREFIX = "aft_"
 # Personal access tokens of the registry's former user store, carried over by
@@ -25,12 +25,7 @@ TOKEN_PREFIX = "aft_"
 LEGACY_PREFIXES = ("afp_",)
 # read: look at the fleet, balancers, events; write: drain, undrain, weight;
 # pull, push, delete: the registry, in the namespaces the user may use.
-SCOPES = ("read", "write", "pull", "push", "delete")
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-REPOSITORY_SCOPE_RE = re.compile(
-    rf"^repository:{_COMPONENT}(?:/{_COMPONENT})*(?:/\*)?:(?:pull|push|delete|\*)"
-    r"(?:,(?:pull|push|delete|\*))*$"
-)
+SCOPES = PLAIN_SCOPES
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ class TokenInfo:
 
 
 def check_scope(scope: str) -> str:
-    if scope in SCOPES or REPOSITORY_SCOPE_RE.match(scope):
+    if is_scope(scope):
         return scope
     raise UsageError(
         f"invalid token scope {scope!r}: use {', '.join(SCOPES)} "

@@ -9,6 +9,7 @@ else is ever raised (the fuzz tests hold us to that).
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import socket
 import struct
@@ -126,8 +127,13 @@ def _inflate(body: bytes) -> bytes:
     return out
 
 
-def parse_hep(data: bytes) -> HepPacket:
-    """Parse exactly one HEP v3 packet (a whole UDP datagram or TCP frame)."""
+def parse_hep(data: bytes, auth_key: bytes | None = None) -> HepPacket:
+    """Parse exactly one HEP v3 packet (a whole UDP datagram or TCP frame).
+
+    With ``auth_key``, a packet whose auth key chunk differs (compared in
+    constant time) is rejected with reason ``auth`` before its payload is
+    decompressed: an unauthenticated sender never makes us inflate.
+    """
     # The collector's hot path: one pass, locals only, C helpers for numbers
     # and addresses.
     size = len(data)
@@ -145,6 +151,7 @@ def parse_hep(data: bytes) -> HepPacket:
     texts: dict[int, str] = {}
     src_ip = dst_ip = ""
     payload: bytes | None = None
+    zipped: bytes | None = None
     pos = HEADER_LEN
     unpack = _CHUNK.unpack_from
     from_bytes = int.from_bytes
@@ -182,7 +189,11 @@ def parse_hep(data: bytes) -> HepPacket:
             else:
                 dst_ip = socket.inet_ntop(socket.AF_INET6, data[start:end])
         elif ctype == PAYLOAD_ZIP:
-            payload = _inflate(data[start:end])
+            zipped = data[start:end]
+    if auth_key is not None and not hmac.compare_digest(texts.get(AUTH_KEY, "").encode(), auth_key):
+        raise HepError("auth", "wrong or missing auth key")
+    if zipped is not None:
+        payload = _inflate(zipped)
     if not payload:
         raise HepError("no_payload", "no payload chunk")
     if len(payload) > MAX_PAYLOAD:

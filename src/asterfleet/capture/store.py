@@ -9,6 +9,7 @@ collector writes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,8 +138,8 @@ def parse_size(text: str) -> int:
         number = float(value)
     except ValueError:
         raise UsageError(f"size {text!r}: expected a number with K, M, G or T, e.g. 10GB") from None
-    if number <= 0:
-        raise UsageError(f"size {text!r} must be positive")
+    if not 0 < number < math.inf:
+        raise UsageError(f"size {text!r} must be a positive, finite number")
     return int(number * factor)
 
 
@@ -156,8 +157,8 @@ def parse_duration(text: str) -> float:
         raise UsageError(
             f"duration {text!r}: expected a number with s, m, h, d or w, e.g. 7d"
         ) from None
-    if number <= 0:
-        raise UsageError(f"duration {text!r} must be positive")
+    if not 0 < number < math.inf:
+        raise UsageError(f"duration {text!r} must be a positive, finite number")
     return number * factor
 
 

@@ -58,6 +58,14 @@ def run(
         max=10,
         help="Seconds between two applies: bursts of changes are folded into one reload.",
     ),
+    kamailio_reconcile_interval: float = typer.Option(
+        2.0,
+        envvar=ENV + "KAMAILIO_RECONCILE_INTERVAL",
+        min=0,
+        max=300,
+        help="Seconds between checks of Kamailio's in-memory dispatcher state against the list "
+        "(also after each apply); drift such as a drained box turned active is corrected. 0: off.",
+    ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
@@ -66,7 +74,9 @@ def run(
 
     A level-triggered reconcile loop: every change in etcd wakes it; each
     pass renders the whole list, and only a changed list is written
-    (temp file, fsync, rename) and reloaded over JSON-RPC. If etcd goes
+    (temp file, fsync, rename) and reloaded over JSON-RPC. Kamailio's
+    in-memory state is read back (dispatcher.list) and drift is corrected,
+    so a drained box stays drained whatever the failure route did. If etcd goes
     away the last list stays; if Kamailio restarts the list is re-applied.
 
     Example:
@@ -98,6 +108,7 @@ def run(
             algorithm=algorithm,
             ttl=ttl,
             min_apply_interval=min_apply_interval,
+            kamailio_reconcile_interval=kamailio_reconcile_interval,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))

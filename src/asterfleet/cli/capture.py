@@ -91,20 +91,48 @@ def run_cmd(
         "60s", "--retention-interval", help="How often retention runs."
     ),
     queue_size: int = typer.Option(
-        200_000, "--queue-size", help="Messages held for the database before new ones are dropped."
+        200_000,
+        "--queue-size",
+        help="Messages held for the database; when full, TCP reading pauses and UDP is dropped.",
     ),
     batch_size: int = typer.Option(5000, "--batch-size", help="Messages per database write."),
+    tcp_idle_timeout: str = typer.Option(
+        "5m", "--tcp-idle-timeout", help="Close a TCP connection silent this long (e.g. 5m)."
+    ),
+    max_tcp_connections: int = typer.Option(
+        1024,
+        "--max-tcp-connections",
+        help="Most TCP connections at once; a new one closes the least recently active.",
+    ),
+    max_write_rate: float | None = typer.Option(
+        None,
+        "--max-write-rate",
+        help="Store at most this many messages a second (spares a shared database; "
+        "TCP senders are slowed, UDP beyond the queue is dropped and counted).",
+    ),
+    udp_rcvbuf: str = typer.Option(
+        "32M", "--udp-rcvbuf", help="Kernel receive buffer per UDP socket (e.g. 32M)."
+    ),
 ) -> None:
     """Receive HEP v3 over UDP and TCP and store every SIP message.
 
     Malformed packets are counted (`asterfleet_capture_rejected_total{reason}`)
     and skipped. When the database is slow or down, messages wait in a bounded
-    queue; beyond it they are dropped and counted, never silently. Stop with
-    Ctrl-C or SIGTERM: queued messages are written first.
+    queue. Over TCP nothing is ever dropped: with the queue full the server
+    stops reading and the senders slow down. UDP beyond the queue is dropped;
+    every loss (and the kernel's own UDP drops) is counted in the metrics and
+    logged once per interval as `capture_loss`. Stop with Ctrl-C or SIGTERM:
+    queued messages are written first.
     """
     with user_errors():
         if queue_size < 1 or batch_size < 1:
             raise UsageError("--queue-size and --batch-size must be at least 1")
+        if max_tcp_connections < 1:
+            raise UsageError(f"--max-tcp-connections {max_tcp_connections}: must be at least 1")
+        if max_write_rate is not None and not 0 < max_write_rate < float("inf"):
+            raise UsageError(
+                f"--max-write-rate {max_write_rate}: give a positive number of messages a second"
+            )
         settings = CollectorSettings(
             listen=parse_listen(listen),
             db_url=db,
@@ -114,6 +142,10 @@ def run_cmd(
             queue_rows=queue_size,
             batch_size=batch_size,
             retention_interval=parse_duration(retention_interval),
+            tcp_idle_timeout=parse_duration(tcp_idle_timeout),
+            tcp_max_connections=max_tcp_connections,
+            max_write_rate=max_write_rate,
+            udp_rcvbuf=parse_size(udp_rcvbuf),
         )
         metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
         asyncio.run(

@@ -168,4 +168,6 @@ def run(
             metrics.parse_listen(metrics_listen)
             metrics.serve(metrics_listen, node_metrics.registry)
     agent = NodeAgent(cfg, counter, node_metrics)
-    raise typer.Exit(run_daemon(agent.run, "node"))
+    with user_errors():  # a node id held by another live agent: one line, exit 2
+        code = run_daemon(agent.run, "node")
+    raise typer.Exit(code)

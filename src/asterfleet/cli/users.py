@@ -371,7 +371,7 @@ def import_registry(
     The console's database does this by itself when both share one database;
     run this once when they were separate. Existing users and tokens are kept.
     """
-    from asterfleet.auth.legacy import carry_over
+    from asterfleet.db.legacy import carry_over
     from asterfleet.storage import open_engine
 
     with user_errors():

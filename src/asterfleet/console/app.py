@@ -14,8 +14,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from asterfleet import __version__
 from asterfleet.auth import Authenticator, LoginLimiter, bootstrap_admin
-from asterfleet.console import api, auth, eventlog
-from asterfleet.console.areas import areas
+from asterfleet.console import (
+    api,
+    auth,
+    balancers,
+    builds,
+    calls,
+    eventlog,
+    events,
+    fleet,
+    images,
+    knot_admin,
+)
+from asterfleet.console.areas import Area
 from asterfleet.console.factory_state import mount_factory
 from asterfleet.console.metrics import ConsoleMetrics
 from asterfleet.console.monitor import FleetMonitor
@@ -29,6 +40,19 @@ from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.keys import Keyspace
 
 log = structlog.get_logger("asterfleet.console")
+
+# Every area, in navigation order. Adding one (the Calls page, the Images page)
+# is one entry here and its router module; the base template lists them.
+AREAS = (
+    Area("fleet", "Fleet", "/fleet", fleet.router),
+    Area("balancers", "Balancers", "/balancers", balancers.router),
+    Area("events", "Events", "/events", events.router),
+    Area("calls", "Calls", "/calls", calls.router),
+    Area("images", "Images", "/images", images.router),
+    # Adding, editing, removing knots: before "knots" so /knots/new is not a knot.
+    Area("knot_admin", "Add knot", "/knots/new", knot_admin.router, in_nav=False),
+    Area("knots", "Builds", "/knots", builds.router),
+)
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -67,7 +91,7 @@ def create_app(
         logins=Authenticator(
             database, LoginLimiter(settings.login_max_failures, settings.login_window)
         ),
-        areas=areas(),
+        areas=list(AREAS),
     )
 
     async def record(drafts: Sequence[EventDraft]) -> None:

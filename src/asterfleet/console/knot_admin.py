@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from asterfleet.console.factory_state import FactoryState, factory_state
+from asterfleet.console.knot_access import may_add, may_edit
 from asterfleet.console.security import Principal, api_user, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
@@ -50,15 +51,6 @@ FORM_FIELDS = frozenset(f.name for f in dataclasses.fields(KnotInput))
 
 
 # -- who may -------------------------------------------------------------------
-
-
-def may_add(user: Principal) -> bool:
-    return user.can_act
-
-
-def may_edit(user: Principal, knot: Knot) -> bool:
-    """Edit and remove: admins and the knot's owners, with write access."""
-    return "write" in user.scopes and (user.role == "admin" or user.username in knot.owners)
 
 
 def push_problem(fs: FactoryState, user: Principal, repository: str) -> str | None:
@@ -107,17 +99,16 @@ def _load(fs: FactoryState, name: str) -> Knot:
 # -- saving (shared by the forms and the API) -----------------------------------
 
 
-def _check_repository(fs: FactoryState, user: Principal, knot: Knot, before: Knot | None) -> None:
-    # Also when the repository is unchanged: an edit (a new git URL, a new
-    # Dockerfile) changes what the worker pushes there in the editor's name.
-    del before
+def _check_repository(fs: FactoryState, user: Principal, knot: Knot) -> None:
+    # Also on every edit, the repository unchanged or not: an edit (a new git
+    # URL, a new Dockerfile) changes what the worker pushes there.
     problem = push_problem(fs, user, knot.repository)
     if problem:
         raise KnotInvalid({"repository": problem})
 
 
 def save_new(fs: FactoryState, user: Principal, knot: Knot) -> None:
-    _check_repository(fs, user, knot, None)
+    _check_repository(fs, user, knot)
     try:
         add_knot(fs.engine, knot)
     except KnotInvalid:
@@ -127,7 +118,7 @@ def save_new(fs: FactoryState, user: Principal, knot: Knot) -> None:
 
 
 def save_edit(fs: FactoryState, user: Principal, before: Knot, knot: Knot) -> Knot:
-    _check_repository(fs, user, knot, before)
+    _check_repository(fs, user, knot)
     # Every field, nested ones whole: the stored knot becomes exactly ``knot``.
     return edit_knot(fs.engine, before.name, knot.model_dump(mode="json"))
 

@@ -32,6 +32,13 @@ class Keyspace:
     def capture(self) -> str:
         return self.prefix + "capture"
 
+    @property
+    def rollouts(self) -> str:
+        return self.prefix + "rollouts/"
+
+    def rollout(self, rollout_id: str) -> str:
+        return self.rollouts + rollout_id
+
     def node(self, node_id: str) -> str:
         return self.nodes + node_id
 

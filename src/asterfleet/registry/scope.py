@@ -11,10 +11,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-# Distribution's repository name grammar (reference.NameRegexp), simplified:
-# lower-case path components separated by "/", with ".", "_", "__", "-" inside.
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+from asterfleet.tokenscope import REPOSITORY_RE
+
+__all__ = ["REPOSITORY_RE", "AccessView", "Scope", "ScopeError", "granted_actions"]
+
 _TYPE_RE = re.compile(r"^[a-z0-9]+(?:\([a-z0-9]+\))?$")
 
 KNOWN_ACTIONS = ("pull", "push", "delete", "*")

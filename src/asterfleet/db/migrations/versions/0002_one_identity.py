@@ -58,7 +58,7 @@ def upgrade() -> None:
     op.create_index("ix_refresh_tokens_user_id", "refresh_tokens", ["user_id"])
     op.create_index("ix_refresh_tokens_token_id", "refresh_tokens", ["token_id"])
 
-    from asterfleet.auth.legacy import carry_over
+    from asterfleet.db.legacy import carry_over
 
     # The registry's users and tokens, when they share this database.
     carry_over(bind, bind)

@@ -1,4 +1,4 @@
-"""A registry on loopback for the lab and the tests: the real
+"""A registry on loopback for the tests and benchmarks: the real
 ``docker-registry`` (Distribution) with token auth pointing at an
 in-process asterfleet token server, both on free ports. Users and tokens
 are the one identity (a console database in the lab's directory)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData, Table, inspect, select
 
-from asterfleet.auth.tokens import REPOSITORY_SCOPE_RE
+from asterfleet.tokenscope import REPOSITORY_SCOPE_RE
 
 
 @dataclass
