@@ -66,6 +66,7 @@ def _register() -> None:
     app.add_typer(importlib.import_module("asterfleet.cli.registry").app, name="registry")
     app.add_typer(importlib.import_module("asterfleet.cli.knot").app, name="knot")
     app.add_typer(importlib.import_module("asterfleet.cli.knot").factory_app, name="factory")
+    app.add_typer(importlib.import_module("asterfleet.cli.rollout").app, name="rollout")
 
 
 def main() -> None:

@@ -22,6 +22,10 @@ SIP_URI_RE = re.compile(
 )
 
 
+# NodeRecord.calls_error when the agent has no call-count source at all.
+NO_CALL_COUNTER = "the agent runs with --calls none"
+
+
 class NodeState(StrEnum):
     """What the node agent says about its own box."""
 
@@ -90,6 +94,9 @@ class NodeRecord(_Record):
     started_at: float = Field(default=0.0, ge=0)
     updated_at: float = Field(default=0.0, ge=0)
     probe: str | None = None  # last probe outcome, for operators
+    reason: str | None = None  # why the agent chose its state (e.g. a setup mistake)
+    calls_error: str | None = None  # why active_calls is unknown (AMI trouble)
+    asterisk_version: str | None = None  # as Asterisk reports it over AMI
 
     @field_validator("sip_uri")
     @classmethod
@@ -129,7 +136,7 @@ class BalancerStatus(_Record):
     updated_at: float = 0.0
 
 
-def _parse(model: type[_Record], key: str, raw: bytes) -> Any:
+def _parse(model: type[BaseModel], key: str, raw: bytes) -> Any:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -143,6 +150,10 @@ def _parse(model: type[_Record], key: str, raw: bytes) -> Any:
             f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
         )
         raise RecordError(f"{key}: {problems}") from exc
+
+
+#: Any JSON record of the fleet's keyspace (rollouts too), validated the same way.
+parse_record = _parse
 
 
 def parse_node(key: str, raw: bytes) -> NodeRecord:
