@@ -4,6 +4,8 @@ errors as one line with exit code 2."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +40,12 @@ LogLevelOpt = typer.Option("info", envvar=ENV + "LOG_LEVEL", help="debug, info, 
 LogJsonOpt = typer.Option(
     False, "--log-json", envvar=ENV + "LOG_JSON", help="Log JSON lines instead of key=value."
 )
+
+
+def default_node_id() -> str:
+    """The host name, made a valid node or balancer id (stable across restarts)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).strip("-._")
+    return name[:63] or "node"
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
