@@ -210,7 +210,7 @@ def measure(install: str, src: Path, args: argparse.Namespace) -> dict[str, Any]
         stack = Stack(work / "stack", StackOptions(cluster="bench", log_level="warning"))
         try:
             print(f"[{install}] starting etcd, Kamailio, the balancer and {NODES} nodes …")
-            stack.start(backends=NODES)
+            stack.start(nodes=NODES)
             wait_for(
                 lambda: len(stack.dispatcher()) == NODES, 60, what=f"{NODES} nodes in Kamailio"
             )
@@ -224,7 +224,7 @@ def measure(install: str, src: Path, args: argparse.Namespace) -> dict[str, Any]
             out["fleet_ls"] = timed_runs(ls, env, args.runs)
 
             print(f"[{install}] node run -> record in etcd, {args.joins} joins …", flush=True)
-            first = next(iter(stack.backends.values()))
+            first = next(iter(stack.nodes.values()))
             joins = asyncio.run(join_times(stack, env, work, args.joins, first.sip_uri))
             out["node_join"] = {
                 "runs": len(joins),
@@ -236,7 +236,7 @@ def measure(install: str, src: Path, args: argparse.Namespace) -> dict[str, Any]
             left = args.minutes * 60 - (time.monotonic() - started)
             print(f"[{install}] RSS after {args.minutes} min: waiting {max(0, left):.0f} s …")
             time.sleep(max(0.0, left))
-            agents = [rss_mb(n.agent.pid) for n in stack.backends.values()]
+            agents = [rss_mb(n.agent.pid) for n in stack.nodes.values()]
             assert stack.balancer is not None
             out["rss_mb"] = {
                 "after_minutes": args.minutes,

@@ -41,7 +41,12 @@ AREAS: tuple[Area, ...] = (
         "and the JSON API at /api/v1 (OpenAPI at /api/openapi.json).",
     ),
     Area("node", "asterfleet.cli.node", "app", "The node agent, run beside each Asterisk box."),
-    Area("balancer", "asterfleet.cli.balancer", "app", "The balancer agent, run beside each Kamailio."),
+    Area(
+        "balancer",
+        "asterfleet.cli.balancer",
+        "app",
+        "The balancer agent, run beside each Kamailio.",
+    ),
     Area(
         "fleet",
         "asterfleet.cli.fleet",
@@ -53,7 +58,7 @@ AREAS: tuple[Area, ...] = (
         "lab",
         "asterfleet.cli.lab",
         "app",
-        "Run the whole cluster on this machine: etcd, Kamailio, SIP backends, agents, "
+        "Run the whole cluster on this machine: etcd, Kamailio, nodes with their agents, "
         "console, calls.",
     ),
     Area(
