@@ -212,7 +212,7 @@ def measure(install: str, src: Path, args: argparse.Namespace) -> dict[str, Any]
             print(f"[{install}] starting etcd, Kamailio, the balancer and {NODES} nodes …")
             stack.start(nodes=NODES)
             wait_for(
-                lambda: len(stack.dispatcher()) == NODES, 60, what=f"{NODES} nodes in Kamailio"
+                lambda: len(stack.dispatcher()) == NODES, 300, what=f"{NODES} nodes in Kamailio"
             )
             started = time.monotonic()
             print(f"[{install}] asterfleet fleet ls --json …", flush=True)
@@ -220,7 +220,7 @@ def measure(install: str, src: Path, args: argparse.Namespace) -> dict[str, Any]
                 "fleet", "ls", "--json", "--etcd", stack.etcd_endpoint, "--cluster", "bench"
             )
             listed = json.loads(subprocess.run(ls, check=True, capture_output=True).stdout)
-            assert len(listed) == NODES, f"fleet ls listed {len(listed)} nodes, not {NODES}"
+            assert len(listed["nodes"]) == NODES, f"fleet ls listed {listed}, not {NODES} nodes"
             out["fleet_ls"] = timed_runs(ls, env, args.runs)
 
             print(f"[{install}] node run -> record in etcd, {args.joins} joins …", flush=True)
