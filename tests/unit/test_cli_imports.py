@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -110,3 +111,10 @@ def test_the_table_line_is_where_the_area_help_starts(area: object) -> None:
     assert isinstance(text, str), f"{area.name} has no help"
     first = " ".join(text.strip().split("\n\n")[0].split())
     assert first == area.help, f"{area.module}: its help starts {first!r}"
+
+
+def test_lab_status_reads_files_without_starting_a_stack(tmp_path: Path) -> None:
+    modules = modules_loaded_by("lab", "status", "--json", "--dir", str(tmp_path))
+    assert "asterfleet.lab.state" in modules
+    heavy = ("asterfleet.lab.runner", "asterfleet.lab.stack", "asterfleet.console", "aetcd")
+    assert not loaded(modules, heavy)

@@ -12,11 +12,8 @@ import time
 from pathlib import Path
 
 import typer
-from rich.live import Live
 
-from asterfleet import logs
 from asterfleet.cli.common import console, emit, fail, user_errors
-from asterfleet.lab.runner import Lab, LabOptions
 from asterfleet.lab.state import (
     default_lab_dir,
     pid_alive,
@@ -80,6 +77,12 @@ def up(
         fail(
             f"a lab is already running in {lab_dir} (pid {existing.pid}): 'asterfleet lab down' first, or use --dir"
         )
+    # The whole stack, only for `lab up`: status, scale and down read files.
+    from rich.live import Live
+
+    from asterfleet import logs
+    from asterfleet.lab.runner import Lab, LabOptions
+
     logs.configure("warning")
     stop = threading.Event()
 
