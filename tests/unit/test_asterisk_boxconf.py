@@ -176,3 +176,9 @@ def test_cli_writes_the_files_with_the_secret_from_a_file(tmp_path: Path) -> Non
         "--out", str(out), "--balancer", "10.0.0.2", env={"ASTERFLEET_AMI_SECRET": ""}
     )
     assert no_secret.returncode == 2 and "ASTERFLEET_AMI_SECRET" in no_secret.stderr
+
+
+def test_agent_may_stop_adds_command_and_says_why() -> None:
+    manager = render_box_config(replace(BASE, agent_may_stop=True))["manager.conf"]
+    assert "write = reporting,command" in section(manager, "asterfleet")
+    assert "--on-idle stop" in manager

@@ -94,6 +94,7 @@ class BoxConfig:
     state_dir: str | None = None  # run, log, spool, db; default under the prefix's var
     container: bool = False  # log to stdout only
     capture: HepConf | None = None
+    agent_may_stop: bool = False  # node run --on-idle stop: write=command too
 
 
 def _check_address(what: str, value: str, network: bool = False) -> None:
@@ -301,8 +302,15 @@ def _manager_conf(cfg: BoxConfig) -> str:
         "; CoreShowChannels/CoreSettings (write=reporting). No 'command', which",
         "; would also allow 'core stop now'.",
         "read = call",
-        "write = reporting",
     ]
+    if cfg.agent_may_stop:
+        lines += [
+            "; --agent-may-stop: the agent runs 'core stop gracefully' after a drain",
+            "; (node run --on-idle stop); 'command' allows any CLI command.",
+            "write = reporting,command",
+        ]
+    else:
+        lines.append("write = reporting")
     return "\n".join(lines) + "\n"
 
 

@@ -101,6 +101,11 @@ def config(
         None, "--state-dir", help="Run, log, spool and db directories (default: under var)."
     ),
     container: bool = typer.Option(False, "--container", help="Log to stdout only."),
+    agent_may_stop: bool = typer.Option(
+        False,
+        "--agent-may-stop",
+        help="Give the agent's AMI user write=command, for node run --on-idle stop.",
+    ),
     capture: str | None = typer.Option(
         None,
         "--capture",
@@ -153,6 +158,7 @@ def config(
             config_dir=config_dir or str(target),
             state_dir=state_dir,
             container=container,
+            agent_may_stop=agent_may_stop,
             capture=HepConf(capture_address=capture, capture_id=capture_id, capture_name=node)
             if capture
             else None,

@@ -22,7 +22,8 @@ from asterfleet.errors import EtcdUnavailable, RecordError, UsageError
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, NodeState, parse_balancer
-from asterfleet.node.calls import CallCounter, NoCounter
+from asterfleet.node.ami import AmiError
+from asterfleet.node.calls import AmiCounter, CallCounter, NoCounter
 from asterfleet.node.state import ProbeHistory, ProbeVerdict, classify, next_state
 from asterfleet.runtime.tasks import cancel_all
 from asterfleet.sip.options import parse_sip_uri, probe
@@ -57,6 +58,9 @@ class NodeAgentConfig:
     # a stats file that is up to a second old.
     drain_settle: float = 2.0
     media_address: str | None = None
+    # After a drain that ended with no calls: "leave" (deregister) or "stop"
+    # (ask Asterisk to `core stop gracefully` over AMI, then deregister).
+    on_idle: str = "leave"
     version: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -342,7 +346,7 @@ class NodeAgent:
                 return False
         return True
 
-    async def drain(self) -> None:
+    async def drain(self) -> bool:
         """Stop taking calls, wait for the balancers and for the calls."""
         deadline = time.monotonic() + self.cfg.drain_timeout
         self.draining = True
@@ -382,6 +386,23 @@ class NodeAgent:
             "drained" if waited_for_calls else "drain_timeout",
             active_calls=self.active_calls,
         )
+        return waited_for_calls
+
+    async def stop_asterisk(self) -> bool:
+        """``core stop gracefully`` over the agent's AMI session (--on-idle
+        stop); whether Asterisk accepted it. Needs write=command."""
+        if not isinstance(self.counter, AmiCounter):
+            self.log.error("asterisk_not_stopped", reason="--on-idle stop needs --calls ami://")
+            return False
+        try:
+            ok, lines = await self.counter.session.command("core stop gracefully")
+        except (AmiError, OSError, TimeoutError) as exc:
+            ok, lines = False, [str(exc) or type(exc).__name__]
+        if ok:
+            self.log.info("asterisk_stop_requested", command="core stop gracefully")
+        else:
+            self.log.error("asterisk_not_stopped", reason="; ".join(lines))
+        return ok
 
     async def deregister(self) -> None:
         if self.lease is not None:
@@ -412,7 +433,9 @@ class NodeAgent:
                 raise self.conflict
             if self.registered:
                 # Probing goes on during the drain so the record stays truthful.
-                await self.drain()
+                idle = await self.drain()
+                if idle and self.cfg.on_idle == "stop":
+                    await self.stop_asterisk()
             else:
                 # Never registered: no balancer routes here, nothing to drain.
                 self.log.info("stopping_unregistered", why="the record was never written")
