@@ -20,7 +20,14 @@ from asterfleet.capture.search import (
     search_messages,
 )
 from asterfleet.capture.store import Store, parse_duration, parse_size
-from asterfleet.cli.common import JsonOption, emit, print_table, user_errors
+from asterfleet.cli.common import (
+    JsonOption,
+    emit,
+    etcd_options,
+    etcd_security,
+    print_table,
+    user_errors,
+)
 from asterfleet.errors import UsageError
 
 app = typer.Typer(
@@ -50,6 +57,7 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 
 @app.command("run")
+@etcd_options
 def run_cmd(
     listen: str = typer.Option(
         "udp:0.0.0.0:9060,tcp:0.0.0.0:9060",
@@ -154,6 +162,7 @@ def run_cmd(
                 metrics_listen=metrics,
                 etcd=(etcd, cluster) if etcd else None,
                 advertise_host=advertise,
+                etcd_security=etcd_security(),
             )
         )
 
@@ -168,7 +177,12 @@ def search_cmd(
     until: str | None = typer.Option(None, "--until", help="ISO time or age."),
     method: str | None = typer.Option(None, "--method", help="Request method, e.g. INVITE."),
     status: int | None = typer.Option(None, "--status", help="Response status, e.g. 503."),
-    node: str | None = typer.Option(None, "--node", help="Capture node name or id."),
+    capture_host: str | None = typer.Option(
+        None,
+        "--capture-host",
+        help="Capture host (the HEP sender: a balancer or an Asterisk box): "
+        "its capture name or capture id.",
+    ),
     messages: bool = typer.Option(
         False, "--messages", help="List matching messages instead of calls."
     ),
@@ -188,7 +202,7 @@ def search_cmd(
             until_us=parse_time(until, now_us) if until else None,
             method=method,
             status=status,
-            node=node,
+            capture_host=capture_host,
             limit=limit,
         )
         store = _open(db)
@@ -208,7 +222,7 @@ def search_cmd(
                         "from_user": m.from_user,
                         "to_user": m.to_user,
                         "user_agent": m.user_agent,
-                        "node": m.node,
+                        "capture_host": m.capture_host,
                         "capture_id": m.capture_id,
                     }
                     for m in found
@@ -233,11 +247,11 @@ def search_cmd(
                 calls,
                 lambda: print_table(
                     f"{len(calls)} calls",
-                    ["start (UTC)", "duration", "from", "to", "status", "backend", "msgs",
+                    ["start (UTC)", "duration", "from", "to", "status", "node", "msgs",
                      "call-id"],
                     [
                         (_ts(c["start_us"]), f"{c['duration_s']:.3f}s", c["from_user"],
-                         c["to_user"], c["final_status"] or "-", c["backend"] or "-",
+                         c["to_user"], c["final_status"] or "-", c["node"] or "-",
                          c["messages"], c["call_id"])
                         for c in calls
                     ],

@@ -17,6 +17,8 @@ from asterfleet.cli.common import (
     JsonOption,
     console,
     emit,
+    etcd_options,
+    etcd_security,
     fail,
     print_table,
     user_errors,
@@ -59,9 +61,10 @@ def _operator(by: str | None) -> str:
 
 def _with_etcd(endpoints: str, fn: Callable[[Etcd], Awaitable[T]]) -> T:
     parse_endpoints(endpoints)
+    security = etcd_security()
 
     async def go() -> T:
-        async with Etcd(endpoints) as etcd:
+        async with Etcd(endpoints, security=security) as etcd:
             return await fn(etcd)
 
     return asyncio.run(go())
@@ -126,6 +129,7 @@ def _fleet_json(view: FleetView) -> dict[str, Any]:
 
 
 @app.command("ls")
+@etcd_options
 def ls(etcd: str = EtcdOpt, cluster: str = ClusterOpt, as_json: bool = JsonOption) -> None:
     """List every node: set, URI, effective state, operator intent, weight, calls."""
     with user_errors():
@@ -134,6 +138,7 @@ def ls(etcd: str = EtcdOpt, cluster: str = ClusterOpt, as_json: bool = JsonOptio
 
 
 @app.command("show")
+@etcd_options
 def show(
     node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
     etcd: str = EtcdOpt,
@@ -212,6 +217,7 @@ def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None
 
 
 @app.command("drain")
+@etcd_options
 def drain(
     node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
     wait: bool = typer.Option(False, "--wait", help="Return only when the node has no calls left."),
@@ -239,6 +245,7 @@ def drain(
 
 
 @app.command("undrain")
+@etcd_options
 def undrain(
     node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
     etcd: str = EtcdOpt,
@@ -256,6 +263,7 @@ def undrain(
 
 
 @app.command("weight")
+@etcd_options
 def weight(
     node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
     value: str = typer.Argument(
@@ -283,6 +291,7 @@ def weight(
 
 
 @app.command("balancers")
+@etcd_options
 def balancers(etcd: str = EtcdOpt, cluster: str = ClusterOpt, as_json: bool = JsonOption) -> None:
     """Each balancer's applied state, and whether they all agree."""
     with user_errors():

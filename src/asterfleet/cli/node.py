@@ -15,6 +15,8 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    etcd_options,
+    etcd_security,
     fail,
     user_errors,
 )
@@ -45,6 +47,7 @@ def parse_labels(values: list[str]) -> dict[str, str]:
 
 
 @app.command("run")
+@etcd_options
 def run(
     etcd: str = EtcdOpt,
     cluster: str = ClusterOpt,
@@ -157,6 +160,7 @@ def run(
             fail("--on-idle stop needs --calls ami://USER@HOST:PORT (it stops Asterisk over AMI)")
         cfg = NodeAgentConfig(
             etcd=etcd,
+            etcd_security=etcd_security(),
             cluster=cluster,
             node_id=node_id or default_node_id(),
             sip_uri=sip_uri,

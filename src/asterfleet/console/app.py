@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from asterfleet import __version__
-from asterfleet.auth import LoginLimiter, bootstrap_admin
+from asterfleet.auth import Authenticator, LoginLimiter, bootstrap_admin
 from asterfleet.console import (
     api,
     auth,
@@ -88,7 +88,9 @@ def create_app(
         ks=ks,
         templates=make_templates(),
         metrics=metrics,
-        limiter=LoginLimiter(settings.login_max_failures, settings.login_window),
+        logins=Authenticator(
+            database, LoginLimiter(settings.login_max_failures, settings.login_window)
+        ),
         areas=list(AREAS),
     )
 
@@ -135,7 +137,7 @@ def create_app(
         dependencies=[Depends(csrf_guard)],
     )
     app.state.console = state
-    factory = mount_factory(app, settings.images, database)  # /token, hooks, Images, Builds
+    factory = mount_factory(app, settings.images, state.logins)  # /token, hooks, Images, Builds
 
     @app.exception_handler(LoginRequired)
     async def _to_login(_request: Request, exc: LoginRequired) -> Response:

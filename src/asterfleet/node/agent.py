@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterfleet import __version__, logs
 from asterfleet.errors import EtcdUnavailable, RecordError, UsageError
-from asterfleet.etcd_client import Etcd
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, NodeState, parse_balancer
 from asterfleet.node.ami import AmiError
@@ -43,6 +43,7 @@ class NodeAgentConfig:
     cluster: str
     node_id: str
     sip_uri: str
+    etcd_security: EtcdSecurity = NO_SECURITY
     set_id: int = 1
     weight: int = 1
     priority: int = 0
@@ -108,7 +109,7 @@ class NodeAgent:
     ) -> None:
         self.cfg = cfg
         self.ks = Keyspace(cfg.cluster)
-        self.etcd = Etcd(cfg.etcd)
+        self.etcd = Etcd(cfg.etcd, security=cfg.etcd_security)
         self.counter = counter or NoCounter()
         self.metrics = metrics or NodeMetrics()
         self.log = logs.get("node", node=cfg.node_id, cluster=cfg.cluster)
