@@ -12,7 +12,7 @@ import pytest
 
 from asterfleet.capture.collector import packet_to_row
 from asterfleet.capture.hep import HepPacket, encode_hep
-from asterfleet.capture.pager import new_calls, newest_opening_id, page_calls
+from asterfleet.capture.pager import new_calls, newest_message_id, page_calls
 from asterfleet.capture.search import MessageQuery
 from asterfleet.capture.store import Row, Store
 
@@ -172,7 +172,7 @@ def test_calls_in_progress_are_marked(store: Store) -> None:
 
 
 def test_the_live_tail_sends_new_calls_once(store: Store) -> None:
-    start = newest_opening_id(store)
+    start = newest_message_id(store)
     assert new_calls(store, MessageQuery(), start) == ([], start)
     store.insert_rows(answered("new-call", 50, None))
     store.insert_rows(probe("probe-new", 51))

@@ -204,11 +204,10 @@ def find_call_ids(
             chunk = min(chunk * 4, _MAX_CHUNK)
 
 
-def newest_opening_id(store: Store) -> int:
-    """The id of the newest call opening stored (0 when none): where a live tail starts."""
-    c = messages.c
+def newest_message_id(store: Store) -> int:
+    """The id of the newest message stored (0 when none): where a live tail starts."""
     with store.engine.connect() as conn:
-        value = conn.execute(sa.select(sa.func.max(c.id)).where(c.opens_call == sa.true())).scalar()
+        value = conn.execute(sa.select(sa.func.max(messages.c.id))).scalar()
     return int(value or 0)
 
 

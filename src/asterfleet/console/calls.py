@@ -32,7 +32,7 @@ from asterfleet.capture.pager import (
     decode_cursor,
     encode_cursor,
     new_calls,
-    newest_opening_id,
+    newest_message_id,
     page_calls,
 )
 from asterfleet.capture.pcap import build_pcap
@@ -202,7 +202,10 @@ async def calls_page(
     }
     error = ""
     result: CallPage | None = None
+    newest = 0
     try:
+        if page == 1 and not cursor:
+            newest = await _in_store(request, newest_message_id)
         q = build_query(
             since, until, call_id, from_user, to_user, method, None, capture_host,
             status_class=status_class, text=text, options=bool(options),
@@ -235,7 +238,7 @@ async def calls_page(
         truncated=bool(result and result.truncated),
         scanned=result.scanned if result else 0,
         status_classes=STATUS_CLASSES,
-        live="/calls/live?" + urlencode(filled),
+        live="/calls/live?" + urlencode({**filled, "after": newest}),
         now_us=_now_us(),
     )
 
@@ -284,7 +287,7 @@ async def calls_live(
         position = start
         if position is None:
             try:
-                position = await _in_store(request, newest_opening_id)
+                position = await _in_store(request, newest_message_id)
             except CaptureUnavailable:
                 position = 0
         yield f"retry: 1000\nid: {position}\n\n"
