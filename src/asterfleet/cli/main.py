@@ -96,6 +96,13 @@ AREAS: tuple[Area, ...] = (
     ),
     Area("knot", "asterfleet.cli.knot", "app", "Knots: build definitions of the image factory."),
     Area("factory", "asterfleet.cli.knot", "factory_app", "The image factory's worker."),
+    Area(
+        "rollout",
+        "asterfleet.cli.rollout",
+        "app",
+        "Roll a new Asterisk version or image over a cluster, one node at a time: drain, "
+        "wait until idle, replace the box, gate it with test calls, undrain.",
+    ),
 )
 BY_NAME = {area.name: area for area in AREAS}
 

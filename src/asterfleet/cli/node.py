@@ -12,6 +12,8 @@ from asterfleet.cli.common import (
     LogLevelOpt,
     MetricsOpt,
     default_node_id,
+    etcd_options,
+    etcd_security,
     fail,
     user_errors,
 )
@@ -30,6 +32,7 @@ def parse_labels(values: list[str]) -> dict[str, str]:
 
 
 @app.command("run")
+@etcd_options
 def run(
     etcd: str = EtcdOpt,
     cluster: str = ClusterOpt,
@@ -99,6 +102,14 @@ def run(
         envvar=ENV + "CALLS",
         help="Where active calls are counted: none, sipp-stat:FILE, ami://USER@HOST:PORT (secret in ASTERFLEET_AMI_SECRET).",
     ),
+    on_idle: str = typer.Option(
+        "leave",
+        "--on-idle",
+        envvar=ENV + "ON_IDLE",
+        help="After a SIGTERM drain ends with no calls: 'leave' the fleet, or 'stop' = ask "
+        "Asterisk to 'core stop gracefully' over AMI first (needs --calls ami:// and an AMI "
+        "user with write=command: asterfleet asterisk config --agent-may-stop).",
+    ),
     media_address: str = typer.Option(
         None, envvar=ENV + "MEDIA_ADDRESS", help="The box's RTP address, for operators."
     ),
@@ -138,8 +149,13 @@ def run(
         if probe not in ("sip", "none"):
             fail(f"--probe {probe!r} is not known: use 'sip' or 'none'")
         counter = counter_from_spec(calls)
+        if on_idle not in ("leave", "stop"):
+            fail(f"--on-idle {on_idle!r} is not known: use 'leave' or 'stop'")
+        if on_idle == "stop" and not calls.strip().lower().startswith("ami://"):
+            fail("--on-idle stop needs --calls ami://USER@HOST:PORT (it stops Asterisk over AMI)")
         cfg = NodeAgentConfig(
             etcd=etcd,
+            etcd_security=etcd_security(),
             cluster=cluster,
             node_id=node_id or default_node_id(),
             sip_uri=sip_uri,
@@ -154,6 +170,7 @@ def run(
             drain_timeout=drain_timeout,
             drain_settle=drain_settle,
             media_address=media_address,
+            on_idle=on_idle,
             version=version,
             labels=parse_labels(label),
         )
@@ -163,4 +180,6 @@ def run(
             metrics.parse_listen(metrics_listen)
             metrics.serve(metrics_listen, node_metrics.registry)
     agent = NodeAgent(cfg, counter, node_metrics)
-    raise typer.Exit(run_daemon(agent.run, "node"))
+    with user_errors():  # a node id held by another live agent: one line, exit 2
+        code = run_daemon(agent.run, "node")
+    raise typer.Exit(code)
