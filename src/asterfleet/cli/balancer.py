@@ -16,6 +16,8 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    etcd_options,
+    etcd_security,
     fail,
     user_errors,
 )
@@ -29,6 +31,7 @@ app = typer.Typer(help="The balancer agent, run beside each Kamailio.", no_args_
 
 
 @app.command("run")
+@etcd_options
 def run(
     etcd: str = EtcdOpt,
     cluster: str = ClusterOpt,
@@ -101,6 +104,7 @@ def run(
             metrics.serve(metrics_listen, bal_metrics.registry)
         cfg = BalancerConfig(
             etcd=etcd,
+            etcd_security=etcd_security(),
             cluster=cluster,
             balancer_id=lb_id,
             list_file=list_file,

@@ -20,7 +20,14 @@ from asterfleet.capture.search import (
     search_messages,
 )
 from asterfleet.capture.store import Store, parse_duration, parse_size
-from asterfleet.cli.common import JsonOption, emit, print_table, user_errors
+from asterfleet.cli.common import (
+    JsonOption,
+    emit,
+    etcd_options,
+    etcd_security,
+    print_table,
+    user_errors,
+)
 from asterfleet.errors import UsageError
 
 app = typer.Typer(
@@ -50,6 +57,7 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 
 @app.command("run")
+@etcd_options
 def run_cmd(
     listen: str = typer.Option(
         "udp:0.0.0.0:9060,tcp:0.0.0.0:9060",
@@ -154,6 +162,7 @@ def run_cmd(
                 metrics_listen=metrics,
                 etcd=(etcd, cluster) if etcd else None,
                 advertise_host=advertise,
+                etcd_security=etcd_security(),
             )
         )
 
