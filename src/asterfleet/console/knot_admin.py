@@ -29,7 +29,7 @@ from asterfleet.console.knot_access import may_add, may_edit
 from asterfleet.console.security import Principal, api_user, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
-from asterfleet.factory.knot import Knot, KnotInvalid, validate_knot
+from asterfleet.factory.knot import Knot, KnotInvalid, admin_only_changes, validate_knot
 from asterfleet.factory.knot_input import (
     GENERATE,
     MASK,
@@ -102,6 +102,8 @@ def _load(fs: FactoryState, name: str) -> Knot:
 
 
 def _check_repository(fs: FactoryState, user: Principal, knot: Knot, before: Knot | None) -> None:
+    if user.role != "admin" and (problems := admin_only_changes(knot, before)):
+        raise KnotInvalid(problems)
     if before is not None and before.repository == knot.repository:
         return
     problem = push_problem(fs, user, knot.repository)

@@ -22,6 +22,19 @@ from typing import Protocol
 
 from asterfleet.errors import AsterfleetError
 
+# What a build step or a hook command may see of the worker's environment:
+# enough to find programs and a temporary directory, never the database URL,
+# registry keys or anything else the worker was started with.
+SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
+
+
+def step_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a build step or hook: SAFE_ENV of ours, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in SAFE_ENV}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env.update(extra or {})
+    return env
+
 
 class BuildFailed(AsterfleetError):
     """A build step exited non-zero; the message says which."""

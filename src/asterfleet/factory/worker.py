@@ -35,6 +35,7 @@ from asterfleet.factory.builder import (
     BuildRequest,
     Credentials,
     DockerBuilder,
+    step_environment,
 )
 from asterfleet.factory.dockerfiles import store_dockerfile
 from asterfleet.factory.knot import Knot, branch_of, build_targets, tag_of, tags_for
@@ -51,11 +52,21 @@ BUILDS_FINISHED = Counter(
 BUILDS_RUNNING = Gauge("asterfleet_factory_builds_running", "Builds running on this worker")
 TRIGGERS = Counter("asterfleet_factory_triggers_total", "Build triggers", ["source", "result"])
 
-_SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
-
 
 class Cancelled(Exception):
     pass
+
+
+def inside_clone(clone: Path, relative: str, what: str) -> Path:
+    """``clone/relative`` with every symlink resolved; BuildFailed when it
+    leads outside the clone (a repository must not make the worker read, or
+    send to the builder, files of the host)."""
+    path = (clone / relative).resolve()
+    if path != clone and not path.is_relative_to(clone):
+        raise BuildFailed(
+            f"{what} {relative!r} leads outside the repository (a symlink to {path}): refused"
+        )
+    return path
 
 
 @dataclass
@@ -90,9 +101,7 @@ class _Runner:
         if self.cancel.is_set():
             raise Cancelled()
         self.log.line("$ " + shlex.join(argv))
-        full_env = {k: v for k, v in os.environ.items() if k in _SAFE_ENV}
-        full_env["GIT_TERMINAL_PROMPT"] = "0"
-        full_env.update(env or {})
+        full_env = step_environment(env)
         with self._lock:
             self.proc = subprocess.Popen(
                 list(argv),
@@ -177,16 +186,19 @@ class Worker:
             if not tags:
                 raise BuildFailed(f"no tag rule of knot {knot.name} gives a tag for {build.ref}")
             queue.set_state(self.engine, build.id, "running", sha=sha, tags=tags)
-            src = workdir / "src"
-            dockerfile = src / knot.dockerfile
+            src = (workdir / "src").resolve()
+            dockerfile = inside_clone(src, knot.dockerfile, "Dockerfile")
+            context = inside_clone(src, knot.context, "build context")
             if not dockerfile.is_file():
                 raise BuildFailed(f"Dockerfile {knot.dockerfile} not found in {build.ref}")
+            if not context.is_dir():
+                raise BuildFailed(f"build context {knot.context} is not a directory in {build.ref}")
             dockerfile_text = dockerfile.read_text(errors="replace")
             store_dockerfile(self.engine, build.id, knot.dockerfile, dockerfile_text)
             test_target, image_target = build_targets(dockerfile_text)
             image = f"localhost/asterfleet-build/{knot.name}:{build.number}"
             request = BuildRequest(
-                context=src / knot.context,
+                context=context,
                 dockerfile=dockerfile,
                 image=image,
                 build_args=knot.build_args,
