@@ -133,6 +133,9 @@ class Knot(BaseModel):
     owners: list[str] = Field(default_factory=list)
     hooks: Hooks = Field(default_factory=Hooks)
     builder: Literal["buildah", "docker"] = "buildah"
+    # RUN steps and the test command get no network (not even the worker's
+    # loopback) unless this is set: for builds that must download.
+    network: bool = False
 
     @field_validator("name")
     @classmethod
@@ -200,6 +203,11 @@ def admin_only_changes(knot: Knot, before: Knot | None) -> dict[str, str]:
         problems["git_url"] = (
             "only an admin may build from a path on the factory worker: "
             "give an https://, ssh:// or git:// URL"
+        )
+    if knot.network and (before is None or not before.network):
+        problems["network"] = (
+            "only an admin may give build steps the network: they would reach "
+            "every service on the factory worker's host"
         )
     return problems
 

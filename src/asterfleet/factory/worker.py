@@ -203,6 +203,7 @@ class Worker:
                 image=image,
                 build_args=knot.build_args,
                 target=image_target,
+                network=knot.network,
             )
             builder.build(request, runner)
             if test_target or knot.test_command:
@@ -218,13 +219,20 @@ class Worker:
                                 image=f"{image}-test",
                                 build_args=knot.build_args,
                                 target=test_target,
+                                network=knot.network,
                             ),
                             runner,
                         )
                         builder.remove(f"{image}-test", runner)
                     if knot.test_command:
                         blog.line("== test command")
-                        builder.test(image, knot.test_command, f"af-test-{build.id}", runner)
+                        builder.test(
+                            image,
+                            knot.test_command,
+                            f"af-test-{build.id}",
+                            runner,
+                            network=knot.network,
+                        )
                 except BuildFailed as exc:
                     raise BuildFailed(f"test failed: {exc}") from exc
             state = "pushing"
