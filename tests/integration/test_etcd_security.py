@@ -89,6 +89,9 @@ def secured(tmp_path: Path) -> Iterator[tuple[Stack, Pki, Path]]:
         stack.stop()
 
 
+# About 20 command-line runs, each a fresh interpreter: minutes on a busy
+# two-core machine.
+@pytest.mark.timeout(900)
 def test_the_fleet_works_with_tls_and_roles_and_nothing_more(
     secured: tuple[Stack, Pki, Path],
 ) -> None:

@@ -162,3 +162,24 @@ def test_a_hook_command_sees_none_of_the_workers_secrets(
     assert "ASTERFLEET_IMAGE=" in env  # what the hook is for
     assert "db-password" not in env and "worker-secret" not in env
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "worker-secret"  # the worker still has it
+
+
+def test_a_commit_older_than_the_last_built_one_is_refused(
+    lab: RegistryLab, worker: Worker, work: Path
+) -> None:
+    repo = work / "repo-old"
+    first = make_repo(repo, DOCKERFILE)
+    state, log_text = build_knot(lab, worker, "old", git_url=str(repo))
+    assert state == "passed", log_text
+    (repo / "motd").write_text("newer\n")
+    git(repo, "commit", "--quiet", "-am", "newer")
+    queue.enqueue(lab.engine, "old", "refs/heads/main", None, "manual")
+    [newer] = worker.run_until_idle()
+    assert newer.state == "passed"
+    # A replay of the first push: its commit is behind what main last built.
+    queue.enqueue(lab.engine, "old", "refs/heads/main", first, "webhook:github")
+    [replayed] = worker.run_until_idle()
+    assert replayed.state == "failed"
+    assert replayed.reason is not None and "older than" in replayed.reason
+    digest, _, _ = lab.catalogue.client.manifest("alice/old", "main")
+    assert digest == newer.digest  # main still points at the newer image

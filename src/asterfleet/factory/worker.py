@@ -308,7 +308,28 @@ class Worker:
             check=True,
             timeout=60,
         )
-        return proc.stdout.strip()
+        sha = proc.stdout.strip()
+        self._refuse_older(knot, build, dest, sha)
+        return sha
+
+    def _refuse_older(self, knot: Knot, build: Build, dest: Path, sha: str) -> None:
+        """A commit behind the last one built for this ref is a replay (or a
+        force-push back): building it would republish old code under the
+        branch's tags. Rebuilding the same commit stays allowed."""
+        last = queue.last_built_sha(self.engine, knot.name, build.ref)
+        if last is None or last == sha or branch_of(build.ref) is None:
+            return
+        behind = subprocess.run(
+            ["git", "-C", str(dest), "merge-base", "--is-ancestor", sha, last],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        if behind.returncode == 0:
+            raise BuildFailed(
+                f"commit {sha[:12]} is older than {last[:12]}, the last commit built from "
+                f"{build.ref}: refused (a replayed delivery?); push a new commit to build"
+            )
 
     def _after(self, build: Build, blog: BuildLog) -> None:
         try:
