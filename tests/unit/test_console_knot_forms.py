@@ -451,3 +451,45 @@ def test_hook_commands_and_local_repositories_are_for_admins_only(
         headers=bearer(client, "root", ("read", "write")),
     )
     assert allowed.status_code == 201, allowed.text
+
+
+def test_knots_and_builds_are_shown_only_to_who_may_pull_them(
+    client: TestClient, fs: FactoryState
+) -> None:
+    from asterfleet.factory.store import edit_knot
+
+    edit_knot(
+        fs.engine,
+        "app",
+        {
+            "git_url": "https://alice:ghp_tokentoken@git.example/alice/app.git",
+            "hooks": {"command": "deploy.sh", "notify_url": "https://hooks.example/x"},
+        },
+    )
+    queue_build = client.app.state.factory.engine  # type: ignore[attr-defined]
+    from asterfleet.factory import queue
+
+    queue.enqueue(queue_build, "app", "refs/heads/main", None, "manual")
+    # bob is an operator with no access to alice/: the knot does not exist for him.
+    bob = bearer(client, "bob", ("read",))
+    assert [k["name"] for k in client.get("/api/v1/knots", headers=bob).json()] == []
+    assert client.get("/api/v1/knots/app", headers=bob).status_code == 404
+    login(client, "bob")
+    assert "alice/app" not in client.get("/knots").text
+    for path in ("/knots/app", "/knots/app/builds/1", "/knots/app/builds/1/log.txt"):
+        assert client.get(path).status_code == 404, path
+    # alice owns it; with a read-only token she sees it, credentials masked,
+    # hooks hidden (only an editor sees them).
+    alice_ro = bearer(client, "alice", ("read",))
+    [spec] = client.get("/api/v1/knots", headers=alice_ro).json()
+    assert spec["git_url"] == "https://alice:********@git.example/alice/app.git"
+    assert spec["hooks"] == {"webhook": None, "command": None, "notify_url": None}
+    one = client.get("/api/v1/knots/app", headers=alice_ro).json()["knot"]
+    assert "ghp_tokentoken" not in str(one) and one["hooks"]["command"] is None
+    # Sending the masked URL back keeps the real one.
+    alice_rw = bearer(client, "alice", ("read", "write"))
+    full = client.get("/api/v1/knots/app", headers=alice_rw).json()["knot"]
+    assert full["hooks"]["command"] == "deploy.sh"
+    full["triggers"]["webhook_secret"] = None
+    assert client.put("/api/v1/knots/app", json=full, headers=alice_rw).status_code == 200
+    assert get_knot(fs.engine, "app").git_url.startswith("https://alice:ghp_tokentoken@")

@@ -7,8 +7,21 @@ the answers live here, below both routers.
 
 from __future__ import annotations
 
+from asterfleet.console.factory_state import FactoryState
 from asterfleet.console.security import Principal
 from asterfleet.factory.knot import Knot
+from asterfleet.registry.identity import access_view
+from asterfleet.registry.scope import Scope, granted_actions
+
+
+def may_see(fs: FactoryState, user: Principal, knot: Knot) -> bool:
+    """A knot and its builds (logs, source URL, arguments) are shown to
+    admins, its owners, and whoever may pull its image repository."""
+    if user.role == "admin" or user.username in knot.owners:
+        return True
+    principal = fs.registry_principal(user.username, user.role)
+    view = access_view(fs.identity, principal, [knot.repository])
+    return bool(granted_actions(view, Scope("repository", knot.repository, ("pull",))))
 
 
 def may_add(user: Principal) -> bool:
