@@ -3,6 +3,7 @@ says why it stopped waiting."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -37,6 +38,11 @@ def test_drain_wait_returns_when_the_node_has_no_calls_left(stack: Stack) -> Non
     assert done.returncode == 0, done.stderr
     assert "ast1: drained, no calls left" in done.stdout
     assert backends[0].uas.stats().current_calls == 0
+    # Safe to stop, and the listing says so in one word.
+    listed = fleet(stack, "ls", "--json")
+    states = {n["id"]: n["state"] for n in json.loads(listed.stdout)["nodes"]}
+    assert states == {"ast1": "drained", "ast2": "active"}
+    assert "drained" in fleet(stack, "ls").stdout
     final = uac.stop_gracefully(30)
     assert final.failed_calls == 0  # calls kept flowing to ast2
 

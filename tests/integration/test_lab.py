@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from asterfleet.factory import queue
+from asterfleet.factory.db import open_store
+from asterfleet.factory.logs import read_log
+from asterfleet.lab.factory import SAMPLE_KNOT, SAMPLE_REPOSITORY
 from asterfleet.lab.state import pid_alive, read_info
+from asterfleet.registry.catalogue import list_tags
+from asterfleet.runtime.chromium import launch as launch_chromium
+from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,6 +38,51 @@ def status(lab_dir: Path) -> dict:  # type: ignore[type-arg]
     assert result.returncode == 0, result.stderr
     data: dict = json.loads(result.stdout)  # type: ignore[type-arg]
     return data
+
+
+def every_area_works_in_the_demo(lab_dir: Path) -> None:
+    """The sample knot's first build passes and is pushed through the lab's
+    registry; every area of the navigation is a console page with content."""
+    info = read_info(lab_dir)
+    assert info is not None and info.factory_db and info.registry and info.console_url
+    engine = open_store(info.factory_db)
+    try:
+        wait_for(
+            lambda: queue.get_build(engine, SAMPLE_KNOT, 1).state in ("passed", "failed"),
+            240,
+            what="the sample knot's first build",
+        )
+        build = queue.get_build(engine, SAMPLE_KNOT, 1)
+        assert build.state == "passed", read_log(engine, build.id)[0][-3000:]
+        assert build.digest and build.image == f"{info.registry}/{SAMPLE_REPOSITORY}@{build.digest}"
+        wait_for(lambda: len(list_tags(engine, SAMPLE_REPOSITORY)) >= 2, 30, what="catalogue")
+    finally:
+        engine.dispose()
+    password = Path(info.console_password_file or "").read_text().strip()
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            sign_in(page, f"{info.console_url}/fleet", "admin", password)
+            page.wait_for_selector("#node-ast1")
+            areas = page.locator("header nav a").evaluate_all("links => links.map(a => a.pathname)")
+            assert {"/fleet", "/balancers", "/events", "/calls", "/images", "/knots"} <= set(areas)
+            for path in [
+                *areas,
+                "/knots/new",
+                f"/knots/{SAMPLE_KNOT}",
+                f"/images/{SAMPLE_REPOSITORY}",
+            ]:
+                response = page.goto(info.console_url + path)
+                assert response.status == 200, (path, response.status)
+                assert page.locator("header nav a.current").count() == 1, path
+                assert "not configured" not in page.inner_text("main"), path
+            page.goto(f"{info.console_url}/images/{SAMPLE_REPOSITORY}")
+            assert "latest" in page.inner_text("main")
+        finally:
+            browser.close()
 
 
 def test_lab_up_scale_3_5_2_answers_every_call_and_down_leaves_nothing(tmp_path: Path) -> None:
@@ -72,8 +124,11 @@ def test_lab_up_scale_3_5_2_answers_every_call_and_down_leaves_nothing(tmp_path:
             detail += [f"{a}: {a.read_text()[-1500:]}" for a in agents]
             raise AssertionError(f"{failed} calls failed:\n" + "\n".join(detail))
 
+        every_area_works_in_the_demo(lab_dir)
+
         pids = read_info(lab_dir).pids  # type: ignore[union-attr]
-        assert len(pids) >= 7  # etcd, kamailio, balancer, console, calls, 2 x (agent + uas)
+        assert {"docker-registry", "factory-worker"} <= set(pids)
+        assert len(pids) >= 9  # etcd, kamailio, balancer, console, calls, 2 x (agent + uas)
         down = lab(lab_dir, "down")
         assert down.returncode == 0, down.stderr
         assert "killed leftover" not in down.stdout

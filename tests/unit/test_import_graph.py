@@ -34,15 +34,7 @@ Graph = Mapping[str, frozenset[str]]
 # Cycles between areas that are being taken apart on another branch. Each entry
 # is one strongly connected set of areas; the test fails when an entry is no
 # longer a cycle, so that it is deleted, and when any other cycle appears.
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # The registry's tables live in factory/schema.py and the factory worker
-        # mints its push token through registry.identity; the "identity" branch
-        # (issue 9.1/9.3) moves the tables to registry/ and the webhook mount to
-        # the app. Delete this entry when merging that branch.
-        frozenset({"asterfleet.factory", "asterfleet.registry"}),
-    }
-)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({})
 
 # Modules that may import asterfleet.testing: none of the product. The harness
 # itself is the only importer inside src/.

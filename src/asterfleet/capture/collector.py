@@ -106,7 +106,7 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         pkt.dst_port,
         pkt.transport,
         pkt.capture_id,
-        pkt.node_name,
+        pkt.capture_host,
         sip.call_id,
         sip.method,
         sip.status,
@@ -116,6 +116,7 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         sip.user_agent,
         pkt.correlation_id,
         pkt.payload,
+        sip.opens_call,
     )
 
 

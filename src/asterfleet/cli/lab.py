@@ -59,6 +59,11 @@ def up(
     no_capture: bool = typer.Option(
         False, "--no-capture", help="Do not start the HEP capture server."
     ),
+    no_factory: bool = typer.Option(
+        False,
+        "--no-factory",
+        help="Do not start the registry and the factory worker (with its sample knot).",
+    ),
     duration: float = typer.Option(
         0,
         "--duration",
@@ -96,6 +101,7 @@ def up(
             hold_ms=int(hold * 1000),
             console=not no_console,
             capture=not no_capture,
+            factory=not no_factory,
             console_port=console_port,
         )
     )

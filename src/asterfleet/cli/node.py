@@ -117,6 +117,14 @@ def run(
         envvar=ENV + "CALLS",
         help="Where active calls are counted: none, sipp-stat:FILE, ami://USER@HOST:PORT (secret in ASTERFLEET_AMI_SECRET).",
     ),
+    on_idle: str = typer.Option(
+        "leave",
+        "--on-idle",
+        envvar=ENV + "ON_IDLE",
+        help="After a SIGTERM drain ends with no calls: 'leave' the fleet, or 'stop' = ask "
+        "Asterisk to 'core stop gracefully' over AMI first (needs --calls ami:// and an AMI "
+        "user with write=command: asterfleet asterisk config --agent-may-stop).",
+    ),
     media_address: str = typer.Option(
         None, envvar=ENV + "MEDIA_ADDRESS", help="The box's RTP address, for operators."
     ),
@@ -146,6 +154,10 @@ def run(
         if probe not in ("sip", "none"):
             fail(f"--probe {probe!r} is not known: use 'sip' or 'none'")
         counter = counter_from_spec(calls)
+        if on_idle not in ("leave", "stop"):
+            fail(f"--on-idle {on_idle!r} is not known: use 'leave' or 'stop'")
+        if on_idle == "stop" and not calls.strip().lower().startswith("ami://"):
+            fail("--on-idle stop needs --calls ami://USER@HOST:PORT (it stops Asterisk over AMI)")
         cfg = NodeAgentConfig(
             etcd=etcd,
             etcd_security=etcd_security(),
@@ -163,6 +175,7 @@ def run(
             drain_timeout=drain_timeout,
             drain_settle=drain_settle,
             media_address=media_address,
+            on_idle=on_idle,
             version=version,
             labels=parse_labels(label),
         )

@@ -83,40 +83,60 @@ async def fleet_stream(request: Request, user: Principal = Depends(page_user)) -
     return live_response(request, "fleet", fragment)
 
 
+def _back(back: str) -> str:
+    """Where a form's action returns: the Fleet page, or the node page it came from."""
+    return back if back.startswith("/fleet/nodes/") and "//" not in back else "/fleet"
+
+
 async def _act(
-    request: Request, user: Principal, action: str, node_id: str, weight: str | None, note: str
+    request: Request,
+    user: Principal,
+    action: str,
+    node_id: str,
+    weight: str | None,
+    note: str,
+    back: str = "",
 ) -> Response:
     st = console_state(request)
     wants_json = request.headers.get("x-requested-with") == "fetch"
+    page = _back(back)
     try:
         w = operate.parse_weight(weight) if action == "weight" else None
         await operate.perform(st, user, action, node_id, w, note)
     except (UsageError, RecordError) as exc:
         if wants_json:
             return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
-        return RedirectResponse(f"/fleet?err={quote(str(exc))}", status_code=303)
+        return RedirectResponse(f"{page}?err={quote(str(exc))}", status_code=303)
     except AsterfleetError as exc:
         if wants_json:
             return JSONResponse({"ok": False, "error": str(exc)}, status_code=503)
-        return RedirectResponse(f"/fleet?err={quote(str(exc))}", status_code=303)
+        return RedirectResponse(f"{page}?err={quote(str(exc))}", status_code=303)
     done = f"{action} {node_id}: done"
     if wants_json:
         return JSONResponse({"ok": True, "message": done})
-    return RedirectResponse(f"/fleet?msg={quote(done)}", status_code=303)
+    return RedirectResponse(f"{page}?msg={quote(done)}", status_code=303)
 
 
 @router.post("/fleet/nodes/{node_id}/drain")
 async def drain(
-    request: Request, node_id: str, note: str = Form(""), user: Principal = Depends(page_user)
+    request: Request,
+    node_id: str,
+    note: str = Form(""),
+    back: str = Form(""),
+    user: Principal = Depends(page_user),
 ) -> Response:
-    return await _act(request, user, "drain", node_id, None, note)
+    return await _act(request, user, "drain", node_id, None, note, back)
 
 
 @router.post("/fleet/nodes/{node_id}/undrain")
 async def undrain(
-    request: Request, node_id: str, note: str = Form(""), user: Principal = Depends(page_user)
+    request: Request,
+    node_id: str,
+    note: str = Form(""),
+    back: str = Form(""),
+    user: Principal = Depends(page_user),
 ) -> Response:
-    return await _act(request, user, "undrain", node_id, None, note)
+    return await _act(request, user, "undrain", node_id, None, note, back)
 
 
 @router.post("/fleet/nodes/{node_id}/weight")
@@ -125,6 +145,7 @@ async def weight(
     node_id: str,
     weight: str = Form(""),
     note: str = Form(""),
+    back: str = Form(""),
     user: Principal = Depends(page_user),
 ) -> Response:
-    return await _act(request, user, "weight", node_id, weight, note)
+    return await _act(request, user, "weight", node_id, weight, note, back)

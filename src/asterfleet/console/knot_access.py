@@ -7,11 +7,11 @@ the answers live here, below both routers.
 
 from __future__ import annotations
 
+import dataclasses
+
 from asterfleet.console.factory_state import FactoryState
 from asterfleet.console.security import Principal
 from asterfleet.factory.knot import Knot
-from asterfleet.registry.identity import access_view
-from asterfleet.registry.scope import Scope, granted_actions
 
 
 def may_see(fs: FactoryState, user: Principal, knot: Knot) -> bool:
@@ -19,9 +19,8 @@ def may_see(fs: FactoryState, user: Principal, knot: Knot) -> bool:
     admins, its owners, and whoever may pull its image repository."""
     if user.role == "admin" or user.username in knot.owners:
         return True
-    principal = fs.registry_principal(user.username, user.role)
-    view = access_view(fs.identity, principal, [knot.repository])
-    return bool(granted_actions(view, Scope("repository", knot.repository, ("pull",))))
+    # The user's own rights: a read-only token still shows what its user may pull.
+    return fs.ownership.may(dataclasses.replace(user, token_id=None), knot.repository, "pull")
 
 
 def may_add(user: Principal) -> bool:

@@ -41,8 +41,6 @@ from asterfleet.factory.knot_input import (
     validate_input,
 )
 from asterfleet.factory.store import add_knot, edit_knot, get_knot, list_knots, remove_knot
-from asterfleet.registry.identity import access_view
-from asterfleet.registry.scope import Scope, granted_actions
 
 log = structlog.get_logger("asterfleet.console.knots")
 pages = APIRouter(include_in_schema=False)
@@ -62,9 +60,9 @@ def push_problem(fs: FactoryState, user: Principal, repository: str) -> str | No
     The worker pushes with its own credentials: without this check any
     operator could publish into anyone's namespace through a knot.
     """
-    principal = fs.registry_principal(user.username, user.role)
-    view = access_view(fs.identity, principal, [repository])
-    if granted_actions(view, Scope("repository", repository, ("push",))):
+    # The user's own rights, not a token's: a knot hands pushing to the worker,
+    # which checks again before every push.
+    if fs.ownership.may(dataclasses.replace(user, token_id=None), repository, "push"):
         return None
     return (
         f"{user.username} may not push to {repository}: use a namespace you own "
@@ -105,8 +103,8 @@ def _load(fs: FactoryState, name: str) -> Knot:
 def _check_repository(fs: FactoryState, user: Principal, knot: Knot, before: Knot | None) -> None:
     if user.role != "admin" and (problems := admin_only_changes(knot, before)):
         raise KnotInvalid(problems)
-    if before is not None and before.repository == knot.repository:
-        return
+    # Also on every edit, the repository unchanged or not: an edit (a new git
+    # URL, a new Dockerfile) changes what the worker pushes there.
     problem = push_problem(fs, user, knot.repository)
     if problem:
         raise KnotInvalid({"repository": problem})

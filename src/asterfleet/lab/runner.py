@@ -26,11 +26,13 @@ from asterfleet.errors import AsterfleetError
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
+from asterfleet.lab.factory import LabFactory, missing_binaries
 from asterfleet.lab.stack import Stack, StackOptions, agent_argv
 from asterfleet.lab.state import LabInfo, read_desired, write_desired, write_info
-from asterfleet.runtime.ports import free_port_both
+from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
-from asterfleet.sipp.runner import SippError, SippUac
+from asterfleet.sipp.runner import SippUac
+from asterfleet.sipp.stats import SippError
 
 REQUIRED = ("etcd", "kamailio", "sipp")
 
@@ -46,6 +48,9 @@ class LabOptions:
     cluster: str = "lab"
     drain_timeout: float = 30.0
     capture: bool = True
+    # The registry (token server: the console) and a factory worker with a
+    # sample knot, so the Images and Builds areas work in the lab too.
+    factory: bool = True
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Lab:
     console: ManagedProcess | None = None
     capture: ManagedProcess | None = None
     capture_port: int = 0
+    factory: LabFactory | None = None
     caller: SippUac | None = None
     info: LabInfo | None = None
     removing: dict[str, Future[int | None]] = field(default_factory=dict)
@@ -96,6 +102,8 @@ class Lab:
         console_url = password_file = None
         if self.options.console:
             console_url, password_file = self._start_console()
+            if self.factory is not None:
+                self.factory.start_worker()
         if self.options.calls_per_second > 0:
             for backend in list(self.stack.backends.values()):
                 self.stack.wait_routable(backend, timeout=20)
@@ -115,6 +123,8 @@ class Lab:
             console_password_file=str(password_file) if password_file else None,
             capture=f"127.0.0.1:{self.capture_port}" if self.capture else None,
             capture_db=self.capture_db if self.capture else None,
+            registry=self.factory.registry_host if self.factory else None,
+            factory_db=self.factory.factory_db if self.factory else None,
             calls_per_second=self.options.calls_per_second,
         )
         self._record_processes()
@@ -149,6 +159,17 @@ class Lab:
         if not password_file.exists():
             password_file.write_text(secrets.token_urlsafe(12) + "\n")
             password_file.chmod(0o600)
+        port = self.options.console_port or free_port()
+        factory_args: list[str] = []
+        if self.options.factory:
+            missing = missing_binaries()
+            if missing:
+                self.log.warning("factory_skipped", missing=",".join(missing))
+            else:
+                self.factory = LabFactory(lab_dir, port, password_file.read_text().strip())
+                self.factory.prepare()
+                self.factory.start_registry()
+                factory_args = self.factory.console_args()
         running = start_console(
             lab_dir / "run" / "console.log",
             etcd=self.stack.etcd_endpoint,
@@ -158,8 +179,9 @@ class Lab:
                 "--admin-password-file",
                 str(password_file),
                 *(["--capture-db", self.capture_db] if self.capture else []),
+                *factory_args,
             ],
-            port=self.options.console_port,
+            port=port,
         )
         self.console = running.process
         url = running.url
@@ -179,6 +201,10 @@ class Lab:
             pids["console"] = self.console.pid
         if self.capture is not None:
             pids["capture"] = self.capture.pid
+        if self.factory is not None:
+            for part in (self.factory.registry, self.factory.worker):
+                if part is not None:
+                    pids[part.name] = part.pid
         if self.caller is not None and self.caller.process is not None:
             pids["calls"] = self.caller.process.pid
         for b in st.backends.values():
@@ -283,6 +309,8 @@ class Lab:
             except Exception as exc:
                 self.log.warning("drain_wait_failed", error=str(exc))
         self._pool.shutdown(wait=True)
+        if self.factory is not None:
+            self.factory.stop()
         if self.console is not None:
             self.console.stop(grace=5)
         self.stack.stop()

@@ -154,7 +154,7 @@ class Stack:
         self,
         node_id: str,
         weight: int = 1,
-        scenario: str = "uas.xml",
+        scenario: str | Path = "uas.xml",
         drain_timeout: float | None = None,
         extra: tuple[str, ...] = (),
         uas_args: tuple[str, ...] = (),

@@ -39,6 +39,8 @@ class LabInfo:
     capture: str | None
     capture_db: str | None
     calls_per_second: float
+    registry: str | None = None  # HOST:PORT of the lab's registry
+    factory_db: str | None = None
     pids: dict[str, int] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
 
