@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from asterfleet.capture.search import CallSummary, MessageQuery, _escape_like, summarise_call
+from asterfleet.capture.search import CallSummary, MessageQuery, escape_like, summarise_call
 from asterfleet.capture.store import Message, Store, messages
 from asterfleet.errors import UsageError
 
@@ -86,9 +86,9 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     if q.call_id:
         conds.append(c.call_id == q.call_id)
     if q.from_user:
-        conds.append(c.from_user.like(_escape_like(q.from_user) + "%", escape="\\"))
+        conds.append(c.from_user.like(escape_like(q.from_user) + "%", escape="\\"))
     if q.to_user:
-        conds.append(c.to_user.like(_escape_like(q.to_user) + "%", escape="\\"))
+        conds.append(c.to_user.like(escape_like(q.to_user) + "%", escape="\\"))
     if q.since_us is not None:
         conds.append(c.ts_us >= q.since_us)
     if q.until_us is not None:
@@ -126,7 +126,7 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
             needle = sa.literal(q.text.encode(), sa.LargeBinary)
             conds.append(in_call(sa.func.instr(o.raw, needle) > 0))
         else:
-            pattern = b"%" + _escape_like(q.text).encode() + b"%"
+            pattern = b"%" + escape_like(q.text).encode() + b"%"
             conds.append(in_call(o.raw.like(sa.literal(pattern, sa.LargeBinary), escape="\\")))
     if dialect == "sqlite":
         for column, prefix in (

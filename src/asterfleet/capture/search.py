@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from asterfleet.capture.flow import call_flow
+from asterfleet.capture.flow import merge_copies
 from asterfleet.capture.store import COLUMNS, Message, Store, messages, parse_duration
 from asterfleet.errors import UsageError
 
@@ -112,7 +112,7 @@ def parse_time(text: str, now_us: int) -> int:
     return int(parsed.timestamp() * 1_000_000)
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -122,9 +122,9 @@ def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
     if q.call_id:
         conds.append(c.call_id == q.call_id)
     if q.from_user:
-        conds.append(c.from_user.like(_escape_like(q.from_user) + "%", escape="\\"))
+        conds.append(c.from_user.like(escape_like(q.from_user) + "%", escape="\\"))
     if q.to_user:
-        conds.append(c.to_user.like(_escape_like(q.to_user) + "%", escape="\\"))
+        conds.append(c.to_user.like(escape_like(q.to_user) + "%", escape="\\"))
     if q.since_us is not None:
         conds.append(c.ts_us >= q.since_us)
     if q.until_us is not None:
@@ -177,8 +177,9 @@ def summarise_call(msgs: Sequence[Message]) -> CallSummary:
     first sent that answer: the leaf behind the balancer, since the
     balancer's own copy of the answer is captured after it.
     """
-    flow = call_flow(msgs)
-    ordered = [f.message for f in flow]
+    # Copies merged (a message two capture hosts saw counts once); time order
+    # is enough here, the causal order only matters for drawing.
+    ordered = sorted((f.message for f in merge_copies(msgs)), key=lambda m: (m.ts_us, m.id))
     first = min(ordered, key=lambda m: (m.ts_us, m.id))
     requests = [m for m in ordered if m.method is not None]
     method = (

@@ -188,3 +188,81 @@ def run(
     with user_errors():  # a node id held by another live agent: one line, exit 2
         code = run_daemon(agent.run, "node")
     raise typer.Exit(code)
+
+
+@app.command("exec")
+@etcd_options
+def exec_cmd(
+    node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
+    command: list[str] = typer.Argument(
+        ..., metavar="-- CLI-COMMAND", help="The Asterisk CLI command, after --."
+    ),
+    etcd: str = EtcdOpt,
+    cluster: str = ClusterOpt,
+    by: str = typer.Option(
+        None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: your login name]."
+    ),
+    timeout: float = typer.Option(
+        10.0, "--timeout", min=1, max=300, help="Seconds to wait for the node's answer."
+    ),
+) -> None:
+    """Run an Asterisk CLI command on a node, over its agent's AMI session.
+
+    The request and its result are kept in etcd (exec/NODE/…) with who
+    asked and when. The node's AMI user needs write=command
+    (asterfleet asterisk config --agent-may-stop gives it).
+
+    Example:
+
+        asterfleet node exec ast-1 -- pjsip show endpoints
+    """
+    import asyncio
+    import getpass
+    import secrets
+    import time
+
+    from asterfleet.etcd_client import Etcd
+    from asterfleet.fleet.keys import Keyspace
+    from asterfleet.node.execs import ExecRequest, check_command, to_json
+
+    with user_errors():
+        parse_endpoints(etcd)
+        check_node_id(node_id)
+        try:
+            text = check_command(" ".join(command))
+        except ValueError as exc:
+            fail(str(exc))
+        who = by
+        if not who:
+            try:
+                who = getpass.getuser()
+            except (KeyError, OSError):
+                who = "unknown"
+        ks = Keyspace(cluster)
+        security = etcd_security()
+        request_id = f"{int(time.time())}-{secrets.token_hex(4)}"
+        key = ks.exec_request(node_id, request_id)
+
+        async def go() -> ExecRequest | None:
+            async with Etcd(etcd, security=security) as client:
+                if await client.get(ks.node(node_id)) is None:
+                    fail(f"node {node_id!r} is not in the fleet: see asterfleet fleet ls")
+                req = ExecRequest(command=text, by=who, at=time.time())
+                await client.put(key, to_json(req))
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    kv = await client.get(key)
+                    if kv is not None:
+                        got = ExecRequest.model_validate_json(kv.value)
+                        if got.state != "pending":
+                            return got
+                    await asyncio.sleep(0.2)
+                return None
+
+        result = asyncio.run(go())
+        if result is None:
+            fail(f"node {node_id!r} did not answer within {timeout:g}s (is its agent running?)", 1)
+        for line in result.output:
+            typer.echo(line)
+        if not result.ok:
+            fail(f"node {node_id!r} refused {text!r}", 1)

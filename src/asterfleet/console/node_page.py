@@ -93,7 +93,7 @@ def recent_calls(store: Store, hostport: str, now: float) -> list[CallSummary]:
     """The node's calls among the last hour's captured calls (the Calls page's search)."""
     q = MessageQuery(since_us=int((now - CALLS_WINDOW_S) * 1_000_000))
     page = page_calls(store, q, limit=MAX_PAGE)
-    return [c for c in page.calls if c.backend == hostport][:RECENT_CALLS]
+    return [c for c in page.calls if c.node == hostport][:RECENT_CALLS]
 
 
 @router.get("/fleet/nodes/{node_id}")

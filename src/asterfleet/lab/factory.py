@@ -21,7 +21,8 @@ from asterfleet.factory.knot import validate_knot
 from asterfleet.factory.store import add_knot, list_knots
 from asterfleet.lab.stack import agent_argv
 from asterfleet.registry.config import CONFIG_FILE, write_config
-from asterfleet.registry.identity import SqlIdentity
+from asterfleet.registry.ownership import Ownership
+from asterfleet.registry.schema import create_tables
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
 
@@ -70,7 +71,7 @@ class LabFactory:
 
     lab_dir: Path
     console_port: int
-    admin_password: str
+    console_db: str  # the one identity: the worker's push tokens are made there
     registry_port: int = field(default_factory=free_port)
     registry: ManagedProcess | None = None
     worker: ManagedProcess | None = None
@@ -88,16 +89,11 @@ class LabFactory:
         return f"127.0.0.1:{self.registry_port}"
 
     def console_args(self) -> list[str]:
-        """What the console needs to serve /token, the hooks, Images and Builds.
+        """What the console needs to serve /token, the hooks, Images and Knots.
 
-        The registry's own identity: the worker pushes with short-lived
-        registry tokens minted for the knot's owner (the lab's admin, whose
-        registry password is the console's)."""
-        return [
-            "--registry-dir", str(self.registry_dir),
-            "--factory-db", self.factory_db,
-            "--registry-identity", "registry",
-        ]  # fmt: skip
+        One identity: the console's admin logs in to the registry too, and
+        the worker pushes with short-lived tokens of the knot's owner (admin)."""
+        return ["--registry-dir", str(self.registry_dir), "--factory-db", self.factory_db]
 
     def prepare(self) -> None:
         """Registry config, the admin, the sample knot and its first build."""
@@ -111,9 +107,8 @@ class LabFactory:
         )
         engine = open_store(self.factory_db)
         try:
-            identity = SqlIdentity(engine)
-            if identity.principal("admin") is None:
-                identity.add_user("admin", self.admin_password, is_admin=True)
+            # The lab's admin owns the sample's namespace: its builds push there.
+            Ownership(create_tables(engine)).add_namespace(SAMPLE_REPOSITORY.split("/")[0], "admin")
             if not any(k.name == SAMPLE_KNOT for k in list_knots(engine)):
                 source = sample_repository(self.lab_dir / "knot-source")
                 add_knot(
@@ -156,7 +151,8 @@ class LabFactory:
                     "--insecure",
                     "--id", "lab-worker",
                     "--buildah-root", str(run / "buildah"),
-                    "--db", self.factory_db,
+                        "--db", self.factory_db,
+                    "--console-db", self.console_db,
                 ),
             ],
             run / "factory-worker.log",

@@ -160,20 +160,21 @@ class Lab:
             password_file.write_text(secrets.token_urlsafe(12) + "\n")
             password_file.chmod(0o600)
         port = self.options.console_port or free_port()
+        console_db = f"sqlite:///{lab_dir / 'console.db'}"
         factory_args: list[str] = []
         if self.options.factory:
             missing = missing_binaries()
             if missing:
                 self.log.warning("factory_skipped", missing=",".join(missing))
             else:
-                self.factory = LabFactory(lab_dir, port, password_file.read_text().strip())
+                self.factory = LabFactory(lab_dir, port, console_db)
                 self.factory.prepare()
                 self.factory.start_registry()
                 factory_args = self.factory.console_args()
         running = start_console(
             lab_dir / "run" / "console.log",
             etcd=self.stack.etcd_endpoint,
-            db=f"sqlite:///{lab_dir / 'console.db'}",
+            db=console_db,
             cluster=self.options.cluster,
             extra_args=[
                 "--admin-password-file",

@@ -19,11 +19,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterfleet import __version__, logs
 from asterfleet.errors import EtcdUnavailable, RecordError, UsageError
-from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity, WatchLost
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, NodeState, parse_balancer
 from asterfleet.node.ami import AmiError
 from asterfleet.node.calls import AmiCounter, CallCounter, NoCounter
+from asterfleet.node.execs import MAX_AGE as EXEC_MAX_AGE
+from asterfleet.node.execs import ExecRequest
+from asterfleet.node.execs import to_json as exec_json
 from asterfleet.node.state import ProbeHistory, ProbeVerdict, classify, next_state
 from asterfleet.runtime.tasks import cancel_all
 from asterfleet.sip.options import parse_sip_uri, probe
@@ -405,6 +408,55 @@ class NodeAgent:
             self.log.error("asterisk_not_stopped", reason="; ".join(lines))
         return ok
 
+    # -- node exec ------------------------------------------------------------
+
+    async def exec_loop(self) -> None:
+        """Run `asterfleet node exec` requests for this node over AMI."""
+        prefix = self.ks.execs_of(self.cfg.node_id)
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                snap = await self.etcd.get_prefix(prefix)
+                for kv in snap.items:
+                    await self._run_exec(kv.key, kv.value)
+                async with self.etcd.watch_prefix(prefix, snap.revision + 1) as queue:
+                    backoff = 0.5
+                    while not self.stopping.is_set():
+                        item = await queue.get()
+                        if isinstance(item, WatchLost):
+                            raise EtcdUnavailable(str(item))
+                        if item.kind == "put":
+                            await self._run_exec(item.key, item.value)
+            except EtcdUnavailable:
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _run_exec(self, key: str, raw: bytes) -> None:
+        try:
+            req = ExecRequest.model_validate_json(raw)
+        except ValueError:
+            return
+        if req.state != "pending" or time.time() - req.at > EXEC_MAX_AGE:
+            return
+        if not isinstance(self.counter, AmiCounter):
+            ok, lines = False, ["this node's agent has no AMI session (run it with --calls ami://)"]
+        else:
+            try:
+                ok, lines = await self.counter.session.command(req.command)
+            except (AmiError, OSError, TimeoutError) as exc:
+                ok, lines = False, [str(exc) or type(exc).__name__]
+        self.log.info("exec", command=req.command, by=req.by, at=req.at, ok=ok)
+        done = req.model_copy(
+            update={
+                "state": "done" if ok else "refused",
+                "ok": ok,
+                "output": lines,
+                "done_at": time.time(),
+            }
+        )
+        with contextlib.suppress(EtcdUnavailable):
+            await self.etcd.put(key, exec_json(done))
+
     async def deregister(self) -> None:
         if self.lease is not None:
             with contextlib.suppress(EtcdUnavailable):
@@ -424,6 +476,7 @@ class NodeAgent:
             asyncio.create_task(self.counter.run(self.stopping), name="counter"),
             asyncio.create_task(self.probe_loop(), name="probe"),
             asyncio.create_task(self.etcd_loop(), name="etcd"),
+            asyncio.create_task(self.exec_loop(), name="exec"),
         ]
         stop = asyncio.create_task(_wait(self.stopping))
         signalled = asyncio.create_task(_wait(shutdown))
