@@ -69,9 +69,9 @@ def record(i: int, calls: int, state: NodeState = NodeState.ACTIVE) -> NodeRecor
 
 
 async def populate(endpoint: str, n: int) -> int:
-    async with Etcd(endpoint) as etcd:
+    async with Etcd(endpoint, timeout=30.0) as etcd:
         lease = await etcd.grant(3600)
-        sem = asyncio.Semaphore(64)
+        sem = asyncio.Semaphore(16)
 
         async def put(i: int) -> None:
             async with sem:
@@ -89,7 +89,7 @@ def churn(
     async def go() -> int:
         done = 0
         rng = random.Random(7)
-        async with Etcd(endpoint) as etcd:
+        async with Etcd(endpoint, timeout=30.0) as etcd:
             start = time.monotonic()
             while not stop.is_set() and time.monotonic() - start < seconds:
                 i = rng.randrange(50) if rng.random() < 0.5 else rng.randrange(n)

@@ -90,7 +90,7 @@ def test_lab_up_scale_3_5_2_answers_every_call_and_down_leaves_nothing(tmp_path:
     up = ManagedProcess(
         "lab",
         [sys.executable, "-m", "asterfleet", "lab", "up", "--dir", str(lab_dir),
-         "--backends", "3", "--calls-per-second", "10", "--hold", "1"],
+         "--nodes", "3", "--calls-per-second", "10", "--hold", "1"],
         tmp_path / "lab-up.log",
     ).start()  # fmt: skip
     try:
@@ -112,14 +112,14 @@ def test_lab_up_scale_3_5_2_answers_every_call_and_down_leaves_nothing(tmp_path:
             wait_for(
                 lambda a=answered: status(lab_dir)["calls"]["successful"] >= a + 20,  # type: ignore[misc]
                 30,
-                what=f"calls answered with {n} backends",
+                what=f"calls answered with {n} nodes",
             )
         routed = {n["id"]: n["calls_routed"] for n in status(lab_dir)["nodes"]}
         assert sorted(routed) == ["ast1", "ast2"] and all(v > 0 for v in routed.values())
         failed = status(lab_dir)["calls"]["failed"]
         if failed:
             errors = lab_dir / "run" / "callers" / "calls_errors.log"
-            agents = sorted((lab_dir / "run" / "backends").glob("*/agent.log"))
+            agents = sorted((lab_dir / "run" / "nodes").glob("*/agent.log"))
             detail = [errors.read_text(errors="replace")[-3000:] if errors.exists() else ""]
             detail += [f"{a}: {a.read_text()[-1500:]}" for a in agents]
             raise AssertionError(f"{failed} calls failed:\n" + "\n".join(detail))
