@@ -99,6 +99,7 @@ def console() -> Iterator[Console]:
             db=str(work / "console.db"),
             cluster=CLUSTER,
             env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
+            timeout=120,  # a busy machine: the imports alone may take half a minute
         )
         url = running.url
         wait_for(
