@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from asterfleet.runtime.chromium import launch as launch_chromium
+from asterfleet.runtime.chromium import log_in as sign_in
 
 from asterfleet.factory import queue
 from asterfleet.factory.db import open_store
@@ -17,8 +19,6 @@ from asterfleet.factory.logs import read_log
 from asterfleet.lab.factory import SAMPLE_KNOT, SAMPLE_REPOSITORY
 from asterfleet.lab.state import pid_alive, read_info
 from asterfleet.registry.catalogue import list_tags
-from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
