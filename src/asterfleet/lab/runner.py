@@ -183,6 +183,7 @@ class Lab:
                 *factory_args,
             ],
             port=port,
+            timeout=120,  # a loaded machine: imports alone can take half a minute
         )
         self.console = running.process
         url = running.url
