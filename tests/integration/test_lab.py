@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.chromium import log_in as sign_in
 
 from asterfleet.factory import queue
 from asterfleet.factory.db import open_store
