@@ -36,6 +36,16 @@ class FakeEtcd:
         self.revision += 1
         return self.data.pop(key, None) is not None
 
+    async def swap(self, key: str, value: bytes | None, mod_revision: int) -> bool:
+        current = self.data.get(key)
+        if (current.mod_revision if current else 0) != mod_revision:
+            return False
+        if value is None:
+            await self.delete(key)
+        else:
+            await self.put(key, value)
+        return True
+
     async def close(self) -> None:
         pass
 

@@ -1,18 +1,24 @@
-"""Calls for the Calls page, one page at a time, newest first, on large tables.
+"""Calls one page at a time, by start, newest first, on large tables: the
+one search path of the Calls page, the calls API and ``asterfleet capture search``.
 
-``GROUP BY call_id`` over the whole table (what :func:`search_calls` does)
-reads every matching row before it can answer; on millions of messages that
-is seconds. Instead the matching messages are walked newest first along the
-``ts_us`` index (or the From/To/Call-ID index when that filter is more
-selective) and distinct Call-IDs collected until the page is full, so the
-work is proportional to the page, not to the table.
+``GROUP BY call_id`` over the whole table reads every matching row before it
+can answer; on millions of messages that is seconds. Instead the messages
+that open a call (requests without a To tag, flagged ``opens_call`` when
+captured) are walked newest first along a partial ``ts_us`` index (or the
+From/To/Call-ID index when that filter is more selective) and distinct
+Call-IDs collected until the page is full, so the work is proportional to
+the page, not to the table. The opening's Call-ID, users and time are
+filtered on directly; filters on the rest of the call (a method, a status,
+a capture host, a status class, text) are ``EXISTS`` lookups along the
+Call-ID index, for the calls the walk meets.
 
-Calls are ordered by their newest matching message. A page's cursor is the
+Calls are ordered by their newest opening (the INVITE captured on the last
+hop, a few milliseconds after the call started). A page's cursor is the
 ``(ts_us, id)`` of the last call on it; the next page walks from there and
-drops calls that also have a matching message above the cursor (they were
-on an earlier page). The walk is bounded: when it reads ``scan_limit`` rows
+drops calls that also have an opening above the cursor (they were on an
+earlier page). The walk is bounded: when it reads ``scan_limit`` rows
 without filling the page it stops, returns what it found and a cursor to go
-on from, and says so.
+on from, and says so. Calls whose opening was never captured are not listed.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from asterfleet.capture.search import CallSummary, MessageQuery, _where, summarise_call
+from asterfleet.capture.search import CallSummary, MessageQuery, escape_like, summarise_call
 from asterfleet.capture.store import Message, Store, messages
 from asterfleet.errors import UsageError
 
@@ -63,14 +69,65 @@ def prefix_upper_bound(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "none")
+
+
 def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
-    """The search's filters, plus index ranges for prefixes where the engine needs them.
+    """The search's filters on a call's opening message, plus index ranges
+    for prefixes where the engine needs them.
 
     SQLite does not turn ``LIKE 'abc%'`` into an index range (its LIKE is
     case-insensitive, the index is not), so the equivalent range is added:
     the prefix match becomes case-sensitive there, as it is on PostgreSQL.
     """
-    conds = list(_where(q))
+    c = messages.c
+    # Written as the partial index's own predicate, so the planner can use it.
+    conds: list[sa.ColumnElement[bool]] = [c.opens_call == sa.true()]
+    if q.call_id:
+        conds.append(c.call_id == q.call_id)
+    if q.from_user:
+        conds.append(c.from_user.like(escape_like(q.from_user) + "%", escape="\\"))
+    if q.to_user:
+        conds.append(c.to_user.like(escape_like(q.to_user) + "%", escape="\\"))
+    if q.since_us is not None:
+        conds.append(c.ts_us >= q.since_us)
+    if q.until_us is not None:
+        conds.append(c.ts_us <= q.until_us)
+    if not (q.options or q.call_id or (q.method or "").upper() == "OPTIONS"):
+        # The balancers' keep-alive probes: 40 % of the rows, no one's call.
+        conds.append(c.method != "OPTIONS")
+    other = messages.alias("other")
+    o = other.c
+
+    def in_call(*where: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+        return sa.exists().where(o.call_id == c.call_id, *where)
+
+    if q.method:
+        conds.append(in_call(o.method == q.method.upper()))
+    if q.status is not None:
+        conds.append(in_call(o.status == q.status))
+    if q.capture_host:
+        host = o.capture_host == q.capture_host
+        if q.capture_host.isdigit():
+            host = sa.or_(host, o.capture_id == int(q.capture_host))
+        conds.append(in_call(host))
+    if q.status_class:
+        # An answer of that class to the request that opened the call (a
+        # call challenged with 407, then answered, is both 4xx and 2xx).
+        to_opening = o.cseq.like(sa.literal("% ").concat(c.method))
+        if q.status_class == "none":
+            conds.append(~in_call(o.status >= 200, to_opening))
+        else:
+            low = int(q.status_class[0]) * 100
+            conds.append(in_call(o.status.between(low, low + 99), to_opening))
+    if q.text:
+        # Raw messages are bytes: a byte-string search, case-sensitive on both engines.
+        if dialect == "sqlite":
+            needle = sa.literal(q.text.encode(), sa.LargeBinary)
+            conds.append(in_call(sa.func.instr(o.raw, needle) > 0))
+        else:
+            pattern = b"%" + escape_like(q.text).encode() + b"%"
+            conds.append(in_call(o.raw.like(sa.literal(pattern, sa.LargeBinary), escape="\\")))
     if dialect == "sqlite":
         for column, prefix in (
             (messages.c.from_user, q.from_user),
@@ -147,6 +204,36 @@ def find_call_ids(
             chunk = min(chunk * 4, _MAX_CHUNK)
 
 
+def newest_message_id(store: Store) -> int:
+    """The id of the newest message stored (0 when none): where a live tail starts."""
+    with store.engine.connect() as conn:
+        value = conn.execute(sa.select(sa.func.max(messages.c.id))).scalar()
+    return int(value or 0)
+
+
+def new_calls(
+    store: Store, q: MessageQuery, after_id: int, limit: int = 50
+) -> tuple[list[CallSummary], int]:
+    """Calls opened (stored) after message ``after_id`` that match ``q``, oldest
+    first, and the id to continue from: the live tail of the Calls list."""
+    c = messages.c
+    query = (
+        sa.select(c.call_id, c.id)
+        .where(*conditions(q, store.dialect), c.id > after_id)
+        .order_by(c.id)
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        return [], after_id
+    ids = list(dict.fromkeys(r[0] for r in rows))
+    by_call: dict[str, list[Message]] = {cid: [] for cid in ids}
+    for msg in store.messages_of_calls(ids):
+        by_call[msg.call_id].append(msg)
+    return [summarise_call(m) for m in by_call.values() if m], int(rows[-1][1])
+
+
 def page_calls(
     store: Store,
     q: MessageQuery,
@@ -154,7 +241,7 @@ def page_calls(
     cursor: Cursor | None = None,
     scan_limit: int = SCAN_LIMIT,
 ) -> CallPage:
-    """One page of calls with at least one matching message, newest first."""
+    """One page of calls matching ``q``, by start, newest first."""
     if not 1 <= limit <= MAX_PAGE:
         raise UsageError(f"limit {limit}: give 1 to {MAX_PAGE} calls per page")
     found, next_cursor, scanned, truncated = find_call_ids(store, q, limit, cursor, scan_limit)
