@@ -104,6 +104,13 @@ AREAS: tuple[Area, ...] = (
         "Roll a new Asterisk version or image over a cluster, one node at a time: drain, "
         "wait until idle, replace the box, gate it with test calls, undrain.",
     ),
+    Area(
+        "releases",
+        "asterfleet.cli.releases",
+        "app",
+        "Watch for new Asterisk releases and propose each to the image repository as a "
+        "pull/merge request (or a push).",
+    ),
 )
 BY_NAME = {area.name: area for area in AREAS}
 
