@@ -39,14 +39,23 @@ ConfigOpt = typer.Option(
 
 
 @app.command()
-def check(config: Path = ConfigOpt, json_out: bool = JsonOption) -> None:
+def check(
+    config: Path = ConfigOpt,
+    json_out: bool = JsonOption,
+    log_level: str = typer.Option(
+        "warning", envvar=ENV + "LOG_LEVEL", help="debug, info, warning, error (on stderr)."
+    ),
+    log_json: bool = LogJsonOpt,
+) -> None:
     """Check every tracked branch once; exit 1 if any check failed."""
     import httpx
 
+    from asterfleet import logs
     from asterfleet.releases.check import check_once
     from asterfleet.releases.config import load_config
 
     with user_errors():
+        logs.configure(log_level, log_json)
         cfg = load_config(config)
         with httpx.Client(timeout=30.0, follow_redirects=True) as client:
             results = check_once(cfg, client)

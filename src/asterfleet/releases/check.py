@@ -24,7 +24,6 @@ from asterfleet.releases.state import Proposal, State, load_state, save_state
 from asterfleet.releases.version import AsteriskVersion, newest, parse_version
 
 Outcome = Literal["up-to-date", "no-release", "proposed", "pushed", "already-proposed", "error"]
-log = logs.get("asterfleet.releases")
 
 
 @dataclass
@@ -171,11 +170,11 @@ def check_once(config: Config, client: httpx.Client) -> list[BranchResult]:
             f = fetched.get(url)
             result = BranchResult(b.name, "error", f.freshness if f else "", error=str(exc))
         save_state(config.state_file, state)
-        log.info("release_check", **result.as_dict())
+        logs.get("asterfleet.releases").info("release_check", **result.as_dict())
         results.append(result)
         if result.outcome in ("proposed", "pushed", "error") and config.notify.webhook_url:
             try:
                 post_webhook(client, config.notify.webhook_url, describe(result))
             except AsterfleetError as exc:
-                log.warning("notify_failed", error=str(exc))
+                logs.get("asterfleet.releases").warning("notify_failed", error=str(exc))
     return results

@@ -19,8 +19,6 @@ from asterfleet.errors import AsterfleetError
 from asterfleet.releases.check import check_once
 from asterfleet.releases.config import Config
 
-log = logs.get("asterfleet.releases")
-
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -54,7 +52,7 @@ def watch(
             try:
                 results = check_once(config, client)
             except AsterfleetError as exc:  # the state file itself: log, keep going
-                log.error("release_check_failed", error=str(exc))
+                logs.get("asterfleet.releases").error("release_check_failed", error=str(exc))
                 metrics.errors.inc()
             else:
                 errors = sum(r.outcome == "error" for r in results)
