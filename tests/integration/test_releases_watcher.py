@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -418,3 +418,69 @@ def test_failures_are_one_line_and_exit_codes(
     rc, _, err = check(config)
     assert rc == 2
     assert err.strip().count("\n") == 0 and str(config) in err and "22.x" in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> dict[str, float]:
+    import httpx
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("asterfleet_releases_"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+@pytest.mark.parametrize("upstream", ["github"], indirect=True)
+def test_watch_daemon_checks_and_counts(
+    tmp_path: Path, upstream: Upstream, image_repo: ImageRepo
+) -> None:
+    config = write_config(tmp_path, upstream, image_repo)
+    port = free_port()
+    started = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asterfleet", "releases", "watch", "--config", str(config),
+         "--interval", "0.2", "--metrics-listen", f"127.0.0.1:{port}", "--log-json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        metrics: dict[str, float] = {}
+        deadline = time.monotonic() + 60
+        while (
+            time.monotonic() < deadline and metrics.get("asterfleet_releases_checks_total", 0) < 3
+        ):
+            metrics = scrape(port)
+            time.sleep(0.1)
+        assert metrics.get("asterfleet_releases_checks_total", 0) >= 3, metrics
+        assert metrics["asterfleet_releases_new_total"] == 2  # 22.11.0 proposed, 20.9.0 pushed
+        assert metrics["asterfleet_releases_errors_total"] == 0
+        last = metrics["asterfleet_releases_last_success_timestamp_seconds"]
+        assert started <= last <= time.time()
+        assert len(upstream.seen("POST", upstream.pulls_path())) == 1
+        assert "ARG ASTERISK_VERSION=22.11.0\n" in image_repo.show("asterisk/22.11.0")
+        # Every later check got a 304 for the listing.
+        feed = upstream.seen("GET", "/pub/telephony/asterisk/releases/")
+        assert len(feed) >= 3 and all(r.headers.get("if-none-match") for r in feed[1:])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    checks = [e for e in events if e.get("event") == "release_check"]
+    assert {e["outcome"] for e in checks} >= {"proposed", "pushed", "already-proposed"}

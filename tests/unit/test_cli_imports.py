@@ -75,8 +75,9 @@ def loaded(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
         (("fleet", "ls", "--help"), ("asterfleet.node", "asterfleet.balancer", "structlog")),
         (("node", "run", "--help"), ("asterfleet.balancer", "asterfleet.kamailio", "httpx")),
         (("balancer", "run", "--help"), ("asterfleet.node", "asterfleet.sipp")),
+        (("releases", "check", "--help"), ("asterfleet.releases", "httpx")),
     ],
-    ids=["--version", "--help", "fleet ls", "node run", "balancer run"],
+    ids=["--version", "--help", "fleet ls", "node run", "balancer run", "releases check"],
 )
 def test_a_command_imports_only_its_area(
     args: tuple[str, ...], also_absent: tuple[str, ...]

@@ -38,7 +38,10 @@ def _call(client: httpx.Client, forge: Forge, token: str, method: str, path: str
         raise ForgeError(f"forge {method} {url}: {exc}") from None
     if resp.status_code >= 300:
         raise ForgeError(f"forge {method} {url}: HTTP {resp.status_code} {resp.text[:200]}")
-    return resp.json()
+    try:
+        return resp.json()
+    except ValueError:
+        raise ForgeError(f"forge {method} {url}: the answer is not JSON") from None
 
 
 def find_open(client: httpx.Client, forge: Forge, token: str, head: str) -> str | None:

@@ -19,9 +19,12 @@ class GitError(AsterfleetError):
 def git(repo: Path, *args: str) -> str:
     if shutil.which("git") is None:
         raise MissingBinary("git", "git")
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=300
-    )
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=300
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {' '.join(args)} in {repo}: no answer in 300 s") from None
     if done.returncode != 0:
         raise GitError(f"git {' '.join(args)} in {repo}: {done.stderr.strip()[:400]}")
     return done.stdout

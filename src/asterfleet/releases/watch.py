@@ -54,6 +54,9 @@ def watch(
             except AsterfleetError as exc:  # the state file itself: log, keep going
                 logs.get("asterfleet.releases").error("release_check_failed", error=str(exc))
                 metrics.errors.inc()
+            except Exception:  # a daemon logs what nobody foresaw and keeps checking
+                logs.get("asterfleet.releases").exception("release_check_crashed")
+                metrics.errors.inc()
             else:
                 errors = sum(r.outcome == "error" for r in results)
                 metrics.errors.inc(errors)
