@@ -7,35 +7,48 @@ answering with its version in a header; the node record carries it)."""
 
 from __future__ import annotations
 
-import json
-import signal
+import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
+from asterfleet.etcd_client import Etcd
+from asterfleet.fleet.actions import read_fleet
+from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.stack import Stack
 from asterfleet.lab.swap import BoxSwapper, DrainWatcher, start_controller
+from asterfleet.rollout.operations import get_rollout
 from asterfleet.runtime.process import ManagedProcess, wait_for
 from tests.integration.calls import setup_failures
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "asterfleet", *args,
          "--etcd", stack.etcd_endpoint, "--cluster", stack.options.cluster],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=180,
     )  # fmt: skip
 
 
+def _read(stack: Stack, fn: Callable[[Etcd, Keyspace], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with Etcd(stack.etcd_endpoint) as etcd:
+            return await fn(etcd, Keyspace(stack.options.cluster))
+
+    return asyncio.run(go())
+
+
 def rollout_status(stack: Stack) -> dict[str, Any]:
-    out = cli(stack, "rollout", "status", "--json")
-    assert out.returncode == 0, out.stderr
-    data: dict[str, Any] = json.loads(out.stdout)
+    """What 'asterfleet rollout status --json' says (read in-process: CLI start-up
+    is slow on a loaded machine and the tests poll)."""
+    r = _read(stack, lambda e, ks: get_rollout(e, ks))
+    data: dict[str, Any] = r.model_dump(mode="json")
     return data
 
 
@@ -44,9 +57,8 @@ def phase_of(stack: Stack, node_id: str) -> str:
 
 
 def fleet_nodes(stack: Stack) -> dict[str, dict[str, Any]]:
-    out = cli(stack, "fleet", "ls", "--json")
-    assert out.returncode == 0, out.stderr
-    return {n["id"]: n for n in json.loads(out.stdout)["nodes"]}
+    view = _read(stack, read_fleet)
+    return {n.id: n.as_dict() for n in view.nodes}
 
 
 @pytest.fixture
@@ -179,4 +191,3 @@ def test_abort_from_the_cli_gives_a_draining_node_its_calls_back(
     assert status["state"] == "aborted" and status["reason"] == "aborted by alice"
     assert swapper.swaps == []  # the box was never replaced
     assert fleet_nodes(stack)["ast1"]["state"] == "active"
-    controller.signal(signal.SIGTERM) if controller.alive() else None

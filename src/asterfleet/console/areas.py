@@ -29,10 +29,12 @@ def areas() -> list[Area]:
     from asterfleet.console.fleet import router as fleet
     from asterfleet.console.images import router as images
     from asterfleet.console.knot_admin import router as knot_admin
+    from asterfleet.console.rollouts import router as rollouts
 
     return [
         Area("fleet", "Fleet", "/fleet", fleet),
         Area("balancers", "Balancers", "/balancers", balancers),
+        Area("rollouts", "Rollouts", "/rollouts", rollouts),
         Area("events", "Events", "/events", events),
         Area("calls", "Calls", "/calls", calls),
         Area("images", "Images", "/images", images),
