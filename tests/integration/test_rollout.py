@@ -63,7 +63,11 @@ def fleet_nodes(stack: Stack) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def swapper(stack: Stack) -> Iterator[BoxSwapper]:
-    sw = BoxSwapper(stack, broken=frozenset({"v3"})).start()
+    # A call whose BYE was lost on a loaded machine would stay "in progress"
+    # on a SIPp box forever (Asterisk would time it out on RTP): 10 s.
+    sw = BoxSwapper(
+        stack, broken=frozenset({"v3"}), uas_args=("-trace_msg", "-recv_timeout", "10000")
+    ).start()
     try:
         yield sw
     finally:
@@ -91,7 +95,7 @@ def test_four_nodes_rolled_under_load_drop_no_call_and_survive_a_killed_controll
     try:
         started = cli(
             stack, "rollout", "start", "--version", "v2", "--gate-calls", "5",
-            "--pause-after", "1", "--by", "ci",
+            "--pause-after", "1", "--drain-timeout", "30", "--by", "ci",
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
 
@@ -169,7 +173,7 @@ def test_a_version_that_fails_the_gate_is_rolled_back_and_the_rollout_stops(
 def test_abort_from_the_cli_gives_a_draining_node_its_calls_back(
     stack: Stack, swapper: BoxSwapper
 ) -> None:
-    swapper.add("ast1", "v1")
+    swapper.add("ast1", "v1", uas_args=())  # calls held 30 s: no receive timeout
     stack.wait_routable(stack.backends["ast1"], timeout=60)
     uac = stack.start_calls(rate=5, hold_ms=30000)  # long calls: the drain waits
     wait_for(lambda: stack.backends["ast1"].uas.stats().current_calls > 0, 20, what="calls")

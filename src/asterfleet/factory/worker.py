@@ -42,6 +42,7 @@ from asterfleet.factory.logs import BuildLog
 from asterfleet.factory.queue import Build
 from asterfleet.factory.store import get_knot, list_knots
 from asterfleet.registry.identity import SqlIdentity
+from asterfleet.rollout.deploy import start_for_build
 
 log = structlog.get_logger("asterfleet.factory.worker")
 
@@ -71,6 +72,7 @@ class WorkerSettings:
     stale_after: float = 60.0
     idle_poll: float = 1.0
     step_timeout: float = 3600.0
+    etcd: str | None = None  # for knots whose hooks start a rollout
 
 
 class _Runner:
@@ -307,6 +309,10 @@ class Worker:
             code, output = hooks.run_command(knot.hooks.command, body)
             blog.write(output)
             blog.line(f"== deploy command exited {code}")
+        if knot.hooks.rollout:
+            by = f"knot:{knot.name}#{build.number}"
+            started = start_for_build(self.settings.etcd, knot.hooks.rollout, build.image, by)
+            blog.line("== " + started)
 
     # -- polling ---------------------------------------------------------------------
 
