@@ -86,7 +86,7 @@ def packets(calls: int, transport: str) -> list[bytes]:
                         ts_sec=now,
                         ts_usec=(call * 7 + i) % 1_000_000,
                         capture_id=1,
-                        node_name="bench",
+                        capture_host="bench",
                     )
                 )
             )
@@ -157,7 +157,7 @@ def total(metrics: dict[str, float], name: str) -> float:
 def run_one(db: str, transport: str, rate: int, seconds: float, workdir: Path) -> dict[str, object]:
     pg = None
     if db == "postgresql":
-        from asterfleet.runtime.postgres import PgSandbox
+        from asterfleet.testing.postgres import PgSandbox
 
         pg = PgSandbox()
         url = pg.start()

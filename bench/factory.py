@@ -30,13 +30,15 @@ from pathlib import Path
 import httpx
 from http_load import Load, get_request, measure, post_form
 
+from asterfleet.auth import add_user, create_token
 from asterfleet.factory import queue
 from asterfleet.factory.knot import validate_knot
+from asterfleet.factory.schema import metadata as factory_tables
 from asterfleet.factory.store import add_knot
 from asterfleet.factory.worker import Worker, WorkerSettings
-from asterfleet.registry.lab import RegistryLab, registry_lab
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
+from asterfleet.testing.registry import RegistryLab, registry_lab
 
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox
@@ -68,7 +70,7 @@ def plain_runs(lab: RegistryLab, work: Path, repo: Path, runs: int) -> list[floa
         "vfs",
     ]
     auth = work / "auth.json"
-    _, secret = lab.identity.create_token("bench", "plain", scopes=["pull", "push"])
+    secret = create_token(lab.db, "bench", "plain", ("pull", "push")).token
     subprocess.run(
         [
             *base,
@@ -127,7 +129,8 @@ def factory_runs(lab: RegistryLab, work: Path, repo: Path, runs: int) -> list[fl
     )
     worker = Worker(
         lab.engine,
-        WorkerSettings(
+        identity=lab.db,
+        settings=WorkerSettings(
             registry=lab.registry_host,
             tls_verify=False,
             worker_id="bench",
@@ -171,6 +174,8 @@ def token_throughput(
             str(lab.settings.directory),
             "--db",
             db,
+            "--console-db",
+            str(lab.directory / "console.db"),
             "--port",
             str(port),
             "--workers",
@@ -189,7 +194,7 @@ def token_throughput(
         host = f"127.0.0.1:{port}"
         svc = lab.settings.service
         scope = "repository:bench/app:pull,push"
-        _, pat = lab.identity.create_token("bench", "tp", scopes=["pull", "push"])
+        pat = create_token(lab.db, "bench", "tp", ("pull", "push")).token
         pat_auth = {"Authorization": "Basic " + base64.b64encode(f"bench:{pat}".encode()).decode()}
         pw_auth = {"Authorization": "Basic " + base64.b64encode(b"bench:bench-password").decode()}
         refresh = httpx.get(
@@ -246,7 +251,8 @@ def main() -> None:
     result: dict[str, object] = {}
     try:
         with registry_lab(work / "lab", reconcile_interval=100000) as lab:
-            lab.identity.add_user("bench", "bench-password")
+            factory_tables.create_all(lab.engine)  # the factory shares the lab's store
+            add_user(lab.db, "bench", "bench-password")
             if not args.skip_build:
                 repo = work / "repo"
                 make_repo(repo)

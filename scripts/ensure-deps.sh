@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   postgresql
   tshark
   chromium
+  podman runc catatonit debootstrap prometheus systemd
 )
 
 missing=()

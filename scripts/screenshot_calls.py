@@ -24,10 +24,10 @@ from playwright.sync_api import sync_playwright
 from asterfleet.capture.collector import packet_to_row
 from asterfleet.capture.hep import HepPacket, encode_hep
 from asterfleet.capture.store import Store
-from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
+from asterfleet.testing.chromium import launch as launch_chromium
+from asterfleet.testing.chromium import log_in as sign_in
 
 PASSWORD = "screenshot-pass"
 CALL_ID = "6a1f0c2e9b7d4e31@203.0.113.10"

@@ -26,10 +26,10 @@ from asterfleet.etcdtools.server import start_single
 from asterfleet.fleet import actions
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, NodeRecord, NodeState
-from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
+from asterfleet.testing.chromium import launch as launch_chromium
+from asterfleet.testing.chromium import log_in as sign_in
 
 CLUSTER = "lab"
 PASSWORD = "screenshot-pass"

@@ -14,8 +14,8 @@ import pytest
 
 from asterfleet.capture.store import Store
 from asterfleet.errors import MissingBinary
-from asterfleet.runtime.postgres import PgSandbox
 from asterfleet.runtime.process import wait_for
+from asterfleet.testing.postgres import PgSandbox
 from tests.integration.test_capture_collector import CaptureServer
 from tests.unit.test_hep_samples import INVITE, hep
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from asterfleet.console.process import start_console
-from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import require_binary
+from asterfleet.testing.chromium import launch as launch_chromium
+from asterfleet.testing.chromium import log_in as sign_in
 from tests.unit.test_console_calls import (  # noqa: F401  (capture_db is a fixture)
     capture_db,
     make_client,

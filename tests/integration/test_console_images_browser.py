@@ -17,10 +17,10 @@ from asterfleet.factory import queue
 from asterfleet.factory.dockerfiles import store_dockerfile
 from asterfleet.factory.knot import validate_knot
 from asterfleet.factory.logs import BuildLog
-from asterfleet.factory.schema import cat_repositories, cat_tags
 from asterfleet.factory.store import add_knot
-from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.chromium import log_in as sign_in
+from asterfleet.registry.schema import cat_repositories, cat_tags
+from asterfleet.testing.chromium import launch as launch_chromium
+from asterfleet.testing.chromium import log_in as sign_in
 from tests.integration.console_images import ConsoleWithImages, console_with_images
 
 pytestmark = pytest.mark.integration

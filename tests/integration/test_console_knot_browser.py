@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from asterfleet.factory.store import get_knot
-from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.chromium import log_in as sign_in
+from asterfleet.testing.chromium import launch as launch_chromium
+from asterfleet.testing.chromium import log_in as sign_in
 from tests.integration.console_images import ConsoleWithImages, console_with_images
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from asterfleet.auth.sessions import create_session, lookup_session
 from asterfleet.auth.tokens import create_token, verify_token
 from asterfleet.auth.users import add_user, authenticate, list_users
 from asterfleet.db.engine import open_database
-from asterfleet.runtime.postgres import PgSandbox, pg_bin_dir
+from asterfleet.testing.postgres import PgSandbox, pg_bin_dir
 
 pytestmark = pytest.mark.integration
 

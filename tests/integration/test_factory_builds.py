@@ -16,14 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from asterfleet.auth import add_user
 from asterfleet.factory import queue
 from asterfleet.factory.knot import validate_knot
 from asterfleet.factory.logs import read_log
+from asterfleet.factory.schema import metadata as factory_tables
 from asterfleet.factory.store import add_knot
+from asterfleet.factory.web import knot_webhook_router
 from asterfleet.factory.worker import Worker, WorkerSettings
 from asterfleet.registry.catalogue import list_tags, tag_detail
-from asterfleet.registry.lab import RegistryLab, registry_lab
 from asterfleet.runtime.process import require_binary, wait_for
+from asterfleet.testing.registry import RegistryLab, registry_lab
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +72,9 @@ def make_repo(path: Path, dockerfile: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab(work: Path) -> Iterator[RegistryLab]:
-    with registry_lab(work / "lab") as running:
-        running.identity.add_user("alice", "alice-secret-1")
+    with registry_lab(work / "lab", extra_routers=lambda e: [knot_webhook_router(e)]) as running:
+        factory_tables.create_all(running.engine)  # the factory shares the lab's store
+        add_user(running.db, "alice", "alice-secret-1")
         yield running
 
 
@@ -85,7 +89,7 @@ def worker(lab: RegistryLab, work: Path) -> Worker:
         buildah_runroot=work / "buildah-run",
         heartbeat=0.5,
     )
-    return Worker(lab.engine, settings)
+    return Worker(lab.engine, settings, lab.db)
 
 
 def signed_push(url: str, secret: str, ref: str, sha: str, delivery: str) -> httpx.Response:
@@ -137,7 +141,7 @@ def test_webhook_build_test_push_and_catalogue(
     assert build.state == "passed", log_text
     assert build.number == 1 and build.digest and build.digest.startswith("sha256:")
     assert set(build.tags) == {"main", "latest", sha[:12]}
-    assert "afp_" not in log_text and "--authfile" in log_text
+    assert "aft_" not in log_text and "--authfile" in log_text
     assert deployed.read_text().strip() == f"{lab.registry_host}/alice/good@{build.digest}"
     # The registry's notifications bring the tags into the catalogue.
     wait_for(
@@ -147,7 +151,11 @@ def test_webhook_build_test_push_and_catalogue(
     )
     detail = tag_detail(lab.engine, "alice/good", "latest")
     assert detail is not None and detail["digest"] == build.digest
-    assert detail["build"] == {"knot": "good", "number": 1, "id": build.id}
+    assert queue.build_of_digest(lab.engine, build.digest) == {
+        "knot": "good",
+        "number": 1,
+        "id": build.id,
+    }
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from asterfleet.auth import add_user, create_token, revoke_token
 from asterfleet.registry.catalogue import list_tags, tag_detail
-from asterfleet.registry.lab import RegistryLab, registry_lab
 from asterfleet.runtime.process import require_binary, wait_for
+from asterfleet.testing.registry import RegistryLab, registry_lab
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +66,9 @@ def image(work: Path) -> str:
 def lab(work: Path) -> Iterator[RegistryLab]:
     # No login memory: revocation must bite at once in these tests.
     with registry_lab(work / "lab", cache_seconds=0) as running:
-        running.identity.add_user("alice", PASSWORDS["alice"])
-        running.identity.add_user("bob", PASSWORDS["bob"])
-        running.identity.add_user("root", PASSWORDS["root"], is_admin=True)
+        add_user(running.db, "alice", PASSWORDS["alice"])
+        add_user(running.db, "bob", PASSWORDS["bob"])
+        add_user(running.db, "root", PASSWORDS["root"], role="admin")
         yield running
 
 
@@ -154,7 +155,7 @@ def test_anonymous_pulls_public_but_not_private(lab: RegistryLab, work: Path, im
             f"docker://{lab.registry_host}/{repo}:1",
         )
         assert done.returncode == 0, done.stderr
-    lab.identity.set_public("alice/public", True)
+    lab.ownership.set_public("alice/public", True)
     anon = ("inspect", "--no-creds", "--tls-verify=false")
     private = skopeo(*anon, f"docker://{lab.registry_host}/alice/private:1")
     assert private.returncode != 0
@@ -185,7 +186,8 @@ def test_buildah_login_push_pull(lab: RegistryLab, work: Path, image: str) -> No
 
 
 def test_access_token_scopes_and_revocation(lab: RegistryLab, work: Path, image: str) -> None:
-    token_id, secret = lab.identity.create_token("alice", "ci pull only", scopes=["pull"])
+    issued = create_token(lab.db, "alice", "ci pull only", ("pull",))
+    secret = issued.token
     auth = work / "alice-token.json"
     skopeo_login(lab, auth, "alice", secret)
     src = f"oci:{work / 'oci'}:1"
@@ -198,7 +200,7 @@ def test_access_token_scopes_and_revocation(lab: RegistryLab, work: Path, image:
         f"docker://{lab.registry_host}/alice/by-token:1",
     )
     assert push.returncode != 0, "a pull-only token must not push"
-    lab.identity.revoke_token(token_id)
+    revoke_token(lab.db, issued.id)
     denied = skopeo(
         "login",
         "--authfile",

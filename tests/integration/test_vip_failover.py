@@ -25,9 +25,9 @@ from asterfleet.kamailio.config import KamailioConfig
 from asterfleet.kamailio.server import KamailioServer
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
 from asterfleet.sipp.runner import SippUac, SippUas
+from asterfleet.testing.netns import Host, NetnsLab, in_namespace, ip
 from asterfleet.vip.health import check_command
 from asterfleet.vip.keepalived import KeepalivedOptions, render_keepalived_conf
-from asterfleet.vip.netns import Host, NetnsLab, in_namespace, ip
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -15,15 +15,20 @@ class Clock:
 
 def test_five_failures_block_the_sixth_try_until_the_window_passes() -> None:
     clock = Clock()
-    limiter = LoginLimiter(max_failures=5, window=60, clock=clock)
+    limiter = LoginLimiter(max_failures=5, window=60, clock=clock, max_client_failures=10)
     for _ in range(5):
         assert limiter.retry_after("client:a", "user:alice") == 0
         limiter.failed("client:a", "user:alice")
-    assert limiter.retry_after("client:a") == 60
-    assert limiter.retry_after("client:b", "user:alice") == 60  # the name is limited too
-    assert limiter.retry_after("client:b", "user:bob") == 0
+    assert limiter.retry_after("user:alice") == 60
+    assert limiter.retry_after("client:b", "user:alice") == 60  # from any address
+    # The address has a larger allowance (people share addresses)...
+    assert limiter.retry_after("client:a", "user:bob") == 0
+    for _ in range(5):
+        limiter.failed("client:a", "user:bob")
+    # ...until it has failed for too many names.
+    assert limiter.retry_after("client:a", "user:carol") == 60
     clock.now += 30
-    assert limiter.retry_after("client:a") == 30
+    assert limiter.retry_after("user:alice") == 30
     clock.now += 30
     assert limiter.retry_after("client:a", "user:alice") == 0
 

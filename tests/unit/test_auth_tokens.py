@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -21,15 +22,29 @@ def db(tmp_path: Path) -> Database:
 
 @pytest.mark.parametrize(
     ("text", "scopes"),
-    [("read", ("read",)), ("write,read", ("read", "write")), (" read , read ", ("read",))],
+    [
+        ("read", ("read",)),
+        ("write,read", ("read", "write")),
+        (" read , read ", ("read",)),
+        # One token kind for the console and the registry.
+        ("pull,push", ("pull", "push")),
+        ("read,delete", ("delete", "read")),
+        (
+            "pull repository:alice/app:pull,push",
+            ("pull", "repository:alice/app:pull,push"),
+        ),
+        ("repository:team/*:pull", ("repository:team/*:pull",)),
+    ],
 )
 def test_scopes_parse(text: str, scopes: tuple[str, ...]) -> None:
     assert parse_scopes(text) == scopes
 
 
-@pytest.mark.parametrize("text", ["", "admin", "read,delete", ","])
+@pytest.mark.parametrize(
+    "text", ["", "admin", "read,destroy", ",", "repository:Bad:pull", "repository:a/b:fly"]
+)
 def test_unknown_scopes_are_refused(text: str) -> None:
-    with pytest.raises(UsageError, match="scopes"):
+    with pytest.raises(UsageError, match="scope"):
         parse_scopes(text)
 
 
@@ -55,8 +70,22 @@ def test_a_revoked_token_stops_working(db: Database) -> None:
 
 
 def test_an_expired_token_stops_working(db: Database) -> None:
-    issued = create_token(db, "alice", "ci", ttl_seconds=-1)
+    issued = create_token(db, "alice", "ci", ttl_seconds=60)
+    assert verify_token(db, issued.token) is not None
+    with db.session() as s:
+        row = s.get(ApiToken, issued.id)
+        assert row is not None
+        row.expires_at = time.time() - 1
     assert verify_token(db, issued.token) is None
+    with pytest.raises(UsageError, match="lifetime"):
+        create_token(db, "alice", "ci", ttl_seconds=-1)
+
+
+def test_a_repository_scoped_token_keeps_its_commas(db: Database) -> None:
+    issued = create_token(db, "alice", "ci", ("repository:alice/app:pull,push",))
+    info = verify_token(db, issued.token)
+    assert info is not None and info.scopes == ("repository:alice/app:pull,push",)
+    assert info.principal().token_scopes == ("repository:alice/app:pull,push",)
 
 
 def test_a_token_needs_a_user_and_a_name(db: Database) -> None:

@@ -22,7 +22,7 @@ from asterfleet.console.images_settings import ImagesSettings
 from asterfleet.db import open_database
 from asterfleet.errors import UsageError
 from asterfleet.factory.knot import validate_knot
-from asterfleet.factory.store import add_knot, get_knot
+from asterfleet.factory.store import add_knot, edit_knot, get_knot
 from asterfleet.registry.config import write_config
 from tests.unit.console_fakes import FakeEtcd
 
@@ -230,6 +230,34 @@ def test_an_operator_who_does_not_own_a_knot_cannot_edit_or_remove_it(
         == 403
     )
     assert get_knot(fs.engine, "app").test_command is None
+
+
+def test_a_co_owner_without_push_rights_cannot_edit_even_with_the_same_repository(
+    client: TestClient, fs: FactoryState
+) -> None:
+    """Issue 10, finding 9: an edit that keeps the repository still changes what
+    the worker pushes there, so it needs the editor's push right too."""
+    edit_knot(fs.engine, "app", {"owners": ["alice", "bob"]})  # alice lists bob freely
+    csrf = login(client, "bob")
+    r = client.post(
+        "/knots/app/edit",
+        data={
+            **knot_form(repository="alice/app", git_url="https://git.example/bob/evil.git"),
+            "csrf_token": csrf,
+        },
+    )
+    assert r.status_code == 400 and "bob may not push to alice/app" in r.text
+    assert get_knot(fs.engine, "app").git_url == "/src/app"
+    # With a push grant from alice, bob's edit goes through.
+    fs.ownership.grant("alice", "bob", ["pull", "push"])
+    r = client.post(
+        "/knots/app/edit",
+        data={
+            **knot_form(repository="alice/app", git_url="https://git.example/alice/app.git"),
+            "csrf_token": csrf,
+        },
+    )
+    assert r.status_code == 303, r.text
 
 
 def test_an_edit_in_the_console_is_what_the_cli_shows(

@@ -40,7 +40,7 @@ def test_round_trip_keeps_every_field() -> None:
         capture_id=7,
         auth_key="k",
         correlation_id="corr-1",
-        node_name="lb1",
+        capture_host="lb1",
     )
     assert pkt.transport == "tcp"
     assert pkt.ts_us == 1_700_000_000_123_456
@@ -155,3 +155,43 @@ def test_fuzz_mutated_corpus_never_crashes_the_parser(
     for candidate in (bytes(data), bytes(data[:cut]), _set_len(bytes(data))):
         with contextlib.suppress(HepError):
             parse_hep(candidate)
+
+
+def test_auth_key_is_checked_before_a_compressed_payload_is_inflated() -> None:
+    """An unauthenticated sender never makes the collector decompress: a
+    payload that would inflate past the limit is rejected for its key."""
+    from asterfleet.capture.hep import CHUNK_HEADER_LEN, PAYLOAD, PAYLOAD_ZIP
+
+    bomb = zlib.compress(b"\0" * 10_000_000, 9)
+    packet = encode_hep(HepPacket(payload=b"x", auth_key="wrong"))
+    # Swap the plain payload chunk (type 15, 1 byte) for the zipped bomb.
+    plain = struct.pack("!HHH", 0, PAYLOAD, CHUNK_HEADER_LEN + 1) + b"x"
+    zipped = struct.pack("!HHH", 0, PAYLOAD_ZIP, CHUNK_HEADER_LEN + len(bomb)) + bomb
+    body = packet[6:].replace(plain, zipped)
+    packet = b"HEP3" + struct.pack("!H", 6 + len(body)) + body
+    with pytest.raises(HepError) as wrong:
+        parse_hep(packet, b"s3cret")
+    assert wrong.value.reason == "auth"
+    with pytest.raises(HepError) as right_key_bomb:
+        parse_hep(packet.replace(b"wrong", b"right"), b"right")
+    assert right_key_bomb.value.reason == "oversized"
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected", "ok"),
+    [
+        ("s3cret", b"s3cret", True),
+        (None, b"s3cret", False),  # no key chunk at all
+        ("s3cre", b"s3cret", False),  # a prefix is not the key
+        ("s3cret\0", b"s3cret", True),  # C senders may include the NUL
+        ("S3CRET", b"s3cret", False),
+    ],
+)
+def test_auth_key_table(sent: str | None, expected: bytes, ok: bool) -> None:
+    packet = encode_hep(HepPacket(payload=b"OPTIONS sip:x SIP/2.0\r\n\r\n", auth_key=sent))
+    if ok:
+        assert parse_hep(packet, expected).auth_key == sent.rstrip("\0")  # type: ignore[union-attr]
+    else:
+        with pytest.raises(HepError) as err:
+            parse_hep(packet, expected)
+        assert err.value.reason == "auth"

@@ -4,37 +4,61 @@ OAuth2 POST with password and refresh_token grants)."""
 from __future__ import annotations
 
 import base64
-import datetime as dt
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from asterfleet.factory.db import open_store
+from asterfleet.auth import (
+    Authenticator,
+    add_user,
+    create_token,
+    list_tokens,
+    remove_user,
+    revoke_token,
+    set_password,
+)
+from asterfleet.db import ApiToken, Database, open_database
+from asterfleet.registry import keys
 from asterfleet.registry.app import create_app
 from asterfleet.registry.config import write_config
-from asterfleet.registry.identity import SqlIdentity
+from asterfleet.registry.ownership import Ownership
+from asterfleet.registry.schema import create_tables
 from asterfleet.registry.tokens import Issuer
+from asterfleet.storage import open_engine
 
 SERVICE = "registry.test"
 
 
+@dataclass
+class Served:
+    client: TestClient
+    db: Database  # the one identity
+    ownership: Ownership
+    issuer: Issuer
+
+    def __iter__(self) -> Iterator[object]:
+        yield from (self.client, self, self.issuer)
+
+
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[TestClient, SqlIdentity, Issuer]]:
+def setup(tmp_path: Path) -> Iterator[Served]:
     settings = write_config(
         tmp_path / "cfg", "http://127.0.0.1:9/token", SERVICE, listen="127.0.0.1:9"
     )
-    engine = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    identity = SqlIdentity(engine)
-    identity.add_user("alice", "alice-password")
-    identity.add_user("bob", "bob-password")
-    app = create_app(settings, engine, reconcile_interval=3600, cache_seconds=0)
-    from asterfleet.registry import keys
-
+    engine = create_tables(open_engine(str(tmp_path / "factory.db")))
+    db = open_database(str(tmp_path / "console.db"))
+    add_user(db, "alice", "alice-password")
+    add_user(db, "bob", "bob-password")
+    app = create_app(settings, engine, Authenticator(db), reconcile_interval=3600, cache_seconds=0)
     issuer = Issuer(keys.load(tmp_path / "cfg"), SERVICE, SERVICE)
     with TestClient(app) as client:
-        yield client, identity, issuer
+        yield Served(client, db, Ownership(engine), issuer)
+    db.close()
+    engine.dispose()
 
 
 def basic(user: str, secret: str) -> dict[str, str]:
@@ -46,7 +70,7 @@ def access(issuer: Issuer, token: str) -> list[dict[str, object]]:
     return list(claims["access"])
 
 
-def test_get_token_for_owner_and_stranger(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
+def test_get_token_for_owner_and_stranger(setup: Served) -> None:
     client, _, issuer = setup
     params = {"service": SERVICE, "scope": "repository:alice/app:pull,push"}
     own = client.get("/token", params=params, headers=basic("alice", "alice-password"))
@@ -59,7 +83,7 @@ def test_get_token_for_owner_and_stranger(setup: tuple[TestClient, SqlIdentity, 
     assert access(issuer, other.json()["token"])[0]["actions"] == []
 
 
-def test_repeated_scopes_and_login_probe(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
+def test_repeated_scopes_and_login_probe(setup: Served) -> None:
     client, _, issuer = setup
     resp = client.get(
         "/token",
@@ -89,7 +113,7 @@ def test_repeated_scopes_and_login_probe(setup: tuple[TestClient, SqlIdentity, I
     ],
 )
 def test_bad_requests(
-    setup: tuple[TestClient, SqlIdentity, Issuer],
+    setup: Served,
     params: dict[str, str],
     headers: dict[str, str],
     status: int,
@@ -100,7 +124,7 @@ def test_bad_requests(
     assert resp.json()["errors"][0]["message"]
 
 
-def test_failed_logins_are_rate_limited(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
+def test_failed_logins_are_rate_limited(setup: Served) -> None:
     client, _, _ = setup
     for _ in range(5):
         assert (
@@ -122,7 +146,7 @@ def test_failed_logins_are_rate_limited(setup: tuple[TestClient, SqlIdentity, Is
     )
 
 
-def test_offline_token_then_refresh_grant(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
+def test_offline_token_then_refresh_grant(setup: Served) -> None:
     client, _, issuer = setup
     first = client.get(
         "/token",
@@ -157,7 +181,7 @@ def test_offline_token_then_refresh_grant(setup: tuple[TestClient, SqlIdentity, 
     assert bad.status_code == 401 and bad.json()["error"] == "invalid_grant"
 
 
-def test_password_grant(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
+def test_password_grant(setup: Served) -> None:
     client, _, _ = setup
     form = {
         "grant_type": "password",
@@ -176,46 +200,49 @@ def test_password_grant(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
 
 
 def test_access_token_login_expiry_and_revocation(
-    setup: tuple[TestClient, SqlIdentity, Issuer],
+    setup: Served,
 ) -> None:
-    client, identity, issuer = setup
+    client, issuer = setup.client, setup.issuer
     params = {"service": SERVICE, "scope": "repository:alice/app:pull,push"}
-    token_id, secret = identity.create_token("alice", "ci", scopes=["pull"])
-    resp = client.get("/token", params=params, headers=basic("alice", secret))
+    ci = create_token(setup.db, "alice", "ci", scopes=("pull",))
+    resp = client.get("/token", params=params, headers=basic("alice", ci.token))
     assert access(issuer, resp.json()["token"])[0]["actions"] == ["pull"]
-    assert client.get("/token", params=params, headers=basic("bob", secret)).status_code == 401
-    identity.revoke_token(token_id)
-    assert client.get("/token", params=params, headers=basic("alice", secret)).status_code == 401
-    _, expired = identity.create_token("alice", "old", expires_in=dt.timedelta(seconds=-1))
-    assert client.get("/token", params=params, headers=basic("alice", expired)).status_code == 401
-    listed = identity.tokens("alice")
+    assert client.get("/token", params=params, headers=basic("bob", ci.token)).status_code == 401
+    revoke_token(setup.db, ci.id)
+    assert client.get("/token", params=params, headers=basic("alice", ci.token)).status_code == 401
+    old = create_token(setup.db, "alice", "old", scopes=("pull", "push"), ttl_seconds=60)
+    with setup.db.session() as s:
+        row = s.get(ApiToken, old.id)
+        assert row is not None
+        row.expires_at = time.time() - 1
+    assert client.get("/token", params=params, headers=basic("alice", old.token)).status_code == 401
+    listed = list_tokens(setup.db, "alice")
     assert [t.name for t in listed] == ["ci", "old"] and listed[0].revoked_at is not None
+    assert not any(t.active for t in listed)
 
 
 def test_anonymous_pull_of_public_repository(
-    setup: tuple[TestClient, SqlIdentity, Issuer],
+    setup: Served,
 ) -> None:
-    client, identity, issuer = setup
+    client, issuer = setup.client, setup.issuer
     params = {"service": SERVICE, "scope": "repository:alice/app:pull"}
     assert access(issuer, client.get("/token", params=params).json()["token"])[0]["actions"] == []
-    identity.set_public("alice/app", True)
+    setup.ownership.set_public("alice/app", True)
     assert access(issuer, client.get("/token", params=params).json()["token"])[0]["actions"] == [
         "pull"
     ]
 
 
-def test_grants_and_namespaces(setup: tuple[TestClient, SqlIdentity, Issuer]) -> None:
-    client, identity, issuer = setup
-    identity.add_namespace("team", owner="alice")
-    identity.grant("team", "bob", ["pull", "push"])
+def test_grants_and_namespaces(setup: Served) -> None:
+    client, issuer = setup.client, setup.issuer
+    setup.ownership.add_namespace("team", owner="alice")
+    setup.ownership.grant("team", "bob", ["pull", "push"])
     params = {"service": SERVICE, "scope": "repository:team/app:pull,push"}
     resp = client.get("/token", params=params, headers=basic("bob", "bob-password"))
     assert access(issuer, resp.json()["token"])[0]["actions"] == ["pull", "push"]
 
 
-def test_notification_hook_needs_the_secret(
-    setup: tuple[TestClient, SqlIdentity, Issuer], tmp_path: Path
-) -> None:
+def test_notification_hook_needs_the_secret(setup: Served, tmp_path: Path) -> None:
     client, _, _ = setup
     assert client.post("/hooks/registry", json={"events": []}).status_code == 401
     secret = (tmp_path / "cfg" / "notify-secret").read_text().strip()
@@ -224,3 +251,127 @@ def test_notification_hook_needs_the_secret(
     )
     assert ok.status_code == 200
     assert client.get("/metrics").status_code == 200
+
+
+# -- refresh tokens stand for the login that made them (issue 10, finding 1) --------
+
+
+def offline(setup: Served, user: str, secret: str) -> str:
+    resp = setup.client.get(
+        "/token",
+        params={"service": SERVICE, "offline_token": "true"},
+        headers=basic(user, secret),
+    )
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["refresh_token"])
+
+
+def refreshed(setup: Served, refresh: str, scope: str) -> tuple[int, list[str]]:
+    resp = setup.client.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "service": SERVICE,
+            "client_id": "test",
+            "scope": scope,
+        },
+    )
+    if resp.status_code != 200:
+        return resp.status_code, []
+    return 200, list(access(setup.issuer, resp.json()["access_token"])[0]["actions"])  # type: ignore[arg-type]
+
+
+ALL = "repository:alice/app:pull,push,delete"
+
+
+@pytest.mark.parametrize(
+    ("scopes", "actions"),
+    [
+        (("pull",), ["pull"]),  # a pull-only token never yields push through a refresh
+        (("read",), []),  # a console read-only token has no registry rights at all
+        (("pull", "push"), ["pull", "push"]),
+    ],
+)
+def test_a_refresh_token_keeps_the_scopes_of_the_token_it_came_from(
+    setup: Served, scopes: tuple[str, ...], actions: list[str]
+) -> None:
+    token = create_token(setup.db, "alice", "ci", scopes)
+    refresh = offline(setup, "alice", token.token)
+    assert refreshed(setup, refresh, ALL) == (200, actions)
+
+
+def test_a_refresh_token_follows_its_token_s_scopes_down_never_up(setup: Served) -> None:
+    token = create_token(setup.db, "alice", "ci", ("pull", "push"))
+    refresh = offline(setup, "alice", token.token)
+    with setup.db.session() as s:
+        row = s.get(ApiToken, token.id)
+        assert row is not None
+        row.scopes = "pull"
+    assert refreshed(setup, refresh, ALL) == (200, ["pull"])
+    with setup.db.session() as s:
+        row = s.get(ApiToken, token.id)
+        assert row is not None
+        row.scopes = "delete pull push"
+    assert refreshed(setup, refresh, ALL) == (200, ["pull", "push"])
+
+
+def test_revoking_the_token_ends_its_refresh_tokens(setup: Served) -> None:
+    token = create_token(setup.db, "alice", "ci", ("pull",))
+    refresh = offline(setup, "alice", token.token)
+    revoke_token(setup.db, token.id)
+    assert refreshed(setup, refresh, ALL) == (401, [])
+
+
+def test_a_new_password_ends_refresh_tokens(setup: Served) -> None:
+    refresh = offline(setup, "alice", "alice-password")
+    assert refreshed(setup, refresh, ALL) == (200, ["pull", "push", "delete"])
+    set_password(setup.db, "alice", "new-alice-password")
+    assert refreshed(setup, refresh, ALL) == (401, [])
+
+
+def test_removing_the_user_ends_refresh_tokens(setup: Served) -> None:
+    refresh = offline(setup, "bob", "bob-password")
+    assert refreshed(setup, refresh, "repository:bob/x:pull") == (200, ["pull"])
+    remove_user(setup.db, "bob")
+    add_user(setup.db, "bob", "another-bob-password")  # the same name is not the same login
+    assert refreshed(setup, refresh, "repository:bob/x:pull") == (401, [])
+
+
+# -- ownership edges (issue 10, finding 9) ------------------------------------------
+
+
+def catalog_actions(setup: Served, user: str, secret: str) -> list[str]:
+    resp = setup.client.get(
+        "/token",
+        params={"service": SERVICE, "scope": "registry:catalog:*"},
+        headers=basic(user, secret),
+    )
+    assert resp.status_code == 200, resp.text
+    return list(access(setup.issuer, resp.json()["token"])[0]["actions"])  # type: ignore[arg-type]
+
+
+def test_an_admin_token_s_scopes_apply_to_the_catalog(setup: Served) -> None:
+    add_user(setup.db, "root", "root-password", role="admin")
+    assert catalog_actions(setup, "root", "root-password") == ["*"]
+    narrow = create_token(setup.db, "root", "one repo", ("repository:root/app:pull",))
+    assert catalog_actions(setup, "root", narrow.token) == []
+    console_only = create_token(setup.db, "root", "fleet", ("read", "write"))
+    assert catalog_actions(setup, "root", console_only.token) == []
+    puller = create_token(setup.db, "root", "mirror", ("pull",))
+    assert catalog_actions(setup, "root", puller.token) == ["*"]
+    assert catalog_actions(setup, "alice", "alice-password") == []
+
+
+def test_a_new_user_named_like_a_namespace_does_not_co_own_it(setup: Served) -> None:
+    setup.ownership.add_namespace("team", owner="alice")
+    add_user(setup.db, "team", "team-password")
+    scope = {"service": SERVICE, "scope": "repository:team/app:pull,push,delete"}
+    as_team = setup.client.get("/token", params=scope, headers=basic("team", "team-password"))
+    assert access(setup.issuer, as_team.json()["token"])[0]["actions"] == []
+    as_alice = setup.client.get("/token", params=scope, headers=basic("alice", "alice-password"))
+    assert access(setup.issuer, as_alice.json()["token"])[0]["actions"] == [
+        "pull",
+        "push",
+        "delete",
+    ]

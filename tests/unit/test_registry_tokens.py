@@ -12,8 +12,6 @@ from cryptography import x509
 
 from asterfleet.registry import keys
 from asterfleet.registry.config import RegistryConfig, read_settings, render_config, write_config
-from asterfleet.registry.passwords import PasswordVerifier, hash_password
-from asterfleet.registry.ratelimit import LoginLimiter
 from asterfleet.registry.scope import Scope
 from asterfleet.registry.tokens import Issuer
 
@@ -46,31 +44,6 @@ def test_token_claims_and_headers(material: keys.SigningMaterial) -> None:
     assert claims["access"] == [
         {"type": "repository", "name": "alice/app", "actions": ["pull", "push"]}
     ]
-
-
-def test_login_limiter_locks_then_forgives() -> None:
-    now = [0.0]
-    limiter = LoginLimiter(limit=3, window=60, clock=lambda: now[0])
-    for _ in range(3):
-        assert limiter.retry_after("alice", "10.0.0.1") == 0
-        limiter.failed("alice", "10.0.0.1")
-    assert limiter.retry_after("alice", "10.0.0.1") == pytest.approx(60)
-    assert limiter.retry_after("alice", "10.0.0.2") == 0, "per user and address"
-    assert limiter.retry_after("bob", "10.0.0.1") == 0
-    now[0] = 61
-    assert limiter.retry_after("alice", "10.0.0.1") == 0
-    limiter.failed("alice", "10.0.0.1")
-    limiter.succeeded("alice", "10.0.0.1")
-    assert limiter.retry_after("alice", "10.0.0.1") == 0
-
-
-def test_password_verifier_remembers_only_correct_passwords() -> None:
-    stored = hash_password("right-password")
-    verifier = PasswordVerifier(ttl=60)
-    assert not verifier.verify("alice", "wrong", stored)
-    assert verifier.verify("alice", "right-password", stored)
-    assert verifier.verify("alice", "right-password", stored)  # from memory
-    assert not verifier.verify("alice", "right-password", hash_password("changed"))
 
 
 def test_registry_config(tmp_path: Path) -> None:

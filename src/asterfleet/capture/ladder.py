@@ -1,7 +1,8 @@
 """The call-flow (ladder) diagram of one call.
 
 :func:`build_ladder` turns messages into a model (one column per host in
-the order hosts are first seen, one arrow per message in time order);
+the order hosts are first seen, one arrow per SIP message however many
+capture hosts saw it, in causal order: see :mod:`asterfleet.capture.flow`);
 :func:`render_svg` draws it as standalone SVG text that the console embeds.
 Both are pure.
 """
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
+from asterfleet.capture.flow import call_flow
 from asterfleet.capture.store import Message
 
 COLUMN_WIDTH = 220
@@ -30,12 +32,16 @@ class Arrow:
     ts_us: int
     delta_ms: float
     transport: str
+    #: Capture hosts that captured this message (two on a hop both ends report).
+    capture_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Ladder:
     hosts: tuple[str, ...]
     arrows: tuple[Arrow, ...]
+    #: Captures merged into an arrow they duplicate.
+    duplicates: int = 0
 
 
 def _label(msg: Message) -> str:
@@ -50,8 +56,8 @@ def _label(msg: Message) -> str:
 
 
 def build_ladder(msgs: Sequence[Message]) -> Ladder:
-    """Hosts as columns in first-seen order, arrows in time order."""
-    ordered = sorted(msgs, key=lambda m: (m.ts_us, m.id))
+    """Hosts as columns in first-seen order, one arrow per message, causal order."""
+    flow = call_flow(msgs)
     hosts: list[str] = []
     index: dict[str, int] = {}
 
@@ -62,8 +68,9 @@ def build_ladder(msgs: Sequence[Message]) -> Ladder:
         return index[host]
 
     arrows: list[Arrow] = []
-    start = ordered[0].ts_us if ordered else 0
-    for msg in ordered:
+    start = min((f.ts_us for f in flow), default=0)
+    for item in flow:
+        msg = item.message
         src, dst = column(msg.src), column(msg.dst)
         arrows.append(
             Arrow(
@@ -75,9 +82,10 @@ def build_ladder(msgs: Sequence[Message]) -> Ladder:
                 ts_us=msg.ts_us,
                 delta_ms=(msg.ts_us - start) / 1000,
                 transport=msg.transport,
+                capture_hosts=item.capture_hosts,
             )
         )
-    return Ladder(tuple(hosts), tuple(arrows))
+    return Ladder(tuple(hosts), tuple(arrows), duplicates=len(msgs) - len(flow))
 
 
 def _x(col: int) -> int:
@@ -136,7 +144,8 @@ def render_svg(ladder: Ladder) -> str:
             f"{label}</text>"
         )
         out.append(
-            f"<title>{escape(arrow.label)} {escape(arrow.detail)} ({arrow.transport})</title></g>"
+            f"<title>{escape(arrow.label)} {escape(arrow.detail)} ({arrow.transport}), "
+            f"captured by {escape(', '.join(arrow.capture_hosts))}</title></g>"
         )
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from asterfleet.capture.flow import call_flow
 from asterfleet.capture.store import COLUMNS, Message, Store, messages, parse_duration
 from asterfleet.errors import UsageError
 
@@ -28,7 +29,8 @@ class MessageQuery:
     until_us: int | None = None
     method: str | None = None
     status: int | None = None
-    node: str | None = None
+    #: A capture host: its HEP capture name, or its capture id.
+    capture_host: str | None = None
     limit: int = 100
 
 
@@ -43,9 +45,12 @@ class CallSummary:
     from_user: str
     to_user: str
     final_status: int | None
-    backend: str | None
+    #: The node that took the call: the host that first sent the final answer.
+    node: str | None
     messages: int
-    nodes: tuple[str, ...]
+    capture_hosts: tuple[str, ...]
+    #: Captures of a message that another capture host also reported (shown once).
+    duplicates: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -65,9 +70,10 @@ class CallSummary:
             "from_user": self.from_user,
             "to_user": self.to_user,
             "final_status": self.final_status,
-            "backend": self.backend,
+            "node": self.node,
             "messages": self.messages,
-            "nodes": list(self.nodes),
+            "capture_hosts": list(self.capture_hosts),
+            "duplicates": self.duplicates,
         }
 
 
@@ -109,10 +115,10 @@ def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
         conds.append(c.method == q.method.upper())
     if q.status is not None:
         conds.append(c.status == q.status)
-    if q.node:
-        cond = c.node == q.node
-        if q.node.isdigit():
-            cond = sa.or_(cond, c.capture_id == int(q.node))
+    if q.capture_host:
+        cond = c.capture_host == q.capture_host
+        if q.capture_host.isdigit():
+            cond = sa.or_(cond, c.capture_id == int(q.capture_host))
         conds.append(cond)
     return conds
 
@@ -152,15 +158,16 @@ def call_messages(store: Store, call_id: str) -> list[Message]:
 
 
 def summarise_call(msgs: Sequence[Message]) -> CallSummary:
-    """Start, duration, final status and backend of one call's messages.
+    """Start, duration, final status and node of one call's messages.
 
     The final status is the last final answer to the INVITE (or to the
-    first request, for calls without INVITE). The backend is the host that
+    first request, for calls without INVITE). The node is the host that
     first sent that answer: the leaf behind the balancer, since the
     balancer's own copy of the answer is captured after it.
     """
-    ordered = sorted(msgs, key=lambda m: (m.ts_us, m.id))
-    first = ordered[0]
+    flow = call_flow(msgs)
+    ordered = [f.message for f in flow]
+    first = min(ordered, key=lambda m: (m.ts_us, m.id))
     requests = [m for m in ordered if m.method is not None]
     method = (
         "INVITE"
@@ -173,18 +180,19 @@ def summarise_call(msgs: Sequence[Message]) -> CallSummary:
         if m.status is not None and m.status >= 200 and m.cseq.rpartition(" ")[2] == method
     ]
     final_status = finals[-1].status if finals else None
-    backend = next((m.src for m in finals if m.status == final_status), None)
+    node = next((m.src for m in finals if m.status == final_status), None)
     origin = requests[0] if requests else first
-    nodes = tuple(sorted({m.node or str(m.capture_id) for m in ordered}))
+    capture_hosts = tuple(sorted({m.capture_host or str(m.capture_id) for m in msgs}))
     return CallSummary(
         call_id=first.call_id,
         start_us=first.ts_us,
-        end_us=ordered[-1].ts_us,
+        end_us=max(m.ts_us for m in msgs),
         method=method,
         from_user=origin.from_user,
         to_user=origin.to_user,
         final_status=final_status,
-        backend=backend,
+        node=node,
         messages=len(ordered),
-        nodes=nodes,
+        duplicates=len(msgs) - len(ordered),
+        capture_hosts=capture_hosts,
     )

@@ -9,6 +9,7 @@ collector writes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ COLUMNS = (
     "dst_port",
     "transport",
     "capture_id",
-    "node",
+    "capture_host",
     "call_id",
     "method",
     "status",
@@ -58,7 +59,7 @@ messages = sa.Table(
     sa.Column("dst_port", sa.Integer, nullable=False),
     sa.Column("transport", sa.Text, nullable=False),
     sa.Column("capture_id", sa.BigInteger, nullable=False),
-    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("capture_host", sa.Text, nullable=False),
     sa.Column("call_id", sa.Text, nullable=False),
     sa.Column("method", sa.Text),
     sa.Column("status", sa.Integer),
@@ -87,7 +88,8 @@ class Message:
     dst_port: int
     transport: str
     capture_id: int
-    node: str
+    #: The HEP sender that captured this copy (its HEP capture name; "" when it sends none).
+    capture_host: str
     call_id: str
     method: str | None
     status: int | None
@@ -137,8 +139,8 @@ def parse_size(text: str) -> int:
         number = float(value)
     except ValueError:
         raise UsageError(f"size {text!r}: expected a number with K, M, G or T, e.g. 10GB") from None
-    if number <= 0:
-        raise UsageError(f"size {text!r} must be positive")
+    if not 0 < number < math.inf:
+        raise UsageError(f"size {text!r} must be a positive, finite number")
     return int(number * factor)
 
 
@@ -156,8 +158,8 @@ def parse_duration(text: str) -> float:
         raise UsageError(
             f"duration {text!r}: expected a number with s, m, h, d or w, e.g. 7d"
         ) from None
-    if number <= 0:
-        raise UsageError(f"duration {text!r} must be positive")
+    if not 0 < number < math.inf:
+        raise UsageError(f"duration {text!r} must be a positive, finite number")
     return number * factor
 
 
@@ -189,6 +191,7 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             metadata.create_all(self.engine)
+        _rename_node_column(self.engine)
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
@@ -304,6 +307,18 @@ class Store:
             .order_by(messages.c.ts_us, messages.c.id)
         )
         return self.select(query)
+
+
+def _rename_node_column(engine: Engine) -> None:
+    """Databases written before the capture host had its own name call the
+    column ``node`` (which, in the fleet, is an Asterisk box)."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table("sip_messages"):
+        return
+    columns = {c["name"] for c in inspector.get_columns("sip_messages")}
+    if "node" in columns and "capture_host" not in columns:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE sip_messages RENAME COLUMN node TO capture_host")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

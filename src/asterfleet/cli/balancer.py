@@ -16,6 +16,8 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    etcd_options,
+    etcd_security,
     fail,
     user_errors,
 )
@@ -29,6 +31,7 @@ app = typer.Typer(help="The balancer agent, run beside each Kamailio.", no_args_
 
 
 @app.command("run")
+@etcd_options
 def run(
     etcd: str = EtcdOpt,
     cluster: str = ClusterOpt,
@@ -58,6 +61,14 @@ def run(
         max=10,
         help="Seconds between two applies: bursts of changes are folded into one reload.",
     ),
+    kamailio_reconcile_interval: float = typer.Option(
+        2.0,
+        envvar=ENV + "KAMAILIO_RECONCILE_INTERVAL",
+        min=0,
+        max=300,
+        help="Seconds between checks of Kamailio's in-memory dispatcher state against the list "
+        "(also after each apply); drift such as a drained box turned active is corrected. 0: off.",
+    ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
@@ -66,7 +77,9 @@ def run(
 
     A level-triggered reconcile loop: every change in etcd wakes it; each
     pass renders the whole list, and only a changed list is written
-    (temp file, fsync, rename) and reloaded over JSON-RPC. If etcd goes
+    (temp file, fsync, rename) and reloaded over JSON-RPC. Kamailio's
+    in-memory state is read back (dispatcher.list) and drift is corrected,
+    so a drained box stays drained whatever the failure route did. If etcd goes
     away the last list stays; if Kamailio restarts the list is re-applied.
 
     Example:
@@ -91,6 +104,7 @@ def run(
             metrics.serve(metrics_listen, bal_metrics.registry)
         cfg = BalancerConfig(
             etcd=etcd,
+            etcd_security=etcd_security(),
             cluster=cluster,
             balancer_id=lb_id,
             list_file=list_file,
@@ -98,6 +112,7 @@ def run(
             algorithm=algorithm,
             ttl=ttl,
             min_apply_interval=min_apply_interval,
+            kamailio_reconcile_interval=kamailio_reconcile_interval,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))

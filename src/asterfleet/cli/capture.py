@@ -20,7 +20,14 @@ from asterfleet.capture.search import (
     search_messages,
 )
 from asterfleet.capture.store import Store, parse_duration, parse_size
-from asterfleet.cli.common import JsonOption, emit, print_table, user_errors
+from asterfleet.cli.common import (
+    JsonOption,
+    emit,
+    etcd_options,
+    etcd_security,
+    print_table,
+    user_errors,
+)
 from asterfleet.errors import UsageError
 
 app = typer.Typer(
@@ -50,6 +57,7 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 
 @app.command("run")
+@etcd_options
 def run_cmd(
     listen: str = typer.Option(
         "udp:0.0.0.0:9060,tcp:0.0.0.0:9060",
@@ -91,20 +99,48 @@ def run_cmd(
         "60s", "--retention-interval", help="How often retention runs."
     ),
     queue_size: int = typer.Option(
-        200_000, "--queue-size", help="Messages held for the database before new ones are dropped."
+        200_000,
+        "--queue-size",
+        help="Messages held for the database; when full, TCP reading pauses and UDP is dropped.",
     ),
     batch_size: int = typer.Option(5000, "--batch-size", help="Messages per database write."),
+    tcp_idle_timeout: str = typer.Option(
+        "5m", "--tcp-idle-timeout", help="Close a TCP connection silent this long (e.g. 5m)."
+    ),
+    max_tcp_connections: int = typer.Option(
+        1024,
+        "--max-tcp-connections",
+        help="Most TCP connections at once; a new one closes the least recently active.",
+    ),
+    max_write_rate: float | None = typer.Option(
+        None,
+        "--max-write-rate",
+        help="Store at most this many messages a second (spares a shared database; "
+        "TCP senders are slowed, UDP beyond the queue is dropped and counted).",
+    ),
+    udp_rcvbuf: str = typer.Option(
+        "32M", "--udp-rcvbuf", help="Kernel receive buffer per UDP socket (e.g. 32M)."
+    ),
 ) -> None:
     """Receive HEP v3 over UDP and TCP and store every SIP message.
 
     Malformed packets are counted (`asterfleet_capture_rejected_total{reason}`)
     and skipped. When the database is slow or down, messages wait in a bounded
-    queue; beyond it they are dropped and counted, never silently. Stop with
-    Ctrl-C or SIGTERM: queued messages are written first.
+    queue. Over TCP nothing is ever dropped: with the queue full the server
+    stops reading and the senders slow down. UDP beyond the queue is dropped;
+    every loss (and the kernel's own UDP drops) is counted in the metrics and
+    logged once per interval as `capture_loss`. Stop with Ctrl-C or SIGTERM:
+    queued messages are written first.
     """
     with user_errors():
         if queue_size < 1 or batch_size < 1:
             raise UsageError("--queue-size and --batch-size must be at least 1")
+        if max_tcp_connections < 1:
+            raise UsageError(f"--max-tcp-connections {max_tcp_connections}: must be at least 1")
+        if max_write_rate is not None and not 0 < max_write_rate < float("inf"):
+            raise UsageError(
+                f"--max-write-rate {max_write_rate}: give a positive number of messages a second"
+            )
         settings = CollectorSettings(
             listen=parse_listen(listen),
             db_url=db,
@@ -114,6 +150,10 @@ def run_cmd(
             queue_rows=queue_size,
             batch_size=batch_size,
             retention_interval=parse_duration(retention_interval),
+            tcp_idle_timeout=parse_duration(tcp_idle_timeout),
+            tcp_max_connections=max_tcp_connections,
+            max_write_rate=max_write_rate,
+            udp_rcvbuf=parse_size(udp_rcvbuf),
         )
         metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
         asyncio.run(
@@ -122,6 +162,7 @@ def run_cmd(
                 metrics_listen=metrics,
                 etcd=(etcd, cluster) if etcd else None,
                 advertise_host=advertise,
+                etcd_security=etcd_security(),
             )
         )
 
@@ -136,7 +177,12 @@ def search_cmd(
     until: str | None = typer.Option(None, "--until", help="ISO time or age."),
     method: str | None = typer.Option(None, "--method", help="Request method, e.g. INVITE."),
     status: int | None = typer.Option(None, "--status", help="Response status, e.g. 503."),
-    node: str | None = typer.Option(None, "--node", help="Capture node name or id."),
+    capture_host: str | None = typer.Option(
+        None,
+        "--capture-host",
+        help="Capture host (the HEP sender: a balancer or an Asterisk box): "
+        "its capture name or capture id.",
+    ),
     messages: bool = typer.Option(
         False, "--messages", help="List matching messages instead of calls."
     ),
@@ -156,7 +202,7 @@ def search_cmd(
             until_us=parse_time(until, now_us) if until else None,
             method=method,
             status=status,
-            node=node,
+            capture_host=capture_host,
             limit=limit,
         )
         store = _open(db)
@@ -176,7 +222,7 @@ def search_cmd(
                         "from_user": m.from_user,
                         "to_user": m.to_user,
                         "user_agent": m.user_agent,
-                        "node": m.node,
+                        "capture_host": m.capture_host,
                         "capture_id": m.capture_id,
                     }
                     for m in found
@@ -201,11 +247,11 @@ def search_cmd(
                 calls,
                 lambda: print_table(
                     f"{len(calls)} calls",
-                    ["start (UTC)", "duration", "from", "to", "status", "backend", "msgs",
+                    ["start (UTC)", "duration", "from", "to", "status", "node", "msgs",
                      "call-id"],
                     [
                         (_ts(c["start_us"]), f"{c['duration_s']:.3f}s", c["from_user"],
-                         c["to_user"], c["final_status"] or "-", c["backend"] or "-",
+                         c["to_user"], c["final_status"] or "-", c["node"] or "-",
                          c["messages"], c["call_id"])
                         for c in calls
                     ],

@@ -15,6 +15,8 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    etcd_options,
+    etcd_security,
     fail,
     user_errors,
 )
@@ -45,6 +47,7 @@ def parse_labels(values: list[str]) -> dict[str, str]:
 
 
 @app.command("run")
+@etcd_options
 def run(
     etcd: str = EtcdOpt,
     cluster: str = ClusterOpt,
@@ -145,6 +148,7 @@ def run(
         counter = counter_from_spec(calls)
         cfg = NodeAgentConfig(
             etcd=etcd,
+            etcd_security=etcd_security(),
             cluster=cluster,
             node_id=node_id or default_node_id(),
             sip_uri=sip_uri,
@@ -168,4 +172,6 @@ def run(
             metrics.parse_listen(metrics_listen)
             metrics.serve(metrics_listen, node_metrics.registry)
     agent = NodeAgent(cfg, counter, node_metrics)
-    raise typer.Exit(run_daemon(agent.run, "node"))
+    with user_errors():  # a node id held by another live agent: one line, exit 2
+        code = run_daemon(agent.run, "node")
+    raise typer.Exit(code)

@@ -13,9 +13,21 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from asterfleet import __version__
-from asterfleet.auth import LoginLimiter, bootstrap_admin
-from asterfleet.console import api, auth, eventlog
-from asterfleet.console.areas import areas
+from asterfleet.auth import Authenticator, LoginLimiter, bootstrap_admin
+from asterfleet.console import (
+    api,
+    auth,
+    balancers,
+    builds,
+    calls,
+    eventlog,
+    events,
+    fleet,
+    images,
+    knot_admin,
+    rollouts,
+)
+from asterfleet.console.areas import Area
 from asterfleet.console.factory_state import mount_factory
 from asterfleet.console.metrics import ConsoleMetrics
 from asterfleet.console.monitor import FleetMonitor
@@ -29,6 +41,20 @@ from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.keys import Keyspace
 
 log = structlog.get_logger("asterfleet.console")
+
+# Every area, in navigation order. Adding one (the Calls page, the Images page)
+# is one entry here and its router module; the base template lists them.
+AREAS = (
+    Area("fleet", "Fleet", "/fleet", fleet.router),
+    Area("balancers", "Balancers", "/balancers", balancers.router),
+    Area("rollouts", "Rollouts", "/rollouts", rollouts.router),
+    Area("events", "Events", "/events", events.router),
+    Area("calls", "Calls", "/calls", calls.router),
+    Area("images", "Images", "/images", images.router),
+    # Adding, editing, removing knots: before "knots" so /knots/new is not a knot.
+    Area("knot_admin", "Add knot", "/knots/new", knot_admin.router, in_nav=False),
+    Area("knots", "Builds", "/knots", builds.router),
+)
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -64,8 +90,10 @@ def create_app(
         ks=ks,
         templates=make_templates(),
         metrics=metrics,
-        limiter=LoginLimiter(settings.login_max_failures, settings.login_window),
-        areas=areas(),
+        logins=Authenticator(
+            database, LoginLimiter(settings.login_max_failures, settings.login_window)
+        ),
+        areas=list(AREAS),
     )
 
     async def record(drafts: Sequence[EventDraft]) -> None:
@@ -111,7 +139,7 @@ def create_app(
         dependencies=[Depends(csrf_guard)],
     )
     app.state.console = state
-    factory = mount_factory(app, settings.images, database)  # /token, hooks, Images, Builds
+    factory = mount_factory(app, settings.images, state.logins)  # /token, hooks, Images, Builds
 
     @app.exception_handler(LoginRequired)
     async def _to_login(_request: Request, exc: LoginRequired) -> Response:

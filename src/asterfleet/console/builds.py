@@ -20,7 +20,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import Engine
 
 from asterfleet.console.factory_state import FactoryState, factory_state
-from asterfleet.console.knot_admin import may_add, may_edit
+from asterfleet.console.knot_access import may_add, may_edit
 from asterfleet.console.security import Principal, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError

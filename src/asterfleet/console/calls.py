@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
+from asterfleet.capture.flow import call_flow
 from asterfleet.capture.ladder import build_ladder, render_svg
 from asterfleet.capture.pcap import build_pcap
 from asterfleet.capture.search import MessageQuery, call_messages, parse_time, summarise_call
@@ -94,7 +95,7 @@ def build_query(
     to_user: str = "",
     method: str = "",
     status_code: int | None = None,
-    node: str = "",
+    capture_host: str = "",
     now_us: int | None = None,
 ) -> MessageQuery:
     """The search form's fields as a query; ``method`` may be a status code (``486``)."""
@@ -112,7 +113,7 @@ def build_query(
         until_us=parse_time(until, now) if until.strip() else None,
         method=method or None,
         status=status_code,
-        node=node.strip() or None,
+        capture_host=capture_host.strip() or None,
     )
 
 
@@ -157,7 +158,7 @@ async def calls_page(
     from_user: str = "",
     to_user: str = "",
     method: str = "",
-    node: str = "",
+    capture_host: str = "",
     limit: int = 50,
     cursor: str = "",
     page: int = 1,
@@ -170,12 +171,12 @@ async def calls_page(
         "from_user": from_user,
         "to_user": to_user,
         "method": method,
-        "node": node,
+        "capture_host": capture_host,
     }
     error = ""
     result: CallPage | None = None
     try:
-        q = build_query(since, until, call_id, from_user, to_user, method, None, node)
+        q = build_query(since, until, call_id, from_user, to_user, method, None, capture_host)
         result = await _in_store(
             request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
         )
@@ -253,15 +254,19 @@ async def call_page(
             configured=True,
         )
     summary = summarise_call(msgs)
-    start = msgs[0].ts_us
+    flow = call_flow(msgs)
+    start = min(f.ts_us for f in flow)
     rows = [
         {
-            "m": m,
-            "time": fmt_us(m.ts_us),
-            "offset_ms": f"{(m.ts_us - start) / 1000:.3f}",
-            "status_class": status_class(m.status) if m.status is not None else "info",
+            "m": f.message,
+            "time": fmt_us(f.ts_us),
+            "offset_ms": f"{(f.ts_us - start) / 1000:.3f}",
+            "status_class": status_class(f.message.status)
+            if f.message.status is not None
+            else "info",
+            "capture_hosts": ", ".join(f.capture_hosts),
         }
-        for m in msgs
+        for f in flow
     ]
     return render(
         request,
@@ -289,9 +294,18 @@ class CallOut(BaseModel):
     from_user: str
     to_user: str
     final_status: int | None = Field(description="last final answer to the INVITE")
-    backend: str | None = Field(description="host that sent the final answer (the node)")
-    messages: int
-    nodes: list[str] = Field(description="capture nodes that saw the call")
+    node: str | None = Field(
+        description="the node that took the call: the host that sent the final answer"
+    )
+    messages: int = Field(
+        description="distinct SIP messages (a message two capture hosts saw counts once)"
+    )
+    duplicates: int = Field(
+        description="captures merged because another capture host reported the same message"
+    )
+    capture_hosts: list[str] = Field(
+        description="capture hosts (HEP senders: balancers, Asterisk) that saw the call"
+    )
 
 
 class CallsOut(BaseModel):
@@ -309,7 +323,7 @@ class MessageOut(BaseModel):
     dst: str
     transport: str
     capture_id: int
-    node: str
+    capture_host: str = Field(description="the HEP sender that captured it (its capture name)")
     method: str | None
     status: int | None
     cseq: str
@@ -339,7 +353,7 @@ def _message_out(m: Message) -> MessageOut:
         dst=m.dst,
         transport=m.transport,
         capture_id=m.capture_id,
-        node=m.node,
+        capture_host=m.capture_host,
         method=m.method,
         status=m.status,
         cseq=m.cseq,
@@ -368,7 +382,9 @@ async def api_calls(
     status_code: int | None = Query(
         None, alias="status", ge=100, le=699, description="status code of a message (486)"
     ),
-    node: str = Query("", description="capture node name or capture id"),
+    capture_host: str = Query(
+        "", description="capture host (HEP sender): its capture name or capture id"
+    ),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str = Query("", description="next_cursor of the previous page"),
     who: Principal = Depends(api_user),
@@ -377,7 +393,9 @@ async def api_calls(
     by their newest matching message. Page with ``next_cursor``."""
     _need_read(who)
     try:
-        q = build_query(since, until, call_id, from_user, to_user, method, status_code, node)
+        q = build_query(
+            since, until, call_id, from_user, to_user, method, status_code, capture_host
+        )
         result: CallPage = await _in_store(request, page_calls, q, limit, decode_cursor(cursor))
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from asterfleet.console.factory_state import FactoryState, factory_state
+from asterfleet.console.knot_access import may_add, may_edit
 from asterfleet.console.security import Principal, api_user, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
@@ -39,8 +40,6 @@ from asterfleet.factory.knot_input import (
     validate_input,
 )
 from asterfleet.factory.store import add_knot, edit_knot, get_knot, list_knots, remove_knot
-from asterfleet.registry.identity import access_view
-from asterfleet.registry.scope import Scope, granted_actions
 
 log = structlog.get_logger("asterfleet.console.knots")
 pages = APIRouter(include_in_schema=False)
@@ -54,24 +53,15 @@ FORM_FIELDS = frozenset(f.name for f in dataclasses.fields(KnotInput))
 # -- who may -------------------------------------------------------------------
 
 
-def may_add(user: Principal) -> bool:
-    return user.can_act
-
-
-def may_edit(user: Principal, knot: Knot) -> bool:
-    """Edit and remove: admins and the knot's owners, with write access."""
-    return "write" in user.scopes and (user.role == "admin" or user.username in knot.owners)
-
-
 def push_problem(fs: FactoryState, user: Principal, repository: str) -> str | None:
     """Why ``user`` may not point a knot at ``repository``, or None.
 
     The worker pushes with its own credentials: without this check any
     operator could publish into anyone's namespace through a knot.
     """
-    principal = fs.registry_principal(user.username, user.role)
-    view = access_view(fs.identity, principal, [repository])
-    if granted_actions(view, Scope("repository", repository, ("push",))):
+    # The user's own rights, not a token's: a knot hands pushing to the worker,
+    # which checks again before every push.
+    if fs.ownership.may(dataclasses.replace(user, token_id=None), repository, "push"):
         return None
     return (
         f"{user.username} may not push to {repository}: use a namespace you own "
@@ -109,16 +99,16 @@ def _load(fs: FactoryState, name: str) -> Knot:
 # -- saving (shared by the forms and the API) -----------------------------------
 
 
-def _check_repository(fs: FactoryState, user: Principal, knot: Knot, before: Knot | None) -> None:
-    if before is not None and before.repository == knot.repository:
-        return
+def _check_repository(fs: FactoryState, user: Principal, knot: Knot) -> None:
+    # Also on every edit, the repository unchanged or not: an edit (a new git
+    # URL, a new Dockerfile) changes what the worker pushes there.
     problem = push_problem(fs, user, knot.repository)
     if problem:
         raise KnotInvalid({"repository": problem})
 
 
 def save_new(fs: FactoryState, user: Principal, knot: Knot) -> None:
-    _check_repository(fs, user, knot, None)
+    _check_repository(fs, user, knot)
     try:
         add_knot(fs.engine, knot)
     except KnotInvalid:
@@ -128,7 +118,7 @@ def save_new(fs: FactoryState, user: Principal, knot: Knot) -> None:
 
 
 def save_edit(fs: FactoryState, user: Principal, before: Knot, knot: Knot) -> Knot:
-    _check_repository(fs, user, knot, before)
+    _check_repository(fs, user, knot)
     # Every field, nested ones whole: the stored knot becomes exactly ``knot``.
     return edit_knot(fs.engine, before.name, knot.model_dump(mode="json"))
 

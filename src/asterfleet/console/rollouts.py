@@ -11,13 +11,13 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from asterfleet.console.live import KEEPALIVE, sse_message
 from asterfleet.console.security import Principal, page_user, require_write
 from asterfleet.console.state import ConsoleState, console_state
 from asterfleet.console.web import render
-from asterfleet.errors import AsterfleetError, EtcdUnavailable
+from asterfleet.errors import AsterfleetError, EtcdUnavailable, UsageError
 from asterfleet.rollout.model import FINISHED, Rollout
 from asterfleet.rollout.operations import VERBS, change_rollout, list_rollouts
 
@@ -100,12 +100,18 @@ async def act(
     request: Request, rollout_id: str, verb: str, user: Principal = Depends(page_user)
 ) -> Response:
     st = console_state(request)
+    wants_json = request.headers.get("x-requested-with") == "fetch"
     try:
         require_write(user)
         if verb not in VERBS:
-            raise AsterfleetError(f"unknown rollout action {verb!r}: use {', '.join(VERBS)}")
+            raise UsageError(f"unknown rollout action {verb!r}: use {', '.join(VERBS)}")
         r = await change_rollout(st.require_etcd(), st.ks, rollout_id, verb, user.actor)
     except AsterfleetError as exc:
+        if wants_json:
+            code = 400 if isinstance(exc, UsageError) else 503
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=code)
         return RedirectResponse(f"/rollouts?err={quote(str(exc))}", status_code=303)
     done = f"rollout {r.id}: {r.state.value}"
+    if wants_json:
+        return JSONResponse({"ok": True, "message": done})
     return RedirectResponse(f"/rollouts?msg={quote(done)}", status_code=303)

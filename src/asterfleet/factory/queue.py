@@ -189,6 +189,17 @@ def build_by_id(engine: Engine, build_id: int) -> Build:
     return _build(row)
 
 
+def build_of_digest(engine: Engine, digest: str) -> dict[str, Any] | None:
+    """The newest build that pushed ``digest`` (knot, number, id), if any."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(factory_builds.c.knot, factory_builds.c.number, factory_builds.c.id)
+            .where(factory_builds.c.digest == digest)
+            .order_by(factory_builds.c.id.desc())
+        ).first()
+    return None if row is None else {"knot": row.knot, "number": row.number, "id": row.id}
+
+
 def list_builds(engine: Engine, knot: str | None = None, limit: int = 50) -> list[Build]:
     query = select(factory_builds).order_by(factory_builds.c.id.desc()).limit(limit)
     if knot is not None:

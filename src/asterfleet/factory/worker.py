@@ -27,6 +27,8 @@ import structlog
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
+from asterfleet.auth import create_token, get_user, password_principal, revoke_token
+from asterfleet.db import Database
 from asterfleet.factory import hooks, polling, queue
 from asterfleet.factory.builder import (
     BuildahBuilder,
@@ -41,7 +43,8 @@ from asterfleet.factory.knot import Knot, branch_of, build_targets, tag_of, tags
 from asterfleet.factory.logs import BuildLog
 from asterfleet.factory.queue import Build
 from asterfleet.factory.store import get_knot, list_knots
-from asterfleet.registry.identity import SqlIdentity
+from asterfleet.registry.ownership import Ownership
+from asterfleet.registry.schema import create_tables
 from asterfleet.rollout.deploy import start_for_build
 
 log = structlog.get_logger("asterfleet.factory.worker")
@@ -52,6 +55,7 @@ BUILDS_FINISHED = Counter(
 BUILDS_RUNNING = Gauge("asterfleet_factory_builds_running", "Builds running on this worker")
 TRIGGERS = Counter("asterfleet_factory_triggers_total", "Build triggers", ["source", "result"])
 
+PUSH_TOKEN_TTL = 2 * 3600.0
 _SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
 
 
@@ -124,11 +128,33 @@ class _Runner:
 
 
 class Worker:
-    def __init__(self, engine: Engine, settings: WorkerSettings) -> None:
+    def __init__(self, engine: Engine, settings: WorkerSettings, identity: Database) -> None:
         self.engine = engine
         self.settings = settings
-        self.identity = SqlIdentity(engine)
+        # The one identity: the push credential is a short-lived API token of
+        # a user who may push to the knot's repository right now.
+        self.identity = identity
+        self.ownership = Ownership(create_tables(engine))
         self.stop = threading.Event()
+
+    def pusher(self, knot: Knot) -> str:
+        """The knot's first owner who may push to its repository now.
+
+        Owners are listed freely when a knot is made; only one whose own
+        rights (ownership or a push grant) cover the repository is used.
+        """
+        for name in knot.owners or (knot.repository.split("/")[0],):
+            user = get_user(self.identity, name)
+            if user is None:
+                continue
+            principal = password_principal(user.username, user.role, via="service")
+            if self.ownership.may(principal, knot.repository, "push"):
+                return user.username
+        raise BuildFailed(
+            f"no owner of knot {knot.name} ({', '.join(knot.owners) or 'none'}) may push to "
+            f"{knot.repository}: give one of them the namespace or a push grant "
+            "('asterfleet users namespace|grant')"
+        )
 
     def slot_ids(self) -> tuple[str, ...]:
         return tuple(f"{self.settings.worker_id}/{i}" for i in range(self.settings.concurrency))
@@ -167,7 +193,7 @@ class Worker:
         workdir = Path(
             tempfile.mkdtemp(prefix=f"af-build-{build.knot}-", dir=self.settings.workdir)
         )
-        token_id: str | None = None
+        token_id: int | None = None
         state = "running"
         bound = log.bind(knot=build.knot, build=build.number)
         try:
@@ -219,13 +245,15 @@ class Worker:
                     raise BuildFailed(f"test failed: {exc}") from exc
             state = "pushing"
             queue.set_state(self.engine, build.id, "pushing")
-            owner = knot.owners[0] if knot.owners else knot.repository.split("/")[0]
-            token_id, secret = self.identity.create_token(
+            owner = self.pusher(knot)
+            issued = create_token(
+                self.identity,
                 owner,
-                f"build {knot.name}#{build.number}",
-                scopes=[f"repository:{knot.repository}:pull,push"],
-                expires_in=dt.timedelta(hours=2),
+                f"build {knot.name}#{build.number}"[:64],
+                scopes=(f"repository:{knot.repository}:pull,push",),
+                ttl_seconds=PUSH_TOKEN_TTL,
             )
+            token_id, secret = issued.id, issued.token
             blog.add_secret(secret)
             creds = Credentials(self.settings.registry, owner, secret)
             dests = [f"{self.settings.registry}/{knot.repository}:{t}" for t in tags]
@@ -253,7 +281,7 @@ class Worker:
             beat_stop.set()
             beat.join(timeout=10)
             if token_id is not None:
-                self.identity.revoke_token(token_id)
+                revoke_token(self.identity, token_id)
             shutil.rmtree(workdir, ignore_errors=True)
         BUILDS_FINISHED.labels(state).inc()
         finished = queue.build_by_id(self.engine, build.id)

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from asterfleet.errors import UsageError
+
 DEFAULT_ROOT = "/asterfleet"
+# A cluster name becomes part of every key and of etcd role names: no '/',
+# no '..', nothing a shell or etcd would read differently.
+CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def check_cluster_name(cluster: str) -> str:
+    """``cluster`` if it is a valid cluster name, else UsageError."""
+    if not CLUSTER_RE.match(cluster) or ".." in cluster:
+        raise UsageError(
+            f"--cluster {cluster!r}: use 1-63 letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit (it becomes the etcd prefix /asterfleet/CLUSTER/)"
+        )
+    return cluster
 
 
 @dataclass(frozen=True)
 class Keyspace:
     cluster: str
     root: str = DEFAULT_ROOT
+
+    def __post_init__(self) -> None:
+        check_cluster_name(self.cluster)
 
     @property
     def prefix(self) -> str:

@@ -22,6 +22,10 @@ SIP_URI_RE = re.compile(
 )
 
 
+# NodeRecord.calls_error when the agent has no call-count source at all.
+NO_CALL_COUNTER = "the agent runs with --calls none"
+
+
 class NodeState(StrEnum):
     """What the node agent says about its own box."""
 
@@ -88,6 +92,9 @@ class NodeRecord(_Record):
     started_at: float = Field(default=0.0, ge=0)
     updated_at: float = Field(default=0.0, ge=0)
     probe: str | None = None  # last probe outcome, for operators
+    reason: str | None = None  # why the agent chose its state (e.g. a setup mistake)
+    calls_error: str | None = None  # why active_calls is unknown (AMI trouble)
+    asterisk_version: str | None = None  # as Asterisk reports it over AMI
 
     @field_validator("sip_uri")
     @classmethod

@@ -31,7 +31,8 @@ from asterfleet.lab.state import LabInfo, read_desired, write_desired, write_inf
 from asterfleet.lab.swap import BoxSwapper, start_controller
 from asterfleet.runtime.ports import free_port_both
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
-from asterfleet.sipp.runner import SippError, SippUac
+from asterfleet.sipp.runner import SippUac
+from asterfleet.sipp.stats import SippError
 
 REQUIRED = ("etcd", "kamailio", "sipp")
 

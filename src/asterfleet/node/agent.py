@@ -18,14 +18,22 @@ import aetcd.exceptions
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterfleet import __version__, logs
-from asterfleet.errors import EtcdUnavailable, RecordError
-from asterfleet.etcd_client import Etcd
+from asterfleet.errors import EtcdUnavailable, RecordError, UsageError
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, NodeState, parse_balancer
 from asterfleet.node.calls import CallCounter, NoCounter
-from asterfleet.node.state import ProbeHistory, next_state
+from asterfleet.node.state import ProbeHistory, ProbeVerdict, classify, next_state
 from asterfleet.runtime.tasks import cancel_all
 from asterfleet.sip.options import parse_sip_uri, probe
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+class NodeIdTaken(UsageError):
+    """Another live agent holds this node id."""
 
 
 @dataclass
@@ -34,6 +42,7 @@ class NodeAgentConfig:
     cluster: str
     node_id: str
     sip_uri: str
+    etcd_security: EtcdSecurity = NO_SECURITY
     set_id: int = 1
     weight: int = 1
     priority: int = 0
@@ -72,6 +81,19 @@ class NodeMetrics:
             "asterfleet_node_registrations", "Leases granted and record written", registry=r
         )
         self.writes = Counter("asterfleet_node_record_writes", "Node record writes", registry=r)
+        self.count_up = Gauge(
+            "asterfleet_node_call_count_up", "1 when the call count is known", registry=r
+        )
+        self.count_errors = Counter(
+            "asterfleet_node_call_count_errors",
+            "Times the call count became unavailable (AMI refused, unreachable...)",
+            registry=r,
+        )
+        self.restores = Counter(
+            "asterfleet_node_record_restores",
+            "Records put back after they disappeared",
+            registry=r,
+        )
 
 
 class NodeAgent:
@@ -83,7 +105,7 @@ class NodeAgent:
     ) -> None:
         self.cfg = cfg
         self.ks = Keyspace(cfg.cluster)
-        self.etcd = Etcd(cfg.etcd)
+        self.etcd = Etcd(cfg.etcd, security=cfg.etcd_security)
         self.counter = counter or NoCounter()
         self.metrics = metrics or NodeMetrics()
         self.log = logs.get("node", node=cfg.node_id, cluster=cfg.cluster)
@@ -91,12 +113,19 @@ class NodeAgent:
         self.started_at = time.time()
         self.state = NodeState.STARTING if cfg.probe == "sip" else NodeState.ACTIVE
         self.history = ProbeHistory()
+        self.reason: str | None = None
         self.active_calls: int | None = None
+        self.calls_error: str | None = None
+        self.asterisk_version: str | None = None
         self.probe_note: str | None = None
         self.draining = False
         self.lease: int | None = None
         self.written: bytes | None = None  # record content last written (sans timestamps)
         self.last_revision = 0
+        self.registered = False  # the record was written at least once
+        self.lost_because: str | None = None  # why the record must be put back
+        self.conflict: NodeIdTaken | None = None
+        self.last_conflict: str | None = None
         self.dirty = asyncio.Event()
         self.stopping = asyncio.Event()
 
@@ -120,9 +149,18 @@ class NodeAgent:
             started_at=self.started_at,
             updated_at=0.0,
             probe=self.probe_note,
+            reason=self.reason,
+            calls_error=self.calls_error,
+            asterisk_version=self.asterisk_version,
         )
 
     async def _write(self) -> None:
+        """Write the record if it changed (or is missing), under our lease.
+
+        The write is a claim: it succeeds only while the key is ours or
+        absent, so a second agent started with the same id is refused
+        instead of silently taking the node over.
+        """
         rec = self.record()
         content = rec.to_json()
         if self.lease is None:
@@ -133,45 +171,108 @@ class NodeAgent:
         if content == self.written:
             return
         stamped = rec.model_copy(update={"updated_at": time.time()})
-        self.last_revision = await self.etcd.put(
-            self.ks.node(self.cfg.node_id), stamped.to_json(), lease=self.lease
-        )
+        claim = await self.etcd.claim(self.ks.node(self.cfg.node_id), stamped.to_json(), self.lease)
+        if claim.outcome == "held":
+            raise NodeIdTaken(
+                f"node id {self.cfg.node_id!r} is held by another live agent "
+                f"(lease {claim.holder:x}): give this box another --id, or stop the other agent"
+            )
+        if claim.outcome == "created" and self.registered:
+            why = self.lost_because or "the record was deleted"
+            self.log.warning("record_restored", reason=why, lease=hex(self.lease))
+            self.metrics.restores.inc()
+        self.lost_because = None
+        self.registered = True
+        self.last_revision = claim.revision
         self.written = content
         self.metrics.writes.inc()
 
+    async def _check_record(self) -> None:
+        """Notice a record that disappeared while our lease lives (deleted
+        by hand, or by another agent's lease going away)."""
+        kv = await self.etcd.get(self.ks.node(self.cfg.node_id))
+        if kv is None or kv.lease != self.lease:
+            self.lost_because = (
+                "the record was deleted while the lease was alive"
+                if kv is None
+                else f"the record is under another lease ({kv.lease:x})"
+            )
+            self.written = None
+
     # -- loops ----------------------------------------------------------------
 
-    async def _probe_once(self) -> None:
-        status: int | None = None
-        if self.cfg.probe == "sip":
-            result = await probe(
-                self.uri.host, self.uri.port, self.uri.transport, self.cfg.probe_timeout
-            )
-            status = result.status
-            if result.rtt_ms is not None:
-                self.metrics.probe_rtt.set(result.rtt_ms / 1000)
-            self.probe_note = f"{status}" if status is not None else (result.error or "no answer")
-        new_state, self.history = next_state(
-            self.history, status, self.cfg.probe == "sip", self.draining, self.cfg.unhealthy_after
+    def _decide(self, verdict: ProbeVerdict | None, status: int | None = None) -> None:
+        """Every state change goes through here, synchronously: the decision
+        is taken from the agent's state and drain flag as they are now, and
+        written at once (no await between deciding and writing)."""
+        decision = next_state(
+            self.state,
+            self.history,
+            verdict,
+            self.draining,
+            self.cfg.unhealthy_after,
+            status,
         )
-        if self.history.failures:
-            self.metrics.probe_failures.inc()
-        calls = await self.counter.active_calls()
-        if new_state != self.state:
-            self.log.info("state", old=self.state.value, new=new_state.value, probe=self.probe_note)
-        if new_state != self.state or calls != self.active_calls:
-            self.state = new_state
-            self.active_calls = calls
+        self.history = decision.history
+        if decision.state != self.state or decision.reason != self.reason:
+            if decision.state != self.state:
+                self.log.info(
+                    "state",
+                    old=self.state.value,
+                    new=decision.state.value,
+                    probe=self.probe_note,
+                    reason=decision.reason,
+                )
+            elif decision.reason is not None:
+                self.log.warning("state_reason", state=self.state.value, reason=decision.reason)
+            self.state = decision.state
+            self.reason = decision.reason
             self.dirty.set()
         for s in NodeState:
             self.metrics.state.labels(state=s.value).set(1 if s is self.state else 0)
+
+    async def _probe_once(self) -> None:
+        if self.cfg.probe != "sip":
+            self._decide(None)
+            return
+        result = await probe(
+            self.uri.host, self.uri.port, self.uri.transport, self.cfg.probe_timeout
+        )
+        # From here on nothing awaits: decide from the state as it is now.
+        status = result.status
+        if result.rtt_ms is not None:
+            self.metrics.probe_rtt.set(result.rtt_ms / 1000)
+        self.probe_note = f"{status}" if status is not None else (result.error or "no answer")
+        verdict = classify(status, result.error)
+        if verdict is not ProbeVerdict.ALIVE and verdict is not ProbeVerdict.SHUTTING_DOWN:
+            self.metrics.probe_failures.inc()
+        self._decide(verdict, status)
+
+    async def _count_once(self) -> int | None:
+        """Read the call count (and why it is unknown, and the Asterisk
+        version) into the record; say so once when the count goes or returns."""
+        calls = await self.counter.active_calls()
+        error = None if calls is not None else (self.counter.last_error or "no count yet")
+        version = self.counter.version
+        if error != self.calls_error:
+            if error is not None:
+                self.log.warning("call_count_unavailable", reason=error)
+                self.metrics.count_errors.inc()
+            else:
+                self.log.info("call_count_available", active_calls=calls)
+        if (calls, error, version) != (self.active_calls, self.calls_error, self.asterisk_version):
+            self.active_calls, self.calls_error, self.asterisk_version = calls, error, version
+            self.dirty.set()
+        self.metrics.count_up.set(0 if calls is None else 1)
         if calls is not None:
             self.metrics.active_calls.set(calls)
+        return calls
 
     async def probe_loop(self) -> None:
         while not self.stopping.is_set():
             try:
                 await self._probe_once()
+                await self._count_once()
             except Exception as exc:  # a probe bug must not kill the agent
                 self.log.error("probe_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
@@ -189,11 +290,27 @@ class NodeAgent:
                     next_keepalive = time.monotonic() + keepalive_every
                     if ttl <= 0:
                         self.log.warning("lease_expired", lease=hex(self.lease))
+                        self.lost_because = f"the lease {self.lease:x} expired"
                         self.lease = None
+                    elif self.written is not None:
+                        await self._check_record()
                 self.dirty.clear()
                 await self._write()
                 self.metrics.etcd_up.set(1)
                 backoff = 0.2
+            except NodeIdTaken as exc:
+                if not self.registered:
+                    self.conflict = exc
+                    self.stopping.set()
+                    return
+                # Our record vanished and another agent took the id meanwhile:
+                # say so once, keep trying (the other one may be short-lived).
+                if str(exc) != self.last_conflict:
+                    self.log.error("node_id_taken", error=str(exc))
+                self.last_conflict = str(exc)
+                self.written = None
+                await self._sleep(keepalive_every)
+                continue
             except (EtcdUnavailable, aetcd.exceptions.ClientError) as exc:
                 self.metrics.etcd_up.set(0)
                 if backoff == 0.2:  # first failure: say it once, then quietly retry
@@ -230,7 +347,7 @@ class NodeAgent:
         """Stop taking calls, wait for the balancers and for the calls."""
         deadline = time.monotonic() + self.cfg.drain_timeout
         self.draining = True
-        self.state = NodeState.DRAINING
+        self._decide(None)
         self.log.info("draining", timeout=self.cfg.drain_timeout)
         with contextlib.suppress(EtcdUnavailable):
             await self._write()
@@ -246,9 +363,16 @@ class NodeAgent:
             await asyncio.sleep(0.05)
         waited_for_calls = False
         applied_at = time.monotonic()
+        said_no_count = False
         while time.monotonic() < deadline:
-            calls = await self.counter.active_calls()
-            self.active_calls = calls
+            calls = await self._count_once()
+            if calls is None and not said_no_count:
+                said_no_count = True
+                self.log.warning(
+                    "drain_without_count",
+                    reason=self.calls_error,
+                    waits=f"the drain timeout ({self.cfg.drain_timeout:g}s)",
+                )
             with contextlib.suppress(EtcdUnavailable):
                 await self._write()
             if calls == 0 and time.monotonic() - applied_at >= self.cfg.drain_settle:
@@ -270,19 +394,32 @@ class NodeAgent:
     # -- main ----------------------------------------------------------------
 
     async def run(self, shutdown: asyncio.Event) -> int:
-        """Run until ``shutdown`` is set, then drain and deregister."""
+        """Run until ``shutdown`` is set, then drain and deregister.
+
+        Raises :class:`NodeIdTaken` when another live agent holds the id.
+        """
         self.log.info("starting", sip_uri=self.cfg.sip_uri, etcd=self.cfg.etcd, ttl=self.cfg.ttl)
         tasks = [
+            asyncio.create_task(self.counter.run(self.stopping), name="counter"),
             asyncio.create_task(self.probe_loop(), name="probe"),
             asyncio.create_task(self.etcd_loop(), name="etcd"),
         ]
+        stop = asyncio.create_task(_wait(self.stopping))
+        signalled = asyncio.create_task(_wait(shutdown))
         try:
-            await shutdown.wait()
-            # Probing goes on during the drain so the record stays truthful.
-            await self.drain()
+            await asyncio.wait({stop, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            if self.conflict is not None:
+                self.log.error("node_id_taken", error=str(self.conflict))
+                raise self.conflict
+            if self.registered:
+                # Probing goes on during the drain so the record stays truthful.
+                await self.drain()
+            else:
+                # Never registered: no balancer routes here, nothing to drain.
+                self.log.info("stopping_unregistered", why="the record was never written")
         finally:
             self.stopping.set()
-            await cancel_all(tasks)
+            await cancel_all([*tasks, stop, signalled])
             await self.deregister()
             await self.etcd.close()
         return 0

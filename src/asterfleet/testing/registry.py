@@ -1,26 +1,31 @@
-"""A registry on loopback for the lab and the tests: the real
+"""A registry on loopback for the tests and benchmarks: the real
 ``docker-registry`` (Distribution) with token auth pointing at an
-in-process asterfleet token server, both on free ports."""
+in-process asterfleet token server, both on free ports. Users and tokens
+are the one identity (a console database in the lab's directory)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import APIRouter
 from sqlalchemy import Engine
 
-from asterfleet.factory.db import open_store
+from asterfleet.auth import Authenticator
+from asterfleet.db import Database, open_database
 from asterfleet.registry.app import create_app
 from asterfleet.registry.catalogue import CatalogueSync
 from asterfleet.registry.config import CONFIG_FILE, TokenServerSettings, write_config
-from asterfleet.registry.identity import SqlIdentity
+from asterfleet.registry.ownership import Ownership
+from asterfleet.registry.schema import create_tables
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
+from asterfleet.storage import open_engine
 
 
 @dataclass
@@ -29,8 +34,9 @@ class RegistryLab:
     registry_port: int
     token_port: int
     settings: TokenServerSettings
-    engine: Engine
-    identity: SqlIdentity
+    engine: Engine  # the registry's tables (and the factory's, when shared)
+    db: Database  # the one identity: users and tokens
+    ownership: Ownership
     catalogue: CatalogueSync
     registry: ManagedProcess
 
@@ -55,8 +61,12 @@ def registry_lab(
     service: str = "asterfleet-lab",
     reconcile_interval: float = 300.0,
     cache_seconds: float = 5.0,
+    extra_routers: Callable[[Engine], Sequence[APIRouter]] = lambda _engine: (),
 ) -> Iterator[RegistryLab]:
-    """Start both, yield, and stop both (also when the body fails)."""
+    """Start both, yield, and stop both (also when the body fails).
+
+    ``extra_routers`` are served beside the token endpoint (the factory's
+    tests pass the knots' webhooks)."""
     binary = require_binary("docker-registry")
     token_port, registry_port = free_port(), free_port()
     while registry_port == token_port:
@@ -67,9 +77,15 @@ def registry_lab(
         service=service,
         listen=f"127.0.0.1:{registry_port}",
     )
-    engine = open_store(db_url or f"sqlite:///{directory / 'factory.db'}")
+    engine = create_tables(open_engine(db_url or f"sqlite:///{directory / 'factory.db'}"))
+    db = open_database(str(directory / "console.db"))
     app = create_app(
-        settings, engine, reconcile_interval=reconcile_interval, cache_seconds=cache_seconds
+        settings,
+        engine,
+        Authenticator(db),
+        reconcile_interval=reconcile_interval,
+        cache_seconds=cache_seconds,
+        extra_routers=extra_routers(engine),
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=token_port, log_level="warning")
@@ -91,7 +107,8 @@ def registry_lab(
             token_port=token_port,
             settings=settings,
             engine=engine,
-            identity=SqlIdentity(engine),
+            db=db,
+            ownership=Ownership(engine),
             catalogue=app.state.catalogue,
             registry=registry,
         )
@@ -100,3 +117,4 @@ def registry_lab(
         server.should_exit = True
         thread.join(timeout=10)
         engine.dispose()
+        db.close()

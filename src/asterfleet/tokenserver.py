@@ -1,4 +1,7 @@
-"""Running the standalone token server, in one process or several.
+"""The standalone token server (``asterfleet registry serve``), in one
+process or several: the registry's token endpoint and catalogue hook, on the
+console's one identity, with the knots' webhooks beside them. This module
+composes the registry and the factory; neither imports the other's app.
 
 With ``--workers N`` uvicorn starts N processes that each build the app from
 :func:`app_from_env` (the options travel in an environment variable, never
@@ -18,11 +21,16 @@ from typing import IO
 
 from fastapi import FastAPI
 
+from asterfleet.auth import Authenticator
+from asterfleet.db import open_database
 from asterfleet.factory.db import open_store
+from asterfleet.factory.web import knot_webhook_router
 from asterfleet.registry.app import create_app
 from asterfleet.registry.config import read_settings
+from asterfleet.registry.schema import create_tables
 
 ENV = "ASTERFLEET_REGISTRY_SERVE"
+NAME = "asterfleet.tokenserver"
 LOCK_FILE = "reconcile.lock"
 NEVER = 10.0 * 365 * 86400
 
@@ -32,19 +40,23 @@ _held: list[IO[str]] = []  # the reconcile lock, held for the life of the proces
 @dataclass(frozen=True)
 class ServeOptions:
     config_dir: str
-    db: str
+    db: str | None  # the factory's store (knots, builds, registry tables)
+    console_db: str | None = None  # the one identity: users and tokens
     token_ttl: int = 300
     reconcile_interval: float = 300.0
     cache_seconds: float = 5.0
 
 
 def build_app(opts: ServeOptions, reconcile: bool = True) -> FastAPI:
+    engine = create_tables(open_store(opts.db))
     return create_app(
         read_settings(Path(opts.config_dir)),
-        open_store(opts.db),
+        engine,
+        Authenticator(open_database(opts.console_db)),
         token_ttl=opts.token_ttl,
         reconcile_interval=opts.reconcile_interval if reconcile else NEVER,
         cache_seconds=opts.cache_seconds,
+        extra_routers=[knot_webhook_router(engine)],
     )
 
 
@@ -82,7 +94,7 @@ def serve(opts: ServeOptions, host: str, port: int, workers: int = 1) -> None:
         return
     os.environ[ENV] = json.dumps(asdict(opts))
     uvicorn.run(
-        "asterfleet.registry.serve:app_from_env",
+        f"{NAME}:app_from_env",
         factory=True,
         workers=workers,
         **common,  # type: ignore[arg-type]

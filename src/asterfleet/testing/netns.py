@@ -1,4 +1,4 @@
-"""Network namespaces for the VIP tests and the lab: hosts on one bridge.
+"""Network namespaces for the VIP tests: hosts on one bridge.
 
 :class:`NetnsLab` makes a private L2 segment: a "switch" namespace holding a
 bridge, and one namespace per host joined to it by a veth pair. Everything

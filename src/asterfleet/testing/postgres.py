@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster in a directory (tests, benchmarks, the lab).
+"""A throwaway PostgreSQL cluster in a directory, for tests and benchmarks.
 
 ``initdb`` + ``pg_ctl`` from Debian's postgresql package, on a free loopback
 port, unix socket inside the directory. PostgreSQL refuses to run as root,
