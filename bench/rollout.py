@@ -87,7 +87,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="asterfleet-bench-rollout-") as tmp:
         stack = Stack(Path(tmp), StackOptions(cluster=CLUSTER))
-        swapper = BoxSwapper(stack, uas_args=())
+        # A call whose BYE was lost on a loaded machine would stay "in
+        # progress" on a SIPp box forever (Asterisk times it out on RTP).
+        swapper = BoxSwapper(stack, uas_args=("-recv_timeout", "10000"))
         controller = None
         try:
             stack.start()
@@ -108,7 +110,7 @@ def main() -> int:
             assert verdict == "passed", verdict
 
             controller = start_controller(stack, swapper.replace_action)
-            cli(stack, "rollout", "start", "--version", "v2",
+            cli(stack, "rollout", "start", "--version", "v2", "--drain-timeout", "30",
                 "--gate-calls", str(opts.gate_calls), "--json")  # fmt: skip
             wait_for(
                 lambda: cli(stack, "rollout", "status", "--json")["state"] != "running",

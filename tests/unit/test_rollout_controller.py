@@ -60,6 +60,7 @@ def test_a_replace_that_cannot_run_is_counted_and_the_node_waits_to_be_rolled_ba
         asyncio.run(controller.reconcile())
     r = stored(etcd)
     assert r.nodes[0].phase is Phase.REPLACING and r.nodes[0].replace_issued
+    assert "has no 'replace' label and the controller no --replace" in r.nodes[0].message
     assert controller.metrics.actions.labels("replace", "failed")._value.get() >= 1
 
 
