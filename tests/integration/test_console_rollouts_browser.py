@@ -19,9 +19,9 @@ from asterfleet.etcd_client import Etcd
 from asterfleet.etcdtools.server import EtcdServer, start_single
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.rollout.model import NodeProgress, Phase, Rollout, Target, parse_rollout
-from asterfleet.runtime.chromium import launch as launch_chromium
-from asterfleet.runtime.chromium import log_in as sign_in
 from asterfleet.runtime.process import wait_for
+from asterfleet.testing.chromium import launch as launch_chromium
+from asterfleet.testing.chromium import log_in as sign_in
 
 pytestmark = pytest.mark.integration
 
