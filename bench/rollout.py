@@ -42,6 +42,7 @@ from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.stack import Stack, StackOptions
 from asterfleet.lab.swap import BoxSwapper, start_controller
 from asterfleet.rollout.gate import GateCalls, run_gate
+from asterfleet.rollout.operations import get_rollout
 from asterfleet.runtime.process import wait_for
 
 CLUSTER = "bench"
@@ -67,11 +68,21 @@ def box_time(stack: Stack, swapper: BoxSwapper, node_id: str, version: str) -> f
     return time.monotonic() - t0
 
 
+def rollout(stack: Stack) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        async with Etcd(stack.etcd_endpoint) as etcd:
+            r = await get_rollout(etcd, Keyspace(CLUSTER))
+        data: dict[str, Any] = r.model_dump(mode="json")
+        return data
+
+    return asyncio.run(go())
+
+
 def cli(stack: Stack, *args: str) -> Any:
     out = subprocess.run(
         [sys.executable, "-m", "asterfleet", *args,
          "--etcd", stack.etcd_endpoint, "--cluster", CLUSTER],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True, text=True, timeout=600, check=True,
     )  # fmt: skip
     return json.loads(out.stdout) if "--json" in args else out.stdout
 
@@ -112,11 +123,9 @@ def main() -> int:
             controller = start_controller(stack, swapper.replace_action)
             cli(stack, "rollout", "start", "--version", "v2", "--drain-timeout", "30",
                 "--gate-calls", str(opts.gate_calls), "--json")  # fmt: skip
-            wait_for(
-                lambda: cli(stack, "rollout", "status", "--json")["state"] != "running",
-                600, 0.5, "rollout finished",
-            )  # fmt: skip
-            status = cli(stack, "rollout", "status", "--json")
+            # Read in-process: on a loaded machine each CLI start-up takes seconds.
+            wait_for(lambda: rollout(stack)["state"] != "running", 900, 0.5, "rollout finished")
+            status = rollout(stack)
             final = uac.stop_gracefully(60)
         finally:
             if controller is not None:

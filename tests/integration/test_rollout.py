@@ -20,7 +20,7 @@ from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.stack import Stack
 from asterfleet.lab.swap import BoxSwapper, DrainWatcher, start_controller
-from asterfleet.rollout.operations import get_rollout
+from asterfleet.rollout.operations import change_rollout, get_rollout
 from asterfleet.runtime.process import ManagedProcess, wait_for
 from asterfleet.sipp.runner import SippStats, SippUac
 from tests.integration.calls import setup_failures
@@ -92,6 +92,7 @@ def _stop(*procs: ManagedProcess | None) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_four_nodes_rolled_under_load_drop_no_call_and_survive_a_killed_controller(
     stack: Stack, swapper: BoxSwapper
 ) -> None:
@@ -112,20 +113,20 @@ def test_four_nodes_rolled_under_load_drop_no_call_and_survive_a_killed_controll
         assert started.returncode == 0, started.stderr
 
         # A canary: the rollout pauses after the first node, resumed from the CLI.
-        wait_for(lambda: rollout_status(stack)["state"] == "paused", 60, what="paused after 1")
+        wait_for(lambda: rollout_status(stack)["state"] == "paused", 180, what="paused after 1")
         assert phase_of(stack, "ast1") == "done"
         assert phase_of(stack, "ast2") == "pending"
-        resumed = cli(stack, "rollout", "resume", "--by", "ci")
-        assert resumed.returncode == 0, resumed.stderr
+        resumed = _read(stack, lambda e, ks: change_rollout(e, ks, None, "resume", "ci"))
+        assert resumed.state.value == "running"
 
         # Kill the controller in the middle of a node; a new one resumes.
-        wait_for(lambda: phase_of(stack, "ast3") == "replacing", 60, what="ast3 replacing")
+        wait_for(lambda: phase_of(stack, "ast3") == "replacing", 240, what="ast3 replacing")
         assert controller is not None
         controller.kill()
         controller = None
         restarted = start_controller(stack, swapper.replace_action, name="rollout2")
 
-        wait_for(lambda: rollout_status(stack)["state"] != "running", 120, what="rollout ended")
+        wait_for(lambda: rollout_status(stack)["state"] != "running", 300, what="rollout ended")
         final_rollout = rollout_status(stack)
         assert final_rollout["state"] == "succeeded", final_rollout["reason"]
         assert [n["phase"] for n in final_rollout["nodes"]] == ["done"] * 4
@@ -150,6 +151,7 @@ def test_four_nodes_rolled_under_load_drop_no_call_and_survive_a_killed_controll
         assert stack.backends[node_id].uas.invites_received() > 5
 
 
+@pytest.mark.timeout(600)
 def test_a_version_that_fails_the_gate_is_rolled_back_and_the_rollout_stops(
     stack: Stack, swapper: BoxSwapper
 ) -> None:
@@ -162,7 +164,7 @@ def test_a_version_that_fails_the_gate_is_rolled_back_and_the_rollout_stops(
     try:
         started = cli(stack, "rollout", "start", "--version", "v3", "--gate-calls", "3")
         assert started.returncode == 0, started.stderr
-        wait_for(lambda: rollout_status(stack)["state"] != "running", 90, what="rollout ended")
+        wait_for(lambda: rollout_status(stack)["state"] != "running", 240, what="rollout ended")
     finally:
         _stop(controller)
     final = uac.stop_gracefully(30)
