@@ -183,6 +183,7 @@ def test_a_version_that_fails_the_gate_is_rolled_back_and_the_rollout_stops(
     assert "gate failed on ast1" in text.stdout
 
 
+@pytest.mark.timeout(900)
 def test_abort_from_the_cli_gives_a_draining_node_its_calls_back(
     stack: Stack, swapper: BoxSwapper
 ) -> None:
@@ -192,8 +193,9 @@ def test_abort_from_the_cli_gives_a_draining_node_its_calls_back(
     wait_for(lambda: stack.backends["ast1"].uas.stats().current_calls > 0, 20, what="calls")
     controller = start_controller(stack, swapper.replace_action)
     try:
-        assert cli(stack, "rollout", "start", "--version", "v2").returncode == 0
-        wait_for(lambda: phase_of(stack, "ast1") == "draining", 30, what="ast1 draining")
+        started = cli(stack, "rollout", "start", "--version", "v2", "--by", "ci")
+        assert started.returncode == 0, started.stderr
+        wait_for(lambda: phase_of(stack, "ast1") == "draining", 120, what="ast1 draining")
         paused = cli(stack, "rollout", "pause", "--by", "alice")
         assert paused.returncode == 0 and "paused by alice" in paused.stdout
         aborted = cli(stack, "rollout", "abort", "--by", "alice")
