@@ -61,7 +61,7 @@ def node_state(stack: Stack, node_id: str) -> tuple[str | None, str | None]:
 def box_time(stack: Stack, swapper: BoxSwapper, node_id: str, version: str) -> float:
     """Retire the box and start a new one, until its node is active again."""
     t0 = time.monotonic()
-    old = stack.backends.pop(node_id)
+    old = stack.nodes.pop(node_id)
     Stack.retire(old, timeout=120)
     swapper.add(node_id, version)
     wait_for(lambda: node_state(stack, node_id) == ("active", version), 120, 0.02, "active")
@@ -109,12 +109,12 @@ def main() -> int:
             for n in nodes:
                 swapper.add(n, "v1")
             for n in nodes:
-                stack.wait_routable(stack.backends[n], timeout=60)
+                stack.wait_routable(stack.nodes[n], timeout=60)
             uac = stack.start_calls(rate=opts.rate, hold_ms=opts.hold_ms)
             wait_for(lambda: uac.stats().successful_calls > 0, 30, what="calls answered")
 
             own = {n: box_time(stack, swapper, n, "v1") for n in nodes}
-            uri = stack.backends[nodes[0]].sip_uri
+            uri = stack.nodes[nodes[0]].sip_uri
             t0 = time.monotonic()
             verdict = run_gate(uri, opts.gate_calls, GateCalls((("127.0.0.1", stack.sip_port),)))
             gate = time.monotonic() - t0

@@ -183,7 +183,12 @@ class FakeAmi:
             self.commands.append(cli)
             if cli == "core stop gracefully":
                 self.shutting_down = True
-            reply("Response: Success\r\nMessage: Command output follows\r\nOutput: \r\n")
+            out = (
+                f"Output: Asterisk {VERSION} built by asterfleet\r\n"
+                if cli == "core show version"
+                else ""
+            )
+            reply(f"Response: Success\r\nMessage: Command output follows\r\n{out}")
             return True
         error("Invalid/unknown command")
         return True

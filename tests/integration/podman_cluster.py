@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -77,8 +79,14 @@ class Cluster:
             pod_name=self.pod_name(logical),
             logical_name=logical,
             pod_ip=ip,
+            volume_root=str(self.work / "volumes"),
             host_aliases=aliases,
         )
+        for path in kube.host_paths(pod):
+            # Empty and owned by the images' asterfleet user, like a fresh emptyDir.
+            shutil.rmtree(path, ignore_errors=True)
+            Path(path).mkdir(parents=True)
+            os.chown(path, 10001, 10001)
         path = self.work / f"{logical}.yaml"
         path.write_text(kube.play_yaml(self.docs, pod))
         self.pods.add(self.pod_name(logical))
@@ -155,7 +163,8 @@ class Cluster:
 def _wait_etcd(cluster: Cluster) -> None:
     def healthy() -> bool:
         try:
-            cluster.etcdctl("endpoint", "health", "--cluster")
+            for member in ETCD:
+                cluster.etcdctl("endpoint", "health", member=member)
             return True
         except subprocess.CalledProcessError:
             return False

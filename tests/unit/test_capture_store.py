@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from asterfleet.capture.collector import packet_to_row
+from asterfleet.capture.pager import page_calls
 from asterfleet.capture.search import (
     MessageQuery,
     call_messages,
     parse_time,
-    search_calls,
     search_messages,
 )
 from asterfleet.capture.store import Store, parse_duration, parse_size
@@ -80,7 +80,7 @@ def test_rows_keep_every_indexed_field(store: Store) -> None:
 def test_calls_are_grouped_with_final_status_and_backend(store: Store) -> None:
     t0 = 1_700_000_000_000_000
     load(store, flow("ok-call", t0) + flow("busy-call", t0 + 10_000_000, "10.0.0.4", "486 Busy"))
-    calls = {c.call_id: c for c in search_calls(store, MessageQuery())}
+    calls = {c.call_id: c for c in page_calls(store, MessageQuery()).calls}
     ok, busy = calls["ok-call"], calls["busy-call"]
     assert (ok.final_status, ok.node, ok.messages, ok.method) == (
         200,
@@ -90,7 +90,7 @@ def test_calls_are_grouped_with_final_status_and_backend(store: Store) -> None:
     )
     assert ok.duration_s == pytest.approx(0.6)
     assert (busy.final_status, busy.node) == (486, "10.0.0.4:5060")
-    assert [c.call_id for c in search_calls(store, MessageQuery())] == ["busy-call", "ok-call"]
+    assert [c.call_id for c in page_calls(store, MessageQuery()).calls] == ["busy-call", "ok-call"]
     assert ok.as_dict()["start"].startswith("2023-11-14T22:13:20")
 
 
@@ -121,7 +121,7 @@ def test_search_filters(store: Store, query: MessageQuery, calls: set[str]) -> N
         hep(sip("SIP/2.0 486 Busy", "bob-call", "1 INVITE", frm="bob"), ts_sec=1_700_000_011),
     ]
     load(store, flow("ok-call", t0) + bob)
-    assert {c.call_id for c in search_calls(store, query)} == calls
+    assert {c.call_id for c in page_calls(store, query).calls} == calls
 
 
 def test_retention_by_age_and_size(store: Store) -> None:

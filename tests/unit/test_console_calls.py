@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from asterfleet.auth import add_user, create_token
 from asterfleet.capture.collector import packet_to_row
 from asterfleet.capture.hep import HepPacket, encode_hep
+from asterfleet.capture.pager import conditions, decode_cursor, page_calls, walk_query
 from asterfleet.capture.search import MessageQuery
 from asterfleet.capture.store import Row, Store
 from asterfleet.console import ConsoleSettings, create_app
-from asterfleet.console.call_pages import conditions, decode_cursor, page_calls, walk_query
 from asterfleet.db import open_database
 from asterfleet.errors import UsageError
 from tests.unit.console_fakes import FakeEtcd
@@ -183,8 +183,8 @@ def test_overlapping_calls_page_by_their_newest_match(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("query", "index"),
     [
-        (MessageQuery(), "ix_sip_messages_ts"),
-        (MessageQuery(since_us=T0), "ix_sip_messages_ts"),
+        (MessageQuery(), "ix_sip_messages_opening_ts"),
+        (MessageQuery(since_us=T0), "ix_sip_messages_opening_ts"),
         (MessageQuery(call_id="c1@x"), "ix_sip_messages_call_id"),
         (MessageQuery(from_user="al"), "ix_sip_messages_from_user"),
         (MessageQuery(to_user="10"), "ix_sip_messages_to_user"),

@@ -116,6 +116,7 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         sip.user_agent,
         pkt.correlation_id,
         pkt.payload,
+        sip.opens_call,
     )
 
 

@@ -11,12 +11,12 @@ import typer
 
 from asterfleet.capture.collector import CollectorSettings, parse_listen, run
 from asterfleet.capture.ladder import build_ladder
+from asterfleet.capture.pager import MAX_PAGE, STATUS_CLASSES, page_calls
 from asterfleet.capture.pcap import build_pcap
 from asterfleet.capture.search import (
     MessageQuery,
     call_messages,
     parse_time,
-    search_calls,
     search_messages,
 )
 from asterfleet.capture.store import Store, parse_duration, parse_size
@@ -183,16 +183,38 @@ def search_cmd(
         help="Capture host (the HEP sender: a balancer or an Asterisk box): "
         "its capture name or capture id.",
     ),
+    status_class: str | None = typer.Option(
+        None,
+        "--status-class",
+        help="Calls with an answer of this class: 2xx, 3xx, 4xx, 5xx, 6xx; none: unanswered.",
+    ),
+    text: str | None = typer.Option(
+        None, "--text", help="Text anywhere in one of the call's messages (e.g. a header value)."
+    ),
+    options: bool = typer.Option(
+        False, "--options", help="Also list OPTIONS probes (hidden otherwise)."
+    ),
     messages: bool = typer.Option(
         False, "--messages", help="List matching messages instead of calls."
     ),
     limit: int = typer.Option(50, "--limit", help="At most this many results."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Find calls (or single messages) by Call-ID, users, time, method or status."""
+    """Find calls (or single messages) by Call-ID, users, time, method or status.
+
+    Calls are listed by start, newest first, through the same paging search
+    as the console's Calls page and `GET /api/v1/calls`. The balancers'
+    OPTIONS probes are left out unless `--options` is given.
+    """
     with user_errors():
         if method and status is not None:
             raise UsageError("give --method or --status, not both")
+        if limit < 1 or (limit > MAX_PAGE and not messages):
+            raise UsageError(f"--limit {limit}: give 1 to {MAX_PAGE} calls")
+        if status_class is not None and status_class.lower() not in STATUS_CLASSES:
+            raise UsageError(
+                f"--status-class {status_class!r}: give one of {', '.join(STATUS_CLASSES)}"
+            )
         now_us = int(time.time() * 1_000_000)
         query = MessageQuery(
             call_id=call_id,
@@ -204,6 +226,9 @@ def search_cmd(
             status=status,
             capture_host=capture_host,
             limit=limit,
+            status_class=status_class.lower() if status_class else None,
+            text=text or None,
+            options=options,
         )
         store = _open(db)
         try:
@@ -241,7 +266,8 @@ def search_cmd(
                     ),
                 )  # fmt: skip
                 return
-            calls = [c.as_dict() for c in search_calls(store, query)]
+            page = page_calls(store, query, limit)
+            calls = [c.as_dict() for c in page.calls]
             emit(
                 as_json,
                 calls,

@@ -27,7 +27,7 @@ from asterfleet.errors import EtcdUnavailable
 from asterfleet.etcd_client import Etcd, parse_endpoints
 from asterfleet.fleet import actions
 from asterfleet.fleet.keys import Keyspace
-from asterfleet.fleet.model import NO_CALL_COUNTER, AdminIntent
+from asterfleet.fleet.model import NO_CALL_COUNTER, AdminIntent, EffectiveState
 from asterfleet.fleet.view import FleetView
 
 app = typer.Typer(
@@ -37,7 +37,7 @@ app = typer.Typer(
 T = TypeVar("T")
 
 ByOpt = typer.Option(
-    None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: your login name]."
+    None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: LOGIN@cli]."
 )
 NoteOpt = typer.Option(None, "--note", help="Why, for the record (shown in the console).")
 
@@ -45,18 +45,20 @@ STATE_STYLE = {
     "active": "green",
     "starting": "cyan",
     "draining": "yellow",
+    "drained": "blue",
     "maintenance": "magenta",
     "unhealthy": "red",
 }
 
 
 def _operator(by: str | None) -> str:
+    """Who signs the intent (and so the event): --by, else LOGIN@cli."""
     if by:
         return by
     try:
-        return getpass.getuser()
+        return f"{getpass.getuser()}@cli"
     except (KeyError, OSError):
-        return "unknown"
+        return "unknown@cli"
 
 
 def _with_etcd(endpoints: str, fn: Callable[[Etcd], Awaitable[T]]) -> T:
@@ -175,7 +177,7 @@ def _print_intent(node_id: str, intent: AdminIntent, as_json: bool) -> None:
 
 
 def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None:
-    """Wait until the node has no calls left (or has left the fleet)."""
+    """Wait until the node is ``drained`` (or has left the fleet)."""
     deadline = time.monotonic() + timeout
     last_calls: int | None = None
     last_reason: str | None = None
@@ -204,8 +206,13 @@ def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None
             time.sleep(0.5)
             continue
         last_reason = None
-        if calls == 0:
+        if node.state is EffectiveState.DRAINED:
             console.print(f"{node_id}: drained, no calls left")
+            return
+        if node.intent is None or not node.intent.drain:
+            fail(f"node {node_id!r} was undrained while waiting: stopped waiting", 1)
+        if calls == 0:  # idle in a stricter state than draining (unhealthy, maintenance)
+            console.print(f"{node_id}: {node.state.value}, no calls left")
             return
         if calls != last_calls:
             console.print(f"{node_id}: {calls} call(s) left")

@@ -67,6 +67,13 @@ class Keyspace:
     def balancer(self, lb_id: str) -> str:
         return self.balancers + lb_id
 
+    def execs_of(self, node_id: str) -> str:
+        """Where `node exec` requests for one node and their results live."""
+        return self.prefix + "exec/" + node_id + "/"
+
+    def exec_request(self, node_id: str, request_id: str) -> str:
+        return self.execs_of(node_id) + request_id
+
     def kind_of(self, key: str) -> tuple[str, str] | None:
         """('nodes'|'admin'|'balancers', id) for a key under this cluster."""
         if not key.startswith(self.prefix):

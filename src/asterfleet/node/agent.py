@@ -19,10 +19,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterfleet import __version__, logs
 from asterfleet.errors import EtcdUnavailable, RecordError, UsageError
-from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity, WatchLost
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, NodeState, parse_balancer
-from asterfleet.node.calls import CallCounter, NoCounter
+from asterfleet.node.ami import AmiError
+from asterfleet.node.calls import AmiCounter, CallCounter, NoCounter
+from asterfleet.node.execs import MAX_AGE as EXEC_MAX_AGE
+from asterfleet.node.execs import ExecRequest
+from asterfleet.node.execs import to_json as exec_json
 from asterfleet.node.state import ProbeHistory, ProbeVerdict, classify, next_state
 from asterfleet.runtime.tasks import cancel_all
 from asterfleet.sip.options import parse_sip_uri, probe
@@ -58,6 +62,9 @@ class NodeAgentConfig:
     # a stats file that is up to a second old.
     drain_settle: float = 2.0
     media_address: str | None = None
+    # After a drain that ended with no calls: "leave" (deregister) or "stop"
+    # (ask Asterisk to `core stop gracefully` over AMI, then deregister).
+    on_idle: str = "leave"
     version: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -343,7 +350,7 @@ class NodeAgent:
                 return False
         return True
 
-    async def drain(self) -> None:
+    async def drain(self) -> bool:
         """Stop taking calls, wait for the balancers and for the calls."""
         deadline = time.monotonic() + self.cfg.drain_timeout
         self.draining = True
@@ -383,6 +390,72 @@ class NodeAgent:
             "drained" if waited_for_calls else "drain_timeout",
             active_calls=self.active_calls,
         )
+        return waited_for_calls
+
+    async def stop_asterisk(self) -> bool:
+        """``core stop gracefully`` over the agent's AMI session (--on-idle
+        stop); whether Asterisk accepted it. Needs write=command."""
+        if not isinstance(self.counter, AmiCounter):
+            self.log.error("asterisk_not_stopped", reason="--on-idle stop needs --calls ami://")
+            return False
+        try:
+            ok, lines = await self.counter.session.command("core stop gracefully")
+        except (AmiError, OSError, TimeoutError) as exc:
+            ok, lines = False, [str(exc) or type(exc).__name__]
+        if ok:
+            self.log.info("asterisk_stop_requested", command="core stop gracefully")
+        else:
+            self.log.error("asterisk_not_stopped", reason="; ".join(lines))
+        return ok
+
+    # -- node exec ------------------------------------------------------------
+
+    async def exec_loop(self) -> None:
+        """Run `asterfleet node exec` requests for this node over AMI."""
+        prefix = self.ks.execs_of(self.cfg.node_id)
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                snap = await self.etcd.get_prefix(prefix)
+                for kv in snap.items:
+                    await self._run_exec(kv.key, kv.value)
+                async with self.etcd.watch_prefix(prefix, snap.revision + 1) as queue:
+                    backoff = 0.5
+                    while not self.stopping.is_set():
+                        item = await queue.get()
+                        if isinstance(item, WatchLost):
+                            raise EtcdUnavailable(str(item))
+                        if item.kind == "put":
+                            await self._run_exec(item.key, item.value)
+            except EtcdUnavailable:
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _run_exec(self, key: str, raw: bytes) -> None:
+        try:
+            req = ExecRequest.model_validate_json(raw)
+        except ValueError:
+            return
+        if req.state != "pending" or time.time() - req.at > EXEC_MAX_AGE:
+            return
+        if not isinstance(self.counter, AmiCounter):
+            ok, lines = False, ["this node's agent has no AMI session (run it with --calls ami://)"]
+        else:
+            try:
+                ok, lines = await self.counter.session.command(req.command)
+            except (AmiError, OSError, TimeoutError) as exc:
+                ok, lines = False, [str(exc) or type(exc).__name__]
+        self.log.info("exec", command=req.command, by=req.by, at=req.at, ok=ok)
+        done = req.model_copy(
+            update={
+                "state": "done" if ok else "refused",
+                "ok": ok,
+                "output": lines,
+                "done_at": time.time(),
+            }
+        )
+        with contextlib.suppress(EtcdUnavailable):
+            await self.etcd.put(key, exec_json(done))
 
     async def deregister(self) -> None:
         if self.lease is not None:
@@ -403,6 +476,7 @@ class NodeAgent:
             asyncio.create_task(self.counter.run(self.stopping), name="counter"),
             asyncio.create_task(self.probe_loop(), name="probe"),
             asyncio.create_task(self.etcd_loop(), name="etcd"),
+            asyncio.create_task(self.exec_loop(), name="exec"),
         ]
         stop = asyncio.create_task(_wait(self.stopping))
         signalled = asyncio.create_task(_wait(shutdown))
@@ -413,7 +487,9 @@ class NodeAgent:
                 raise self.conflict
             if self.registered:
                 # Probing goes on during the drain so the record stays truthful.
-                await self.drain()
+                idle = await self.drain()
+                if idle and self.cfg.on_idle == "stop":
+                    await self.stop_asterisk()
             else:
                 # Never registered: no balancer routes here, nothing to drain.
                 self.log.info("stopping_unregistered", why="the record was never written")
