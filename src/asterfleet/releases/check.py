@@ -8,6 +8,7 @@ between the push and the record is then harmless).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -153,8 +154,11 @@ def describe(r: BranchResult) -> str:
     return f"branch {r.branch}: {r.outcome} ({r.newest or 'no release'})"
 
 
-def check_once(config: Config, client: httpx.Client) -> list[BranchResult]:
-    """Check every tracked branch once; the state file is saved as it goes."""
+def check_once(
+    config: Config, client: httpx.Client, announce: Callable[[str], None] | None = None
+) -> list[BranchResult]:
+    """Check every tracked branch once; the state file is saved as it goes.
+    New releases and failures go to the webhook and to ``announce``."""
     state = load_state(config.state_file)
     fetched: dict[str, Fetched] = {}
     results: list[BranchResult] = []
@@ -172,7 +176,11 @@ def check_once(config: Config, client: httpx.Client) -> list[BranchResult]:
         save_state(config.state_file, state)
         logs.get("asterfleet.releases").info("release_check", **result.as_dict())
         results.append(result)
-        if result.outcome in ("proposed", "pushed", "error") and config.notify.webhook_url:
+        if result.outcome not in ("proposed", "pushed", "error"):
+            continue
+        if announce is not None:
+            announce(describe(result))
+        if config.notify.webhook_url:
             try:
                 post_webhook(client, config.notify.webhook_url, describe(result))
             except AsterfleetError as exc:

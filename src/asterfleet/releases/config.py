@@ -24,6 +24,14 @@
     mode = "pull-request"        # or "push": commit straight onto `base`
     # feed_kind = "directory"    # or "github"; feed_url = "..."
     # base = "asterisk-22"; containerfile = "..."; prereleases = false
+
+    [irc]                        # optional: reports, and !status !check !build !rollout
+    server = "irc.example.net:6697"
+    tls = true
+    channel = "#asterfleet"
+    allow = ["alice", "bob"]     # who may run !check, !build, !rollout
+    console_url = "https://console.example.net"
+    knots = { "22" = "asterisk-22" }
 """
 
 from __future__ import annotations
@@ -87,6 +95,28 @@ class Notify(_Strict):
     webhook_url: str | None = None
 
 
+class Irc(_Strict):
+    """The IRC channel the watcher reports to and takes commands in."""
+
+    server: str  # host:port
+    tls: bool = False
+    nick: str = "asterfleet"
+    channel: str = "#asterfleet"
+    allow: tuple[str, ...] = ()  # nicks that may run !check, !build and !rollout
+    console_url: str = ""  # build logs are linked there, never pasted
+    knots: dict[str, str] = {}  # tracked branch -> the knot that builds its image
+    build_command: tuple[str, ...] = ("asterfleet", "knot", "build", "{knot}", "--json")
+    rollout_command: tuple[str, ...] = (
+        "asterfleet", "rollout", "start", "--cluster", "{cluster}", "--version", "{version}",
+    )  # fmt: skip
+
+    def address(self) -> tuple[str, int]:
+        host, sep, port = self.server.rpartition(":")
+        if not sep or not port.isdigit():
+            raise UsageError(f"[irc] server {self.server!r} is not host:port")
+        return host.strip("[]"), int(port)
+
+
 class Branch(_Strict):
     name: str
     mode: Literal["pull-request", "push"] = "pull-request"
@@ -117,6 +147,7 @@ class Config(_Strict):
     repository: Repository
     forge: Forge | None = None
     notify: Notify = Notify()
+    irc: Irc | None = None
     branches: tuple[Branch, ...] = Field(alias="branch", min_length=1)
 
     def base_of(self, branch: Branch) -> str:
