@@ -3,7 +3,8 @@
 A build is queued through the factory (``asterfleet knot build KNOT --json``
 by default) and answered with the link to its log in the console; a rollout
 is started with ``asterfleet rollout start``. Commands are argv templates
-(``{knot}``, ``{branch}``, ``{cluster}``, ``{version}`` filled in per word),
+(``{knot}``, ``{branch}``, ``{cluster}``, ``{version}``, ``{nick}`` filled in
+per word),
 never run through a shell.
 """
 
@@ -48,8 +49,9 @@ def build_reply(irc: Irc, branch: str) -> str:
     return f"build {knot}#{number} queued: {link}" if irc.console_url else f"{knot}#{number} queued"
 
 
-def rollout_reply(irc: Irc, cluster: str, version: str) -> str:
-    ok, out = _run(irc.rollout_command, {"cluster": cluster, "version": version})
+def rollout_reply(irc: Irc, cluster: str, version: str, nick: str) -> str:
+    values = {"cluster": cluster, "version": version, "nick": nick}
+    ok, out = _run(irc.rollout_command, values)
     if not ok:
         return f"rollout of {version} on {cluster} refused: {out}"
     return f"rollout of {version} on {cluster} started: {out.splitlines()[-1] if out else 'ok'}"
@@ -66,5 +68,5 @@ def carry_out(
     if isinstance(request, Build):
         return f"{nick}: {build_reply(irc, request.branch)}"
     if isinstance(request, Rollout):
-        return f"{nick}: {rollout_reply(irc, request.cluster, request.version)}"
+        return f"{nick}: {rollout_reply(irc, request.cluster, request.version, nick)}"
     raise AssertionError(request)

@@ -108,6 +108,7 @@ class Irc(_Strict):
     build_command: tuple[str, ...] = ("asterfleet", "knot", "build", "{knot}", "--json")
     rollout_command: tuple[str, ...] = (
         "asterfleet", "rollout", "start", "--cluster", "{cluster}", "--version", "{version}",
+        "--by", "irc:{nick}",
     )  # fmt: skip
 
     def address(self) -> tuple[str, int]:
