@@ -38,6 +38,13 @@ def test_nick_and_privmsg() -> None:
 
 
 ALLOW = frozenset({"alice"})
+ONLY = "is only for the nicks on the allow list"
+USAGE = "alice: commands: !status, !check, !build BRANCH, !rollout CLUSTER VERSION"
+NOT_BRANCH = "alice: branch 'main' is not an Asterisk branch (for example 22 or certified-20.7)"
+NOT_VERSION = (
+    "alice: version '22' is not an Asterisk version "
+    "(for example 22.1.0, 22.1.0-rc1 or certified-20.7-cert1)"
+)
 BRANCHES = ("22", "certified-20.7")
 
 
@@ -52,14 +59,14 @@ BRANCHES = ("22", "certified-20.7")
         ("alice", "!rollout prod certified/20.7-cert3", Rollout("prod", "certified-20.7-cert3")),
         ("alice", "hello", None),
         ("alice", "!deploy", None),  # another bot's command
-        ("mallory", "!check", "mallory: !check is only for the nicks on the allow list"),
-        ("mallory", "!rollout prod 22.11.0", "mallory: !rollout is only for the nicks on the allow list"),
+        ("mallory", "!check", f"mallory: !check {ONLY}"),
+        ("mallory", "!rollout prod 22.11.0", f"mallory: !rollout {ONLY}"),
         ("alice", "!build 20", "alice: branch 20 is not tracked (22, certified-20.7)"),
-        ("alice", "!build main", "alice: branch 'main' is not an Asterisk branch (for example 22 or certified-20.7)"),
+        ("alice", "!build main", NOT_BRANCH),
         ("alice", "!rollout Prod! 22.1.0", "alice: cluster 'Prod!' is not a cluster name"),
-        ("alice", "!rollout prod 22", "alice: version '22' is not an Asterisk version (for example 22.1.0, 22.1.0-rc1 or certified-20.7-cert1)"),
-        ("alice", "!build", "alice: commands: !status, !check, !build BRANCH, !rollout CLUSTER VERSION"),
-        ("alice", "!status now", "alice: commands: !status, !check, !build BRANCH, !rollout CLUSTER VERSION"),
+        ("alice", "!rollout prod 22", NOT_VERSION),
+        ("alice", "!build", USAGE),
+        ("alice", "!status now", USAGE),
     ],
 )  # fmt: skip
 def test_commands(nick: str, text: str, expected: object) -> None:
