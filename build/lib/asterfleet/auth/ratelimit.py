@@ -1,18 +1,24 @@
-"""Login rate limiting: a bounded number of failures per client and per user name."""
+"""Login rate limiting: a bounded number of failures per user name and per client."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 
 class LoginLimiter:
-    """At most ``max_failures`` failed logins per key within ``window`` seconds.
+    """At most ``max_failures`` failed logins per user name, and
+    ``max_client_failures`` per client address, within ``window`` seconds.
 
-    Keys are the client address and the user name, so one client cannot
-    guess many names quickly and many clients cannot guess one name quickly.
-    In memory: a restart forgets, which only gives an attacker one more window.
+    The console's form and the registry's ``/token`` both pass two keys, the
+    user name (``user:NAME``, across every address) and the client address
+    (``client:ADDR``), so many clients cannot guess one name quickly and one
+    client cannot guess many names quickly (the address gets a larger
+    allowance: several people may share one address). Memory is bounded: at most
+    ``max_keys`` keys, the least recently failed forgotten first. In memory,
+    per process: a restart forgets, which only gives an attacker one more window.
     """
 
     def __init__(
@@ -21,15 +27,17 @@ class LoginLimiter:
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 10_000,
+        max_client_failures: int | None = None,
     ) -> None:
         self.max_failures = max_failures
+        self.max_client_failures = max_client_failures or 4 * max_failures
         self.window = window
         self.clock = clock
         self.max_keys = max_keys
-        self._failures: dict[str, deque[float]] = {}
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def _recent(self, key: str) -> deque[float]:
-        now = self.clock()
+    def _recent(self, key: str, now: float) -> deque[float]:
         q = self._failures.get(key)
         if q is None:
             return deque()
@@ -39,24 +47,35 @@ class LoginLimiter:
             del self._failures[key]
         return q
 
+    def _limit(self, key: str) -> int:
+        return self.max_client_failures if key.startswith("client:") else self.max_failures
+
     def retry_after(self, *keys: str) -> float:
         """Seconds until a login may be tried again for these keys (0: allowed now)."""
+        now = self.clock()
         wait = 0.0
-        for key in keys:
-            q = self._recent(key)
-            if len(q) >= self.max_failures:
-                wait = max(wait, q[0] + self.window - self.clock())
+        with self._lock:
+            for key in keys:
+                q = self._recent(key, now)
+                limit = self._limit(key)
+                if len(q) >= limit:
+                    wait = max(wait, q[-limit] + self.window - now)
         return max(0.0, wait)
 
     def failed(self, *keys: str) -> None:
-        if len(self._failures) >= self.max_keys:
-            # Bounded memory: forget the oldest keys first.
-            for old in list(self._failures)[: self.max_keys // 10]:
-                del self._failures[old]
         now = self.clock()
-        for key in keys:
-            self._failures.setdefault(key, deque()).append(now)
+        with self._lock:
+            for key in keys:
+                q = self._failures.pop(key, None) or deque(maxlen=self._limit(key))
+                q.append(now)
+                self._failures[key] = q  # most recently failed last
+            while len(self._failures) > self.max_keys:
+                self._failures.popitem(last=False)
 
     def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._failures)

@@ -1,19 +1,31 @@
-"""API tokens for scripts: shown once, stored hashed, scoped, revocable."""
+"""API tokens: shown once, stored hashed, scoped, optionally expiring, revocable.
+
+One kind of token for everything: scripts against the console's API
+(``read``, ``write``), registry clients (``pull``, ``push``, ``delete``, or
+``repository:NAME:ACTIONS`` for one repository or ``NAMESPACE/*``) and the
+factory worker's short-lived push credential.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from asterfleet.auth.principal import Principal
 from asterfleet.auth.secrets_ import digest, new_secret
-from asterfleet.db import ApiToken, Database, User
+from asterfleet.db import ApiToken, Database, RefreshToken, User
 from asterfleet.errors import UsageError
+from asterfleet.tokenscope import PLAIN_SCOPES, is_scope
 
 TOKEN_PREFIX = "aft_"
-# read: look at the fleet, balancers, events; write: drain, undrain, weight.
-SCOPES = ("read", "write")
+# Personal access tokens of the registry's former user store, carried over by
+# the 0002 migration: they keep working until they expire or are revoked.
+LEGACY_PREFIXES = ("afp_",)
+# read: look at the fleet, balancers, events; write: drain, undrain, weight;
+# pull, push, delete: the registry, in the namespaces the user may use.
+SCOPES = PLAIN_SCOPES
 
 
 @dataclass(frozen=True)
@@ -43,16 +55,35 @@ class TokenInfo:
             self.expires_at is None or self.expires_at > time.time()
         )
 
+    def principal(self, via: str = "token") -> Principal:
+        return Principal(
+            self.username, self.role, via, self.scopes, token_name=self.name, token_id=self.id
+        )
+
+
+def check_scope(scope: str) -> str:
+    if is_scope(scope):
+        return scope
+    raise UsageError(
+        f"invalid token scope {scope!r}: use {', '.join(SCOPES)} "
+        "or repository:NAME:ACTIONS (NAME may end in /*)"
+    )
+
 
 def parse_scopes(text: str) -> tuple[str, ...]:
-    """``read,write`` into a sorted tuple; UsageError naming unknown scopes."""
-    items = sorted({p.strip() for p in text.split(",") if p.strip()})
-    bad = [p for p in items if p not in SCOPES]
-    if bad or not items:
+    """``read,write`` or ``pull repository:alice/app:pull,push`` into a sorted
+    tuple; UsageError naming unknown scopes."""
+    items: set[str] = set()
+    for word in text.split():
+        if word.startswith("repository:"):
+            items.add(word)
+        else:
+            items.update(p.strip() for p in word.split(",") if p.strip())
+    if not items:
         raise UsageError(
             f"invalid token scopes {text!r}: use a comma-separated list of {', '.join(SCOPES)}"
         )
-    return tuple(items)
+    return tuple(sorted(check_scope(s) for s in items))
 
 
 def _info(t: ApiToken, user: User) -> TokenInfo:
@@ -62,7 +93,7 @@ def _info(t: ApiToken, user: User) -> TokenInfo:
         user.role,
         t.name,
         t.prefix,
-        tuple(t.scopes.split(",")),
+        tuple(t.scopes.split()),
         t.created_at,
         t.expires_at,
         t.last_used_at,
@@ -80,9 +111,11 @@ def create_token(
     name = name.strip()
     if not name or len(name) > 64:
         raise UsageError("a token needs a name of 1-64 characters (what script uses it)")
-    for scope in scopes:
-        if scope not in SCOPES:
-            raise UsageError(f"invalid scope {scope!r}: use {', '.join(SCOPES)}")
+    if ttl_seconds is not None and ttl_seconds <= 0:
+        raise UsageError(f"token lifetime {ttl_seconds!r}: use a positive number of seconds")
+    wanted = tuple(sorted({check_scope(s) for s in scopes}))
+    if not wanted:
+        raise UsageError(f"a token needs at least one scope: {', '.join(SCOPES)}")
     secret = TOKEN_PREFIX + new_secret(30)
     with db.session() as s:
         user = s.scalar(select(User).where(User.username == username))
@@ -94,13 +127,13 @@ def create_token(
             name=name,
             prefix=secret[:10],
             token_hash=digest(secret),
-            scopes=",".join(sorted(set(scopes))),
+            scopes=" ".join(wanted),
             created_at=now,
             expires_at=now + ttl_seconds if ttl_seconds else None,
         )
         s.add(row)
         s.flush()
-        return IssuedToken(row.id, name, secret, tuple(sorted(set(scopes))))
+        return IssuedToken(row.id, name, secret, wanted)
 
 
 def list_tokens(db: Database, username: str | None = None) -> list[TokenInfo]:
@@ -112,7 +145,8 @@ def list_tokens(db: Database, username: str | None = None) -> list[TokenInfo]:
 
 
 def revoke_token(db: Database, token_id: int, username: str | None = None) -> TokenInfo:
-    """Revoke one token (only the owner's, when ``username`` is given)."""
+    """Revoke one token (only the owner's, when ``username`` is given) and
+    every refresh token a login with it produced."""
     with db.session() as s:
         row = s.execute(
             select(ApiToken, User)
@@ -124,12 +158,17 @@ def revoke_token(db: Database, token_id: int, username: str | None = None) -> To
         token, user = row
         if token.revoked_at is None:
             token.revoked_at = time.time()
+        s.execute(delete(RefreshToken).where(RefreshToken.token_id == token.id))
         return _info(token, user)
+
+
+def is_token(secret: str) -> bool:
+    return secret.startswith((TOKEN_PREFIX, *LEGACY_PREFIXES))
 
 
 def verify_token(db: Database, secret: str) -> TokenInfo | None:
     """The token's info if ``secret`` is a live token; records its last use."""
-    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+    if not is_token(secret) or len(secret) > 200:
         return None
     with db.session() as s:
         row = s.execute(
@@ -143,5 +182,8 @@ def verify_token(db: Database, secret: str) -> TokenInfo | None:
         info = _info(token, user)
         if not info.active:
             return None
-        token.last_used_at = time.time()
+        now = time.time()
+        # One write a minute at most: registry clients ask before every request.
+        if token.last_used_at is None or now - token.last_used_at > 60:
+            token.last_used_at = now
         return info

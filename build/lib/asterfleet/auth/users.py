@@ -1,4 +1,6 @@
-"""Local users: add, change password, remove, list, authenticate."""
+"""Local users: add, change password, remove, list.
+
+Logging in is :mod:`asterfleet.auth.login`."""
 
 from __future__ import annotations
 
@@ -6,11 +8,11 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as OrmSession
 
-from asterfleet.auth.passwords import hash_password, needs_rehash, verify_password
-from asterfleet.db import Database, User
+from asterfleet.auth.passwords import hash_password
+from asterfleet.db import ApiToken, Database, RefreshToken, User
 from asterfleet.db import Session as DbSession
 from asterfleet.errors import UsageError
 
@@ -92,14 +94,19 @@ def set_password(db: Database, username: str, password: str) -> None:
     with db.session() as s:
         user = _require(s, username)
         user.password_hash = hash_password(password)
-        # A new password ends every session of the old one.
-        for sess in s.scalars(select(DbSession).where(DbSession.user_id == user.id)):
-            s.delete(sess)
+        # A new password ends every session and refresh token of the old one.
+        s.execute(delete(DbSession).where(DbSession.user_id == user.id))
+        s.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
 
 
 def remove_user(db: Database, username: str) -> None:
+    """Remove a user; their tokens, refresh tokens and sessions go with them."""
     with db.session() as s:
-        s.delete(_require(s, username))
+        user = _require(s, username)
+        s.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
+        s.execute(delete(DbSession).where(DbSession.user_id == user.id))
+        s.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+        s.delete(user)
 
 
 def get_user(db: Database, username: str) -> UserInfo | None:
@@ -116,19 +123,6 @@ def list_users(db: Database) -> list[UserInfo]:
 def count_users(db: Database) -> int:
     with db.session() as s:
         return int(s.scalar(select(func.count()).select_from(User)) or 0)
-
-
-def authenticate(db: Database, username: str, password: str) -> UserInfo | None:
-    """The user if the password matches; None otherwise (same cost either way)."""
-    with db.session() as s:
-        user = s.scalar(select(User).where(User.username == username))
-        if not verify_password(user.password_hash if user else None, password):
-            return None
-        assert user is not None
-        if needs_rehash(user.password_hash):
-            user.password_hash = hash_password(password)
-        user.last_login_at = time.time()
-        return _info(user)
 
 
 def bootstrap_admin(db: Database, password: str | None) -> UserInfo | None:

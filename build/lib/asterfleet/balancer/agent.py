@@ -21,9 +21,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from asterfleet import __version__, logs
+from asterfleet.balancer.drift import drift
 from asterfleet.balancer.listfile import read_text, write_atomic
 from asterfleet.errors import EtcdUnavailable, RpcError
-from asterfleet.etcd_client import Etcd, WatchLost
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity, WatchLost
 from asterfleet.fleet.dispatcher_list import (
     Algorithm,
     Destination,
@@ -46,6 +47,7 @@ class BalancerConfig:
     balancer_id: str
     list_file: Path
     rpc: str
+    etcd_security: EtcdSecurity = NO_SECURITY
     algorithm: Algorithm = Algorithm.WEIGHT
     ttl: int = 5
     kamailio_check_interval: float = 0.5
@@ -56,6 +58,9 @@ class BalancerConfig:
     # renders the whole fleet. A change after a quiet spell still goes out
     # at once; changes during the pause are folded into the next pass.
     min_apply_interval: float = 0.1
+    # How often Kamailio's in-memory dispatcher state is compared with the
+    # rendered list (also right after each apply); 0 turns the check off.
+    kamailio_reconcile_interval: float = 2.0
 
 
 class BalancerMetrics:
@@ -102,13 +107,19 @@ class BalancerMetrics:
         self.revision = Gauge(
             "asterfleet_balancer_revision", "etcd revision of the snapshot applied", registry=r
         )
+        self.corrections = Counter(
+            "asterfleet_balancer_kamailio_corrections",
+            "Drift in Kamailio's dispatcher state corrected (kind: set_state or reload)",
+            ["kind"],
+            registry=r,
+        )
 
 
 class BalancerAgent:
     def __init__(self, cfg: BalancerConfig, metrics: BalancerMetrics | None = None) -> None:
         self.cfg = cfg
         self.ks = Keyspace(cfg.cluster)
-        self.etcd = Etcd(cfg.etcd)
+        self.etcd = Etcd(cfg.etcd, security=cfg.etcd_security)
         self.rpc = KamailioRpc(cfg.rpc, timeout=2.0)
         self.metrics = metrics or BalancerMetrics()
         self.log = logs.get("balancer", balancer=cfg.balancer_id, cluster=cfg.cluster)
@@ -129,6 +140,7 @@ class BalancerAgent:
         self.reported_problems: set[str] = set()
         self.dests: list[Destination] = []
         self.lease: int | None = None
+        self.apply_lock = asyncio.Lock()
 
     # -- the reconcile pass ---------------------------------------------------
 
@@ -138,8 +150,15 @@ class BalancerAgent:
 
     async def reconcile(self) -> None:
         """One pass; safe to run any number of times."""
+        async with self.apply_lock:
+            applied = await self._reconcile()
+        if applied and self.cfg.kamailio_reconcile_interval > 0:
+            await self.check_kamailio()
+
+    async def _reconcile(self) -> bool:
+        """Render, write, reload; whether Kamailio holds the rendered list."""
         if not self.synced:
-            return  # never render from a partial view: keep what is there
+            return False  # never render from a partial view: keep what is there
         self.metrics.reconciles.inc()
         revision = self.revision
         dests, text = self.desired()
@@ -153,7 +172,7 @@ class BalancerAgent:
             except OSError as exc:
                 self.metrics.write_failures.inc()
                 self._error(f"cannot write {self.cfg.list_file}: {exc.strerror or exc}")
-                return
+                return False
         if text != self.applied_text:
             try:
                 await self.rpc.dispatcher_reload()
@@ -161,7 +180,7 @@ class BalancerAgent:
                 self.metrics.reload_failures.inc()
                 self.last_reload_ok = False
                 self._error(f"dispatcher.reload failed: {exc}")
-                return
+                return False
             elapsed = time.perf_counter() - started
             self.applied_text = text
             self.last_reload_ok = True
@@ -188,6 +207,56 @@ class BalancerAgent:
         counts = collections.Counter(d.state for d in dests)
         for state in EffectiveState:
             self.metrics.nodes.labels(state=state.value).set(counts[state])
+        return True
+
+    async def check_kamailio(self) -> None:
+        """Compare what Kamailio holds with the rendered list; correct drift.
+
+        The file is the truth, but Kamailio's in-memory state can move away
+        from it (a failure route or an operator's ``dispatcher.set_state`` on
+        a disabled destination makes it probe, then take calls). Each
+        correction is logged and counted.
+        """
+        async with self.apply_lock:
+            if self.applied_text is None or self.applied_text != self.file_text:
+                return  # nothing applied yet, or an apply is pending
+            try:
+                held = await self.rpc.dispatcher_list()
+            except RpcError as exc:
+                self._error(f"dispatcher.list failed: {exc}")
+                return
+            found = drift(self.dests, held)
+            if found.none:
+                return
+            try:
+                if found.reload_because is not None:
+                    self.log.warning("kamailio_drift", fix="reload", why=found.reload_because)
+                    await self.rpc.dispatcher_reload()
+                    self.metrics.corrections.labels(kind="reload").inc()
+                    return
+                for fix in found.fixes:
+                    self.log.warning(
+                        "kamailio_drift",
+                        fix="set_state",
+                        node=fix.node_id,
+                        uri=fix.uri,
+                        held=fix.held,
+                        state=fix.state,
+                    )
+                    await self.rpc.call("dispatcher.set_state", fix.state, fix.set_id, fix.uri)
+                    self.metrics.corrections.labels(kind="set_state").inc()
+            except RpcError as exc:
+                self._error(f"correcting Kamailio's dispatcher state failed: {exc}")
+
+    async def drift_loop(self) -> None:
+        if self.cfg.kamailio_reconcile_interval <= 0:
+            return
+        while not self.stopping.is_set():
+            await self._sleep(self.cfg.kamailio_reconcile_interval)
+            try:
+                await self.check_kamailio()
+            except Exception as exc:  # a bug in one check must not stop the loop
+                self.log.exception("drift_check_crashed", error=repr(exc))
 
     def _error(self, message: str) -> None:
         if message != self.last_error:
@@ -382,6 +451,7 @@ class BalancerAgent:
             asyncio.create_task(self.reconcile_loop(), name="reconcile"),
             asyncio.create_task(self.kamailio_loop(), name="kamailio"),
             asyncio.create_task(self.status_loop(), name="status"),
+            asyncio.create_task(self.drift_loop(), name="drift"),
         ]
         try:
             await shutdown.wait()

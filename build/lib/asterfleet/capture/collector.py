@@ -2,9 +2,22 @@
 
 The asyncio receive loop parses each packet (HEP, then just enough SIP) and
 appends a row to the current batch; full batches go through a bounded queue
-to one writer process that owns the database. When the queue is full the
-batch is dropped and counted, so the receive loop never waits for the
-database, and at any quiet moment ``received = stored + dropped + rejected``.
+to one writer process that owns the database.
+
+When the queue is full, TCP is never dropped: the collector stops reading
+from every TCP connection (the kernel's windows fill and the senders slow
+down) until the writer has caught up with half the queue. UDP cannot be
+slowed, so a UDP batch that does not fit is dropped and counted, and so is
+whatever is still queued when the collector stops with the database away.
+Every loss is counted and logged once per interval (``capture_loss``),
+together with the datagrams the kernel itself dropped on our UDP sockets
+(read from ``/proc/net/udp``). At any quiet moment
+``received = stored + dropped + rejected``.
+
+Hostile senders: the auth key is checked in constant time before a payload
+is decompressed; TCP connections that stay silent past the idle timeout are
+closed, and beyond the connection cap the least recently active one is
+closed to make room for a new one.
 """
 
 from __future__ import annotations
@@ -12,17 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import pickle
 import queue
 import signal
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import structlog
@@ -34,6 +48,9 @@ from asterfleet.capture.hep import REASONS, HepError, StreamFramer, parse_hep
 from asterfleet.capture.sip_index import SipError, parse_sip
 from asterfleet.capture.store import Row, Store, normalise_url
 from asterfleet.errors import UsageError
+
+if TYPE_CHECKING:
+    from asterfleet.etcd_client import EtcdSecurity
 
 log = structlog.get_logger("asterfleet.capture")
 
@@ -74,11 +91,9 @@ def parse_listen(text: str) -> list[Listen]:
     return out
 
 
-def packet_to_row(data: bytes, auth_key: str | None, now_us: int) -> Row:
+def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
     """One HEP packet → a row for :class:`Store`; HepError/SipError otherwise."""
-    pkt = parse_hep(data)
-    if auth_key is not None and pkt.auth_key != auth_key:
-        raise HepError("auth", "wrong or missing auth key")
+    pkt = parse_hep(data, auth_key)
     if pkt.proto_type != 1:
         raise HepError("not_sip", f"HEP protocol type {pkt.proto_type} is not SIP")
     sip = parse_sip(pkt.payload)
@@ -91,7 +106,7 @@ def packet_to_row(data: bytes, auth_key: str | None, now_us: int) -> Row:
         pkt.dst_port,
         pkt.transport,
         pkt.capture_id,
-        pkt.node_name,
+        pkt.capture_host,
         sip.call_id,
         sip.method,
         sip.status,
@@ -101,6 +116,7 @@ def packet_to_row(data: bytes, auth_key: str | None, now_us: int) -> Row:
         sip.user_agent,
         pkt.correlation_id,
         pkt.payload,
+        sip.opens_call,
     )
 
 
@@ -115,6 +131,14 @@ class Counters:
     rejected: Counter[str] = field(default_factory=Counter)
     queued: int = 0
     batches: int = 0
+    #: Datagrams the kernel dropped on our UDP sockets (receive buffer full).
+    kernel_udp_drops: int = 0
+    tcp_connections: int = 0
+    #: TCP connections closed by us, by reason (idle, cap).
+    tcp_closed: Counter[str] = field(default_factory=Counter)
+    #: Times TCP reading was paused because the write queue was full.
+    tcp_pauses: int = 0
+    tcp_paused: bool = False
 
     @property
     def rejected_total(self) -> int:
@@ -127,14 +151,19 @@ class Counters:
             "dropped": self.dropped,
             "rejected": dict(self.rejected),
             "queued": self.queued,
+            "kernel_udp_drops": self.kernel_udp_drops,
+            "tcp_closed": dict(self.tcp_closed),
+            "tcp_pauses": self.tcp_pauses,
         }
 
 
 class _Metrics(PromCollector):
-    def __init__(self, counters: Counters) -> None:
+    def __init__(self, counters: Counters, refresh: Any) -> None:
         self.c = counters
+        self.refresh = refresh
 
     def collect(self) -> Iterator[Any]:
+        self.refresh()
         c = self.c
         yield CounterMetricFamily(
             "asterfleet_capture_received", "HEP packets received", value=c.received
@@ -144,8 +173,37 @@ class _Metrics(PromCollector):
         )
         yield CounterMetricFamily(
             "asterfleet_capture_dropped",
-            "Valid messages dropped because the write queue was full or the database failed",
+            "Valid messages dropped (UDP with the write queue full, or still queued when "
+            "the collector stopped with the database away)",
             value=c.dropped,
+        )
+        yield CounterMetricFamily(
+            "asterfleet_capture_udp_kernel_drops",
+            "Datagrams the kernel dropped on the collector's UDP sockets (receive buffer full)",
+            value=c.kernel_udp_drops,
+        )
+        yield GaugeMetricFamily(
+            "asterfleet_capture_tcp_connections",
+            "Open HEP TCP connections",
+            value=c.tcp_connections,
+        )
+        closed = CounterMetricFamily(
+            "asterfleet_capture_tcp_closed",
+            "TCP connections the collector closed, by reason (idle timeout, connection cap)",
+            labels=["reason"],
+        )
+        for reason in ("idle", "cap"):
+            closed.add_metric([reason], c.tcp_closed.get(reason, 0))
+        yield closed
+        yield CounterMetricFamily(
+            "asterfleet_capture_tcp_pauses",
+            "Times reading from TCP paused because the write queue was full (back-pressure)",
+            value=c.tcp_pauses,
+        )
+        yield GaugeMetricFamily(
+            "asterfleet_capture_tcp_paused",
+            "1 while TCP reading is paused for back-pressure",
+            value=int(c.tcp_paused),
         )
         rejected = CounterMetricFamily(
             "asterfleet_capture_rejected", "HEP packets rejected, by reason", labels=["reason"]
@@ -170,6 +228,16 @@ class CollectorSettings:
     queue_rows: int = 200_000
     retention_interval: float = 60.0
     drain_timeout: float = 10.0
+    #: Close a TCP connection silent for this long (seconds).
+    tcp_idle_timeout: float = 300.0
+    #: At most this many TCP connections; a new one closes the least recently active.
+    tcp_max_connections: int = 1024
+    #: Requested UDP receive buffer (bytes).
+    udp_rcvbuf: int = 32 << 20
+    #: Store at most this many messages a second (None: as fast as the database goes).
+    max_write_rate: float | None = None
+    #: Losses are logged at most once per this many seconds.
+    loss_log_interval: float = 10.0
 
 
 class Writer:
@@ -206,14 +274,22 @@ class Writer:
         self._acks.start()
 
     # Called from the receive loop: never blocks.
-    def offer(self, batch: list[Row]) -> None:
+    def offer(self, batch: list[Row], droppable: bool = True) -> bool:
+        """Queue a batch; False when it was dropped (only ``droppable``
+        batches are, when the queue is full). A batch that must not be
+        dropped (TCP) is queued anyway: the caller stops reading instead."""
         n = len(batch)
         with self.lock:
-            if self.counters.queued + n > self.settings.queue_rows:
+            if droppable and self.counters.queued + n > self.settings.queue_rows:
                 self.counters.dropped += n
-                return
+                return False
             self.counters.queued += n
         self._outbox.put_nowait(batch)
+        return True
+
+    @property
+    def full(self) -> bool:
+        return self.counters.queued >= self.settings.queue_rows
 
     def _send_loop(self) -> None:
         while True:
@@ -291,6 +367,7 @@ def _writer_process(settings: CollectorSettings, batches: Connection, acks: Conn
 
     threading.Thread(target=reader, name="capture-inbox", daemon=True).start()
     db = _Database(settings, abort)
+    pace = _Pace(settings.max_write_rate)
     try:
         while True:
             db.retention()
@@ -300,11 +377,33 @@ def _writer_process(settings: CollectorSettings, batches: Connection, acks: Conn
                 continue
             if batch is None:
                 break
+            pace.wait(len(batch), abort)
             acks.send(db.write(batch))
     finally:
         with contextlib.suppress(OSError):
             acks.send(None)
         db.close()
+
+
+class _Pace:
+    """Keeps the writer at or below ``rate`` messages a second."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.start = time.monotonic()
+        self.rows = 0
+
+    def wait(self, rows: int, abort: threading.Event) -> None:
+        if not self.rate:
+            return
+        now = time.monotonic()
+        due = self.start + self.rows / self.rate
+        if due < now - 1.0:  # idle for a while: no credit for the past
+            self.start, self.rows = now, 0
+            due = now
+        self.rows += rows
+        if due > now:
+            abort.wait(due - now)
 
 
 class _Database:
@@ -374,6 +473,46 @@ def _safe_url(url: str) -> str:
     return "?"
 
 
+def udp_socket_drops(proc_net_udp: str, inodes: Iterable[int]) -> dict[int, int]:
+    """The ``drops`` column of ``/proc/net/udp`` (or ``udp6``) for these socket
+    inodes: datagrams the kernel discarded because the receive buffer was full."""
+    wanted = set(inodes)
+    out: dict[int, int] = {}
+    lines = proc_net_udp.splitlines()
+    if not lines:
+        return out
+    header = lines[0].split()
+    # "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt
+    #  uid timeout inode ref pointer drops": tx:rx and tr:tm are one field
+    # each in the rows but two words in the header.
+    try:
+        inode_col = header.index("inode") - 2
+        drops_col = header.index("drops") - 2
+    except ValueError:
+        return out
+    for line in lines[1:]:
+        cols = line.split()
+        if len(cols) <= max(inode_col, drops_col):
+            continue
+        with contextlib.suppress(ValueError):
+            inode = int(cols[inode_col])
+            if inode in wanted:
+                out[inode] = out.get(inode, 0) + int(cols[drops_col])
+    return out
+
+
+def read_kernel_udp_drops(inodes: Sequence[int]) -> int:
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as f:
+                text = f.read()
+        except OSError:
+            continue
+        total += sum(udp_socket_drops(text, inodes).values())
+    return total
+
+
 class Collector:
     """Listeners + batcher + writer; run with ``await collector.serve()``."""
 
@@ -381,7 +520,7 @@ class Collector:
         self.settings = settings
         self.counters = Counters()
         self.registry = CollectorRegistry()
-        self.registry.register(_Metrics(self.counters))
+        self.registry.register(_Metrics(self.counters, self._refresh_kernel_drops))
         self.latency = Histogram(
             "asterfleet_capture_batch_write_seconds",
             "Time to write one batch of messages to the database",
@@ -389,18 +528,27 @@ class Collector:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.writer = Writer(settings, self.counters, self.latency)
-        self._batch: list[Row] = []
+        self._auth = settings.auth_key.encode() if settings.auth_key is not None else None
+        # UDP rows may be dropped when the queue is full; TCP rows never are.
+        self._udp_batch: list[Row] = []
+        self._tcp_batch: list[Row] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
+        self._udp_inodes: list[int] = []
+        self._kernel_drops_base = 0
+        #: Open TCP connections, least recently active first.
+        self._tcp: OrderedDict[_TcpProtocol, float] = OrderedDict()
         self.bound: list[Listen] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._loss_logged: dict[str, int] = {}
+        self._loss_next = 0.0
 
     # -- hot path ------------------------------------------------------------
 
-    def ingest(self, packets: Iterable[bytes]) -> None:
+    def ingest(self, packets: Iterable[bytes], stream: bool = False) -> None:
         counters = self.counters
-        batch = self._batch
-        auth = self.settings.auth_key
+        batch = self._tcp_batch if stream else self._udp_batch
+        auth = self._auth
         now_us = int(time.time() * 1_000_000)
         for data in packets:
             counters.received += 1
@@ -416,14 +564,113 @@ class Collector:
         self.counters.rejected[reason] += 1
 
     def flush(self) -> None:
-        if self._batch:
-            batch, self._batch = self._batch, []
+        if self._tcp_batch:
+            batch, self._tcp_batch = self._tcp_batch, []
+            self.writer.offer(batch, droppable=False)
+        if self._udp_batch:
+            batch, self._udp_batch = self._udp_batch, []
             self.writer.offer(batch)
+        if self.writer.full and not self.counters.tcp_paused:
+            self._pause_tcp()
+
+    # -- back-pressure -------------------------------------------------------
+
+    def _pause_tcp(self) -> None:
+        self.counters.tcp_paused = True
+        self.counters.tcp_pauses += 1
+        for proto in self._tcp:
+            proto.pause()
+        log.info("tcp_paused", queued=self.counters.queued, connections=len(self._tcp))
+
+    def _maybe_resume_tcp(self) -> None:
+        if not self.counters.tcp_paused:
+            return
+        if self.counters.queued > self.settings.queue_rows // 2:
+            return
+        self.counters.tcp_paused = False
+        now = time.monotonic()
+        # Waiting for us is not idleness: every connection starts a new idle period.
+        for proto in self._tcp:
+            self._tcp[proto] = now
+            proto.resume()
+        log.info("tcp_resumed", queued=self.counters.queued, connections=len(self._tcp))
+
+    # -- TCP connections -----------------------------------------------------
+
+    def tcp_opened(self, proto: _TcpProtocol) -> None:
+        cap = self.settings.tcp_max_connections
+        while len(self._tcp) >= cap:
+            oldest, _ = self._tcp.popitem(last=False)
+            self.counters.tcp_closed["cap"] += 1
+            log.warning("tcp_closed", peer=oldest.peer, reason="cap", cap=cap)
+            oldest.close()
+        self._tcp[proto] = time.monotonic()
+        self.counters.tcp_connections = len(self._tcp)
+        if self.counters.tcp_paused:
+            proto.pause()
+
+    def tcp_active(self, proto: _TcpProtocol) -> None:
+        tcp = self._tcp
+        if proto in tcp:
+            tcp[proto] = time.monotonic()
+            tcp.move_to_end(proto)
+
+    def tcp_closed(self, proto: _TcpProtocol) -> None:
+        self._tcp.pop(proto, None)
+        self.counters.tcp_connections = len(self._tcp)
+
+    def _close_idle(self, now: float) -> None:
+        if self.counters.tcp_paused:
+            return
+        limit = now - self.settings.tcp_idle_timeout
+        tcp = self._tcp
+        while tcp:
+            proto, last = next(iter(tcp.items()))
+            if last > limit:
+                break
+            del tcp[proto]
+            self.counters.tcp_closed["idle"] += 1
+            log.info("tcp_closed", peer=proto.peer, reason="idle")
+            proto.close()
+        self.counters.tcp_connections = len(tcp)
+
+    # -- losses --------------------------------------------------------------
+
+    def _refresh_kernel_drops(self) -> None:
+        if self._udp_inodes:
+            now = read_kernel_udp_drops(self._udp_inodes)
+            self.counters.kernel_udp_drops = max(0, now - self._kernel_drops_base)
+
+    def _log_losses(self, now: float) -> None:
+        if now < self._loss_next:
+            return
+        self._loss_next = now + self.settings.loss_log_interval
+        self._refresh_kernel_drops()
+        c = self.counters
+        totals = {
+            "dropped": c.dropped,
+            "kernel_udp_drops": c.kernel_udp_drops,
+            "rejected": c.rejected_total,
+        }
+        deltas = {k: v - self._loss_logged.get(k, 0) for k, v in totals.items()}
+        self._loss_logged = totals
+        if any(deltas.values()):
+            log.warning(
+                "capture_loss",
+                interval_s=self.settings.loss_log_interval,
+                **deltas,
+                **{f"{k}_total": v for k, v in totals.items()},
+                queued=c.queued,
+            )
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             self.flush()
+            now = time.monotonic()
+            self._maybe_resume_tcp()
+            self._close_idle(now)
+            self._log_losses(now)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -439,16 +686,18 @@ class Collector:
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 # Bursts land in the kernel buffer while a batch is parsed;
                 # FORCE (root) goes past net.core.rmem_max.
+                size = self.settings.udp_rcvbuf
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 32 << 20)
+                    sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
                 except OSError:
                     with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
                 try:
                     sock.bind((spec.host, spec.port))
                 except OSError as exc:
                     sock.close()
                     raise UsageError(f"cannot listen on {spec}: {exc.strerror}") from None
+                self._udp_inodes.append(os.fstat(sock.fileno()).st_ino)
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _UdpProtocol(self), sock=sock
                 )
@@ -457,13 +706,18 @@ class Collector:
             else:
                 try:
                     server = await loop.create_server(
-                        lambda: _TcpProtocol(self), spec.host, spec.port, reuse_address=True
+                        lambda: _TcpProtocol(self),
+                        spec.host,
+                        spec.port,
+                        reuse_address=True,
+                        backlog=1024,
                     )
                 except OSError as exc:
                     raise UsageError(f"cannot listen on {spec}: {exc.strerror}") from None
                 self._servers.append(server)
                 port = server.sockets[0].getsockname()[1]
             self.bound.append(Listen(spec.proto, spec.host, port))
+        self._kernel_drops_base = read_kernel_udp_drops(self._udp_inodes)
         self._flusher = asyncio.create_task(self._flush_loop())
         log.info(
             "capture_listening",
@@ -477,12 +731,15 @@ class Collector:
             server.close()
         for transport in self._transports:
             transport.close()
+        for proto in list(self._tcp):
+            proto.close()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         self.flush()
         await asyncio.to_thread(self.writer.finish, self.settings.drain_timeout)
+        self._log_losses(float("inf"))
         log.info("capture_stopped", **self.counters.snapshot())
 
 
@@ -503,6 +760,7 @@ class _TcpProtocol(asyncio.Protocol):
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -513,20 +771,38 @@ class _TcpProtocol(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.collector.tcp_opened(self)
+
+    def pause(self) -> None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
 
     def data_received(self, data: bytes) -> None:
         framer = self.framer
         packets = framer.feed(data)
+        self.collector.tcp_active(self)
         if packets:
-            self.collector.ingest(packets)
+            self.collector.ingest(packets, stream=True)
         if framer.error is not None and self.transport is not None:
             # Framing is lost: count the rest of the stream once and hang up.
             self.collector.reject(framer.error.reason)
             log.warning("tcp_stream_rejected", peer=self.peer, reason=framer.error.reason)
-            self.transport.close()
-            self.transport = None
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.collector.tcp_closed(self)
         if self.framer.pending:
             self.collector.reject("truncated")
 
@@ -556,27 +832,29 @@ def advertised_value(bound: Sequence[Listen], advertise_host: str | None, auth: 
 
 
 async def advertise_in_etcd(
-    endpoints: str, key: str, value: str, ttl: int, stop: asyncio.Event
+    endpoints: str,
+    key: str,
+    value: str,
+    ttl: int,
+    stop: asyncio.Event,
+    security: EtcdSecurity | None = None,
 ) -> None:
     """Keep ``key`` = ``value`` under a lease until ``stop``; reconnect on failure."""
-    import aetcd
+    from asterfleet.etcd_client import NO_SECURITY, Etcd
 
-    first = endpoints.split(",")[0].strip()
-    first = first.split("://", 1)[-1]
-    host, _, port = first.rpartition(":")
     while not stop.is_set():
-        client = aetcd.Client(host or "127.0.0.1", int(port or 2379))
+        client = Etcd(endpoints, security=security or NO_SECURITY)
         try:
-            lease = await client.lease(ttl)
-            await client.put(key.encode(), value.encode(), lease=lease)
+            lease = await client.grant(ttl)
+            await client.put(key, value.encode(), lease=lease)
             log.info("capture_advertised", key=key, ttl=ttl)
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), ttl / 3)
-                if not stop.is_set():
-                    await lease.refresh()
+                if not stop.is_set() and await client.keepalive(lease) <= 0:
+                    break  # the lease expired: advertise again under a new one
             with contextlib.suppress(Exception):
-                await lease.revoke()
+                await client.revoke(lease)
         except Exception as exc:
             log.warning("etcd_unavailable", endpoints=endpoints, error=str(exc)[:200])
             with contextlib.suppress(asyncio.TimeoutError):
@@ -592,6 +870,7 @@ async def run(
     etcd: tuple[str, str] | None = None,
     advertise_host: str | None = None,
     lease_ttl: int = 10,
+    etcd_security: EtcdSecurity | None = None,
 ) -> Counters:
     """Run until SIGINT/SIGTERM; the final counters."""
     from prometheus_client import start_http_server
@@ -618,7 +897,11 @@ async def run(
 
         value = advertised_value(collector.bound, advertise_host, settings.auth_key is not None)
         key = Keyspace(etcd[1]).capture
-        tasks.append(asyncio.create_task(advertise_in_etcd(etcd[0], key, value, lease_ttl, stop)))
+        tasks.append(
+            asyncio.create_task(
+                advertise_in_etcd(etcd[0], key, value, lease_ttl, stop, etcd_security)
+            )
+        )
     await stop.wait()
     log.info("capture_stopping")
     for task in tasks:

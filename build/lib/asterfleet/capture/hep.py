@@ -9,6 +9,7 @@ else is ever raised (the fuzz tests hold us to that).
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import socket
 import struct
@@ -42,7 +43,7 @@ PAYLOAD = 15
 PAYLOAD_ZIP = 16
 CORRELATION_ID = 17
 VLAN_ID = 18
-NODE_NAME = 19
+CAPTURE_NAME = 19  # "capture node name" in the HEP v3 spec: our capture host
 
 AF_INET = 2
 AF_INET6 = 10
@@ -92,7 +93,7 @@ class HepPacket:
     capture_id: int = 0
     auth_key: str | None = None
     correlation_id: str = ""
-    node_name: str = ""
+    capture_host: str = ""
 
     @property
     def transport(self) -> str:
@@ -112,7 +113,7 @@ _INT_CHUNKS = frozenset(
     (IP_FAMILY, IP_PROTO, SRC_PORT, DST_PORT, TS_SEC, TS_USEC, PROTO_TYPE, CAPTURE_ID,
      KEEPALIVE, VLAN_ID)
 )  # fmt: skip
-_TEXT_CHUNKS = frozenset((AUTH_KEY, CORRELATION_ID, NODE_NAME))
+_TEXT_CHUNKS = frozenset((AUTH_KEY, CORRELATION_ID, CAPTURE_NAME))
 
 
 def _inflate(body: bytes) -> bytes:
@@ -126,8 +127,13 @@ def _inflate(body: bytes) -> bytes:
     return out
 
 
-def parse_hep(data: bytes) -> HepPacket:
-    """Parse exactly one HEP v3 packet (a whole UDP datagram or TCP frame)."""
+def parse_hep(data: bytes, auth_key: bytes | None = None) -> HepPacket:
+    """Parse exactly one HEP v3 packet (a whole UDP datagram or TCP frame).
+
+    With ``auth_key``, a packet whose auth key chunk differs (compared in
+    constant time) is rejected with reason ``auth`` before its payload is
+    decompressed: an unauthenticated sender never makes us inflate.
+    """
     # The collector's hot path: one pass, locals only, C helpers for numbers
     # and addresses.
     size = len(data)
@@ -145,6 +151,7 @@ def parse_hep(data: bytes) -> HepPacket:
     texts: dict[int, str] = {}
     src_ip = dst_ip = ""
     payload: bytes | None = None
+    zipped: bytes | None = None
     pos = HEADER_LEN
     unpack = _CHUNK.unpack_from
     from_bytes = int.from_bytes
@@ -182,7 +189,11 @@ def parse_hep(data: bytes) -> HepPacket:
             else:
                 dst_ip = socket.inet_ntop(socket.AF_INET6, data[start:end])
         elif ctype == PAYLOAD_ZIP:
-            payload = _inflate(data[start:end])
+            zipped = data[start:end]
+    if auth_key is not None and not hmac.compare_digest(texts.get(AUTH_KEY, "").encode(), auth_key):
+        raise HepError("auth", "wrong or missing auth key")
+    if zipped is not None:
+        payload = _inflate(zipped)
     if not payload:
         raise HepError("no_payload", "no payload chunk")
     if len(payload) > MAX_PAYLOAD:
@@ -201,7 +212,7 @@ def parse_hep(data: bytes) -> HepPacket:
         ints[CAPTURE_ID],
         texts.get(AUTH_KEY),
         texts.get(CORRELATION_ID, ""),
-        texts.get(NODE_NAME, ""),
+        texts.get(CAPTURE_NAME, ""),
     )
 
 
@@ -294,8 +305,8 @@ def encode_hep(pkt: HepPacket) -> bytes:
         parts.append(_chunk(AUTH_KEY, pkt.auth_key.encode()))
     if pkt.correlation_id:
         parts.append(_chunk(CORRELATION_ID, pkt.correlation_id.encode()))
-    if pkt.node_name:
-        parts.append(_chunk(NODE_NAME, pkt.node_name.encode()))
+    if pkt.capture_host:
+        parts.append(_chunk(CAPTURE_NAME, pkt.capture_host.encode()))
     parts.append(_chunk(PAYLOAD, pkt.payload))
     body = b"".join(parts)
     total = HEADER_LEN + len(body)

@@ -9,6 +9,7 @@ collector writes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ COLUMNS = (
     "dst_port",
     "transport",
     "capture_id",
-    "node",
+    "capture_host",
     "call_id",
     "method",
     "status",
@@ -38,6 +39,7 @@ COLUMNS = (
     "user_agent",
     "correlation_id",
     "raw",
+    "opens_call",
 )
 
 #: A row: values in :data:`COLUMNS` order.
@@ -58,7 +60,7 @@ messages = sa.Table(
     sa.Column("dst_port", sa.Integer, nullable=False),
     sa.Column("transport", sa.Text, nullable=False),
     sa.Column("capture_id", sa.BigInteger, nullable=False),
-    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("capture_host", sa.Text, nullable=False),
     sa.Column("call_id", sa.Text, nullable=False),
     sa.Column("method", sa.Text),
     sa.Column("status", sa.Integer),
@@ -68,10 +70,23 @@ messages = sa.Table(
     sa.Column("user_agent", sa.Text, nullable=False),
     sa.Column("correlation_id", sa.Text, nullable=False),
     sa.Column("raw", sa.LargeBinary, nullable=False),
+    # A request without a To tag: the message the Calls list walks (see sip_index).
+    sa.Column("opens_call", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_sip_messages_ts", "ts_us"),
     sa.Index("ix_sip_messages_call_id", "call_id"),
     sa.Index("ix_sip_messages_from_user", "from_user"),
     sa.Index("ix_sip_messages_to_user", "to_user"),
+)
+
+
+#: The Calls list's walk: call openings, newest first (covering the walk's columns).
+opening = sa.Index(
+    "ix_sip_messages_opening_ts",
+    messages.c.ts_us,
+    messages.c.id,
+    messages.c.call_id,
+    sqlite_where=messages.c.opens_call == sa.true(),
+    postgresql_where=messages.c.opens_call == sa.true(),
 )
 
 
@@ -87,7 +102,8 @@ class Message:
     dst_port: int
     transport: str
     capture_id: int
-    node: str
+    #: The HEP sender that captured this copy (its HEP capture name; "" when it sends none).
+    capture_host: str
     call_id: str
     method: str | None
     status: int | None
@@ -97,6 +113,7 @@ class Message:
     user_agent: str
     correlation_id: str
     raw: bytes
+    opens_call: bool = False
 
     @property
     def src(self) -> str:
@@ -121,8 +138,13 @@ def _hostport(ip: str, port: int) -> str:
 
 def message_from_row(row: Sequence[Any]) -> Message:
     values = list(row)
-    values[-1] = bytes(values[-1])
+    values[_RAW] = bytes(values[_RAW])
+    values[_RAW + 1] = bool(values[_RAW + 1])
     return Message(*values)
+
+
+#: Where ``raw`` sits in a selected row (``id`` first, then :data:`COLUMNS`).
+_RAW = 1 + COLUMNS.index("raw")
 
 
 def parse_size(text: str) -> int:
@@ -137,8 +159,8 @@ def parse_size(text: str) -> int:
         number = float(value)
     except ValueError:
         raise UsageError(f"size {text!r}: expected a number with K, M, G or T, e.g. 10GB") from None
-    if number <= 0:
-        raise UsageError(f"size {text!r} must be positive")
+    if not 0 < number < math.inf:
+        raise UsageError(f"size {text!r} must be a positive, finite number")
     return int(number * factor)
 
 
@@ -156,8 +178,8 @@ def parse_duration(text: str) -> float:
         raise UsageError(
             f"duration {text!r}: expected a number with s, m, h, d or w, e.g. 7d"
         ) from None
-    if number <= 0:
-        raise UsageError(f"duration {text!r} must be positive")
+    if not 0 < number < math.inf:
+        raise UsageError(f"duration {text!r} must be a positive, finite number")
     return number * factor
 
 
@@ -189,6 +211,8 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             metadata.create_all(self.engine)
+        _rename_node_column(self.engine)
+        _add_opens_call(self.engine)
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
@@ -304,6 +328,37 @@ class Store:
             .order_by(messages.c.ts_us, messages.c.id)
         )
         return self.select(query)
+
+
+def _rename_node_column(engine: Engine) -> None:
+    """Databases written before the capture host had its own name call the
+    column ``node`` (which, in the fleet, is an Asterisk box)."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table("sip_messages"):
+        return
+    columns = {c["name"] for c in inspector.get_columns("sip_messages")}
+    if "node" in columns and "capture_host" not in columns:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE sip_messages RENAME COLUMN node TO capture_host")
+
+
+def _add_opens_call(engine: Engine) -> None:
+    """Databases from before the Calls list walked call openings lack the
+    column: add it, and mark their requests outside a dialog as openings
+    (the To tag was not kept then, so a re-INVITE counts too)."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table("sip_messages"):
+        return
+    if "opens_call" not in {c["name"] for c in inspector.get_columns("sip_messages")}:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE sip_messages ADD COLUMN opens_call BOOLEAN NOT NULL DEFAULT false"
+            )
+            conn.exec_driver_sql(
+                "UPDATE sip_messages SET opens_call = true WHERE method IS NOT NULL "
+                "AND method NOT IN ('ACK', 'CANCEL', 'BYE', 'PRACK', 'UPDATE', 'INFO')"
+            )
+    opening.create(engine, checkfirst=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

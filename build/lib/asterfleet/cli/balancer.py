@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from asterfleet import logs, metrics
-from asterfleet.balancer.agent import BalancerAgent, BalancerConfig, BalancerMetrics
 from asterfleet.cli.common import (
     ENV,
     ClusterOpt,
@@ -16,19 +14,19 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    default_node_id,
+    etcd_options,
+    etcd_security,
     fail,
     user_errors,
 )
-from asterfleet.cli.daemon import run_daemon
-from asterfleet.cli.node import default_node_id
-from asterfleet.etcd_client import parse_endpoints
 from asterfleet.fleet.dispatcher_list import Algorithm
-from asterfleet.fleet.model import check_node_id
 
 app = typer.Typer(help="The balancer agent, run beside each Kamailio.", no_args_is_help=True)
 
 
 @app.command("run")
+@etcd_options
 def run(
     etcd: str = EtcdOpt,
     cluster: str = ClusterOpt,
@@ -58,6 +56,14 @@ def run(
         max=10,
         help="Seconds between two applies: bursts of changes are folded into one reload.",
     ),
+    kamailio_reconcile_interval: float = typer.Option(
+        2.0,
+        envvar=ENV + "KAMAILIO_RECONCILE_INTERVAL",
+        min=0,
+        max=300,
+        help="Seconds between checks of Kamailio's in-memory dispatcher state against the list "
+        "(also after each apply); drift such as a drained box turned active is corrected. 0: off.",
+    ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
@@ -66,13 +72,23 @@ def run(
 
     A level-triggered reconcile loop: every change in etcd wakes it; each
     pass renders the whole list, and only a changed list is written
-    (temp file, fsync, rename) and reloaded over JSON-RPC. If etcd goes
+    (temp file, fsync, rename) and reloaded over JSON-RPC. Kamailio's
+    in-memory state is read back (dispatcher.list) and drift is corrected,
+    so a drained box stays drained whatever the failure route did. If etcd goes
     away the last list stays; if Kamailio restarts the list is re-applied.
 
     Example:
 
         asterfleet balancer run --etcd 10.0.0.1:2379 --list-file /etc/kamailio/dispatcher.list --rpc /run/kamailio/kamailio_rpc.sock --metrics-listen 127.0.0.1:9102
     """
+    # Imported here, not at the top: `asterfleet --help` and the other
+    # commands do not pay for the agent, etcd, Prometheus or Kamailio's RPC.
+    from asterfleet import logs, metrics
+    from asterfleet.balancer.agent import BalancerAgent, BalancerConfig, BalancerMetrics
+    from asterfleet.cli.daemon import run_daemon
+    from asterfleet.etcd_client import parse_endpoints
+    from asterfleet.fleet.model import check_node_id
+
     with user_errors():
         parse_endpoints(etcd)
         lb_id = balancer_id or default_node_id()
@@ -91,6 +107,7 @@ def run(
             metrics.serve(metrics_listen, bal_metrics.registry)
         cfg = BalancerConfig(
             etcd=etcd,
+            etcd_security=etcd_security(),
             cluster=cluster,
             balancer_id=lb_id,
             list_file=list_file,
@@ -98,6 +115,7 @@ def run(
             algorithm=algorithm,
             ttl=ttl,
             min_apply_interval=min_apply_interval,
+            kamailio_reconcile_interval=kamailio_reconcile_interval,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from asterfleet.cli.common import console as out
-from asterfleet.cli.common import print_json, user_errors
+from asterfleet.cli.common import etcd_options, etcd_security, print_json, user_errors
 from asterfleet.errors import UsageError
 
 ENV = "ASTERFLEET_"
@@ -30,8 +30,11 @@ def _images(
 ) -> dict[str, object] | None:
     if registry_dir is None:
         return None
-    if identity not in ("console", "registry"):
-        raise UsageError(f"--registry-identity {identity!r}: use 'console' or 'registry'")
+    if identity != "console":
+        raise UsageError(
+            f"--registry-identity {identity!r}: the registry now logs in the console's "
+            "users and tokens only; drop the option (or use 'console')"
+        )
     if not registry_dir.is_dir():
         raise UsageError(
             f"--registry-dir {registry_dir}: not a directory; "
@@ -40,11 +43,11 @@ def _images(
     return {
         "registry_dir": registry_dir.resolve(),
         "factory_db": factory_db,
-        "identity": identity,
         "registry_host": host,
     }
 
 
+@etcd_options
 def run(
     listen: str = typer.Option(
         "127.0.0.1:8080", envvar=ENV + "LISTEN", help="Address to serve on, HOST:PORT."
@@ -60,7 +63,7 @@ def run(
     db: str = typer.Option(
         None,
         "--db",
-        envvar=ENV + "DB",
+        envvar=ENV + "CONSOLE_DB",
         help="Where users, tokens, sessions and events live: sqlite:///PATH, a file path, or "
         "postgresql://USER:PASS@HOST/DB [default: ~/.local/state/asterfleet/console.db].",
     ),
@@ -94,8 +97,9 @@ def run(
         "console",
         "--registry-identity",
         envvar=ENV + "REGISTRY_IDENTITY",
-        help="Who logs in to the registry: 'console' (the console's users and API tokens, "
-        "one login for both) or 'registry' (the users of 'asterfleet registry user').",
+        help="Deprecated: the registry always logs in the console's users and API "
+        "tokens ('console', the only value left).",
+        hidden=True,
     ),
     registry_host: str = typer.Option(
         None, "--registry-host", help="HOST:PORT shown in pull commands [default: the registry]."
@@ -148,8 +152,12 @@ def run(
         import uvicorn
 
         from asterfleet.console import create_app
+        from asterfleet.etcd_client import Etcd
 
-        app = create_app(settings)
+        security = etcd_security()
+        app = create_app(
+            settings, etcd_factory=lambda endpoints: Etcd(endpoints, security=security)
+        )
     out.print(
         f"asterfleet console for cluster {cluster!r} on http://{host}:{port}/", highlight=False
     )

@@ -40,7 +40,11 @@ app = typer.Typer(
 factory_app = typer.Typer(help="The image factory's worker.", no_args_is_help=True)
 
 DbOption = typer.Option(
-    DEFAULT_DB, "--db", envvar="ASTERFLEET_DB", help="sqlite:///PATH or postgresql://…"
+    None,
+    "--db",
+    envvar="ASTERFLEET_FACTORY_DB",
+    help="The factory's database: sqlite:///PATH, a path or postgresql://… "
+    f"[default: {DEFAULT_DB.removeprefix('sqlite:///')}]",
 )
 
 
@@ -309,6 +313,13 @@ def worker(
     until_idle: bool = typer.Option(False, "--until-idle", help="Run the queue dry, then exit."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Serve /metrics (0 = off)."),
     db: str = DbOption,
+    console_db: str = typer.Option(
+        None,
+        "--console-db",
+        envvar="ASTERFLEET_CONSOLE_DB",
+        help="The console's database: the one identity the worker's short-lived push "
+        "tokens are made in [default: ~/.local/state/asterfleet/console.db].",
+    ),
 ) -> None:
     """Run queued builds: checkout, build (buildah), test, push, hooks.
 
@@ -317,6 +328,7 @@ def worker(
     """
     from prometheus_client import start_http_server
 
+    from asterfleet.db import open_database
     from asterfleet.factory.worker import Worker, WorkerSettings
 
     with user_errors():
@@ -328,7 +340,7 @@ def worker(
         if buildah_root:
             settings.buildah_root = buildah_root / "root"
             settings.buildah_runroot = buildah_root / "run"
-        w = Worker(open_store(db), settings)
+        w = Worker(open_store(db), settings, open_database(console_db))
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     if until_idle:

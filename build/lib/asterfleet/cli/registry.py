@@ -1,17 +1,13 @@
-"""`asterfleet registry …`: the token server of the Distribution registry,
-its configuration, users, namespaces, grants and personal access tokens."""
+"""`asterfleet registry …`: the token server of the Distribution registry and
+its configuration. Users, tokens and grants are `asterfleet users …`."""
 
 from __future__ import annotations
 
-import datetime as dt
-import sys
 from pathlib import Path
 
 import typer
 
-from asterfleet.cli.common import JsonOption, console, emit, print_table, user_errors
-from asterfleet.errors import UsageError
-from asterfleet.factory.db import DEFAULT_DB, open_store
+from asterfleet.cli.common import console, user_errors
 
 app = typer.Typer(
     help=(
@@ -20,28 +16,27 @@ app = typer.Typer(
         "Start with `asterfleet registry config --out DIR --realm "
         "http://HOST:PORT/token --service NAME`, run `docker-registry serve "
         "DIR/config.yml`, then `asterfleet registry serve --config-dir DIR`. "
-        "Add users with `registry user add`; each owns the namespace of its "
-        "name (`alice/…`)."
+        "Users, tokens, namespaces and grants are the one identity: "
+        "`asterfleet users add|token|namespace|grant|visibility`; each user owns "
+        "the namespace of their name (`alice/…`)."
     ),
     no_args_is_help=True,
 )
-user_app = typer.Typer(help="Registry users (argon2-hashed passwords).", no_args_is_help=True)
-token_app = typer.Typer(
-    help="Personal access tokens: scoped, expiring, shown once, revocable.",
-    no_args_is_help=True,
-)
-app.add_typer(user_app, name="user")
-app.add_typer(token_app, name="token")
 
 DbOption = typer.Option(
-    DEFAULT_DB, "--db", envvar="ASTERFLEET_DB", help="sqlite:///PATH or postgresql://…"
+    None,
+    "--db",
+    envvar="ASTERFLEET_FACTORY_DB",
+    help="The factory's database (knots, registry namespaces and grants): "
+    "sqlite:///PATH, a path or postgresql://… [default: ~/.local/share/asterfleet/factory.db]",
 )
-
-
-def _identity(db: str):  # type: ignore[no-untyped-def]
-    from asterfleet.registry.identity import SqlIdentity
-
-    return SqlIdentity(open_store(db))
+ConsoleDbOption = typer.Option(
+    None,
+    "--console-db",
+    envvar="ASTERFLEET_CONSOLE_DB",
+    help="The console's database: the users and tokens that log in "
+    "[default: ~/.local/state/asterfleet/console.db]",
+)
 
 
 @app.command()
@@ -74,6 +69,7 @@ def config(
 def serve(
     config_dir: Path = typer.Option(..., "--config-dir", help="What `registry config` wrote."),
     db: str = DbOption,
+    console_db: str = ConsoleDbOption,
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(5001, "--port"),
     workers: int = typer.Option(
@@ -98,160 +94,47 @@ def serve(
     this command runs them alone (e.g. several workers for token throughput).
     """
     from asterfleet.registry.config import read_settings
-    from asterfleet.registry.serve import ServeOptions
-    from asterfleet.registry.serve import serve as run_server
+    from asterfleet.tokenserver import ServeOptions
+    from asterfleet.tokenserver import serve as run_server
 
     with user_errors():
         read_settings(config_dir)  # fail early, with the message, before forking workers
-        opts = ServeOptions(str(config_dir.resolve()), db, token_ttl, reconcile, cache_seconds)
+        opts = ServeOptions(
+            str(config_dir.resolve()), db, console_db, token_ttl, reconcile, cache_seconds
+        )
     run_server(opts, host, port, workers)
 
 
-def _password(password_stdin: bool) -> str:
-    if password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+MOVED = {
+    "user": "asterfleet users add|passwd|rm|ls",
+    "token": "asterfleet users token create|ls|revoke",
+    "namespace": "asterfleet users namespace",
+    "grant": "asterfleet users grant",
+    "visibility": "asterfleet users visibility",
+}
 
 
-@user_app.command("add")
-def user_add(
-    username: str,
-    admin: bool = typer.Option(False, "--admin", help="May do anything, list the catalogue."),
-    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password."),
-    db: str = DbOption,
-) -> None:
-    """Add a user; it owns the namespace USERNAME/."""
-    with user_errors():
-        _identity(db).add_user(username, _password(password_stdin), is_admin=admin)
-    console.print(f"user {username} added")
-
-
-@user_app.command("ls")
-def user_ls(db: str = DbOption, as_json: bool = JsonOption) -> None:
-    """List users."""
-    with user_errors():
-        users = _identity(db).users()
-    emit(
-        as_json,
-        users,
-        lambda: print_table(
-            None,
-            ["user", "admin", "disabled"],
-            [[u["username"], u["admin"], u["disabled"]] for u in users],
-        ),
+def _moved(old: str) -> None:
+    @app.command(
+        old,
+        hidden=True,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
     )
+    def moved() -> None:
+        raise typer.Exit(_say_moved(old))
 
 
-@app.command("namespace")
-def namespace(
-    name: str,
-    owner: str = typer.Option(..., "--owner"),
-    public: bool = typer.Option(False, "--public/--private", help="Anyone may pull."),
-    db: str = DbOption,
-) -> None:
-    """Create (or make public/private) a namespace owned by a user."""
-    with user_errors():
-        _identity(db).add_namespace(name, owner, public)
-    console.print(f"namespace {name} owned by {owner} ({'public' if public else 'private'})")
+def _say_moved(old: str) -> int:
+    from asterfleet.cli.common import err_console
 
-
-@app.command("grant")
-def grant(
-    namespace_: str = typer.Argument(..., metavar="NAMESPACE"),
-    username: str = typer.Argument(...),
-    actions: str = typer.Option("pull", "--actions", help="Comma list: pull, push, delete."),
-    db: str = DbOption,
-) -> None:
-    """Let USERNAME pull (and push) in another user's NAMESPACE."""
-    with user_errors():
-        _identity(db).grant(namespace_, username, actions.split(","))
-    console.print(f"{username} may {actions} in {namespace_}/")
-
-
-@app.command("visibility")
-def visibility(
-    repository: str,
-    public: bool = typer.Option(..., "--public/--private"),
-    db: str = DbOption,
-) -> None:
-    """Make one repository public (anonymous pull) or private."""
-    with user_errors():
-        _identity(db).set_public(repository, public)
-    console.print(f"{repository} is {'public' if public else 'private'}")
-
-
-@token_app.command("create")
-def token_create(
-    username: str,
-    name: str = typer.Option(..., "--name", help="What the token is for."),
-    scope: list[str] = typer.Option(
-        ["pull", "push"],
-        "--scope",
-        help="pull, push, delete, or repository:NAME:ACTIONS (NAME may end in /*). Repeatable.",
-    ),
-    expires_days: int = typer.Option(90, "--expires-days", help="0 = never expires."),
-    db: str = DbOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Create a token; its secret is printed once and only stored hashed."""
-    with user_errors():
-        expires = dt.timedelta(days=expires_days) if expires_days > 0 else None
-        if expires_days < 0:
-            raise UsageError("--expires-days: use 0 (never) or a positive number")
-        token_id, secret = _identity(db).create_token(username, name, scope, expires)
-    emit(
-        as_json,
-        {"id": token_id, "secret": secret},
-        lambda: console.print(
-            f"token {token_id}: {secret}\n(shown once: store it now)", highlight=False
-        ),
+    err_console.print(
+        f"'asterfleet registry {old}' moved: use '{MOVED[old]}' (one identity for the "
+        "console and the registry)",
+        highlight=False,
     )
+    return 2
 
 
-@token_app.command("ls")
-def token_ls(
-    user: str = typer.Option(None, "--user"), db: str = DbOption, as_json: bool = JsonOption
-) -> None:
-    """List tokens (never their secrets)."""
-    with user_errors():
-        tokens = _identity(db).tokens(user)
-    rows = [
-        {
-            "id": t.id,
-            "user": t.username,
-            "name": t.name,
-            "scopes": list(t.scopes),
-            "expires_at": t.expires_at,
-            "revoked": t.revoked_at is not None,
-            "last_used_at": t.last_used_at,
-        }
-        for t in tokens
-    ]
-    emit(
-        as_json,
-        rows,
-        lambda: print_table(
-            None,
-            ["id", "user", "name", "scopes", "expires", "revoked", "last used"],
-            [
-                [
-                    r["id"],
-                    r["user"],
-                    r["name"],
-                    " ".join(r["scopes"]),
-                    r["expires_at"],
-                    r["revoked"],
-                    r["last_used_at"],
-                ]
-                for r in rows
-            ],
-        ),
-    )
-
-
-@token_app.command("revoke")
-def token_revoke(token_id: str, db: str = DbOption) -> None:
-    """Revoke a token at once."""
-    with user_errors():
-        _identity(db).revoke_token(token_id)
-    console.print(f"token {token_id} revoked")
+for _old in MOVED:
+    _moved(_old)

@@ -1,4 +1,5 @@
-"""`asterfleet users ...`: console users and their API tokens, from the shell."""
+"""`asterfleet users ...`: the one identity from the shell: users, their API
+tokens (console and registry) and the registry's namespaces and grants."""
 
 from __future__ import annotations
 
@@ -25,11 +26,22 @@ if TYPE_CHECKING:
 ENV = "ASTERFLEET_"
 
 app = typer.Typer(
-    help="Manage the console's users and API tokens (in the console's database).",
+    help=(
+        "Users, API tokens and registry grants: one login for the console, its API "
+        "and the image registry.\n\n"
+        "Users and tokens live in the console's database (--db, ASTERFLEET_CONSOLE_DB); "
+        "namespaces, grants and public flags in the factory's (--factory-db, "
+        "ASTERFLEET_FACTORY_DB). Each user owns the registry namespace of their name "
+        "(alice/…) unless another user already owns a namespace of that name."
+    ),
     no_args_is_help=True,
 )
 token_app = typer.Typer(
-    help="API tokens for scripts: `Authorization: Bearer <token>` against /api/v1.",
+    help=(
+        "API tokens: `Authorization: Bearer <token>` against /api/v1 (scopes read, write) "
+        "and the password of registry clients (scopes pull, push, delete, or "
+        "repository:NAME:ACTIONS)."
+    ),
     no_args_is_help=True,
 )
 app.add_typer(token_app, name="token")
@@ -37,8 +49,15 @@ app.add_typer(token_app, name="token")
 DbOpt = typer.Option(
     None,
     "--db",
-    envvar=ENV + "DB",
+    envvar=ENV + "CONSOLE_DB",
     help="The console's database URL or SQLite path [default: ~/.local/state/asterfleet/console.db].",
+)
+FactoryDbOpt = typer.Option(
+    None,
+    "--factory-db",
+    envvar=ENV + "FACTORY_DB",
+    help="The factory's database (registry namespaces and grants) "
+    "[default: ~/.local/share/asterfleet/factory.db].",
 )
 PasswordFileOpt = typer.Option(
     None,
@@ -51,6 +70,14 @@ def _db(url: str | None) -> Database:
     from asterfleet.db import open_database
 
     return open_database(url)
+
+
+def _ownership(url: str | None):  # type: ignore[no-untyped-def]
+    from asterfleet.factory.db import open_store
+    from asterfleet.registry.ownership import Ownership
+    from asterfleet.registry.schema import create_tables
+
+    return Ownership(create_tables(open_store(url, create=False)))
 
 
 def _password(path: Path | None) -> str:
@@ -111,12 +138,15 @@ def passwd(
 
 
 @app.command("rm")
-def rm(username: str = typer.Argument(...), db: str = DbOpt) -> None:
-    """Remove a user, with their sessions and API tokens."""
+def rm(
+    username: str = typer.Argument(...), db: str = DbOpt, factory_db: str = FactoryDbOpt
+) -> None:
+    """Remove a user, with their sessions, API tokens, refresh tokens and grants."""
     from asterfleet.auth import remove_user
 
     with user_errors():
         remove_user(_db(db), username)
+        _ownership(factory_db).forget_user(username)
     console.print(f"removed user {username}", highlight=False)
 
 
@@ -151,7 +181,12 @@ def ls(db: str = DbOpt, as_json: bool = JsonOption) -> None:
 def token_create(
     username: str = typer.Argument(..., help="Whose token: it acts as this user."),
     name: str = typer.Option(..., "--name", help="What uses it (a script, a monitor)."),
-    scopes: str = typer.Option("read", "--scopes", help="read, or read,write to act."),
+    scopes: str = typer.Option(
+        "read",
+        "--scopes",
+        help="Comma list of read, write (the console API), pull, push, delete (the "
+        "registry); or repository:NAME:pull,push for one repository (NAME may end in /*).",
+    ),
     ttl_days: float = typer.Option(None, "--ttl-days", help="Expire after this many days."),
     db: str = DbOpt,
     as_json: bool = JsonOption,
@@ -250,3 +285,101 @@ def token_revoke(
     with user_errors():
         info = revoke_token(_db(db), token_id)
     console.print(f"revoked token {info.id} ({info.name}) of {info.username}", highlight=False)
+
+
+@app.command("namespace")
+def namespace(
+    name: str = typer.Argument(..., help="The first path component: NAME/app."),
+    owner: str = typer.Option(..., "--owner", help="The user who may pull, push, delete."),
+    public: bool = typer.Option(False, "--public/--private", help="Anyone may pull."),
+    db: str = DbOpt,
+    factory_db: str = FactoryDbOpt,
+) -> None:
+    """Give a registry namespace to a user (or make it public/private)."""
+    from asterfleet.auth import get_user
+
+    with user_errors():
+        if get_user(_db(db), owner) is None:
+            raise UsageError(f"no user {owner!r}: see 'asterfleet users ls'")
+        other = get_user(_db(db), name)
+        if other is not None and other.username != owner:
+            raise UsageError(f"namespace {name!r} is user {name}'s own: pick another name")
+        _ownership(factory_db).add_namespace(name, owner, public)
+    console.print(
+        f"namespace {name} owned by {owner} ({'public' if public else 'private'})",
+        highlight=False,
+    )
+
+
+@app.command("grant")
+def grant(
+    namespace_: str = typer.Argument(..., metavar="NAMESPACE"),
+    username: str = typer.Argument(...),
+    actions: str = typer.Option("pull", "--actions", help="Comma list: pull, push, delete."),
+    db: str = DbOpt,
+    factory_db: str = FactoryDbOpt,
+) -> None:
+    """Let USERNAME pull (push, delete) in another user's registry NAMESPACE."""
+    from asterfleet.auth import get_user
+
+    with user_errors():
+        if get_user(_db(db), username) is None:
+            raise UsageError(f"no user {username!r}: see 'asterfleet users ls'")
+        _ownership(factory_db).grant(namespace_, username, actions.split(","))
+    console.print(f"{username} may {actions} in {namespace_}/", highlight=False)
+
+
+@app.command("grants")
+def grants(factory_db: str = FactoryDbOpt, as_json: bool = JsonOption) -> None:
+    """List registry grants."""
+    with user_errors():
+        rows = _ownership(factory_db).grants()
+    emit(
+        as_json,
+        rows,
+        lambda: print_table(
+            None,
+            ["namespace", "user", "actions"],
+            [[r["namespace"], r["user"], r["actions"]] for r in rows],
+        ),
+    )
+
+
+@app.command("visibility")
+def visibility(
+    repository: str = typer.Argument(..., help="NAMESPACE/NAME"),
+    public: bool = typer.Option(..., "--public/--private"),
+    factory_db: str = FactoryDbOpt,
+) -> None:
+    """Make one registry repository public (anonymous pull) or private."""
+    with user_errors():
+        _ownership(factory_db).set_public(repository, public)
+    console.print(f"{repository} is {'public' if public else 'private'}", highlight=False)
+
+
+@app.command("import-registry")
+def import_registry(
+    source: str = typer.Option(
+        ...,
+        "--from",
+        help="The factory's database that held the registry's former users (reg_users).",
+    ),
+    db: str = DbOpt,
+) -> None:
+    """Carry the registry's former users and afp_ tokens into this identity.
+
+    The console's database does this by itself when both share one database;
+    run this once when they were separate. Existing users and tokens are kept.
+    """
+    from asterfleet.db.legacy import carry_over
+    from asterfleet.storage import open_engine
+
+    with user_errors():
+        database = _db(db)
+        legacy = open_engine(source, "--from")
+        with legacy.connect() as src, database.engine.begin() as dst:
+            done = carry_over(src, dst)
+        legacy.dispose()
+    console.print(f"carried over {done.users} user(s), {done.tokens} token(s)", highlight=False)
+    for skipped in done.skipped:
+        err_console.print(f"skipped {skipped}", highlight=False)

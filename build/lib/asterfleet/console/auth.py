@@ -11,10 +11,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from asterfleet.auth import (
-    authenticate,
+    TooManyAttempts,
     create_session,
     create_token,
     end_session,
+    get_user,
     list_tokens,
     parse_scopes,
     revoke_token,
@@ -87,9 +88,12 @@ async def login(
     next: str = Form("/fleet"),
 ) -> Response:
     st = console_state(request)
-    keys = (f"client:{_client(request)}", f"user:{username.strip().lower()}")
-    wait = st.limiter.retry_after(*keys)
-    if wait > 0:
+    try:
+        user = await asyncio.to_thread(
+            st.logins.login, username.strip(), password, _client(request)
+        )
+    except TooManyAttempts as exc:
+        wait = exc.retry_after
         st.metrics.login_failures.labels("rate_limited").inc()
         log.warning("login_rate_limited", user=username, client=_client(request))
         resp = _login_form(
@@ -101,17 +105,15 @@ async def login(
         )
         resp.headers["Retry-After"] = str(math.ceil(wait))
         return resp
-    user = await asyncio.to_thread(authenticate, st.db, username.strip(), password)
-    if user is None:
-        st.limiter.failed(*keys)
+    info = await asyncio.to_thread(get_user, st.db, user.username) if user else None
+    if user is None or info is None or user.via != "password":
         st.metrics.login_failures.labels("bad_credentials").inc()
         log.warning("login_failed", user=username, client=_client(request))
         return _login_form(request, next, "Wrong user name or password.", 401, username)
-    st.limiter.succeeded(*keys)
     cookie, _ = await asyncio.to_thread(
         create_session,
         st.db,
-        user.id,
+        info.id,
         st.settings.session_ttl,
         f"{_client(request)} {request.headers.get('user-agent', '')}",
     )
@@ -158,7 +160,11 @@ async def change_password(
     user: Principal = Depends(page_user),
 ) -> Response:
     st = console_state(request)
-    if await asyncio.to_thread(authenticate, st.db, user.username, current) is None:
+    try:
+        checked = await asyncio.to_thread(st.logins.login, user.username, current, _client(request))
+    except TooManyAttempts:
+        checked = None
+    if checked is None or checked.via != "password":
         return RedirectResponse("/account?err=The+current+password+is+wrong.", status_code=303)
     if new != confirm:
         return RedirectResponse("/account?err=The+new+passwords+differ.", status_code=303)

@@ -22,8 +22,8 @@ from asterfleet.console.factory_state import FactoryState, factory_state
 from asterfleet.console.security import Principal, page_user
 from asterfleet.console.web import render
 from asterfleet.factory.dockerfiles import dockerfile_of
+from asterfleet.factory.queue import build_of_digest
 from asterfleet.registry.catalogue import list_repositories, list_tags, pull_command, tag_detail
-from asterfleet.registry.identity import access_view
 from asterfleet.registry.scope import REPOSITORY_RE, AccessView, Scope, granted_actions
 
 router = APIRouter(include_in_schema=False)
@@ -53,7 +53,7 @@ def human_size(size: int) -> str:
 
 
 def _view(fs: FactoryState, user: Principal, repositories: list[str]) -> AccessView:
-    return access_view(fs.identity, fs.registry_principal(user.username, user.role), repositories)
+    return fs.ownership.view(user, repositories)
 
 
 def _check_name(repository: str) -> None:
@@ -140,7 +140,9 @@ async def tag_page(
         if not _may(view, repository, "pull"):
             return view, None, None
         detail = tag_detail(fs.engine, repository, tag)
-        build = detail["build"] if detail else None
+        build = build_of_digest(fs.engine, detail["digest"]) if detail else None
+        if detail is not None:
+            detail["build"] = build
         dockerfile = dockerfile_of(fs.engine, build["id"]) if build else None
         return view, detail, dockerfile
 

@@ -4,7 +4,6 @@ the token server and the image factory served by the console process)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -13,11 +12,8 @@ class ImagesSettings(BaseModel):
     # What `asterfleet registry config --out DIR` wrote: config.yml, the
     # token signing key and certificate, the notification secret.
     registry_dir: Path
-    # The factory's and registry's tables (knots, builds, catalogue, reg_*).
+    # The factory's and registry's tables (knots, builds, catalogue, registry ownership).
     factory_db: str | None = None  # None: the factory's default SQLite file
-    # Who logs in to the registry: the console's users ("console": one login
-    # for both) or the registry's own reg_users table ("registry").
-    identity: Literal["console", "registry"] = "console"
     # HOST[:PORT] shown in pull commands (default: the registry's own address).
     registry_host: str | None = None
     token_ttl: int = Field(default=300, ge=30)

@@ -25,22 +25,22 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from asterfleet.console.factory_state import FactoryState, factory_state
+from asterfleet.console.knot_access import may_add, may_edit, may_see
 from asterfleet.console.security import Principal, api_user, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
-from asterfleet.factory.knot import Knot, KnotInvalid, validate_knot
+from asterfleet.factory.knot import Knot, KnotInvalid, admin_only_changes, validate_knot
 from asterfleet.factory.knot_input import (
     GENERATE,
     MASK,
     KnotInput,
+    mask_url_credentials,
     public_spec,
     resolve_webhook_secret,
     to_input,
     validate_input,
 )
 from asterfleet.factory.store import add_knot, edit_knot, get_knot, list_knots, remove_knot
-from asterfleet.registry.identity import access_view
-from asterfleet.registry.scope import Scope, granted_actions
 
 log = structlog.get_logger("asterfleet.console.knots")
 pages = APIRouter(include_in_schema=False)
@@ -54,24 +54,15 @@ FORM_FIELDS = frozenset(f.name for f in dataclasses.fields(KnotInput))
 # -- who may -------------------------------------------------------------------
 
 
-def may_add(user: Principal) -> bool:
-    return user.can_act
-
-
-def may_edit(user: Principal, knot: Knot) -> bool:
-    """Edit and remove: admins and the knot's owners, with write access."""
-    return "write" in user.scopes and (user.role == "admin" or user.username in knot.owners)
-
-
 def push_problem(fs: FactoryState, user: Principal, repository: str) -> str | None:
     """Why ``user`` may not point a knot at ``repository``, or None.
 
     The worker pushes with its own credentials: without this check any
     operator could publish into anyone's namespace through a knot.
     """
-    principal = fs.registry_principal(user.username, user.role)
-    view = access_view(fs.identity, principal, [repository])
-    if granted_actions(view, Scope("repository", repository, ("push",))):
+    # The user's own rights, not a token's: a knot hands pushing to the worker,
+    # which checks again before every push.
+    if fs.ownership.may(dataclasses.replace(user, token_id=None), repository, "push"):
         return None
     return (
         f"{user.username} may not push to {repository}: use a namespace you own "
@@ -110,8 +101,10 @@ def _load(fs: FactoryState, name: str) -> Knot:
 
 
 def _check_repository(fs: FactoryState, user: Principal, knot: Knot, before: Knot | None) -> None:
-    if before is not None and before.repository == knot.repository:
-        return
+    if user.role != "admin" and (problems := admin_only_changes(knot, before)):
+        raise KnotInvalid(problems)
+    # Also on every edit, the repository unchanged or not: an edit (a new git
+    # URL, a new Dockerfile) changes what the worker pushes there.
     problem = push_problem(fs, user, knot.repository)
     if problem:
         raise KnotInvalid({"repository": problem})
@@ -128,6 +121,8 @@ def save_new(fs: FactoryState, user: Principal, knot: Knot) -> None:
 
 
 def save_edit(fs: FactoryState, user: Principal, before: Knot, knot: Knot) -> Knot:
+    if knot.git_url != before.git_url and knot.git_url == mask_url_credentials(before.git_url):
+        knot = knot.model_copy(update={"git_url": before.git_url})  # shown masked, kept
     _check_repository(fs, user, knot, before)
     # Every field, nested ones whole: the stored knot becomes exactly ``knot``.
     return edit_knot(fs.engine, before.name, knot.model_dump(mode="json"))
@@ -355,9 +350,9 @@ def _need(user: Principal, scope: str) -> None:
         raise _forbidden(f"this token lacks scope {scope!r}")
 
 
-def _out(request: Request, knot: Knot, secret: str | None = None) -> KnotOut:
+def _out(request: Request, knot: Knot, secret: str | None = None, hooks: bool = True) -> KnotOut:
     return KnotOut(
-        knot=Knot.model_validate(public_spec(knot)),
+        knot=Knot.model_validate(public_spec(knot, hooks=hooks)),
         webhook_secret=secret,
         webhook_url=(
             str(request.base_url).rstrip("/") + f"/hooks/knots/{knot.name}"
@@ -393,7 +388,8 @@ async def api_list(
 ) -> Any:
     _need(who, "read")
     knots = await asyncio.to_thread(list_knots, fs.engine)
-    return [public_spec(k) for k in knots]
+    seen = [k for k in knots if await asyncio.to_thread(may_see, fs, who, k)]
+    return [public_spec(k, hooks=may_edit(who, k)) for k in seen]
 
 
 @api.post(
@@ -429,7 +425,10 @@ async def api_get(
     fs: FactoryState = Depends(factory_state),
 ) -> Any:
     _need(who, "read")
-    return _out(request, await asyncio.to_thread(_load, fs, name))
+    knot = await asyncio.to_thread(_load, fs, name)
+    if not await asyncio.to_thread(may_see, fs, who, knot):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no knot {name!r}")
+    return _out(request, knot, hooks=may_edit(who, knot))
 
 
 @api.put(

@@ -12,12 +12,11 @@ cookie instead.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request, status
 
-from asterfleet.auth import SessionInfo, lookup_session, verify_token
+from asterfleet.auth import Principal, SessionInfo, lookup_session, verify_token
 from asterfleet.auth.secrets_ import same
 from asterfleet.console.state import console_state
 
@@ -27,24 +26,7 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-
-@dataclass(frozen=True)
-class Principal:
-    username: str
-    role: str
-    via: str  # "console" (session cookie) or "api" (bearer token)
-    scopes: tuple[str, ...]
-    csrf_token: str = ""
-    token_name: str = ""
-
-    @property
-    def can_act(self) -> bool:
-        return self.role in ("admin", "operator") and "write" in self.scopes
-
-    @property
-    def actor(self) -> str:
-        """How actions are signed in the admin record and the events table."""
-        return f"{self.username}@{self.via}"
+__all__ = ["Principal", "api_user", "csrf_guard", "page_user", "require_write"]
 
 
 class LoginRequired(Exception):
@@ -106,7 +88,7 @@ async def api_user(request: Request) -> Principal:
                 "'asterfleet users token create'",
                 headers={"WWW-Authenticate": 'Bearer realm="asterfleet"'},
             )
-        return Principal(info.username, info.role, "api", info.scopes, token_name=info.name)
+        return info.principal(via="api")
     sess = await session_of(request)
     if sess is None:
         raise HTTPException(

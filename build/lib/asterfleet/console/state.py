@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
-from asterfleet.auth import LoginLimiter
+from asterfleet.auth import Authenticator
 from asterfleet.console.areas import Area
 from asterfleet.console.metrics import ConsoleMetrics
 from asterfleet.console.monitor import FleetMonitor
@@ -26,7 +26,7 @@ class ConsoleState:
     ks: Keyspace
     templates: Jinja2Templates
     metrics: ConsoleMetrics
-    limiter: LoginLimiter
+    logins: Authenticator  # the one login path, shared with the registry's /token
     areas: list[Area]
     etcd: Etcd | None = None  # for reads and actions (the monitor has its own)
     monitor: FleetMonitor | None = None

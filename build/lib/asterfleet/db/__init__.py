@@ -7,13 +7,14 @@ migration history, so this history uses its own version table.
 """
 
 from asterfleet.db.engine import Database, default_url, normalise_url, open_database
-from asterfleet.db.schema import ApiToken, Base, Event, Session, User
+from asterfleet.db.schema import ApiToken, Base, Event, RefreshToken, Session, User
 
 __all__ = [
     "ApiToken",
     "Base",
     "Database",
     "Event",
+    "RefreshToken",
     "Session",
     "User",
     "default_url",

@@ -1,4 +1,5 @@
-"""Tables of the console: users, API tokens, login sessions, fleet events."""
+"""Tables of the console: the one identity (users, API tokens, refresh
+tokens, login sessions) and fleet events."""
 
 from __future__ import annotations
 
@@ -33,11 +34,32 @@ class ApiToken(Base):
     # only ever stored as a hash.
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
-    scopes: Mapped[str] = mapped_column(String(128), nullable=False)
+    # Space separated: "read write", "pull repository:alice/app:pull,push".
+    scopes: Mapped[str] = mapped_column(String(1024), nullable=False)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RefreshToken(Base):
+    """A registry ``offline_token``: stands for the login that produced it."""
+
+    __tablename__ = "refresh_tokens"
+
+    secret_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    # The API token the login used (None: a password): its revocation, expiry
+    # and scopes still apply to every refresh.
+    token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    scopes: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
+    service: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    expires_at: Mapped[float] = mapped_column(Float, nullable=False)
 
 
 class Session(Base):

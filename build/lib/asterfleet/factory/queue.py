@@ -171,6 +171,22 @@ def claim(engine: Engine, worker: str) -> Build | None:
     return None
 
 
+def last_built_sha(engine: Engine, knot: str, ref: str) -> str | None:
+    """The commit of the newest passed build of ``knot`` at ``ref``."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(factory_builds.c.sha)
+            .where(
+                factory_builds.c.knot == knot,
+                factory_builds.c.ref == ref,
+                factory_builds.c.state == "passed",
+                factory_builds.c.sha.is_not(None),
+            )
+            .order_by(factory_builds.c.number.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+
+
 def get_build(engine: Engine, knot: str, number: int) -> Build:
     with engine.connect() as conn:
         row = conn.execute(
@@ -187,6 +203,17 @@ def build_by_id(engine: Engine, build_id: int) -> Build:
     with engine.connect() as conn:
         row = conn.execute(select(factory_builds).where(factory_builds.c.id == build_id)).one()
     return _build(row)
+
+
+def build_of_digest(engine: Engine, digest: str) -> dict[str, Any] | None:
+    """The newest build that pushed ``digest`` (knot, number, id), if any."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(factory_builds.c.knot, factory_builds.c.number, factory_builds.c.id)
+            .where(factory_builds.c.digest == digest)
+            .order_by(factory_builds.c.id.desc())
+        ).first()
+    return None if row is None else {"knot": row.knot, "number": row.number, "id": row.id}
 
 
 def list_builds(engine: Engine, knot: str | None = None, limit: int = 50) -> list[Build]:

@@ -1,8 +1,9 @@
-"""The factory's and registry's own tables, in their own MetaData.
+"""The factory's own tables (knots, builds, logs, deliveries, poll state).
 
 SQLite is the zero-setup default; PostgreSQL (by URL) is the store that
-workers on several machines share. Table names are prefixed (``reg_``,
-``cat_``, ``factory_``) so they can live beside the console's tables.
+workers on several machines share. Table names are prefixed ``factory_`` so
+they can live beside the registry's (``reg_``, ``cat_``, in
+:mod:`asterfleet.registry.schema`) and the console's tables.
 """
 
 from __future__ import annotations
@@ -24,89 +25,6 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
-
-# -- identity (until the lead wires the shared user store) -------------------
-
-reg_users = Table(
-    "reg_users",
-    metadata,
-    Column("username", String(64), primary_key=True),
-    Column("password_hash", Text, nullable=False),
-    Column("is_admin", Boolean, nullable=False, default=False),
-    Column("disabled", Boolean, nullable=False, default=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-reg_namespaces = Table(
-    "reg_namespaces",
-    metadata,
-    Column("name", String(128), primary_key=True),
-    Column("owner", String(64), nullable=False),
-    Column("public", Boolean, nullable=False, default=False),
-)
-
-reg_repositories = Table(
-    "reg_repositories",
-    metadata,
-    Column("name", String(255), primary_key=True),
-    Column("public", Boolean, nullable=False, default=False),
-)
-
-reg_grants = Table(
-    "reg_grants",
-    metadata,
-    Column("namespace", String(128), primary_key=True),
-    Column("username", String(64), primary_key=True),
-    Column("actions", String(64), nullable=False),  # "pull" or "pull,push"
-)
-
-reg_access_tokens = Table(
-    "reg_access_tokens",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("username", String(64), nullable=False, index=True),
-    Column("name", String(128), nullable=False),
-    Column("secret_hash", String(64), nullable=False, unique=True),
-    Column("scopes", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
-    Column("last_used_at", DateTime(timezone=True), nullable=True),
-)
-
-reg_refresh_tokens = Table(
-    "reg_refresh_tokens",
-    metadata,
-    Column("secret_hash", String(64), primary_key=True),
-    Column("username", String(64), nullable=False, index=True),
-    Column("service", String(255), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
-)
-
-# -- catalogue -----------------------------------------------------------------
-
-cat_repositories = Table(
-    "cat_repositories",
-    metadata,
-    Column("name", String(255), primary_key=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-cat_tags = Table(
-    "cat_tags",
-    metadata,
-    Column("repository", String(255), primary_key=True),
-    Column("tag", String(128), primary_key=True),
-    Column("digest", String(80), nullable=False),
-    Column("media_type", String(128), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("created", DateTime(timezone=True), nullable=True),
-    Column("platforms", JSON, nullable=False),  # ["linux/amd64", ...]
-    Column("layers", JSON, nullable=False),  # [{"digest","size","media_type"}]
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
 
 # -- factory -------------------------------------------------------------------
 

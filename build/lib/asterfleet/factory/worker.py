@@ -27,6 +27,8 @@ import structlog
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
+from asterfleet.auth import create_token, get_user, password_principal, revoke_token
+from asterfleet.db import Database
 from asterfleet.factory import hooks, polling, queue
 from asterfleet.factory.builder import (
     BuildahBuilder,
@@ -35,13 +37,15 @@ from asterfleet.factory.builder import (
     BuildRequest,
     Credentials,
     DockerBuilder,
+    step_environment,
 )
 from asterfleet.factory.dockerfiles import store_dockerfile
 from asterfleet.factory.knot import Knot, branch_of, build_targets, tag_of, tags_for
 from asterfleet.factory.logs import BuildLog
 from asterfleet.factory.queue import Build
 from asterfleet.factory.store import get_knot, list_knots
-from asterfleet.registry.identity import SqlIdentity
+from asterfleet.registry.ownership import Ownership
+from asterfleet.registry.schema import create_tables
 
 log = structlog.get_logger("asterfleet.factory.worker")
 
@@ -51,11 +55,22 @@ BUILDS_FINISHED = Counter(
 BUILDS_RUNNING = Gauge("asterfleet_factory_builds_running", "Builds running on this worker")
 TRIGGERS = Counter("asterfleet_factory_triggers_total", "Build triggers", ["source", "result"])
 
-_SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
-
+PUSH_TOKEN_TTL = 2 * 3600.0
 
 class Cancelled(Exception):
     pass
+
+
+def inside_clone(clone: Path, relative: str, what: str) -> Path:
+    """``clone/relative`` with every symlink resolved; BuildFailed when it
+    leads outside the clone (a repository must not make the worker read, or
+    send to the builder, files of the host)."""
+    path = (clone / relative).resolve()
+    if path != clone and not path.is_relative_to(clone):
+        raise BuildFailed(
+            f"{what} {relative!r} leads outside the repository (a symlink to {path}): refused"
+        )
+    return path
 
 
 @dataclass
@@ -90,9 +105,7 @@ class _Runner:
         if self.cancel.is_set():
             raise Cancelled()
         self.log.line("$ " + shlex.join(argv))
-        full_env = {k: v for k, v in os.environ.items() if k in _SAFE_ENV}
-        full_env["GIT_TERMINAL_PROMPT"] = "0"
-        full_env.update(env or {})
+        full_env = step_environment(env)
         with self._lock:
             self.proc = subprocess.Popen(
                 list(argv),
@@ -122,11 +135,33 @@ class _Runner:
 
 
 class Worker:
-    def __init__(self, engine: Engine, settings: WorkerSettings) -> None:
+    def __init__(self, engine: Engine, settings: WorkerSettings, identity: Database) -> None:
         self.engine = engine
         self.settings = settings
-        self.identity = SqlIdentity(engine)
+        # The one identity: the push credential is a short-lived API token of
+        # a user who may push to the knot's repository right now.
+        self.identity = identity
+        self.ownership = Ownership(create_tables(engine))
         self.stop = threading.Event()
+
+    def pusher(self, knot: Knot) -> str:
+        """The knot's first owner who may push to its repository now.
+
+        Owners are listed freely when a knot is made; only one whose own
+        rights (ownership or a push grant) cover the repository is used.
+        """
+        for name in knot.owners or (knot.repository.split("/")[0],):
+            user = get_user(self.identity, name)
+            if user is None:
+                continue
+            principal = password_principal(user.username, user.role, via="service")
+            if self.ownership.may(principal, knot.repository, "push"):
+                return user.username
+        raise BuildFailed(
+            f"no owner of knot {knot.name} ({', '.join(knot.owners) or 'none'}) may push to "
+            f"{knot.repository}: give one of them the namespace or a push grant "
+            "('asterfleet users namespace|grant')"
+        )
 
     def slot_ids(self) -> tuple[str, ...]:
         return tuple(f"{self.settings.worker_id}/{i}" for i in range(self.settings.concurrency))
@@ -165,7 +200,7 @@ class Worker:
         workdir = Path(
             tempfile.mkdtemp(prefix=f"af-build-{build.knot}-", dir=self.settings.workdir)
         )
-        token_id: str | None = None
+        token_id: int | None = None
         state = "running"
         bound = log.bind(knot=build.knot, build=build.number)
         try:
@@ -177,20 +212,24 @@ class Worker:
             if not tags:
                 raise BuildFailed(f"no tag rule of knot {knot.name} gives a tag for {build.ref}")
             queue.set_state(self.engine, build.id, "running", sha=sha, tags=tags)
-            src = workdir / "src"
-            dockerfile = src / knot.dockerfile
+            src = (workdir / "src").resolve()
+            dockerfile = inside_clone(src, knot.dockerfile, "Dockerfile")
+            context = inside_clone(src, knot.context, "build context")
             if not dockerfile.is_file():
                 raise BuildFailed(f"Dockerfile {knot.dockerfile} not found in {build.ref}")
+            if not context.is_dir():
+                raise BuildFailed(f"build context {knot.context} is not a directory in {build.ref}")
             dockerfile_text = dockerfile.read_text(errors="replace")
             store_dockerfile(self.engine, build.id, knot.dockerfile, dockerfile_text)
             test_target, image_target = build_targets(dockerfile_text)
             image = f"localhost/asterfleet-build/{knot.name}:{build.number}"
             request = BuildRequest(
-                context=src / knot.context,
+                context=context,
                 dockerfile=dockerfile,
                 image=image,
                 build_args=knot.build_args,
                 target=image_target,
+                network=knot.network,
             )
             builder.build(request, runner)
             if test_target or knot.test_command:
@@ -206,24 +245,33 @@ class Worker:
                                 image=f"{image}-test",
                                 build_args=knot.build_args,
                                 target=test_target,
+                                network=knot.network,
                             ),
                             runner,
                         )
                         builder.remove(f"{image}-test", runner)
                     if knot.test_command:
                         blog.line("== test command")
-                        builder.test(image, knot.test_command, f"af-test-{build.id}", runner)
+                        builder.test(
+                            image,
+                            knot.test_command,
+                            f"af-test-{build.id}",
+                            runner,
+                            network=knot.network,
+                        )
                 except BuildFailed as exc:
                     raise BuildFailed(f"test failed: {exc}") from exc
             state = "pushing"
             queue.set_state(self.engine, build.id, "pushing")
-            owner = knot.owners[0] if knot.owners else knot.repository.split("/")[0]
-            token_id, secret = self.identity.create_token(
+            owner = self.pusher(knot)
+            issued = create_token(
+                self.identity,
                 owner,
-                f"build {knot.name}#{build.number}",
-                scopes=[f"repository:{knot.repository}:pull,push"],
-                expires_in=dt.timedelta(hours=2),
+                f"build {knot.name}#{build.number}"[:64],
+                scopes=(f"repository:{knot.repository}:pull,push",),
+                ttl_seconds=PUSH_TOKEN_TTL,
             )
+            token_id, secret = issued.id, issued.token
             blog.add_secret(secret)
             creds = Credentials(self.settings.registry, owner, secret)
             dests = [f"{self.settings.registry}/{knot.repository}:{t}" for t in tags]
@@ -251,7 +299,7 @@ class Worker:
             beat_stop.set()
             beat.join(timeout=10)
             if token_id is not None:
-                self.identity.revoke_token(token_id)
+                revoke_token(self.identity, token_id)
             shutil.rmtree(workdir, ignore_errors=True)
         BUILDS_FINISHED.labels(state).inc()
         finished = queue.build_by_id(self.engine, build.id)
@@ -288,7 +336,28 @@ class Worker:
             check=True,
             timeout=60,
         )
-        return proc.stdout.strip()
+        sha = proc.stdout.strip()
+        self._refuse_older(knot, build, dest, sha)
+        return sha
+
+    def _refuse_older(self, knot: Knot, build: Build, dest: Path, sha: str) -> None:
+        """A commit behind the last one built for this ref is a replay (or a
+        force-push back): building it would republish old code under the
+        branch's tags. Rebuilding the same commit stays allowed."""
+        last = queue.last_built_sha(self.engine, knot.name, build.ref)
+        if last is None or last == sha or branch_of(build.ref) is None:
+            return
+        behind = subprocess.run(
+            ["git", "-C", str(dest), "merge-base", "--is-ancestor", sha, last],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        if behind.returncode == 0:
+            raise BuildFailed(
+                f"commit {sha[:12]} is older than {last[:12]}, the last commit built from "
+                f"{build.ref}: refused (a replayed delivery?); push a new commit to build"
+            )
 
     def _after(self, build: Build, blog: BuildLog) -> None:
         try:

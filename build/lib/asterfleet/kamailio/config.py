@@ -148,10 +148,21 @@ class KamailioConfig:
     log_level: int | str = "info"
     #: Kamailio module directory.
     mpath: str = field(default_factory=default_module_path)
+    #: Source addresses whose INVITEs may name one box in X-Asterfleet-Gate
+    #: (the rollout controller's gate calls); empty turns the gate route off.
+    gate_sources: Sequence[str] = ("127.0.0.1",)
 
     def __post_init__(self) -> None:
         # Accept lists (and str paths from loose callers) but stay hashable.
         object.__setattr__(self, "listen", tuple(self.listen))
+        object.__setattr__(self, "gate_sources", tuple(self.gate_sources))
+        for source in self.gate_sources:
+            try:
+                ipaddress.ip_address(source)
+            except ValueError:
+                raise UsageError(
+                    f"gate source {source!r} is not an IP address (for example 127.0.0.1)"
+                ) from None
         for name in ("list_file", "rpc_socket", "runtime_dir"):
             value: Any = getattr(self, name)
             if not isinstance(value, Path):

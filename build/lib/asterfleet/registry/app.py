@@ -1,6 +1,7 @@
-"""The standalone token server (``asterfleet registry serve``): the token
-router, the registry notification hook feeding the catalogue, the knots'
-webhook endpoints, ``/metrics`` and ``/healthz``."""
+"""The registry's HTTP side: the token router and the registry notification
+hook feeding the catalogue; :func:`create_app` wraps them (plus any routers
+the caller composes in, such as the knots' webhooks) with ``/metrics`` and
+``/healthz`` for ``asterfleet registry serve``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from asterfleet.factory.web import knot_webhook_router
+from asterfleet.auth import Authenticator
 from asterfleet.registry import keys
 from asterfleet.registry.catalogue import (
     CatalogueSync,
@@ -28,9 +29,9 @@ from asterfleet.registry.catalogue import (
     repositories_in_notification,
 )
 from asterfleet.registry.config import TokenServerSettings
-from asterfleet.registry.identity import IdentityStore, SqlIdentity
+from asterfleet.registry.ownership import Ownership
 from asterfleet.registry.server import TokenService, token_router
-from asterfleet.registry.tokens import Issuer, RefreshTokens
+from asterfleet.registry.tokens import Issuer
 
 log = structlog.get_logger("asterfleet.registry.app")
 
@@ -123,19 +124,23 @@ class CatalogueLoop:
 @dataclass
 class RegistryRoutes:
     """The registry's HTTP side, ready to mount in any app: the token
-    endpoint, the notification hook, the knots' webhooks; plus the
-    catalogue loop the app runs in the background and the client it uses."""
+    endpoint and the notification hook; plus the catalogue loop the app runs
+    in the background and the client it uses."""
 
     router: APIRouter
     catalogue: CatalogueLoop
     client: RegistryClient
     service: TokenService
 
+    @property
+    def ownership(self) -> Ownership:
+        return self.service.ownership
+
 
 def registry_routes(
     settings: TokenServerSettings,
     engine: Engine,
-    identity: IdentityStore | None = None,
+    logins: Authenticator,
     token_ttl: int = 300,
     reconcile_interval: float = 300.0,
     cache_seconds: float = 5.0,
@@ -143,17 +148,13 @@ def registry_routes(
     material = keys.load(settings.directory)  # parsed once, shared by every request
     issuer = Issuer(material, settings.issuer, settings.service, ttl=token_ttl)
     service = TokenService(
-        identity=identity or SqlIdentity(engine),
-        issuer=issuer,
-        refresh=RefreshTokens(engine),
-        cache_seconds=cache_seconds,
+        logins=logins, ownership=Ownership(engine), issuer=issuer, cache_seconds=cache_seconds
     )
     client = RegistryClient(settings.registry_url, issuer)
     loop_state = CatalogueLoop(CatalogueSync(engine, client), interval=reconcile_interval)
     router = APIRouter(include_in_schema=False)
     router.include_router(token_router(service))
     router.include_router(notifications_router(settings.notify_secret, loop_state.notify))
-    router.include_router(knot_webhook_router(engine))
     return RegistryRoutes(router, loop_state, client, service)
 
 
@@ -173,14 +174,16 @@ async def running(routes: RegistryRoutes) -> AsyncIterator[None]:
 def create_app(
     settings: TokenServerSettings,
     engine: Engine,
-    identity: IdentityStore | None = None,
+    logins: Authenticator,
     token_ttl: int = 300,
     reconcile_interval: float = 300.0,
     cache_seconds: float = 5.0,
+    extra_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    routes = registry_routes(
-        settings, engine, identity, token_ttl, reconcile_interval, cache_seconds
-    )
+    """The standalone app; ``extra_routers`` are what the composing caller
+    serves beside the registry (``asterfleet registry serve``: the knots'
+    webhooks)."""
+    routes = registry_routes(settings, engine, logins, token_ttl, reconcile_interval, cache_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -189,7 +192,10 @@ def create_app(
 
     app = FastAPI(title="asterfleet registry token server", lifespan=lifespan)
     app.include_router(routes.router)
+    for extra in extra_routers:
+        app.include_router(extra)
     app.state.catalogue = routes.catalogue.sync
+    app.state.routes = routes
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

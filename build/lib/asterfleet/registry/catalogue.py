@@ -23,10 +23,10 @@ import httpx
 import structlog
 from sqlalchemy import Engine, and_, delete, insert, select, update
 
-from asterfleet.factory.db import as_utc, utcnow
-from asterfleet.factory.schema import cat_repositories, cat_tags, factory_builds
+from asterfleet.registry.schema import cat_repositories, cat_tags
 from asterfleet.registry.scope import REPOSITORY_RE, AccessView, Scope, granted_actions
 from asterfleet.registry.tokens import Issuer
+from asterfleet.storage import as_utc, utcnow
 
 log = structlog.get_logger("asterfleet.registry.catalogue")
 
@@ -349,23 +349,12 @@ def list_tags(engine: Engine, repository: str) -> list[dict[str, Any]]:
 
 
 def tag_detail(engine: Engine, repository: str, tag: str) -> dict[str, Any] | None:
-    """One tag with its layers and the build that produced it (if any)."""
+    """One tag with its layers (the factory adds the build that produced it)."""
     with engine.connect() as conn:
         row = conn.execute(
             select(cat_tags).where(and_(cat_tags.c.repository == repository, cat_tags.c.tag == tag))
         ).first()
-        if row is None:
-            return None
-        detail = _tag_dict(row)
-        build = conn.execute(
-            select(factory_builds.c.knot, factory_builds.c.number, factory_builds.c.id)
-            .where(factory_builds.c.digest == row.digest)
-            .order_by(factory_builds.c.id.desc())
-        ).first()
-    detail["build"] = (
-        {"knot": build.knot, "number": build.number, "id": build.id} if build else None
-    )
-    return detail
+    return None if row is None else _tag_dict(row)
 
 
 def pull_command(registry_host: str, repository: str, tag: str, tool: str = "docker") -> str:

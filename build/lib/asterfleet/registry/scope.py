@@ -11,10 +11,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-# Distribution's repository name grammar (reference.NameRegexp), simplified:
-# lower-case path components separated by "/", with ".", "_", "__", "-" inside.
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+from asterfleet.tokenscope import REPOSITORY_RE
+
+__all__ = ["REPOSITORY_RE", "AccessView", "Scope", "ScopeError", "granted_actions"]
+
 _TYPE_RE = re.compile(r"^[a-z0-9]+(?:\([a-z0-9]+\))?$")
 
 KNOWN_ACTIONS = ("pull", "push", "delete", "*")
@@ -120,12 +120,20 @@ def is_public(view: AccessView, repository: str) -> bool:
 def granted_actions(view: AccessView, scope: Scope) -> tuple[str, ...]:
     """The subset of ``scope.actions`` the principal may perform.
 
-    Owners (and admins) may pull, push and delete in their namespaces;
+    Owners (and admins) may pull, push and delete in the namespaces they
+    own (``view.owned``, which holds their own name's namespace unless another
+    user owns it);
     a grant gives the actions it lists; anyone, even anonymous, may pull a
     public repository. Only admins reach ``registry:catalog:*``.
     """
     if scope.type == "registry":
-        if view.is_admin and scope.name == "catalog":
+        # The catalogue lists every repository: admins only, and a token
+        # must allow pulling everywhere (a repository-scoped one does not).
+        if (
+            view.is_admin
+            and scope.name == "catalog"
+            and _token_allows(view.token_scopes, scope, "pull")
+        ):
             return tuple(a for a in scope.actions if a == "*")
         return ()
     if scope.type != "repository":
@@ -133,7 +141,7 @@ def granted_actions(view: AccessView, scope: Scope) -> tuple[str, ...]:
     ns = namespace_of(scope.name)
     allowed: set[str] = set()
     if view.username is not None:
-        if view.is_admin or ns in view.owned or ns == view.username:
+        if view.is_admin or ns in view.owned:
             allowed = {"pull", "push", "delete", "*"}
         else:
             allowed = set(view.grants.get(ns, frozenset()))

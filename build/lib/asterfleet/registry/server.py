@@ -27,9 +27,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
-from asterfleet.factory.db import utcnow
-from asterfleet.registry.identity import IdentityStore, Principal, access_view
-from asterfleet.registry.ratelimit import LoginLimiter
+from asterfleet.auth import (
+    Authenticator,
+    Principal,
+    TooManyAttempts,
+    create_refresh_token,
+    refresh_principal,
+)
+from asterfleet.registry.ownership import Ownership
 from asterfleet.registry.scope import (
     AccessView,
     Scope,
@@ -37,7 +42,8 @@ from asterfleet.registry.scope import (
     granted_actions,
     parse_scopes,
 )
-from asterfleet.registry.tokens import Issuer, RefreshTokens
+from asterfleet.registry.tokens import Issuer
+from asterfleet.storage import utcnow
 
 log = structlog.get_logger("asterfleet.registry.token")
 
@@ -103,15 +109,17 @@ class _TtlCache:
 class TokenService:
     """Everything the endpoint needs; shared by the GET and POST forms.
 
+    Logins go through the one identity's :class:`~asterfleet.auth.Authenticator`
+    (its limiter, its cap on password checks); what a principal may touch
+    comes from the registry's :class:`~asterfleet.registry.ownership.Ownership`.
     Successful logins and access decisions are remembered for
     ``cache_seconds`` (default 5): a revoked token or grant stops working
     within that time, and the endpoint serves thousands of tokens a second.
     """
 
-    identity: IdentityStore
+    logins: Authenticator
+    ownership: Ownership
     issuer: Issuer
-    refresh: RefreshTokens
-    limiter: LoginLimiter = field(default_factory=LoginLimiter)
     cache_seconds: float = 5.0
     _logins: _TtlCache = field(init=False)
     _views: _TtlCache = field(init=False)
@@ -123,7 +131,9 @@ class TokenService:
     def login(
         self, username: str, secret: str, address: str, cached_only: bool = False
     ) -> Principal:
-        wait = self.limiter.retry_after(username, address)
+        wait = self.logins.limiter.retry_after(
+            f"user:{username.strip().lower()}", f"client:{address}"
+        )
         if wait > 0:
             LOGIN_FAILURES.labels("rate_limited").inc()
             raise TokenError(429, "TOOMANYREQUESTS", "too many failed logins", wait)
@@ -139,15 +149,19 @@ class TokenService:
             cached = self._logins.get(key)
             if isinstance(cached, Principal):
                 return cached
-            principal = self.identity.authenticate(username, secret)
+            try:
+                principal = self.logins.login(username, secret, address)
+            except TooManyAttempts as exc:
+                LOGIN_FAILURES.labels("rate_limited").inc()
+                raise TokenError(
+                    429, "TOOMANYREQUESTS", "too many failed logins", exc.retry_after
+                ) from exc
             if principal is not None:
                 self._logins.put(key, principal)
         if principal is None:
-            self.limiter.failed(username, address)
             LOGIN_FAILURES.labels("bad_credentials").inc()
             log.info("login_failed", user=username, client=address)
             raise TokenError(401, "UNAUTHORIZED", "invalid username, password or token")
-        self.limiter.succeeded(username, address)
         return principal
 
     def from_refresh(self, secret: str, service: str) -> Principal:
@@ -155,13 +169,11 @@ class TokenService:
         cached = self._logins.get(key)
         if isinstance(cached, Principal):
             return cached
-        username = self.refresh.username_for(secret, service)
-        principal = self.identity.principal(username) if username else None
-        if principal is not None:
-            self._logins.put(key, principal)
+        principal = refresh_principal(self.logins.db, secret, service)
         if principal is None:
             LOGIN_FAILURES.labels("bad_refresh_token").inc()
             raise TokenError(401, "UNAUTHORIZED", "refresh token is invalid, expired or revoked")
+        self._logins.put(key, principal)
         return principal
 
     def grant(
@@ -179,7 +191,7 @@ class TokenService:
         if not isinstance(view, AccessView):
             if cached_only:
                 raise NeedsStore
-            view = access_view(self.identity, principal, repos)
+            view = self.ownership.view(principal, repos)
             self._views.put(view_key, view)
         granted = []
         for scope in scopes:
@@ -205,8 +217,8 @@ class TokenService:
             "issued_at": now.isoformat().replace("+00:00", "Z"),
         }
         if offline and principal is not None:
-            body["refresh_token"] = refresh_token or self.refresh.create(
-                principal.username, service
+            body["refresh_token"] = refresh_token or create_refresh_token(
+                self.logins.db, principal, service
             )
         return body
 

@@ -1,5 +1,7 @@
-"""Registry bearer tokens (JWT, per the Distribution token spec) and the
-refresh tokens behind ``offline_token`` / OAuth2 ``refresh_token`` grants."""
+"""Registry bearer tokens (JWT, per the Distribution token spec).
+
+Refresh tokens (``offline_token``) belong to the one identity:
+:mod:`asterfleet.auth.refresh`."""
 
 from __future__ import annotations
 
@@ -16,13 +18,10 @@ import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from sqlalchemy import Engine, insert, select, update
 
-from asterfleet.factory.db import as_utc, utcnow
-from asterfleet.factory.schema import reg_refresh_tokens
 from asterfleet.registry.keys import SigningMaterial
 from asterfleet.registry.scope import Scope
-from asterfleet.registry.secrets import REFRESH_PREFIX, hash_secret, new_secret
+from asterfleet.storage import utcnow
 
 
 def _b64(data: bytes) -> bytes:
@@ -82,52 +81,3 @@ class Issuer:
             issuer=self.issuer,
         )
         return claims
-
-
-class RefreshTokens:
-    """Long-lived secrets that stand for a user's login (offline tokens)."""
-
-    def __init__(self, engine: Engine, lifetime: dt.timedelta = dt.timedelta(days=30)) -> None:
-        self.engine = engine
-        self.lifetime = lifetime
-
-    def create(self, username: str, service: str) -> str:
-        secret = new_secret(REFRESH_PREFIX)
-        now = utcnow()
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(reg_refresh_tokens).values(
-                    secret_hash=hash_secret(secret),
-                    username=username,
-                    service=service,
-                    created_at=now,
-                    expires_at=now + self.lifetime,
-                )
-            )
-        return secret
-
-    def username_for(self, secret: str, service: str) -> str | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(reg_refresh_tokens).where(
-                    reg_refresh_tokens.c.secret_hash == hash_secret(secret)
-                )
-            ).first()
-        if row is None or row.revoked_at is not None or row.service != service:
-            return None
-        expires = as_utc(row.expires_at)
-        if expires is None or expires <= utcnow():
-            return None
-        return str(row.username)
-
-    def revoke_all(self, username: str) -> int:
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(reg_refresh_tokens)
-                .where(
-                    reg_refresh_tokens.c.username == username,
-                    reg_refresh_tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=utcnow())
-            )
-        return done.rowcount

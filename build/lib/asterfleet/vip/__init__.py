@@ -1,3 +1,3 @@
 """The virtual IP shared by the load balancers: keepalived.conf rendering
-(keepalived), the Kamailio health check it runs (health), and network
-namespace helpers for the tests and the lab (netns)."""
+(keepalived) and the Kamailio health check it runs (health). The network
+namespaces the VIP tests run in are harness: :mod:`asterfleet.testing.netns`."""
