@@ -77,6 +77,9 @@ def add(
     hook_webhook: str = typer.Option(None, "--deploy-webhook", help="POSTed after success."),
     hook_command: str = typer.Option(None, "--deploy-command", help="Run after success."),
     notify_url: str = typer.Option(None, "--notify-url", help="POSTed after every build."),
+    rollout: str = typer.Option(
+        None, "--rollout", metavar="CLUSTER", help="Roll the pushed image out on CLUSTER."
+    ),
     builder: str = typer.Option("buildah", "--builder", help="buildah or docker."),
     from_file: Path = typer.Option(None, "--from-file", help="A knot as JSON."),
     db: str = DbOption,
@@ -114,6 +117,7 @@ def add(
                 poll_url_seconds=str(url_poll),
                 deploy_webhook=hook_webhook or "",
                 deploy_command=hook_command or "",
+                deploy_rollout=rollout or "",
                 notify_url=notify_url or "",
                 builder=builder,
             )
@@ -312,6 +316,9 @@ def worker(
     buildah_root: Path = typer.Option(None, "--buildah-root", help="Private buildah storage."),
     until_idle: bool = typer.Option(False, "--until-idle", help="Run the queue dry, then exit."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Serve /metrics (0 = off)."),
+    etcd: str = typer.Option(
+        None, "--etcd", envvar="ASTERFLEET_ETCD", help="etcd for knots that start rollouts."
+    ),
     db: str = DbOption,
     console_db: str = typer.Option(
         None,
@@ -333,7 +340,7 @@ def worker(
 
     with user_errors():
         settings = WorkerSettings(
-            registry=registry, tls_verify=not insecure, concurrency=concurrency
+            registry=registry, tls_verify=not insecure, concurrency=concurrency, etcd=etcd
         )
         if worker_id:
             settings.worker_id = worker_id
