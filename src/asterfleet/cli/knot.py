@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from asterfleet.cli.common import JsonOption, console, emit, print_table, user_errors
+from asterfleet.cli.common import JsonOption, PortOpt, console, emit, print_table, user_errors
 from asterfleet.errors import UsageError
 from asterfleet.factory import queue
 from asterfleet.factory.db import DEFAULT_DB, open_store
@@ -311,7 +311,7 @@ def worker(
     worker_id: str = typer.Option(None, "--id", help="Stable worker id (default: hostname)."),
     buildah_root: Path = typer.Option(None, "--buildah-root", help="Private buildah storage."),
     until_idle: bool = typer.Option(False, "--until-idle", help="Run the queue dry, then exit."),
-    metrics_port: int = typer.Option(0, "--metrics-port", help="Serve /metrics (0 = off)."),
+    metrics_port: int = PortOpt(0, "--metrics-port", help="Serve /metrics (0 = off).", off=True),
     db: str = DbOption,
     console_db: str = typer.Option(
         None,
