@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -77,8 +79,14 @@ class Cluster:
             pod_name=self.pod_name(logical),
             logical_name=logical,
             pod_ip=ip,
+            volume_root=str(self.work / "volumes"),
             host_aliases=aliases,
         )
+        for path in kube.host_paths(pod):
+            # Empty and owned by the images' asterfleet user, like a fresh emptyDir.
+            shutil.rmtree(path, ignore_errors=True)
+            Path(path).mkdir(parents=True)
+            os.chown(path, 10001, 10001)
         path = self.work / f"{logical}.yaml"
         path.write_text(kube.play_yaml(self.docs, pod))
         self.pods.add(self.pod_name(logical))
@@ -155,12 +163,37 @@ class Cluster:
 def _wait_etcd(cluster: Cluster) -> None:
     def healthy() -> bool:
         try:
-            cluster.etcdctl("endpoint", "health", "--cluster")
+            for member in ETCD:
+                cluster.etcdctl("endpoint", "health", member=member)
             return True
         except subprocess.CalledProcessError:
             return False
 
     wait_for(healthy, 60, interval=0.5, what="the three etcd members healthy")
+
+
+# With cgroup v1 and cgroupfs, podman puts every container under one
+# top-level cgroup whose weight is that of ONE process: on a busy 2-core
+# machine (load 30+) the whole cluster then gets a thirtieth of a core and
+# Python takes a minute to start. While the test runs, that cgroup weighs
+# as much as the processes the cluster has (about 30), then it is restored.
+_LIBPOD_SHARES = Path("/sys/fs/cgroup/cpu/libpod_parent/cpu.shares")
+_CLUSTER_SHARES = 30 * 1024
+
+
+@contextlib.contextmanager
+def fair_cpu_share() -> Iterator[None]:
+    if not _LIBPOD_SHARES.parent.parent.is_dir():
+        yield  # cgroup v2 or another layout: nothing to adjust
+        return
+    _LIBPOD_SHARES.parent.mkdir(exist_ok=True)
+    before = _LIBPOD_SHARES.read_text().strip()
+    _LIBPOD_SHARES.write_text(str(_CLUSTER_SHARES))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            _LIBPOD_SHARES.write_text(before)
 
 
 @contextlib.contextmanager
@@ -170,6 +203,12 @@ def podman_cluster(work: Path) -> Iterator[Cluster]:
     network = f"{PREFIX}-net"
     docs = render_overlay()
     cluster = Cluster(podman, network, docs, work)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(fair_cpu_share())
+        yield from _run_cluster(cluster, podman, network)
+
+
+def _run_cluster(cluster: Cluster, podman: Podman, network: str) -> Iterator[Cluster]:
     try:
         _cleanup(podman, network, [cluster.pod_name(n) for n in (*ETCD, *LBS, *BOXES)])
         podman.run("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY,
@@ -181,8 +220,9 @@ def podman_cluster(work: Path) -> Iterator[Cluster]:
             cluster.play("DaemonSet", "kamailio-lb", name, ip)
         for name, ip in BOXES.items():
             cluster.play("StatefulSet", "asterisk", name, ip)
-        cluster.wait_routable(set(BOXES.values()), timeout=60)
-        wait_for(lambda: len(cluster.vip_holders()) == 1, 30, interval=0.2, what="one VIP holder")
+        # Generous: a cold start of every Python process on a loaded 2-core machine.
+        cluster.wait_routable(set(BOXES.values()), timeout=180)
+        wait_for(lambda: len(cluster.vip_holders()) == 1, 60, interval=0.2, what="one VIP holder")
         yield cluster
     finally:
         _save_logs(cluster)

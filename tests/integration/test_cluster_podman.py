@@ -10,6 +10,7 @@ the caller counts. Figures are printed (``-s``) for the README.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -60,7 +61,10 @@ def cluster() -> Iterator[Cluster]:
             report("cluster up after (s)", round(time.monotonic() - started, 1))
             yield running
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("ASTERFLEET_KEEP_LOGS"):
+            print(f"cluster logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

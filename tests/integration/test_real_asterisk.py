@@ -28,7 +28,7 @@ from asterfleet.capture.hepconf import HepConf
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, parse_node
-from asterfleet.lab.stack import Stack, agent_argv
+from asterfleet.lab.stack import Stack, StackOptions, agent_argv
 from asterfleet.node.ami import AmiSession
 from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
@@ -54,6 +54,16 @@ def asterisk_prefix() -> Path | None:
         return None
     path = Path(value)
     return path.parent.parent if path.is_file() else path
+
+
+def require_asterisk() -> Path:
+    """The Asterisk prefix, or skip the test saying why."""
+    prefix = asterisk_prefix()
+    if prefix is None:
+        pytest.skip("ASTERFLEET_ASTERISK is not set: no real Asterisk 22 to test against")
+    if not (prefix / "sbin" / "asterisk").is_file():
+        pytest.skip(f"ASTERFLEET_ASTERISK={prefix}: no sbin/asterisk there")
+    return prefix
 
 
 @dataclass
@@ -83,11 +93,7 @@ def running_box(
     tmp_path: Path, balancers: tuple[str, ...], capture: str | None = None
 ) -> Iterator[Box]:
     """A real Asterisk with the configuration `asterfleet asterisk config` renders."""
-    prefix = asterisk_prefix()
-    if prefix is None:
-        pytest.skip("ASTERFLEET_ASTERISK is not set: no real Asterisk 22 to test against")
-    if not (prefix / "sbin" / "asterisk").is_file():
-        pytest.skip(f"ASTERFLEET_ASTERISK={prefix}: no sbin/asterisk there")
+    prefix = require_asterisk()
     state = Path(tempfile.mkdtemp(prefix="af-ast-"))  # short: unix socket paths
     etc = tmp_path / "etc"
     sip_port, ami_port = free_port(), free_port()
@@ -214,7 +220,17 @@ async def count_through_graceful_stop(box: Box, tmp_path: Path) -> list[int | No
     return seen
 
 
-def test_a_drain_of_a_real_box_fails_no_call_setup(stack: Stack, tmp_path: Path) -> None:
+def test_a_drain_of_a_real_box_fails_no_call_setup(tmp_path: Path) -> None:
+    require_asterisk()  # before the stack starts
+    stack = Stack(tmp_path / "stack", StackOptions(cluster="real"))
+    try:
+        stack.start()
+        drain_real_box(stack, tmp_path)
+    finally:
+        stack.stop()
+
+
+def drain_real_box(stack: Stack, tmp_path: Path) -> None:
     with running_box(tmp_path, (BALANCER,)) as box:
         other = stack.add_backend("sipp1")  # takes the new calls meanwhile
         uri = f"sip:{BOX}:{box.sip_port};transport=udp"
@@ -263,6 +279,7 @@ def test_a_drain_of_a_real_box_fails_no_call_setup(stack: Stack, tmp_path: Path)
 def test_hep_from_res_hep_pjsip_is_found_by_call_id(tmp_path: Path) -> None:
     from tests.integration.test_capture_collector import CaptureServer
 
+    require_asterisk()
     capture = CaptureServer(tmp_path / "capture").start()
     try:
         with running_box(tmp_path, (BALANCER,), capture=f"127.0.0.1:{capture.port}") as box:

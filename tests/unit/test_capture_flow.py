@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from asterfleet.capture.flow import call_flow, top_via_branch
-from asterfleet.capture.ladder import build_ladder
+from asterfleet.capture.ladder import build_ladder, render_svg
 from asterfleet.capture.search import summarise_call
 from asterfleet.capture.store import Message
 
@@ -221,3 +221,30 @@ def test_each_hop_message_is_one_arrow_with_both_capture_hosts() -> None:
 )
 def test_top_via_branch(raw: bytes, branch: str) -> None:
     assert top_via_branch(raw) == branch
+
+
+@pytest.mark.parametrize(
+    ("captures", "names"),
+    [
+        # Kamailio sees both hops, so its address is lb's; Asterisk's then is ast's.
+        (CALL, {"10.0.0.10:5060": "caller", "10.0.0.1:5060": "lb1", "10.0.0.21:5060": "ast1"}),
+        # Only the balancer reports: the node stays an address.
+        (
+            [c for c in CALL if c.by == "lb1"],
+            {"10.0.0.10:5060": "caller", "10.0.0.1:5060": "lb1"},
+        ),
+        # Only Asterisk reports: it shares both addresses of its one hop with
+        # the balancer; nothing can be told but who sent the first request.
+        ([c for c in CALL if c.by == "ast1"], {"10.0.0.1:5060": "caller"}),
+    ],
+)
+def test_columns_are_named_after_capture_hosts(
+    captures: list[Capture], names: dict[str, str]
+) -> None:
+    ladder = build_ladder([message(i, c) for i, c in enumerate(captures)])
+    assert dict(zip(ladder.hosts, ladder.names, strict=True)) == {
+        h: names.get(h, "") for h in ladder.hosts
+    }
+    svg = render_svg(ladder)
+    for name in names.values():
+        assert f">{name}</text>" in svg

@@ -86,6 +86,7 @@ spec:
       containers:
         - name: agent
           image: asterfleet/asterfleet
+          ports: [{containerPort: 9101}]
           envFrom: [{configMapRef: {name: agent}}]
           env:
             - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
@@ -103,7 +104,7 @@ def test_a_pod_from_a_statefulset_has_what_the_control_plane_would_fill_in() -> 
     docs = kube.load_docs(MANIFESTS)
     pod = kube.pod_from_workload(
         docs, "StatefulSet", "box", pod_name="t-box-0", logical_name="box-0",
-        pod_ip="10.0.0.5", host_aliases={"etcd-0.etcd": "10.0.0.2", "etcd-1.etcd": "10.0.0.2"},
+        pod_ip="10.0.0.5", volume_root="/v", host_aliases={"etcd-0.etcd": "10.0.0.2", "etcd-1.etcd": "10.0.0.2"},
     )  # fmt: skip
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert env == {
@@ -119,7 +120,12 @@ def test_a_pod_from_a_statefulset_has_what_the_control_plane_would_fill_in() -> 
     assert pod["spec"]["hostAliases"] == [
         {"ip": "10.0.0.2", "hostnames": ["etcd-0.etcd", "etcd-1.etcd"]}
     ]
-    assert {"name": "data", "emptyDir": {}} in pod["spec"]["volumes"]
+    # One directory per Pod and volume: podman 4.3 would share an emptyDir by name.
+    assert pod["spec"]["volumes"] == [
+        {"name": "data", "hostPath": {"path": "/v/t-box-0/data", "type": "DirectoryOrCreate"}}
+    ]
+    assert kube.host_paths(pod) == ["/v/t-box-0/data"]
+    assert "ports" not in pod["spec"]["containers"][0]  # podman would publish them on the host
     # The ConfigMap still goes to podman (envFrom), the Secret does not.
     played = kube.load_docs(kube.play_yaml(docs, pod))
     assert [d["kind"] for d in played] == ["ConfigMap", "Pod"]

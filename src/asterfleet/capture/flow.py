@@ -139,6 +139,32 @@ def _capture_host_addresses(msgs: Sequence[Message]) -> dict[str, set[str]]:
     return out
 
 
+def column_names(msgs: Sequence[Message]) -> dict[str, str]:
+    """Names for a call's addresses: the capture host that owns an address
+    (the one address every message it captured shares, once the addresses
+    of other capture hosts are set aside), and ``caller`` for the sender of
+    the first request that came from no named host. Addresses left unnamed are
+    not in the result."""
+    own = _capture_host_addresses(msgs)
+    names: dict[str, str] = {}
+    progress = True
+    while progress:
+        progress = False
+        for host, addresses in own.items():
+            left = addresses - names.keys()
+            if len(left) == 1 and host not in names.values():
+                names[left.pop()] = host
+                progress = True
+    first = min(
+        (m for m in msgs if m.method is not None and m.src not in names),
+        key=lambda m: (m.ts_us, m.id),
+        default=None,
+    )
+    if first is not None:
+        names[first.src] = "caller"
+    return names
+
+
 def _sender_copy(copies: Sequence[Message], addresses: dict[str, set[str]]) -> Message:
     if len(copies) == 1:
         return copies[0]

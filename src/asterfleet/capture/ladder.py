@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
-from asterfleet.capture.flow import call_flow
+from asterfleet.capture.flow import call_flow, column_names
 from asterfleet.capture.store import Message
 
 COLUMN_WIDTH = 220
@@ -42,6 +42,8 @@ class Ladder:
     arrows: tuple[Arrow, ...]
     #: Captures merged into an arrow they duplicate.
     duplicates: int = 0
+    #: A name per column ("caller", a capture host's name) or "" (see flow.column_names).
+    names: tuple[str, ...] = ()
 
 
 def _label(msg: Message) -> str:
@@ -85,7 +87,13 @@ def build_ladder(msgs: Sequence[Message]) -> Ladder:
                 capture_hosts=item.capture_hosts,
             )
         )
-    return Ladder(tuple(hosts), tuple(arrows), duplicates=len(msgs) - len(flow))
+    known = column_names(msgs)
+    return Ladder(
+        tuple(hosts),
+        tuple(arrows),
+        duplicates=len(msgs) - len(flow),
+        names=tuple(known.get(h, "") for h in hosts),
+    )
 
 
 def _x(col: int) -> int:
@@ -105,12 +113,18 @@ def render_svg(ladder: Ladder) -> str:
     ]
     for i, host in enumerate(ladder.hosts):
         x = _x(i)
+        name = ladder.names[i] if i < len(ladder.names) else ""
+        if name:
+            out.append(
+                f'<text class="name" x="{x}" y="12" text-anchor="middle" '
+                f'font-weight="bold">{escape(name)}</text>'
+            )
         out.append(
-            f'<text class="host" x="{x}" y="20" text-anchor="middle" '
-            f'font-weight="bold">{escape(host)}</text>'
+            f'<text class="host" x="{x}" y="{26 if name else 20}" text-anchor="middle" '
+            f'font-weight="{"normal" if name else "bold"}">{escape(host)}</text>'
         )
         out.append(
-            f'<line class="lifeline" x1="{x}" y1="30" x2="{x}" y2="{height - 10}" '
+            f'<line class="lifeline" x1="{x}" y1="32" x2="{x}" y2="{height - 10}" '
             'stroke="#999" stroke-dasharray="4 3"/>'
         )
     for row, arrow in enumerate(ladder.arrows):

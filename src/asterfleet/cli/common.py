@@ -8,6 +8,8 @@ import functools
 import inspect
 import json
 import os
+import re
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -138,6 +140,12 @@ LogLevelOpt = typer.Option(
 LogJsonOpt = typer.Option(
     False, "--log-json", envvar=ENV + "LOG_JSON", help="Log JSON lines instead of key=value."
 )
+
+
+def default_node_id() -> str:
+    """The host name, made a valid node or balancer id (stable across restarts)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).strip("-._")
+    return name[:63] or "node"
 
 
 # How every etcd-speaking command proves who it is, declared once: the

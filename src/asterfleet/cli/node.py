@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import re
-import socket
-
 import typer
 
-from asterfleet import logs, metrics
 from asterfleet.cli.common import (
     ENV,
     ClusterOpt,
@@ -15,25 +11,14 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    default_node_id,
     etcd_options,
     etcd_security,
     fail,
     user_errors,
 )
-from asterfleet.cli.daemon import run_daemon
-from asterfleet.etcd_client import parse_endpoints
-from asterfleet.fleet.model import check_node_id
-from asterfleet.node.agent import NodeAgent, NodeAgentConfig, NodeMetrics
-from asterfleet.node.calls import counter_from_spec
-from asterfleet.sip.options import parse_sip_uri
 
 app = typer.Typer(help="The node agent, run beside each Asterisk box.", no_args_is_help=True)
-
-
-def default_node_id() -> str:
-    """The host name, made a valid node id (stable across restarts)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).strip("-._")
-    return name[:63] or "node"
 
 
 def parse_labels(values: list[str]) -> dict[str, str]:
@@ -147,6 +132,16 @@ def run(
 
         asterfleet node run --etcd 10.0.0.1:2379 --id ast-1 --sip-uri 'sip:10.0.0.11:5060;transport=udp' --calls ami://fleet@127.0.0.1:5038
     """
+    # Imported here, not at the top: `asterfleet --help` and the other
+    # commands do not pay for the agent, etcd, Prometheus or SIP.
+    from asterfleet import logs, metrics
+    from asterfleet.cli.daemon import run_daemon
+    from asterfleet.etcd_client import parse_endpoints
+    from asterfleet.fleet.model import check_node_id
+    from asterfleet.node.agent import NodeAgent, NodeAgentConfig, NodeMetrics
+    from asterfleet.node.calls import counter_from_spec
+    from asterfleet.sip.options import parse_sip_uri
+
     with user_errors():
         parse_endpoints(etcd)
         check_node_id(node_id or default_node_id())
@@ -221,8 +216,9 @@ def exec_cmd(
     import secrets
     import time
 
-    from asterfleet.etcd_client import Etcd
+    from asterfleet.etcd_client import Etcd, parse_endpoints
     from asterfleet.fleet.keys import Keyspace
+    from asterfleet.fleet.model import check_node_id
     from asterfleet.node.execs import ExecRequest, check_command, to_json
 
     with user_errors():

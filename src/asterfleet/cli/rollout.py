@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help=(
         "Roll a new Asterisk version or image over a cluster, one node at a time: "
-        "drain, wait until idle, replace the box, gate it with test calls, undrain. "
+        "drain, wait until idle, replace the box, gate it with test calls, undrain.\n\n"
         "'asterfleet rollout run' is the controller that does it; the other commands "
         "steer it through etcd."
     ),

@@ -23,7 +23,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, Field
 
 from asterfleet.auth import lookup_session
-from asterfleet.capture.flow import call_flow
+from asterfleet.capture.flow import call_flow, column_names
 from asterfleet.capture.ladder import build_ladder, render_svg
 from asterfleet.capture.pager import (
     MAX_PAGE,
@@ -396,6 +396,7 @@ async def call_page(
         user,
         area="calls",
         summary=summary,
+        node_name=column_names(msgs).get(summary.node or "", ""),
         start=fmt_us(summary.start_us),
         status_class=status_class(summary.final_status),
         ladder=Markup(render_svg(build_ladder(msgs))),  # render_svg escapes every text

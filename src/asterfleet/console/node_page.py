@@ -14,10 +14,10 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from asterfleet.capture.pager import MAX_PAGE, page_calls
 from asterfleet.capture.search import CallSummary, MessageQuery
 from asterfleet.capture.store import Store
 from asterfleet.console import eventlog
-from asterfleet.console.call_pages import MAX_PAGE, page_calls
 from asterfleet.console.security import Principal, page_user
 from asterfleet.console.state import console_state
 from asterfleet.console.transitions import AGENT

@@ -2,7 +2,7 @@
 
 Built on :class:`~asterfleet.lab.stack.Stack` (the same harness the
 integration tests use), plus the web console and a steady call load. The
-backend count is reconciled to ``desired.json``, so ``lab scale N`` from
+node count is reconciled to ``desired.json``, so ``lab scale N`` from
 another terminal is just a write of the wish.
 """
 
@@ -41,7 +41,7 @@ REQUIRED = ("etcd", "kamailio", "sipp")
 @dataclass
 class LabOptions:
     lab_dir: Path
-    backends: int = 3
+    nodes: int = 3
     calls_per_second: float = 5.0
     hold_ms: int = 2000
     console: bool = True
@@ -98,7 +98,7 @@ class Lab:
         if self.capture_port:
             self._start_capture()
         self.stack.start()
-        write_desired(lab_dir, self.options.backends)
+        write_desired(lab_dir, self.options.nodes)
         self.reconcile_scale()
         console_url = password_file = None
         if self.options.console:
@@ -106,8 +106,8 @@ class Lab:
             if self.factory is not None:
                 self.factory.start_worker()
         if self.options.calls_per_second > 0:
-            for backend in list(self.stack.backends.values()):
-                self.stack.wait_routable(backend, timeout=20)
+            for node in list(self.stack.nodes.values()):
+                self.stack.wait_routable(node, timeout=20)
             self.caller = self.stack.start_calls(
                 self.options.calls_per_second, hold_ms=self.options.hold_ms, name="calls"
             )
@@ -183,6 +183,7 @@ class Lab:
                 *factory_args,
             ],
             port=port,
+            timeout=120,  # a loaded machine: imports alone can take half a minute
         )
         self.console = running.process
         url = running.url
@@ -208,40 +209,40 @@ class Lab:
                     pids[part.name] = part.pid
         if self.caller is not None and self.caller.process is not None:
             pids["calls"] = self.caller.process.pid
-        for b in st.backends.values():
+        for b in st.nodes.values():
             pids[f"{b.node_id}-agent"] = b.agent.pid
             if b.uas.process is not None:
                 pids[f"{b.node_id}-uas"] = b.uas.process.pid
         self.info.pids = pids
-        self.info.ports = sorted({st.sip_port, *(b.uas.port for b in st.backends.values())})
+        self.info.ports = sorted({st.sip_port, *(b.uas.port for b in st.nodes.values())})
         write_info(self.options.lab_dir, self.info)
 
     # -- scale ------------------------------------------------------------------
 
     def reconcile_scale(self) -> None:
-        """Add or drain backends until their number is what desired.json says."""
+        """Add or drain nodes until their number is what desired.json says."""
         desired = read_desired(self.options.lab_dir)
         if desired is None:
             return
         for node_id, fut in list(self.removing.items()):
             if fut.done():
                 del self.removing[node_id]
-        current = sorted(self.stack.backends, key=_backend_order)
+        current = sorted(self.stack.nodes, key=_node_order)
         if len(current) < desired:
             for i in range(1, 100):
-                if len(self.stack.backends) >= desired:
+                if len(self.stack.nodes) >= desired:
                     break
                 name = f"ast{i}"
-                if name in self.stack.backends or name in self.removing:
+                if name in self.stack.nodes or name in self.removing:
                     continue
-                self.log.info("backend_add", node=name)
-                self.stack.add_backend(name)
+                self.log.info("node_add", node=name)
+                self.stack.add_node(name)
         elif len(current) > desired:
             for name in current[desired:][::-1]:
-                self.log.info("backend_drain", node=name)
-                backend = self.stack.backends.pop(name)
+                self.log.info("node_drain", node=name)
+                node = self.stack.nodes.pop(name)
                 self.removing[name] = self._pool.submit(
-                    self.stack.retire, backend, self.options.drain_timeout + 15
+                    self.stack.retire, node, self.options.drain_timeout + 15
                 )
         if self.info is not None:
             self._record_processes()
@@ -260,7 +261,7 @@ class Lab:
         except AsterfleetError as exc:
             view["etcd"] = str(exc)
         routed = {}
-        for name, b in list(self.stack.backends.items()):
+        for name, b in list(self.stack.nodes.items()):
             routed[name] = b.uas.invites_received()
         for node in view["nodes"]:
             node["calls_routed"] = routed.get(node["id"])
@@ -280,7 +281,7 @@ class Lab:
         return {
             "at": time.time(),
             "info": json.loads(self.info.to_json()) if self.info else None,
-            "desired_backends": read_desired(self.options.lab_dir),
+            "desired_nodes": read_desired(self.options.lab_dir),
             "draining": sorted(self.removing),
             "calls": calls,
             **view,
@@ -330,7 +331,7 @@ async def _read(endpoint: str, cluster: str) -> Any:
         return await read_fleet(etcd, Keyspace(cluster))
 
 
-def _backend_order(name: str) -> tuple[int, str]:
+def _node_order(name: str) -> tuple[int, str]:
     digits = "".join(c for c in name if c.isdigit())
     return (int(digits) if digits else 0, name)
 

@@ -11,7 +11,13 @@ the Kubernetes control plane would have (pure functions, no I/O):
 * ``fieldRef`` ``metadata.name`` and ``status.podIP``, ``secretKeyRef`` (podman
   reads its own secret store, not Secret objects) and ``$(VAR)`` references in
   env values (podman does not expand them): written out as literal values;
-* cluster DNS (``etcd-0.etcd``): ``hostAliases``.
+* cluster DNS (``etcd-0.etcd``): ``hostAliases``;
+* ``emptyDir`` volumes (and claims) become ``hostPath`` directories under
+  ``volume_root``: podman 4.3 names the volume after the Pod's volume name, so
+  every etcd member would share one ``data`` volume;
+* ``ports`` are dropped: podman 4.3 publishes every ``containerPort`` on the
+  host (as if it were a ``hostPort``), where two Pods then collide; on the
+  podman network each Pod is reached at its own address anyway.
 
 Everything else (``envFrom`` ConfigMaps, capabilities, users, probes…) goes to
 podman as written.
@@ -114,21 +120,29 @@ def pod_from_workload(
     pod_name: str,
     logical_name: str,
     pod_ip: str,
+    volume_root: str,
     host_aliases: Mapping[str, str] | None = None,
 ) -> Doc:
     """A Pod from a workload's template, ready for ``podman kube play``.
 
     ``logical_name`` is the name Kubernetes would give the Pod (``etcd-0``):
     it is the host name and what ``metadata.name`` resolves to in env, while
-    ``pod_name`` is podman's (prefixed) name for it.
+    ``pod_name`` is podman's (prefixed) name for it. Its volumes are
+    directories ``volume_root/pod_name/VOLUME`` (the caller creates them).
     """
     source = find(docs, kind, workload)
     template = copy.deepcopy(source["spec"]["template"])
     spec = template["spec"]
     for claim in source["spec"].get("volumeClaimTemplates") or []:
         spec.setdefault("volumes", []).append({"name": claim["metadata"]["name"], "emptyDir": {}})
+    for volume in spec.get("volumes") or []:
+        if "emptyDir" in volume:
+            del volume["emptyDir"]
+            path = f"{volume_root}/{pod_name}/{volume['name']}"
+            volume["hostPath"] = {"path": path, "type": "DirectoryOrCreate"}
     secrets, configmaps = secret_data(docs), configmap_data(docs)
     for container in spec["containers"]:
+        container.pop("ports", None)
         container["env"] = resolve_env(
             container,
             pod_name=logical_name,
@@ -149,6 +163,11 @@ def pod_from_workload(
         "metadata": {"name": pod_name, "labels": labels},
         "spec": spec,
     }
+
+
+def host_paths(pod: Doc) -> list[str]:
+    """The host directories a Pod's volumes use."""
+    return [v["hostPath"]["path"] for v in pod["spec"].get("volumes") or [] if "hostPath" in v]
 
 
 def play_yaml(docs: list[Doc], pod: Doc) -> str:
