@@ -118,7 +118,7 @@ def test_the_fleet_works_with_tls_and_roles_and_nothing_more(
     # The fleet as before: a node registers, the balancer routes to it.
     stack.start_kamailio()
     stack.start_balancer(extra=pki.args(pki.balancer))
-    backend = stack.add_backend("ast1", extra=pki.args(pki.node))
+    backend = stack.add_node("ast1", extra=pki.args(pki.node))
     stack.wait_routable(backend, timeout=60)
 
     # The operator drains it with a user and password (never on argv).

@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 
 import pytest
-import typer
 import typer._click.exceptions as click_errors
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
@@ -29,9 +28,6 @@ BAD_VALUES: list[tuple[str, list[str]]] = [
 
 
 def _commands() -> Iterator[tuple[str, TyperCommand]]:
-    cli_main._register()
-    root = typer.main.get_command(cli_main.app)
-
     def walk(cmd: object, path: str) -> Iterator[tuple[str, TyperCommand]]:
         if isinstance(cmd, TyperGroup):
             for name, sub in sorted(cmd.commands.items()):
@@ -39,8 +35,8 @@ def _commands() -> Iterator[tuple[str, TyperCommand]]:
         elif isinstance(cmd, TyperCommand):
             yield path, cmd
 
-    assert isinstance(root, TyperGroup)
-    yield from walk(root, "")
+    for area in cli_main.AREAS:  # every area the command line offers
+        yield from walk(cli_main.load(area), area.name)
 
 
 FILLERS = ("1", "x")  # a value most parameters take: a number, or a word
