@@ -243,5 +243,5 @@ def public_spec(knot: Knot, *, hooks: bool = True) -> dict[str, Any]:
         spec["triggers"]["webhook_secret"] = MASK
     spec["git_url"] = mask_url_credentials(knot.git_url)
     if not hooks:
-        spec["hooks"] = {"webhook": None, "command": None, "notify_url": None}
+        spec["hooks"] = dict.fromkeys(spec["hooks"])
     return spec

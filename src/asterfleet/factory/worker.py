@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 
 from asterfleet.auth import create_token, get_user, password_principal, revoke_token
 from asterfleet.db import Database
+from asterfleet.etcd_client import NO_SECURITY, EtcdSecurity
 from asterfleet.factory import hooks, polling, queue
 from asterfleet.factory.builder import (
     BuildahBuilder,
@@ -89,6 +90,7 @@ class WorkerSettings:
     idle_poll: float = 1.0
     step_timeout: float = 3600.0
     etcd: str | None = None  # for knots whose hooks start a rollout
+    etcd_security: EtcdSecurity = NO_SECURITY
 
 
 class _Runner:
@@ -381,7 +383,9 @@ class Worker:
             blog.line(f"== deploy command exited {code}")
         if knot.hooks.rollout:
             by = f"knot:{knot.name}#{build.number}"
-            started = start_for_build(self.settings.etcd, knot.hooks.rollout, build.image, by)
+            started = start_for_build(
+                self.settings.etcd, knot.hooks.rollout, build.image, by, self.settings.etcd_security
+            )
             blog.line("== " + started)
 
     # -- polling ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from asterfleet.lab.state import LabInfo, read_desired, write_desired, write_inf
 from asterfleet.lab.swap import BoxSwapper, start_controller
 from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
+from asterfleet.secretfile import write_secret
 from asterfleet.sipp.runner import SippUac
 from asterfleet.sipp.stats import SippError
 
@@ -162,8 +163,7 @@ class Lab:
         lab_dir = self.options.lab_dir
         password_file = lab_dir / "admin-password"
         if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(12) + "\n")
-            password_file.chmod(0o600)
+            write_secret(password_file, secrets.token_urlsafe(12) + "\n")
         port = self.options.console_port or free_port()
         console_db = f"sqlite:///{lab_dir / 'console.db'}"
         factory_args: list[str] = []

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from asterfleet.errors import AsterfleetError
-from asterfleet.etcd_client import Etcd
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.rollout.model import Rollout, Target, new_rollout_id
 from asterfleet.rollout.operations import plan_rollout, start_rollout
@@ -15,7 +15,13 @@ from asterfleet.rollout.operations import plan_rollout, start_rollout
 GATE_CALLS = 5
 
 
-def start_for_build(etcd: str | None, cluster: str, image: str | None, by: str) -> str:
+def start_for_build(
+    etcd: str | None,
+    cluster: str,
+    image: str | None,
+    by: str,
+    security: EtcdSecurity = NO_SECURITY,
+) -> str:
     """Start rolling ``image`` over ``cluster``; one line for the build log."""
     if not image:
         return f"rollout on {cluster}: not started, the build pushed no image"
@@ -30,7 +36,7 @@ def start_for_build(etcd: str | None, cluster: str, image: str | None, by: str) 
         )  # fmt: skip
 
     async def go() -> Rollout:
-        async with Etcd(etcd) as client:
+        async with Etcd(etcd, security=security) as client:
             return await start_rollout(client, Keyspace(cluster), plan)
 
     try:
