@@ -62,6 +62,8 @@ def test_defaults_and_paths(monkeypatch: pytest.MonkeyPatch) -> None:
         (GOOD.split("[forge]")[0] + '[[branch]]\nname = "22"\n', "need a \\[forge\\] section"),
         (GOOD.replace("[notify]", "[notify]\ncolour = 1"), r"notify\.colour"),
         ('state_file = "s"\n[repository]\npath = "r"\n', "branch: Field required"),
+        (GOOD + '[irc]\nserver = "irc.example.net"\n', r"irc\.server: .*is not HOST:PORT"),
+        (GOOD + '[irc]\nserver = "h:6667"\nallow = "alice"\n', r"irc\.allow"),
     ],
 )
 def test_bad_configs(text: str, message: str) -> None:

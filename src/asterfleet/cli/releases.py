@@ -16,6 +16,9 @@ from asterfleet.cli.common import (
     print_table,
     user_errors,
 )
+from asterfleet.cli.common import (
+    log_level as check_log_level,
+)
 
 app = typer.Typer(
     help=(
@@ -43,7 +46,10 @@ def check(
     config: Path = ConfigOpt,
     json_out: bool = JsonOption,
     log_level: str = typer.Option(
-        "warning", envvar=ENV + "LOG_LEVEL", help="debug, info, warning, error (on stderr)."
+        "warning",
+        envvar=ENV + "LOG_LEVEL",
+        parser=check_log_level,
+        help="debug, info, warning, error (on stderr).",
     ),
     log_json: bool = LogJsonOpt,
 ) -> None:

@@ -111,10 +111,16 @@ class Irc(_Strict):
         "--by", "irc:{nick}",
     )  # fmt: skip
 
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (for example irc.example.net:6697)")
+        return value
+
     def address(self) -> tuple[str, int]:
-        host, sep, port = self.server.rpartition(":")
-        if not sep or not port.isdigit():
-            raise UsageError(f"[irc] server {self.server!r} is not host:port")
+        host, _, port = self.server.rpartition(":")
         return host.strip("[]"), int(port)
 
 

@@ -56,6 +56,8 @@ class IrcBot:
                 logs.get("asterfleet.releases").warning(
                     "irc_disconnected", server=self.irc.server, error=str(exc)
                 )
+            except Exception:  # never let the channel take the watcher down
+                logs.get("asterfleet.releases").exception("irc_crashed", server=self.irc.server)
             self.joined.clear()
             self.stop.wait(backoff)
             backoff = min(backoff * 2, 60.0)
