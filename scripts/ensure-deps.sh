@@ -17,6 +17,7 @@ DEB_PACKAGES=(
   tshark
   chromium
   podman runc catatonit debootstrap prometheus systemd
+  ngircd
 )
 
 missing=()
