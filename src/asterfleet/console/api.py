@@ -15,14 +15,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
 from asterfleet.console import eventlog, operate
-from asterfleet.console.security import Principal, api_user
+from asterfleet.console.security import API_ERRORS, Principal, api_reader, api_writer
 from asterfleet.console.state import ConsoleState, console_state
 from asterfleet.errors import AsterfleetError, EtcdUnavailable, RecordError, UsageError
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.model import AdminIntent, check_node_id
 from asterfleet.fleet.view import FleetView
 
-router = APIRouter(prefix="/api/v1", tags=["fleet"])
+router = APIRouter(prefix="/api/v1", tags=["fleet"], responses=API_ERRORS)
 
 
 class IntentOut(BaseModel):
@@ -83,7 +83,13 @@ class FleetOut(BaseModel):
 
 
 class ActionIn(BaseModel):
-    note: str | None = Field(default=None, max_length=200, description="why, for the record")
+    note: str | None = Field(
+        default=None,
+        max_length=200,
+        # No NUL, no control or escape characters: the note is shown in pages and logs.
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]*$",
+        description="why, for the record (printable text, no control characters)",
+    )
 
 
 class WeightIn(ActionIn):
@@ -135,14 +141,8 @@ async def _view(st: ConsoleState) -> FleetView:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
 
 
-def _need(p: Principal, scope: str) -> None:
-    if scope not in p.scopes:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token lacks scope {scope!r}")
-
-
 @router.get("/fleet", response_model=FleetOut, summary="Every node and balancer")
-async def get_fleet(request: Request, who: Principal = Depends(api_user)) -> Any:
-    _need(who, "read")
+async def get_fleet(request: Request, who: Principal = Depends(api_reader)) -> Any:
     st = console_state(request)
     view = await _view(st)
     now = time.time()
@@ -156,8 +156,7 @@ async def get_fleet(request: Request, who: Principal = Depends(api_user)) -> Any
 
 
 @router.get("/nodes/{node_id}", response_model=NodeOut, summary="One node")
-async def get_node(request: Request, node_id: str, who: Principal = Depends(api_user)) -> Any:
-    _need(who, "read")
+async def get_node(request: Request, node_id: str, who: Principal = Depends(api_reader)) -> Any:
     view = await _view(console_state(request))
     node = view.node(node_id)
     if node is None:
@@ -173,7 +172,6 @@ async def _act(
     weight: int | None,
     note: str | None,
 ) -> ActionOut:
-    _need(who, "write")
     st = console_state(request)
     try:
         check_node_id(node_id)
@@ -189,7 +187,10 @@ async def _act(
 
 @router.post("/nodes/{node_id}/drain", response_model=ActionOut, summary="Stop new calls")
 async def drain(
-    request: Request, node_id: str, body: ActionIn | None = None, who: Principal = Depends(api_user)
+    request: Request,
+    node_id: str,
+    body: ActionIn | None = None,
+    who: Principal = Depends(api_writer),
 ) -> Any:
     """No new calls to the node; calls in progress continue."""
     return await _act(request, who, "drain", node_id, None, body.note if body else None)
@@ -197,7 +198,10 @@ async def drain(
 
 @router.post("/nodes/{node_id}/undrain", response_model=ActionOut, summary="Take calls again")
 async def undrain(
-    request: Request, node_id: str, body: ActionIn | None = None, who: Principal = Depends(api_user)
+    request: Request,
+    node_id: str,
+    body: ActionIn | None = None,
+    who: Principal = Depends(api_writer),
 ) -> Any:
     """Clear drain and maintenance: the node takes new calls once its agent is active."""
     return await _act(request, who, "undrain", node_id, None, body.note if body else None)
@@ -205,14 +209,13 @@ async def undrain(
 
 @router.post("/nodes/{node_id}/weight", response_model=ActionOut, summary="Override the weight")
 async def weight(
-    request: Request, node_id: str, body: WeightIn, who: Principal = Depends(api_user)
+    request: Request, node_id: str, body: WeightIn, who: Principal = Depends(api_writer)
 ) -> Any:
     return await _act(request, who, "weight", node_id, body.weight, body.note)
 
 
 @router.get("/balancers", response_model=BalancersOut, summary="Each balancer's applied state")
-async def get_balancers(request: Request, who: Principal = Depends(api_user)) -> Any:
-    _need(who, "read")
+async def get_balancers(request: Request, who: Principal = Depends(api_reader)) -> Any:
     return _balancers(await _view(console_state(request)))
 
 
@@ -224,9 +227,8 @@ async def get_events(
     actor: str = Query("", description="who acted (substring)"),
     since: str = Query("", description="15m, 1h, 6h, 24h, 7d, 30d; empty for all"),
     limit: int = Query(200, ge=1, le=eventlog.MAX_LIMIT),
-    who: Principal = Depends(api_user),
+    who: Principal = Depends(api_reader),
 ) -> Any:
-    _need(who, "read")
     st = console_state(request)
     filt = eventlog.EventFilter(kind=kind, node=node, actor=actor, since=since, limit=limit)
     try:

@@ -29,6 +29,7 @@ from asterfleet.console import (
     rollouts,
 )
 from asterfleet.console.areas import Area
+from asterfleet.console.bodylimit import BodyLimit
 from asterfleet.console.factory_state import (
     CONFIGURE_STEPS,
     FactoryNotConfigured,
@@ -200,4 +201,5 @@ def create_app(
         app.include_router(area.router)
     app.include_router(api.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(BodyLimit)  # outermost: before routes, CSRF forms and webhook lookups
     return app

@@ -3,6 +3,8 @@ signed with who did it and counted; the console's watch records the change."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import structlog
 
 from asterfleet.console.security import Principal, require_write
@@ -40,6 +42,8 @@ async def perform(
     require_write(who)
     etcd, ks, by = st.require_etcd(), st.ks, who.actor
     note = (note or "").strip()[:200] or None
+    if note is not None and any(unicodedata.category(c) == "Cc" for c in note):
+        raise UsageError("the note holds control characters (NUL, escape...): use plain text")
     try:
         if action == "drain":
             intent = await actions.drain(etcd, ks, node_id, by, note)

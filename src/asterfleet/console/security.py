@@ -12,9 +12,12 @@ cookie instead.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from asterfleet.auth import Principal, SessionInfo, lookup_session, verify_token
 from asterfleet.auth.secrets_ import same
@@ -26,7 +29,38 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-__all__ = ["Principal", "api_user", "csrf_guard", "page_user", "require_write"]
+__all__ = [
+    "API_ERRORS",
+    "Principal",
+    "api_reader",
+    "api_user",
+    "api_writer",
+    "csrf_guard",
+    "page_user",
+    "require_write",
+]
+
+# Declares the bearer scheme in the OpenAPI document; api_user reads the header itself.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="an API token from 'asterfleet users token create' (scope read or write)",
+)
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+# The error answers every /api route may give, for the OpenAPI document.
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the request names something invalid"},
+    401: {"model": ErrorOut, "description": "no token, or an invalid, expired or revoked one"},
+    403: {"model": ErrorOut, "description": "the token or user lacks the scope or role"},
+    404: {"model": ErrorOut, "description": "no such object (or not visible to you)"},
+    413: {"model": ErrorOut, "description": "request body over the console's size limit"},
+    503: {"model": ErrorOut, "description": "etcd or the image factory is not reachable"},
+}
 
 
 class LoginRequired(Exception):
@@ -76,7 +110,10 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
-async def api_user(request: Request) -> Principal:
+async def api_user(
+    request: Request,
+    _declared: HTTPAuthorizationCredentials | None = Depends(BEARER),
+) -> Principal:
     """Dependency of the JSON API: a bearer token, or a browser session."""
     token = _bearer(request)
     if token is not None:
@@ -97,6 +134,24 @@ async def api_user(request: Request) -> Principal:
             headers={"WWW-Authenticate": 'Bearer realm="asterfleet"'},
         )
     return _principal_of(sess)
+
+
+def need_scope(p: Principal, scope: str) -> None:
+    if scope not in p.scopes:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token lacks scope {scope!r}")
+
+
+async def api_reader(who: Principal = Depends(api_user)) -> Principal:
+    """The API caller, who must hold scope ``read``."""
+    need_scope(who, "read")
+    return who
+
+
+async def api_writer(who: Principal = Depends(api_user)) -> Principal:
+    """The API caller, who must hold scope ``write``: checked as a dependency, so
+    before the body is validated (a read-only token's write is 403, never 422)."""
+    need_scope(who, "write")
+    return who
 
 
 def require_write(p: Principal) -> None:
