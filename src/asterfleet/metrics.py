@@ -18,6 +18,12 @@ def parse_listen(value: str, option: str = "--metrics-listen") -> tuple[str, int
 def serve(listen: str, registry: CollectorRegistry) -> int:
     """Start the /metrics HTTP server in a thread; the port it listens on."""
     host, port = parse_listen(listen)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise UsageError(
+            f"--metrics-listen {listen}: cannot listen there ({exc.strerror or exc}): "
+            "choose a free port, or another address"
+        ) from None
     bound: int = server.server_address[1]
     return bound

@@ -74,7 +74,26 @@ def open_engine(url: str, option: str = "--db", **engine_kwargs: Any) -> Engine:
     engine = create_engine(full, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    check_opens(engine, option)
     return engine
+
+
+def check_opens(engine: Engine, option: str = "--db") -> None:
+    """Connect once: a directory, a file that is no database or a PostgreSQL that
+    refuses becomes one UsageError naming ``option`` (not a driver traceback)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        shown = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc) else "?"
+        engine.dispose()
+        raise UsageError(
+            f"{option} {shown}: cannot open the database ({reason}): give a SQLite file "
+            "path in a writable directory, or a PostgreSQL that runs and accepts this user"
+        ) from None
 
 
 def store_url(variable: str, default: str) -> str:

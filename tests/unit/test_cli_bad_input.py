@@ -8,8 +8,13 @@ name, a log level, a count) cannot skip the check.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import typer._click.exceptions as click_errors
@@ -110,3 +115,138 @@ def test_every_etcd_command_takes_tls_and_a_user() -> None:
         if "--etcd" in names and path != "etcd discovery new":
             assert {"--etcd-cacert", "--etcd-cert", "--etcd-key", "--etcd-user"} <= names, path
             assert "--etcd-password" not in names, path  # never on argv
+
+
+# Inputs only found bad when the command runs (a file, a database, a port):
+# the real CLI in a subprocess, one line on stderr, exit 2, no traceback.
+NOT_WRITABLE = "/proc/asterfleet-no/such.file"  # /proc refuses new files, even to root
+ENV_FOR_RUN = {"ASTERFLEET_AMI_SECRET": "s3cret-ami", "ASTERFLEET_VRRP_PASS": "abcdef"}
+
+
+def _run_cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], str]]:
+    text_file = tmp / "notes.txt"
+    text_file.write_text("not a database\n")
+    return [
+        ("kamailio --out", ["kamailio", "config", "--out", NOT_WRITABLE], "--out"),
+        (
+            "vip --output",
+            [
+                "vip",
+                "config",
+                "--output",
+                NOT_WRITABLE,
+                "--vip",
+                "10.0.0.9/24",
+                "--interface",
+                "eth0",
+                "--peer",
+                "10.0.0.3",
+                "--priority",
+                "100",
+                "--unicast-src",
+                "10.0.0.2",
+            ],
+            "--output",
+        ),
+        (
+            "registry --out",
+            [
+                "registry",
+                "config",
+                "--out",
+                NOT_WRITABLE,
+                "--realm",
+                "http://127.0.0.1:1/token",
+                "--service",
+                "reg",
+            ],
+            "--out",
+        ),
+        (
+            "asterisk --out",
+            ["asterisk", "config", "--out", NOT_WRITABLE, "--balancer", "10.0.0.2", "--node", "a1"],
+            "--out",
+        ),
+        ("db directory", ["capture", "search", "--db", str(tmp)], "--db"),
+        ("db text file", ["capture", "search", "--db", str(text_file)], "--db"),
+        ("users db text file", ["users", "ls", "--db", str(text_file)], "--db"),
+        (
+            "db refused postgres",
+            ["capture", "search", "--db", "postgresql://u:pw@127.0.0.1:1/x"],
+            "--db",
+        ),
+        (
+            "balancer rpc ftp",
+            ["balancer", "run", "--rpc", "ftp://x/y", "--list-file", str(tmp / "d.list")],
+            "--rpc",
+        ),
+        (
+            "metrics port in use",
+            [
+                "balancer",
+                "run",
+                "--rpc",
+                str(tmp / "k.sock"),
+                "--list-file",
+                str(tmp / "d.list"),
+                "--metrics-listen",
+                f"127.0.0.1:{busy_port}",
+                "--etcd",
+                "127.0.0.1:1",
+            ],
+            "--metrics-listen",
+        ),
+        (
+            "worker metrics port in use",
+            [
+                "factory",
+                "worker",
+                "--registry",
+                "127.0.0.1:1",
+                "--db",
+                str(tmp / "f.db"),
+                "--console-db",
+                str(tmp / "c.db"),
+                "--metrics-port",
+                str(busy_port),
+            ],
+            "--metrics-port",
+        ),
+    ]
+
+
+RUN_CASE_IDS = [
+    "kamailio --out",
+    "vip --output",
+    "registry --out",
+    "asterisk --out",
+    "db directory",
+    "db text file",
+    "users db text file",
+    "db refused postgres",
+    "balancer rpc ftp",
+    "metrics port in use",
+    "worker metrics port in use",
+]
+
+
+@pytest.mark.parametrize("case_id", RUN_CASE_IDS)
+def test_a_bad_input_found_while_running_is_one_line(tmp_path: Path, case_id: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cases = {c[0]: c for c in _run_cases(tmp_path, busy.getsockname()[1])}
+        _, args, option = cases[case_id]
+        r = subprocess.run(
+            [sys.executable, "-m", "asterfleet", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **ENV_FOR_RUN},
+        )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and option in lines[0], r.stderr
+    assert set(RUN_CASE_IDS) == set(cases)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from asterfleet.errors import UsageError
+from asterfleet.storage import check_opens
 
 #: Column order of a row tuple handed to :meth:`Store.insert_rows`.
 COLUMNS = (
@@ -210,6 +211,7 @@ class Store:
             raise UsageError(f"database URL {url!r}: only SQLite and PostgreSQL are supported")
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        check_opens(self.engine)
         if create:
             metadata.create_all(self.engine)
         _rename_node_column(self.engine)

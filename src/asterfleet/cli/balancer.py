@@ -18,6 +18,7 @@ from asterfleet.cli.common import (
     etcd_options,
     etcd_security,
     fail,
+    rpc_target,
     user_errors,
 )
 from asterfleet.fleet.dispatcher_list import Algorithm
@@ -39,6 +40,7 @@ def run(
     rpc: str = typer.Option(
         ...,
         envvar=ENV + "RPC",
+        parser=rpc_target,
         help="Kamailio jsonrpcs: a unix datagram socket path, or http://HOST:PORT/RPC.",
     ),
     algorithm: Algorithm = typer.Option(

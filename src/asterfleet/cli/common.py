@@ -95,6 +95,18 @@ def parsed_by(check: Callable[[str], object]) -> Callable[[str], str]:
     return parse
 
 
+def rpc_target(value: str) -> str:
+    """Kamailio's jsonrpcs target: a unix socket path or an http(s):// URL."""
+    from asterfleet.errors import RpcError
+    from asterfleet.kamailio.rpc import check_target
+
+    try:
+        check_target(value)
+    except RpcError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 def loopback_host_port(value: str) -> str:
     """``HOST:PORT`` on a loopback address (for unauthenticated control interfaces)."""
     import ipaddress

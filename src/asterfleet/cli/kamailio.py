@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from asterfleet.cli.common import loopback_host_port, sip_socket, user_errors
+from asterfleet.errors import UsageError
 from asterfleet.kamailio.config import KamailioConfig, render_config, validate
 
 app = typer.Typer(help="Kamailio for the load-balancer role.", no_args_is_help=True)
@@ -78,5 +79,10 @@ def config(
             return
         from asterfleet.balancer.listfile import write_atomic
 
-        write_atomic(out, text)
+        try:
+            write_atomic(out, text)
+        except OSError as exc:
+            raise UsageError(
+                f"--out {out}: cannot write ({exc.strerror or exc}): choose a writable path"
+            ) from None
         typer.echo(f"wrote {out}", err=True)

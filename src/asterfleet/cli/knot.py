@@ -19,6 +19,7 @@ from asterfleet.cli.common import (
     emit,
     etcd_options,
     etcd_security,
+    fail,
     print_table,
     user_errors,
 )
@@ -363,7 +364,13 @@ def worker(
             settings.buildah_runroot = buildah_root / "run"
         w = Worker(open_store(db), settings, open_database(console_db))
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
+        try:
+            start_http_server(metrics_port, addr="127.0.0.1")
+        except OSError as exc:
+            fail(
+                f"--metrics-port {metrics_port}: cannot listen there ({exc.strerror or exc}): "
+                "choose a free port"
+            )
     if until_idle:
         w.recover()
         done = w.run_until_idle()

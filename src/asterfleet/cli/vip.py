@@ -99,8 +99,13 @@ def config(
         else:
             from asterfleet.secretfile import write_secret
 
-            output.parent.mkdir(parents=True, exist_ok=True)
-            write_secret(output, text, what="--out")  # holds the VRRP password
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"--output {output}: cannot create its directory ({exc.strerror or exc})"
+                ) from None
+            write_secret(output, text, what="--output")  # holds the VRRP password
 
 
 @app.command("check-kamailio")

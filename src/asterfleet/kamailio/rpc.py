@@ -147,7 +147,8 @@ def _unix_path(target: str) -> str | None:
     return None
 
 
-def _check_target(target: str) -> None:
+def check_target(target: str) -> None:
+    """RpcError unless ``target`` is a unix socket path or an http(s) URL."""
     if _unix_path(target) is None and not target.startswith(("http://", "https://")):
         raise RpcError(
             f"bad Kamailio RPC target {target!r}: use a unix socket path "
@@ -213,7 +214,7 @@ class KamailioRpc:
 
     def __init__(self, target: str | Path, timeout: float = 5.0) -> None:
         self.target = str(target)
-        _check_target(self.target)
+        check_target(self.target)
         self.timeout = timeout
         self._http: httpx.AsyncClient | None = None
 
@@ -322,7 +323,7 @@ def _os_error_text(exc: OSError) -> str:
 def call_sync(target: str | Path, method: str, *params: Any, timeout: float = 5.0) -> Any:
     """Blocking one-shot call (tests, CLI): the result, or RpcCallError."""
     target = str(target)
-    _check_target(target)
+    check_target(target)
     request_id, payload = _request(method, params)
     path = _unix_path(target)
     if path is None:

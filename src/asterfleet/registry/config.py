@@ -122,6 +122,24 @@ def write_config(
     notify_url: str | None = None,
     storage_dir: Path | None = None,
 ) -> TokenServerSettings:
+    """:func:`_write_config`; a directory that cannot be written is a UsageError."""
+    try:
+        return _write_config(out, realm, service, issuer, listen, notify_url, storage_dir)
+    except OSError as exc:
+        raise UsageError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}): choose a writable directory"
+        ) from None
+
+
+def _write_config(
+    out: Path,
+    realm: str,
+    service: str,
+    issuer: str | None,
+    listen: str,
+    notify_url: str | None,
+    storage_dir: Path | None,
+) -> TokenServerSettings:
     """Write config.yml, the signing key and certificate, and the notify secret.
 
     An existing key is kept (rotating it would invalidate live tokens); the
