@@ -7,6 +7,7 @@ notes without control characters, one body size limit for the whole app.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,25 @@ def test_a_streamed_body_without_a_length_is_cut_at_the_limit(
         headers={**bearer(db, "read", "write"), "content-type": "application/json"},
     )
     assert r.status_code == 413, r.text
+
+
+def test_the_csrf_check_reads_no_form_without_a_session(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10.11: the session is checked before the form is parsed."""
+    from starlette.requests import Request
+
+    parsed: list[str] = []
+    real_form = Request.form
+
+    def spy(self: Request, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(self.url.path)
+        return real_form(self, *args, **kwargs)
+
+    monkeypatch.setattr(Request, "form", spy)
+    r = client.post("/logout", data={"csrf_token": "x" * 1000})
+    assert r.status_code == 303
+    client.cookies.set("af_session", "forged")
+    r = client.post("/logout", data={"csrf_token": "x"})
+    assert r.status_code == 303
+    assert parsed == []

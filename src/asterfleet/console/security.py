@@ -181,7 +181,8 @@ async def csrf_guard(request: Request) -> None:
         return
     if _bearer(request) is not None and request.url.path.startswith("/api/"):
         return
-    submitted = await _submitted_token(request)
+    # Who is asking first: a request without a session (or without the login
+    # cookie) is refused before its form is parsed.
     if request.url.path == "/login":
         expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     else:
@@ -190,6 +191,12 @@ async def csrf_guard(request: Request) -> None:
             # No session: the route's own dependency answers 401 or redirects.
             return
         expected = sess.csrf_token
+    if not expected:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "missing or wrong CSRF token: reload the page and try again",
+        )
+    submitted = await _submitted_token(request)
     if not expected or not submitted or not same(expected, submitted):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
