@@ -7,8 +7,8 @@ notes without control characters, one body size limit for the whole app.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
