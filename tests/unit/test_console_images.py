@@ -367,3 +367,29 @@ def test_the_token_endpoint_is_served_by_the_console_for_console_users(
         headers={"Authorization": "Basic " + base64.b64encode(b"alice:wrong-one").decode()},
     )
     assert bad.status_code == 401
+
+
+def test_the_build_log_stream_stops_when_the_session_ends(
+    client: TestClient, fs: FactoryState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10.11: a log stream looks its session up again (logout, expiry)."""
+    from asterfleet.console import builds, security
+
+    build = queue.enqueue(fs.engine, "app", "refs/heads/main", None, "test").build
+    queue.claim(fs.engine, "w1")
+    blog = BuildLog(fs.engine, build.id)
+    blog.line("first")
+    queue.set_state(fs.engine, build.id, "failed", reason="test")
+    login(client, "alice")
+    real = security.lookup_session
+    lookups: list[int] = []
+
+    def ends_after_the_first(*args: Any) -> Any:
+        lookups.append(1)
+        return real(*args) if len(lookups) == 1 else None  # logged out meanwhile
+
+    monkeypatch.setattr(security, "lookup_session", ends_after_the_first)
+    monkeypatch.setattr(builds, "SESSION_RECHECK_SECONDS", 0.0)
+    events = sse_events(client.get(f"/knots/app/builds/{build.number}/log").text)
+    assert events == [{"event": "end", "data": '{"state": "session ended"}'}]
+    assert len(lookups) == 2

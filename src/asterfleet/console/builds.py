@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -21,7 +22,7 @@ from sqlalchemy import Engine
 
 from asterfleet.console.factory_state import FactoryState, factory_state
 from asterfleet.console.knot_access import may_add, may_edit, may_see
-from asterfleet.console.security import Principal, page_user
+from asterfleet.console.security import Principal, page_user, session_still_valid
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
 from asterfleet.factory import queue
@@ -32,6 +33,8 @@ from asterfleet.factory.store import get_knot, list_knots
 
 router = APIRouter(include_in_schema=False)
 T = TypeVar("T")
+# A log stream looks its session up again this often (it stops at logout or expiry).
+SESSION_RECHECK_SECONDS = 5.0
 
 log = structlog.get_logger("asterfleet.console.builds")
 
@@ -290,7 +293,13 @@ async def build_log_stream(
 
     async def events() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
+        checked = time.monotonic()
         async for end, text in stream_log(fs.engine, build.id, start):
+            if time.monotonic() - checked >= SESSION_RECHECK_SECONDS:
+                checked = time.monotonic()
+                if not await session_still_valid(request):
+                    yield f"event: end\ndata: {json.dumps({'state': 'session ended'})}\n\n"
+                    return
             yield log_event(end, text)
         final = await asyncio.to_thread(queue.build_by_id, fs.engine, build.id)
         yield f"event: end\ndata: {json.dumps({'state': final.state})}\n\n"

@@ -93,6 +93,16 @@ async def session_of(request: Request) -> SessionInfo | None:
     return sess
 
 
+async def session_still_valid(request: Request) -> bool:
+    """Look the request's session up again (not the per-request cache): for
+    long-lived responses such as log streams, which must stop at logout or expiry."""
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if not cookie:
+        return False
+    sess = await asyncio.to_thread(lookup_session, console_state(request).db, cookie)
+    return sess is not None
+
+
 async def page_user(request: Request) -> Principal:
     """Dependency of every page: the logged-in user, or a redirect to /login."""
     sess = await session_of(request)
