@@ -51,15 +51,19 @@ def test_config_identifies_the_balancers_published_in_etcd(tmp_path: Path) -> No
         assert none.returncode == 2
         assert "--sip-address" in none.stderr and len(none.stderr.strip().splitlines()) == 1
 
-        for lb_id, addresses in (("lb1", ["10.0.0.2"]), ("lb2", ["10.0.0.3", "fd00::3"])):
+        # lb1 takes the default (Kamailio's listen sockets), lb2 is told.
+        for lb_id, flags, env in (
+            ("lb1", [], {"ASTERFLEET_SIP_LISTEN": "udp:10.0.0.2:5060 tcp:10.0.0.2:5060"}),
+            ("lb2", ["--sip-address", "10.0.0.3", "--sip-address", "fd00::3"], {}),
+        ):
             argv = agent_argv(
                 "balancer", "run", "--etcd", endpoint, "--cluster", "c1", "--id", lb_id,
                 "--list-file", str(tmp_path / f"{lb_id}.list"),
                 # No Kamailio here: the agent publishes its record all the same.
-                "--rpc", str(tmp_path / f"{lb_id}.sock"),
-                *(arg for a in addresses for arg in ("--sip-address", a)),
+                "--rpc", str(tmp_path / f"{lb_id}.sock"), *flags,
             )  # fmt: skip
-            balancers.append(ManagedProcess(lb_id, argv, tmp_path / f"{lb_id}.log").start())
+            proc = ManagedProcess(lb_id, argv, tmp_path / f"{lb_id}.log", env=env)
+            balancers.append(proc.start())
         wait_for(
             lambda: (
                 published(endpoint, "c1") == {"lb1": ("10.0.0.2",), "lb2": ("10.0.0.3", "fd00::3")}

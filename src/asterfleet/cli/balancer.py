@@ -70,7 +70,8 @@ def run(
         "--sip-address",
         envvar=ENV + "BALANCER_SIP_ADDRESS",
         help="Address this Kamailio sends SIP to the boxes from (repeat for several); published "
-        "in the balancer's record so 'asterfleet asterisk config --etcd' identifies it.",
+        "in the balancer's record so 'asterfleet asterisk config --etcd' identifies it. "
+        "Default: the IP addresses of ASTERFLEET_SIP_LISTEN (Kamailio's listen sockets), if set.",
     ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
@@ -102,6 +103,10 @@ def run(
         lb_id = balancer_id or default_node_id()
         check_node_id(lb_id)
         sip_addresses = tuple(a for item in sip_address for a in item.split(",") if a)
+        if not sip_addresses and os.environ.get(ENV + "SIP_LISTEN"):
+            from asterfleet.kamailio.config import listen_addresses
+
+            sip_addresses = listen_addresses(os.environ[ENV + "SIP_LISTEN"])
         for address in sip_addresses:
             try:
                 ipaddress.ip_address(address)
