@@ -367,3 +367,25 @@ def test_the_token_endpoint_is_served_by_the_console_for_console_users(
         headers={"Authorization": "Basic " + base64.b64encode(b"alice:wrong-one").decode()},
     )
     assert bad.status_code == 401
+
+
+def test_token_endpoint_failures_count_for_the_console_login_too(client: TestClient) -> None:
+    """Issue 10, finding 4: one limiter for the console form and /token."""
+    wrong = "Basic " + base64.b64encode(b"bob:wrong-password").decode()
+    for _ in range(5):
+        r = client.get(
+            "/token", params={"service": "test-registry"}, headers={"Authorization": wrong}
+        )
+        assert r.status_code == 401
+    page = client.get("/login")
+    r = client.post(
+        "/login",
+        data={
+            "username": "bob",
+            "password": PASSWORD,
+            "csrf_token": hidden(page.text, "csrf_token"),
+        },
+    )
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    # alice, from the same address, is not locked out.
+    login(client, "alice")
