@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps test unit lint typecheck demo bench clean
+.PHONY: deps test test-fast unit lint typecheck demo bench images clean
 
 deps:
 	@scripts/ensure-deps.sh
@@ -16,6 +16,17 @@ test: deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	scripts/run-pytest.sh $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (the podman cluster test and its image builds).
+test-fast: deps
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	scripts/run-pytest.sh -m "not slow" $(PYTEST_ARGS)
+
+# asterfleet's OCI images (base, asterfleet, etcd, kamailio-lb, testbox) with
+# podman; BUILDER=docker builds them with docker instead.
+images: deps
+	$(PY) -m asterfleet.ship.images --builder $(or $(BUILDER),podman)
 
 unit: deps
 	scripts/run-pytest.sh tests/unit $(PYTEST_ARGS)

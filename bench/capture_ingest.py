@@ -86,7 +86,7 @@ def packets(calls: int, transport: str) -> list[bytes]:
                         ts_sec=now,
                         ts_usec=(call * 7 + i) % 1_000_000,
                         capture_id=1,
-                        node_name="bench",
+                        capture_host="bench",
                     )
                 )
             )

@@ -12,10 +12,11 @@ DEB_PACKAGES=(
   sip-tester
   iproute2 procps psmisc git curl
   keepalived
-  buildah skopeo docker-registry busybox-static
+  buildah runc skopeo docker-registry busybox-static
   postgresql
   tshark
   chromium
+  podman runc catatonit debootstrap prometheus systemd
 )
 
 missing=()

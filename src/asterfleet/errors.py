@@ -22,6 +22,11 @@ class EtcdUnavailable(AsterfleetError):
     """No etcd endpoint answered."""
 
 
+class EtcdAccessDenied(AsterfleetError):
+    """etcd answered but refused: a bad user, password or certificate, or a
+    role without permission for the key."""
+
+
 class RpcError(AsterfleetError):
     """Kamailio's JSON-RPC interface failed or answered with an error."""
 

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+# gRPC's C core logs TLS failures to stderr on its own, a dozen lines per
+# attempt; the error that matters reaches the user as one line from here.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import aetcd
 import aetcd.exceptions
 import aetcd.rpc
 import aetcd.transactions
+import aetcd.watcher
+import grpc
 
-from asterfleet.errors import EtcdUnavailable, UsageError
+from asterfleet.errors import EtcdAccessDenied, EtcdUnavailable, UsageError
 
 DEFAULT_TIMEOUT = 2.0
 
@@ -73,6 +81,140 @@ def parse_endpoints(spec: str) -> list[Endpoint]:
     if not out:
         raise UsageError(f"--etcd {spec!r} names no endpoint: use host:port[,host:port...]")
     return out
+
+
+@dataclass(frozen=True)
+class EtcdSecurity:
+    """How to prove who we are to etcd: TLS (a CA to trust, and a client
+    certificate) and an etcd user. With a client certificate and no user,
+    etcd (``--client-cert-auth``) takes the certificate's common name as the
+    user. The password never travels on a command line."""
+
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.cacert is not None or self.cert is not None
+
+    def check(self) -> EtcdSecurity:
+        """UsageError naming the option when the pieces do not fit together."""
+        if (self.cert is None) != (self.key is None):
+            raise UsageError(
+                "--etcd-cert and --etcd-key go together: give both (the client "
+                "certificate and its private key) or neither"
+            )
+        if self.user is not None and not self.password:
+            raise UsageError(
+                f"--etcd-user {self.user!r} needs a password: set ASTERFLEET_ETCD_PASSWORD "
+                "or --etcd-password-file FILE"
+            )
+        if self.password and self.user is None:
+            raise UsageError("an etcd password was given without --etcd-user NAME")
+        for option, path in (
+            ("--etcd-cacert", self.cacert),
+            ("--etcd-cert", self.cert),
+            ("--etcd-key", self.key),
+        ):
+            if path is not None and not path.is_file():
+                raise UsageError(f"{option} {path}: no such file (a PEM file is expected)")
+        return self
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC TLS credentials from the PEM files; UsageError if unreadable."""
+
+        def read(option: str, path: Path | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"{option} {path}: {exc.strerror}") from None
+            if b"-----BEGIN" not in data:
+                raise UsageError(f"{option} {path}: not a PEM file")
+            return data
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read("--etcd-cacert", self.cacert),
+            private_key=read("--etcd-key", self.key),
+            certificate_chain=read("--etcd-cert", self.cert),
+        )
+
+    def who(self) -> str:
+        if self.user:
+            return f"user {self.user!r}"
+        if self.cert is not None:
+            return f"the certificate {self.cert}"
+        return "no user"
+
+
+NO_SECURITY = EtcdSecurity()
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client over TLS when credentials are given (aetcd 1.0 only
+    opens plaintext channels); the rest of aetcd is used as it is."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._credentials is None:
+            await super().connect()
+            return
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # type: ignore[has-type]
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        self._is_connecting = True
+        try:
+            self.channel = aetcd.rpc.secure_channel(
+                f"{self._host}:{self._port}",
+                self._credentials,
+                options=list(self._options.items()),
+            )
+            if self._username is not None and self._password is not None:
+                self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+                try:
+                    reply = await self.auth_stub.Authenticate(
+                        aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password),
+                        timeout=self._timeout,
+                    )
+                except aetcd.rpc.AioRpcError as exc:
+                    aetcd.exceptions._handle_exception(exc)
+                self.metadata = (("token", reply.token),)
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
+# What etcd says when it refuses who we are or what we asked for.
+_DENIED_MARKS = (
+    "permission denied",
+    "authentication failed",
+    "user name is empty",
+    "user name not found",
+    "invalid auth management",
+)
+
+
+def denied(exc: BaseException) -> bool:
+    """True when ``exc`` is etcd refusing the credentials or the key."""
+    return isinstance(exc, aetcd.exceptions.ClientError) and any(
+        mark in str(exc) for mark in _DENIED_MARKS
+    )
 
 
 @dataclass(frozen=True)
@@ -137,11 +279,18 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 class Etcd:
     """One logical connection to an etcd cluster, failing over between endpoints."""
 
-    def __init__(self, endpoints: Sequence[Endpoint] | str, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint] | str,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: EtcdSecurity = NO_SECURITY,
+    ):
         self.endpoints = (
             parse_endpoints(endpoints) if isinstance(endpoints, str) else list(endpoints)
         )
         self.timeout = timeout
+        self.security = security
+        self._credentials = security.credentials() if security.tls else None
         self._index = 0
         self._client: aetcd.Client | None = None
 
@@ -152,9 +301,12 @@ class Etcd:
     def _get_client(self) -> aetcd.Client:
         if self._client is None:
             ep = self.current
-            self._client = aetcd.Client(
+            self._client = _Client(
+                self._credentials,
                 host=ep.host,
                 port=ep.port,
+                username=self.security.user,
+                password=self.security.password if self.security.user else None,
                 timeout=max(1, round(self.timeout)),
                 options=dict(CHANNEL_OPTIONS),
             )
@@ -180,8 +332,51 @@ class Etcd:
             except _TRANSIENT as exc:
                 last = exc
                 await self._drop_client()
+            except aetcd.exceptions.UnauthenticatedError as exc:
+                # The auth token expired (etcd restarted, or idle past its
+                # TTL): a new connection authenticates again.
+                last = exc
+                await self._drop_client()
+            except aetcd.exceptions.ClientError as exc:
+                if denied(exc):
+                    raise self._denied(what, exc) from None
+                raise
         names = ",".join(str(e) for e in self.endpoints)
-        raise EtcdUnavailable(f"etcd at {names} did not answer {what}: {last}") from last
+        hint = self._tls_hint(last)
+        raise EtcdUnavailable(f"etcd at {names} did not answer {what}: {last}{hint}") from last
+
+    def _denied(self, what: str, exc: BaseException) -> EtcdAccessDenied:
+        return EtcdAccessDenied(
+            f"etcd refused {what} for {self.security.who()}: {exc}; check --etcd-user, "
+            "the password and the roles given by 'asterfleet etcd secure'"
+        )
+
+    def _tls_hint(self, exc: BaseException | None) -> str:
+        text = str(exc or "").lower()
+        if any(mark in text for mark in ("ssl", "handshake", "certificate", "tsi_")):
+            return (
+                " (the TLS handshake failed: check --etcd-cacert, --etcd-cert and --etcd-key "
+                "against the server's CA)"
+            )
+        if self.security.tls is False and "socket closed" in text:
+            return " (does this etcd want TLS? give --etcd-cacert)"
+        return ""
+
+    async def auth_call(self, method: str, request: Any) -> Any:
+        """One call of etcd's Auth service (roles, users, auth enable)."""
+        import aetcd.rpc
+
+        async def call(client: aetcd.Client) -> Any:
+            await client.connect()
+            stub = aetcd.rpc.AuthStub(client.channel)
+            try:
+                return await getattr(stub, method)(
+                    request, timeout=self.timeout, metadata=client.metadata
+                )
+            except aetcd.rpc.AioRpcError as exc:
+                aetcd.exceptions._handle_exception(exc)
+
+        return await self._with_client(f"auth {method}", call)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -306,6 +501,8 @@ class Etcd:
                 self.timeout,
             )
         except (*_TRANSIENT, aetcd.exceptions.ClientError) as exc:
+            if denied(exc):
+                raise self._denied(f"a watch of {prefix}", exc) from None
             await self._drop_client()
             raise EtcdUnavailable(f"etcd at {self.current} refused a watch: {exc}") from exc
 

@@ -12,7 +12,7 @@ from asterfleet.lab.stack import Stack, StackOptions
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    """etcd + Kamailio + balancer agent, no backends yet; stopped after the test."""
+    """etcd + Kamailio + balancer agent, no nodes yet; stopped after the test."""
     st = Stack(tmp_path / "stack", StackOptions(cluster="t"))
     try:
         st.start()

@@ -131,7 +131,7 @@ def test_malformed_and_unauthorised_packets_are_counted_and_skipped(
     assert out.returncode == 0, out.stderr
     (call,) = json.loads(out.stdout)
     assert (call["final_status"], call["messages"], call["from_user"]) == (200, 4, "alice")
-    assert call["backend"] == "10.0.0.2:5060"
+    assert call["node"] == "10.0.0.2:5060"
 
     bad_db = subprocess.run(
         [sys.executable, "-m", "asterfleet.cli.capture", "search", "--db", "/nonexistent.db"],

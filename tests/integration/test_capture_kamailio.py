@@ -76,8 +76,8 @@ def test_calls_through_the_balancer_are_captured(tmp_path: Path, short_dir: Path
             f"127.0.0.1:{uas.port}",
         )
         for call in found:
-            assert call["backend"] == uas_host
-            assert call["nodes"] == ["42"]
+            assert call["node"] == uas_host
+            assert call["capture_hosts"] == ["42"]
 
         store = Store(capture.db, create=False)
         try:

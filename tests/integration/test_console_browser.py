@@ -8,6 +8,8 @@ and a page asked for without a session are all turned away.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -173,12 +175,13 @@ def test_drain_a_node_and_watch_it_change_without_reloading(console: Console, pa
     page.click("#node-node-2 button[value=undrain]")  # type: ignore[attr-defined]
     page.wait_for_selector("#node-node-2[data-state=active]")  # type: ignore[attr-defined]
     assert page.evaluate("window.__sameDocument") is True  # type: ignore[attr-defined]
-    # The console recorded what happened, and who did it.
+    # The console recorded what happened, one event per change, and who did it.
     page.goto(f"{console.url}/events?node=node-2")  # type: ignore[attr-defined]
-    kinds = page.locator("#events-table tbody tr").evaluate_all(  # type: ignore[attr-defined]
-        "rows => rows.map(r => r.dataset.kind)"
+    rows = page.locator("#events-table tbody tr").evaluate_all(  # type: ignore[attr-defined]
+        "rows => rows.map(r => [r.dataset.kind, r.cells[3].innerText])"
     )
-    assert {"action", "drained", "active"} <= set(kinds)
+    assert ["undrained", "admin@console"] in rows and ["draining", "admin@console"] in rows
+    assert len([r for r in rows if r[0] in ("draining", "undrained")]) == 2
     page.goto(f"{console.url}/events?kind=unhealthy")  # type: ignore[attr-defined]
     assert "node-3" in page.inner_text("#events-table")  # type: ignore[attr-defined]
 
@@ -208,3 +211,59 @@ def test_the_balancers_page_shows_agreement(console: Console, page: object) -> N
     put_balancer(console.etcd.endpoint, "lb-b", "def456")
     page.wait_for_selector("#agreement.bad")  # type: ignore[attr-defined]
     assert "2 different lists" in page.inner_text("#agreement")  # type: ignore[attr-defined]
+
+
+def test_node_page_drained_and_events_credit_who_acted(console: Console, page: object) -> None:
+    """A node id is a link to its page; a drain from the CLI is credited to
+    the CLI user; when its agent reports no call left the node is "drained"
+    (page, events, metrics); an undrain from the page is credited to the
+    console user, never to the drain's author."""
+    put_node(console.etcd.endpoint, "node-5", active_calls=3)
+    log_in(page, console.url)
+    page.wait_for_selector("#node-node-5")  # type: ignore[attr-defined]
+    page.click("#node-node-5 td.id a")  # type: ignore[attr-defined]
+    page.wait_for_url("**/fleet/nodes/node-5")  # type: ignore[attr-defined]
+    assert page.get_attribute("#node-state", "data-state") == "active"  # type: ignore[attr-defined]
+    drained = subprocess.run(
+        [sys.executable, "-m", "asterfleet", "fleet", "drain", "node-5", "--note", "disk",
+         "--etcd", console.etcd.endpoint, "--cluster", CLUSTER, "--by", "root@cli"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert drained.returncode == 0, drained.stderr
+    put_node(console.etcd.endpoint, "node-5", active_calls=0)  # its last call ended
+
+    def node_page_says(state: str) -> bool:
+        page.goto(f"{console.url}/fleet/nodes/node-5")  # type: ignore[attr-defined]
+        return page.get_attribute("#node-state", "data-state") == state  # type: ignore[attr-defined]
+
+    wait_for(lambda: node_page_says("drained"), 15, what="node-5 drained on its page")
+    why = page.inner_text("#node-why")  # type: ignore[attr-defined]
+    assert "drain (by root@cli: disk)" in why and "0 in progress" in why
+    metrics = httpx.get(f"{console.url}/metrics", timeout=5).text
+    assert 'asterfleet_console_fleet_nodes{state="drained"} 1.0' in metrics
+    page.click("#node-actions button[value=undrain]")  # type: ignore[attr-defined]
+    page.wait_for_url("**/fleet/nodes/node-5?msg=*")  # type: ignore[attr-defined]
+    wait_for(lambda: node_page_says("active"), 15, what="node-5 active again")
+
+    def events() -> list[list[str]]:
+        page.goto(f"{console.url}/fleet/nodes/node-5")  # type: ignore[attr-defined]
+        rows: list[list[str]] = page.locator("#node-events tbody tr[data-kind]").evaluate_all(  # type: ignore[attr-defined]
+            "rows => rows.map(r => [r.dataset.kind, r.cells[2].innerText])"
+        )
+        return rows
+
+    wait_for(lambda: ["undrained", "admin@console"] in events(), 15, what="the undrain event")
+    got = events()
+    assert ["draining", "root@cli"] in got and ["drained", "agent"] in got
+    assert ["joined", "agent"] in got
+    history = page.inner_text("#node-history")  # type: ignore[attr-defined]
+    assert "root@cli" in history and "admin@console" in history
+    page.goto(f"{console.url}/events?actor=root%40cli")  # type: ignore[attr-defined]
+    assert page.locator("#events-table tbody tr[data-kind]").count() == 1  # type: ignore[attr-defined]
+
+
+def test_the_first_nodes_a_console_sees_have_joined(console: Console, page: object) -> None:
+    """The nodes registered before the console started are "joined" events too."""
+    log_in(page, console.url)
+    page.goto(f"{console.url}/events?kind=joined&node=node-1")  # type: ignore[attr-defined]
+    assert "node-1 joined set 1" in page.inner_text("#events-table")  # type: ignore[attr-defined]

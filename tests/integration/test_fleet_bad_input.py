@@ -44,7 +44,7 @@ def put(endpoint: str, key: str, value: bytes) -> None:
 
 
 def test_a_malformed_record_is_reported_and_skipped(stack: Stack) -> None:
-    good = stack.add_backend("ast1")
+    good = stack.add_node("ast1")
     stack.wait_routable(good)
     ks = Keyspace(stack.options.cluster)
     put(stack.etcd_endpoint, ks.node("evil"), b'{"id": "evil", "sip_uri": 42}')
@@ -100,12 +100,12 @@ def test_invalid_options_give_one_line_and_exit_2(args: list[str], names: str) -
 
 
 def test_an_unwritable_list_file_is_reported_and_the_loop_keeps_running(stack: Stack) -> None:
-    first = stack.add_backend("ast1")
+    first = stack.add_node("ast1")
     stack.wait_routable(first)
     # The list file's place is taken by a directory: no write can succeed.
     stack.list_file.unlink()
     stack.list_file.mkdir()
-    second = stack.add_backend("ast2")
+    second = stack.add_node("ast2")
     assert stack.balancer is not None
     wait_for(
         lambda: "cannot write" in stack.balancer.log_tail(100),  # type: ignore[union-attr]

@@ -3,6 +3,7 @@ says why it stopped waiting."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -23,11 +24,11 @@ def fleet(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_drain_wait_returns_when_the_node_has_no_calls_left(stack: Stack) -> None:
-    backends = [stack.add_backend(f"ast{i}") for i in (1, 2)]
-    for b in backends:
+    nodes = [stack.add_node(f"ast{i}") for i in (1, 2)]
+    for b in nodes:
         stack.wait_routable(b)
     uac = stack.start_calls(rate=10, hold_ms=3000)
-    wait_for(lambda: backends[0].uas.stats().current_calls > 0, 20, what="calls on ast1")
+    wait_for(lambda: nodes[0].uas.stats().current_calls > 0, 20, what="calls on ast1")
 
     too_short = fleet(stack, "drain", "ast1", "--wait", "--timeout", "1")
     assert too_short.returncode == 1
@@ -36,7 +37,12 @@ def test_drain_wait_returns_when_the_node_has_no_calls_left(stack: Stack) -> Non
     done = fleet(stack, "drain", "ast1", "--wait", "--timeout", "60")
     assert done.returncode == 0, done.stderr
     assert "ast1: drained, no calls left" in done.stdout
-    assert backends[0].uas.stats().current_calls == 0
+    assert nodes[0].uas.stats().current_calls == 0
+    # Safe to stop, and the listing says so in one word.
+    listed = fleet(stack, "ls", "--json")
+    states = {n["id"]: n["state"] for n in json.loads(listed.stdout)["nodes"]}
+    assert states == {"ast1": "drained", "ast2": "active"}
+    assert "drained" in fleet(stack, "ls").stdout
     final = uac.stop_gracefully(30)
     assert final.failed_calls == 0  # calls kept flowing to ast2
 

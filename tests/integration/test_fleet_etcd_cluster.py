@@ -28,7 +28,7 @@ def ha_stack(tmp_path: Path) -> Iterator[Stack]:
 def test_losing_one_etcd_member_keeps_nodes_routed_and_changes_flowing(ha_stack: Stack) -> None:
     st = ha_stack
     assert st.etcd_endpoint.count(",") == 2
-    first = st.add_backend("ast1")
+    first = st.add_node("ast1")
     st.wait_routable(first)
     uac = st.start_calls(rate=10, hold_ms=500)
 
@@ -39,7 +39,7 @@ def test_losing_one_etcd_member_keeps_nodes_routed_and_changes_flowing(ha_stack:
         assert first.sip_uri in st.dispatcher_by_uri(), "ast1 left the list"
         time.sleep(0.5)
     # The balancer still follows the fleet through the surviving members.
-    second = st.add_backend("ast2")
+    second = st.add_node("ast2")
     st.wait_routable(second, timeout=20)
     wait_for(lambda: second.uas.invites_received() > 0, 10, what="calls on ast2")
     final = uac.stop_gracefully(30)

@@ -15,15 +15,15 @@ pytestmark = pytest.mark.integration
 
 
 def test_kill_9_of_a_box_under_load_fails_no_call_setup(stack: Stack) -> None:
-    backends = [stack.add_backend(f"ast{i}") for i in (1, 2, 3)]
-    for b in backends:
+    nodes = [stack.add_node(f"ast{i}") for i in (1, 2, 3)]
+    for b in nodes:
         stack.wait_routable(b)
-    victim = backends[1]
+    victim = nodes[1]
     uac = stack.start_calls(rate=20, hold_ms=500)
     wait_for(lambda: uac.stats().successful_calls >= 40, 30, what="40 calls answered")
 
     killed_at = time.monotonic()
-    stack.kill_backend(victim.node_id)
+    stack.kill_node(victim.node_id)
     wait_for(
         lambda: victim.sip_uri not in stack.dispatcher_by_uri(),
         stack.options.node_ttl + 1,
@@ -43,12 +43,12 @@ def test_kill_9_of_a_box_under_load_fails_no_call_setup(stack: Stack) -> None:
 
 
 def test_drain_under_load_drops_nothing_and_node_leaves_when_idle(stack: Stack) -> None:
-    backends = [
-        stack.add_backend(f"ast{i}", uas_args=("-trace_msg",) if i == 2 else ()) for i in (1, 2, 3)
+    nodes = [
+        stack.add_node(f"ast{i}", uas_args=("-trace_msg",) if i == 2 else ()) for i in (1, 2, 3)
     ]
-    for b in backends:
+    for b in nodes:
         stack.wait_routable(b)
-    target = backends[1]
+    target = nodes[1]
     uac = stack.start_calls(rate=10, hold_ms=3000)
     wait_for(lambda: target.uas.invites_received() >= 5, 20, what="calls on ast2")
 
@@ -76,8 +76,8 @@ def test_drain_under_load_drops_nothing_and_node_leaves_when_idle(stack: Stack) 
 
 
 def test_etcd_outage_of_30s_under_load_changes_nothing_then_resyncs(stack: Stack) -> None:
-    backends = [stack.add_backend(f"ast{i}") for i in (1, 2)]
-    for b in backends:
+    nodes = [stack.add_node(f"ast{i}") for i in (1, 2)]
+    for b in nodes:
         stack.wait_routable(b)
     before = stack.dispatcher()
     uac = stack.start_calls(rate=10, hold_ms=500)
@@ -85,7 +85,7 @@ def test_etcd_outage_of_30s_under_load_changes_nothing_then_resyncs(stack: Stack
 
     stack.etcd.stop()
     # A node that starts while etcd is away keeps retrying.
-    newcomer = stack.add_backend("ast3")
+    newcomer = stack.add_node("ast3")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert stack.dispatcher() == before, "the list changed while etcd was away"
@@ -94,15 +94,15 @@ def test_etcd_outage_of_30s_under_load_changes_nothing_then_resyncs(stack: Stack
     stack.etcd.restart()
     stack.wait_routable(newcomer, timeout=15)
     now = stack.dispatcher_by_uri()
-    assert all(now[b.sip_uri].flags == "AP" for b in backends)
+    assert all(now[b.sip_uri].flags == "AP" for b in nodes)
     final = uac.stop_gracefully(30)
     assert final.failed_calls == 0, uac.message_counts()
     assert final.successful_calls >= 300
 
 
 def test_kamailio_restart_gets_the_list_reapplied(stack: Stack) -> None:
-    backends = [stack.add_backend(f"ast{i}") for i in (1, 2)]
-    for b in backends:
+    nodes = [stack.add_node(f"ast{i}") for i in (1, 2)]
+    for b in nodes:
         stack.wait_routable(b)
     expected = {d.uri: d.flags[0] for d in stack.dispatcher()}
     assert stack.kamailio is not None

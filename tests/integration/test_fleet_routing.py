@@ -13,9 +13,9 @@ pytestmark = pytest.mark.integration
 def test_a_node_that_starts_becomes_routable_and_takes_calls(stack: Stack) -> None:
     assert stack.dispatcher() == []  # an empty fleet: Kamailio answers 503
 
-    backend = stack.add_backend("ast1")
-    stack.wait_routable(backend)
-    dest = stack.dispatcher_by_uri()[backend.sip_uri]
+    node = stack.add_node("ast1")
+    stack.wait_routable(node)
+    dest = stack.dispatcher_by_uri()[node.sip_uri]
     assert dest.attrs["duid"] == "ast1"
     assert dest.flags == "AP"
 
@@ -23,13 +23,13 @@ def test_a_node_that_starts_becomes_routable_and_takes_calls(stack: Stack) -> No
     assert uac.wait(60) == 0
     stats = uac.stats()
     assert (stats.successful_calls, stats.failed_calls) == (20, 0)
-    wait_for(lambda: backend.uas.invites_received() == 20, 5, what="20 INVITEs at ast1")
+    wait_for(lambda: node.uas.invites_received() == 20, 5, what="20 INVITEs at ast1")
 
 
 def test_weights_1_2_1_share_2000_calls_25_50_25(stack: Stack) -> None:
     weights = {"ast1": 1, "ast2": 2, "ast3": 1}
-    backends = [stack.add_backend(n, weight=w) for n, w in weights.items()]
-    for b in backends:
+    nodes = [stack.add_node(n, weight=w) for n, w in weights.items()]
+    for b in nodes:
         stack.wait_routable(b)
     percent = {d.attrs["duid"]: int(d.attrs["weight"]) for d in stack.dispatcher()}
     assert percent == {"ast1": 25, "ast2": 50, "ast3": 25}
@@ -40,7 +40,7 @@ def test_weights_1_2_1_share_2000_calls_25_50_25(stack: Stack) -> None:
     assert (stats.successful_calls, stats.failed_calls) == (2000, 0)
 
     def received() -> dict[str, int] | None:
-        got = {b.node_id: b.uas.invites_received() for b in backends}
+        got = {b.node_id: b.uas.invites_received() for b in nodes}
         return got if sum(got.values()) == 2000 else None
 
     got = wait_for(received, 5, what="2000 INVITEs counted at the boxes")

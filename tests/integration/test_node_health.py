@@ -28,10 +28,10 @@ def node_state(stack: Stack, node_id: str) -> tuple[str, str] | None:
 
 
 def test_a_box_that_stops_answering_is_unhealthy_then_recovers(stack: Stack) -> None:
-    backends = [stack.add_backend(f"ast{i}") for i in (1, 2)]
-    for b in backends:
+    nodes = [stack.add_node(f"ast{i}") for i in (1, 2)]
+    for b in nodes:
         stack.wait_routable(b)
-    sick = backends[0]
+    sick = nodes[0]
     assert sick.uas.process is not None
 
     sick.uas.process.signal(signal.SIGSTOP)  # hangs: OPTIONS go unanswered
@@ -54,8 +54,8 @@ def test_a_box_that_stops_answering_is_unhealthy_then_recovers(stack: Stack) -> 
 
 
 def test_a_box_answering_503_is_draining(stack: Stack) -> None:
-    healthy = stack.add_backend("ast1")
-    shutting_down = stack.add_backend("ast2", scenario="uas_503.xml")
+    healthy = stack.add_node("ast1")
+    shutting_down = stack.add_node("ast2", scenario="uas_503.xml")
     stack.wait_routable(healthy)
     wait_for(lambda: node_state(stack, "ast2") == ("draining", "draining"), 15, what="draining")
     wait_for(

@@ -92,7 +92,7 @@ def delete_record(endpoint: str, node_id: str) -> None:
 def test_a_second_agent_with_a_live_id_is_refused(tmp_path: Path, etcd: EtcdServer) -> None:
     first = node_agent(tmp_path, etcd.endpoint, "ast1", "first", sip_port=5998)
     try:
-        wait_for(lambda: read_record(etcd.endpoint, "ast1"), 15, what="ast1 registered")
+        wait_for(lambda: read_record(etcd.endpoint, "ast1"), 60, what="ast1 registered")
         before = read_record(etcd.endpoint, "ast1")
         assert before is not None
         second = node_agent(tmp_path, etcd.endpoint, "ast1", "second", sip_port=5997)
@@ -113,7 +113,7 @@ def test_a_second_agent_with_a_live_id_is_refused(tmp_path: Path, etcd: EtcdServ
 def test_a_deleted_record_is_put_back_within_the_ttl(tmp_path: Path, etcd: EtcdServer) -> None:
     agent = node_agent(tmp_path, etcd.endpoint, "ast2", "agent")
     try:
-        wait_for(lambda: read_record(etcd.endpoint, "ast2"), 15, what="ast2 registered")
+        wait_for(lambda: read_record(etcd.endpoint, "ast2"), 60, what="ast2 registered")
         delete_record(etcd.endpoint, "ast2")
         # TTL 3 s: the agent checks at every keep-alive (TTL/3).
         wait_for(lambda: read_record(etcd.endpoint, "ast2"), 3, what="ast2 put back")

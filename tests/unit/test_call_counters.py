@@ -13,20 +13,24 @@ from pathlib import Path
 import pytest
 
 from asterfleet.errors import UsageError
+from asterfleet.node.ami import (
+    AmiMessage,
+    AmiSession,
+    count_calls_from_channels,
+    encode_action,
+    parse_ami_message,
+    split_ami_messages,
+)
 from asterfleet.node.calls import (
     AMI_SECRET_ENV,
+    AMI_SECRET_FILE_ENV,
     AmiCounter,
-    AmiMessage,
     CallCounter,
     NoCounter,
     SippStatCounter,
-    count_calls_from_channels,
     counter_from_spec,
-    encode_action,
-    parse_ami_message,
-    parse_channels_count,
-    split_ami_messages,
 )
+from tests.fake_ami import VERSION, AmiUser, FakeAmi
 
 # Asterisk 14+ answers a Command action with Output: fields.
 MODERN_COMMAND = (
@@ -87,7 +91,6 @@ def test_parse_modern_command_output() -> None:
     (msg,) = messages
     assert msg.get("Response") == "Success" and msg.get("actionid") == "af-2"
     assert msg.outputs == ("4 active channels", "2 active calls", "118 calls processed")
-    assert parse_channels_count(msg.outputs) == 2
 
 
 def test_parse_legacy_command_output() -> None:
@@ -95,7 +98,7 @@ def test_parse_legacy_command_output() -> None:
     assert rest == ""
     (msg,) = messages
     assert msg.get("response") == "Follows" and msg.get("ActionID") == "af-2"
-    assert parse_channels_count(msg.outputs) == 1
+    assert msg.outputs == ("2 active channels", "1 active call", "57 calls processed")
 
 
 def test_legacy_output_with_colons_and_glued_end_marker() -> None:
@@ -104,22 +107,7 @@ def test_legacy_output_with_colons_and_glued_end_marker() -> None:
         "Note: something\n0 active calls--END COMMAND--\r\n\r\n"
     )
     (msg,) = split_ami_messages(text)[0]
-    assert parse_channels_count(msg.outputs) == 0
-
-
-@pytest.mark.parametrize(
-    ("lines", "count"),
-    [
-        (["0 active channels", "0 active calls", "0 calls processed"], 0),
-        (["1 active channel", "1 active call", "1 call processed"], 1),
-        (["  12 active calls"], 12),
-        (["12 active channels", "3 calls processed"], None),
-        (["No such command 'core show channels count'"], None),
-        ([], None),
-    ],
-)
-def test_parse_channels_count(lines: list[str], count: int | None) -> None:
-    assert parse_channels_count(lines) == count
+    assert msg.outputs[-1] == "0 active calls"
 
 
 def test_split_keeps_incomplete_tail() -> None:
@@ -127,7 +115,7 @@ def test_split_keeps_incomplete_tail() -> None:
     messages, rest = split_ami_messages(banner_login + MODERN_COMMAND[:50])
     assert [m.get("message") for m in messages] == ["Authentication accepted"]
     more, rest = split_ami_messages(rest + MODERN_COMMAND[50:])
-    assert parse_channels_count(more[0].outputs) == 2 and rest == ""
+    assert "2 active calls" in more[0].outputs and rest == ""
     # A legacy answer is not complete until --END COMMAND--.
     partial = LEGACY_COMMAND.replace("--END COMMAND--\r\n\r\n", "")
     assert split_ami_messages(partial)[0] == []
@@ -155,131 +143,151 @@ def test_first_field_value_wins_and_keys_fold_case() -> None:
 
 
 # --------------------------------------------------------------------------
-# AmiCounter against a fake AMI server
+# AmiSession against an AMI server that behaves like Asterisk 22
 # --------------------------------------------------------------------------
 
-Responder = Callable[[dict[str, str]], str]
+FLEET = {"asterfleet": AmiUser("s3cret")}  # read=call, write=reporting
 
 
-async def _run_ami(
-    respond: Responder, method: str = "command", secret: str = "s3cret"
-) -> tuple[int | None, AmiCounter, list[dict[str, str]]]:
-    seen: list[dict[str, str]] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"Asterisk Call Manager/9.0.0\r\n")
-        buffer = ""
-        try:
-            while True:
-                data = await reader.read(4096)
-                if not data:
-                    break
-                buffer += data.decode()
-                while "\r\n\r\n" in buffer:
-                    block, buffer = buffer.split("\r\n\r\n", 1)
-                    action = dict(line.split(": ", 1) for line in block.split("\r\n"))
-                    seen.append(action)
-                    answer = respond(action)
-                    # Dribble the answer to exercise reassembly.
-                    for i in range(0, len(answer), 11):
-                        writer.write(answer[i : i + 11].encode())
-                        await writer.drain()
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        counter = AmiCounter("127.0.0.1", port, "asterfleet", secret, method=method, timeout=2)
-        result = await counter.active_calls()
-    finally:
-        server.close()
-    return result, counter, seen
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
 
 
-def _asterisk(command_answer: str, channels_answer: str = CORE_SHOW_CHANNELS) -> Responder:
-    def respond(action: dict[str, str]) -> str:
-        aid = action.get("ActionID", "")
-        if action["Action"] == "Login":
-            if action.get("Secret") != "s3cret":
-                return (
-                    f"Response: Error\r\nActionID: {aid}\r\nMessage: Authentication failed\r\n\r\n"
-                )
-            return (
-                f"Response: Success\r\nActionID: {aid}\r\n"
-                "Message: Authentication accepted\r\n\r\n"
-                "Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n"
-            )
-        if action["Action"] == "Command":
-            return command_answer.replace("af-2", aid)
-        if action["Action"] == "CoreShowChannels":
-            return channels_answer.replace("af-2", aid)
-        if action["Action"] == "Logoff":
-            return (
-                f"Response: Goodbye\r\nActionID: {aid}\r\nMessage: Thanks for all the fish.\r\n\r\n"
-            )
-        return f"Response: Error\r\nActionID: {aid}\r\nMessage: Invalid/unknown command\r\n\r\n"
+class Running:
+    """A fake AMI and a session on it, both stopped at the end."""
 
-    return respond
+    def __init__(self, users: dict[str, AmiUser] = FLEET, secret: str = "s3cret") -> None:
+        self.users = users
+        self.secret = secret
+
+    async def __aenter__(self) -> tuple[FakeAmi, AmiSession]:
+        self.ami = await FakeAmi(self.users).start()
+        self.session = AmiSession(
+            "127.0.0.1", self.ami.port, "asterfleet", self.secret, resync_interval=0.2, timeout=2
+        )
+        self.stopping = asyncio.Event()
+        self.task = asyncio.create_task(self.session.run(self.stopping))
+        return self.ami, self.session
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stopping.set()
+        await asyncio.wait_for(self.task, 5)
+        await self.ami.stop()
 
 
-@pytest.mark.parametrize(("answer", "expected"), [(MODERN_COMMAND, 2), (LEGACY_COMMAND, 1)])
-def test_ami_counter_command(answer: str, expected: int) -> None:
-    result, counter, seen = asyncio.run(_run_ami(_asterisk(answer)))
-    assert result == expected and counter.last_error is None
-    assert [a["Action"] for a in seen] == ["Login", "Command", "Logoff"]
-    assert seen[0]["Username"] == "asterfleet" and seen[0]["Events"] == "off"
-    assert seen[1]["Command"] == "core show channels count"
+def test_one_session_counts_calls_from_events_and_reads_the_version() -> None:
+    async def go() -> None:
+        async with Running() as (ami, session):
+            first = ami.add_call(legs=2)
+            await until(lambda: session.calls == 1)
+            assert session.error is None and session.version == VERSION
+            ami.add_call(legs=3)
+            await until(lambda: session.calls == 2)
+            ami.hangup(first)
+            await until(lambda: session.calls == 1)
+            await asyncio.sleep(0.5)  # a few resyncs
+            assert session.calls == 1
+            # One login for all of it, and no command privilege used.
+            assert ami.logins == 1
+            assert "Command" not in ami.actions
+            assert ami.actions.count("CoreShowChannels") >= 2
+
+    asyncio.run(go())
 
 
-def test_ami_counter_channels_method() -> None:
-    result, _, seen = asyncio.run(_run_ami(_asterisk(MODERN_COMMAND), method="channels"))
-    assert result == 2
-    assert [a["Action"] for a in seen] == ["Login", "CoreShowChannels", "Logoff"]
+def test_counting_goes_on_through_core_stop_gracefully() -> None:
+    async def go() -> None:
+        async with Running() as (ami, session):
+            calls = [ami.add_call() for _ in range(3)]
+            await until(lambda: session.calls == 3)
+            ami.shutting_down = True  # actions refused, events still flow
+            await asyncio.sleep(0.5)  # resyncs are refused meanwhile
+            assert session.calls == 3 and session.error is None
+            for linked in calls:
+                ami.hangup(linked)
+            await until(lambda: session.calls == 0)
+            assert session.shutting_down
+            # A new login is refused while Asterisk shuts down.
+            late = AmiSession("127.0.0.1", ami.port, "asterfleet", "s3cret", timeout=2)
+            stop = asyncio.Event()
+            task = asyncio.create_task(late.run(stop))
+            await until(lambda: late.error is not None and "shutting down" in late.error)
+            assert late.calls is None
+            stop.set()
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(go())
 
 
-def test_ami_counter_login_refused() -> None:
-    result, counter, seen = asyncio.run(_run_ami(_asterisk(MODERN_COMMAND), secret="wrong"))
-    assert result is None
-    assert [a["Action"] for a in seen] == ["Login"]
-    assert counter.last_error is not None and "Authentication failed" in counter.last_error
-    assert "wrong" not in counter.last_error and "wrong" not in repr(counter)
+def test_a_wrong_secret_is_reported_and_retried_with_backoff() -> None:
+    async def go() -> None:
+        async with Running(secret="wrong") as (ami, session):
+            started = time.monotonic()
+            await until(lambda: session.error != "not connected yet", 5)
+            assert time.monotonic() - started >= 1.0  # Asterisk's 1 s delay
+            assert session.calls is None
+            assert session.error is not None and "Authentication failed" in session.error
+            assert "wrong" not in session.error and "wrong" not in repr(session)
+            await asyncio.sleep(2.5)
+            assert ami.logins <= 3  # 1 s delay + 0.5, 1, 2 s backoff: no login storm
+
+    asyncio.run(go())
 
 
-def test_ami_counter_command_not_permitted() -> None:
-    denied = "Response: Error\r\nActionID: af-2\r\nMessage: Permission denied\r\n\r\n"
-    result, counter, _ = asyncio.run(_run_ami(_asterisk(denied)))
-    assert result is None and counter.last_error is not None
-    assert "Permission denied" in counter.last_error
+def test_reconnects_after_asterisk_drops_the_session() -> None:
+    async def go() -> None:
+        async with Running() as (ami, session):
+            ami.add_call()
+            await until(lambda: session.calls == 1)
+            ami.drop_all()
+            await until(lambda: session.calls is None)
+            assert session.error is not None and "closed" in session.error
+            ami.add_call()  # while the agent was away
+            await until(lambda: session.calls == 2, 10)
+            assert ami.logins == 2
+
+    asyncio.run(go())
 
 
-def test_ami_counter_unreachable_and_silent() -> None:
-    async def run() -> tuple[int | None, int | None]:
-        # A port nobody listens on.
+def test_counting_needs_reporting_not_command() -> None:
+    async def go() -> None:
+        events_only = {"asterfleet": AmiUser("s3cret", write=set())}
+        async with Running(users=events_only) as (_, session):
+            await until(lambda: session.error is not None and "Permission denied" in session.error)
+            assert session.calls is None
+
+    asyncio.run(go())
+
+
+def test_unreachable_ami() -> None:
+    async def go() -> None:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        refused = await AmiCounter("127.0.0.1", port, "u", "s", timeout=1).active_calls()
+        session = AmiSession("127.0.0.1", port, "u", "s", timeout=1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(session.run(stop))
+        await until(lambda: session.error is not None and "refused" in session.error)
+        stop.set()
+        await asyncio.wait_for(task, 5)
 
-        # A server that never sends its banner.
-        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await asyncio.sleep(2)
-            writer.close()
+    asyncio.run(go())
 
-        silent_server = await asyncio.start_server(mute, "127.0.0.1", 0)
-        try:
-            silent_port = silent_server.sockets[0].getsockname()[1]
-            counter = AmiCounter("127.0.0.1", silent_port, "u", "s", timeout=0.3)
-            started = time.monotonic()
-            silent = await counter.active_calls()
-            assert time.monotonic() - started < 1.5
-            assert counter.last_error is not None and "did not answer" in counter.last_error
-        finally:
-            silent_server.close()
-        return refused, silent
 
-    assert asyncio.run(run()) == (None, None)
+def test_ami_counter_reports_the_session() -> None:
+    session = AmiSession("127.0.0.1", 5038, "u", "s")
+    counter = AmiCounter(session)
+    assert asyncio.run(counter.active_calls()) is None
+    assert counter.last_error == "not connected yet"
+    session.calls, session.error, session.version = 4, None, VERSION
+    assert asyncio.run(counter.active_calls()) == 4
+    assert counter.version == VERSION and counter.last_error is None
+    assert isinstance(counter, CallCounter)
 
 
 # --------------------------------------------------------------------------
@@ -310,6 +318,7 @@ def test_sipp_stat_counter_stale(tmp_path: Path) -> None:
 
 def test_no_counter() -> None:
     assert asyncio.run(NoCounter().active_calls()) is None
+    assert NoCounter().last_error == "the agent runs with --calls none"
 
 
 # --------------------------------------------------------------------------
@@ -329,24 +338,27 @@ def test_spec_none_and_sipp() -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "host", "port", "user", "method"),
+    ("spec", "host", "port", "user"),
     [
-        ("ami://admin@127.0.0.1:5038", "127.0.0.1", 5038, "admin", "command"),
-        ("ami://admin@box1.example", "box1.example", 5038, "admin", "command"),
-        ("ami://fleet%40x@[::1]:6000", "::1", 6000, "fleet@x", "command"),
-        ("ami://admin@127.0.0.1?method=channels", "127.0.0.1", 5038, "admin", "channels"),
+        ("ami://admin@127.0.0.1:5038", "127.0.0.1", 5038, "admin"),
+        ("ami://admin@box1.example", "box1.example", 5038, "admin"),
+        ("ami://fleet%40x@[::1]:6000", "::1", 6000, "fleet@x"),
     ],
 )
-def test_spec_ami(spec: str, host: str, port: int, user: str, method: str) -> None:
+def test_spec_ami(spec: str, host: str, port: int, user: str) -> None:
     counter = counter_from_spec(spec, env=ENV)
     assert isinstance(counter, AmiCounter)
-    assert (counter.host, counter.port, counter.username, counter.method) == (
-        host,
-        port,
-        user,
-        method,
-    )
+    s = counter.session
+    assert (s.host, s.port, s.username) == (host, port, user)
     assert "s3cret" not in repr(counter)
+
+
+def test_spec_ami_secret_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "ami.secret"
+    secret.write_text("from-file\n")
+    counter = counter_from_spec("ami://a@127.0.0.1", env={AMI_SECRET_FILE_ENV: str(secret)})
+    assert isinstance(counter, AmiCounter)
+    assert counter.session._secret == "from-file"
 
 
 @pytest.mark.parametrize(
@@ -360,10 +372,11 @@ def test_spec_ami(spec: str, host: str, port: int, user: str, method: str) -> No
         ("ami://admin@127.0.0.1:99999", ENV, "bad AMI call counter spec"),
         ("ami://admin@127.0.0.1:port", ENV, "bad AMI call counter spec"),
         ("ami://admin@127.0.0.1/path", ENV, "unexpected path"),
-        ("ami://admin@127.0.0.1?method=magic", ENV, "unknown option"),
+        ("ami://admin@127.0.0.1?method=channels", ENV, "unexpected path, query"),
         ("ami://admin:pw@127.0.0.1", ENV, "must not contain a secret"),
         ("ami://admin@127.0.0.1", {}, AMI_SECRET_ENV),
         ("ami://admin@127.0.0.1", {AMI_SECRET_ENV: ""}, AMI_SECRET_ENV),
+        ("ami://admin@127.0.0.1", {AMI_SECRET_FILE_ENV: "/nonexistent/x"}, "cannot read"),
     ],
 )
 def test_spec_rejects(spec: str, env: dict[str, str], message: str) -> None:

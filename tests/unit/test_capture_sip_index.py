@@ -21,7 +21,25 @@ def test_request_is_indexed() -> None:
         from_user="alice",
         to_user="100",
         user_agent="softphone 1.0",
+        opens_call=True,
     )
+
+
+@pytest.mark.parametrize(
+    ("start", "to", "opens"),
+    [
+        ("INVITE sip:100@x SIP/2.0", "<sip:100@x>", True),  # a new call
+        ("INVITE sip:100@x SIP/2.0", "<sip:100@x>;tag=b1", False),  # a re-INVITE
+        ("OPTIONS sip:x SIP/2.0", "<sip:x>", True),  # a probe: its own "call"
+        ("ACK sip:100@x SIP/2.0", "<sip:100@x>", False),  # ACK of a failed INVITE
+        ("CANCEL sip:100@x SIP/2.0", "<sip:100@x>", False),
+        ("BYE sip:100@x SIP/2.0", "<sip:100@x>;TAG=b1", False),
+        ("SIP/2.0 200 OK", "<sip:100@x>", False),  # answers never open
+    ],
+)
+def test_which_messages_open_a_call(start: str, to: str, opens: bool) -> None:
+    msg = f"{start}\r\nTo: {to}\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n".encode()
+    assert parse_sip(msg).opens_call is opens
 
 
 def test_response_uses_server_as_user_agent() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from asterfleet.capture.collector import packet_to_row
+from asterfleet.capture.pager import page_calls
 from asterfleet.capture.search import (
     MessageQuery,
     call_messages,
     parse_time,
-    search_calls,
     search_messages,
 )
 from asterfleet.capture.store import Store, parse_duration, parse_size
@@ -69,7 +69,7 @@ def test_rows_keep_every_indexed_field(store: Store) -> None:
     load(store, [hep(INVITE, correlation_id="c1", ip_proto=6), hep(OK)])
     first, second = sorted(search_messages(store, MessageQuery()), key=lambda m: m.id)
     assert first.src == "10.0.0.1:5060" and first.dst == "10.0.0.2:5060"
-    assert (first.transport, first.capture_id, first.node) == ("tcp", 7, "lb1")
+    assert (first.transport, first.capture_id, first.capture_host) == ("tcp", 7, "lb1")
     assert (first.method, first.status, first.cseq) == ("INVITE", None, "1 INVITE")
     assert (first.from_user, first.to_user, first.user_agent) == ("alice", "100", "softphone 1.0")
     assert first.correlation_id == "c1" and first.raw == INVITE
@@ -80,17 +80,17 @@ def test_rows_keep_every_indexed_field(store: Store) -> None:
 def test_calls_are_grouped_with_final_status_and_backend(store: Store) -> None:
     t0 = 1_700_000_000_000_000
     load(store, flow("ok-call", t0) + flow("busy-call", t0 + 10_000_000, "10.0.0.4", "486 Busy"))
-    calls = {c.call_id: c for c in search_calls(store, MessageQuery())}
+    calls = {c.call_id: c for c in page_calls(store, MessageQuery()).calls}
     ok, busy = calls["ok-call"], calls["busy-call"]
-    assert (ok.final_status, ok.backend, ok.messages, ok.method) == (
+    assert (ok.final_status, ok.node, ok.messages, ok.method) == (
         200,
         "10.0.0.3:5060",
         7,
         "INVITE",
     )
     assert ok.duration_s == pytest.approx(0.6)
-    assert (busy.final_status, busy.backend) == (486, "10.0.0.4:5060")
-    assert [c.call_id for c in search_calls(store, MessageQuery())] == ["busy-call", "ok-call"]
+    assert (busy.final_status, busy.node) == (486, "10.0.0.4:5060")
+    assert [c.call_id for c in page_calls(store, MessageQuery()).calls] == ["busy-call", "ok-call"]
     assert ok.as_dict()["start"].startswith("2023-11-14T22:13:20")
 
 
@@ -106,9 +106,9 @@ def test_calls_are_grouped_with_final_status_and_backend(store: Store) -> None:
         (MessageQuery(method="invite"), {"ok-call", "bob-call"}),
         (MessageQuery(since_us=1_700_000_005_000_000), {"bob-call"}),
         (MessageQuery(until_us=1_700_000_005_000_000), {"ok-call"}),
-        (MessageQuery(node="lb1"), {"ok-call", "bob-call"}),
-        (MessageQuery(node="7"), {"ok-call", "bob-call"}),
-        (MessageQuery(node="other"), set()),
+        (MessageQuery(capture_host="lb1"), {"ok-call", "bob-call"}),
+        (MessageQuery(capture_host="7"), {"ok-call", "bob-call"}),
+        (MessageQuery(capture_host="other"), set()),
     ],
 )
 def test_search_filters(store: Store, query: MessageQuery, calls: set[str]) -> None:
@@ -121,7 +121,7 @@ def test_search_filters(store: Store, query: MessageQuery, calls: set[str]) -> N
         hep(sip("SIP/2.0 486 Busy", "bob-call", "1 INVITE", frm="bob"), ts_sec=1_700_000_011),
     ]
     load(store, flow("ok-call", t0) + bob)
-    assert {c.call_id for c in search_calls(store, query)} == calls
+    assert {c.call_id for c in page_calls(store, query).calls} == calls
 
 
 def test_retention_by_age_and_size(store: Store) -> None:
@@ -162,7 +162,7 @@ def test_parse_duration(text: str, value: float) -> None:
     assert parse_duration(text) == value
 
 
-@pytest.mark.parametrize("bad", ["", "ten", "-1d", "5q"])
+@pytest.mark.parametrize("bad", ["", "ten", "-1d", "5q", "inf", "nan", "1e400"])
 def test_bad_sizes_and_durations_name_the_input(bad: str) -> None:
     with pytest.raises(UsageError, match=repr(bad).strip("'") or "size"):
         parse_size(bad)
@@ -176,3 +176,21 @@ def test_parse_time() -> None:
     assert parse_time("2023-11-14T22:13:20", now) == now
     with pytest.raises(UsageError, match="ISO 8601"):
         parse_time("yesterday", now)
+
+
+def test_a_database_from_before_the_capture_host_rename_is_read(tmp_path: Path) -> None:
+    """Older collectors named the capture host's column ``node``; opening
+    such a database renames it and keeps every row."""
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    Store(str(db)).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE sip_messages RENAME COLUMN capture_host TO node")
+    old = Store(str(db), create=False)
+    try:
+        old.insert_rows([packet_to_row(hep(INVITE), None, 0)])
+        (msg,) = search_messages(old, MessageQuery())
+        assert msg.capture_host == "lb1"
+    finally:
+        old.close()

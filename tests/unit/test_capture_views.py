@@ -20,7 +20,7 @@ def msg(i: int, src: str, dst: str, label: str, transport: str = "udp") -> Messa
     return Message(
         id=i, ts_us=1_700_000_000_000_000 + i * 1000,
         src_ip=src, src_port=5060, dst_ip=dst, dst_port=5060 + i, transport=transport,
-        capture_id=1, node="lb1", call_id="c1", method=method,
+        capture_id=1, capture_host="lb1", call_id="c1", method=method,
         status=int(label) if method is None else None, cseq="1 INVITE",
         from_user="a", to_user="b", user_agent="", correlation_id="",
         raw=f"{start}\r\nCall-ID: c1\r\n\r\n".encode(),

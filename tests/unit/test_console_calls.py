@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from asterfleet.auth import add_user, create_token
 from asterfleet.capture.collector import packet_to_row
 from asterfleet.capture.hep import HepPacket, encode_hep
+from asterfleet.capture.pager import conditions, decode_cursor, page_calls, walk_query
 from asterfleet.capture.search import MessageQuery
 from asterfleet.capture.store import Row, Store
 from asterfleet.console import ConsoleSettings, create_app
-from asterfleet.console.call_pages import conditions, decode_cursor, page_calls, walk_query
 from asterfleet.db import open_database
 from asterfleet.errors import UsageError
 from tests.unit.console_fakes import FakeEtcd
@@ -57,7 +57,7 @@ def call(
         us = t0 + i * 20_000
         pkt = HepPacket(
             payload=sip, src_ip=src, dst_ip=dst, src_port=5060, dst_port=5060,
-            ts_sec=us // 1_000_000, ts_usec=us % 1_000_000, capture_id=7, node_name=node,
+            ts_sec=us // 1_000_000, ts_usec=us % 1_000_000, capture_id=7, capture_host=node,
         )  # fmt: skip
         rows.append(packet_to_row(encode_hep(pkt), None, us))
     return rows
@@ -118,8 +118,8 @@ def ids(client: TestClient, **params: object) -> list[str]:
         ({"method": "486"}, ["c1@x"]),
         ({"status": 503}, ["c3/odd id@x"]),
         ({"method": "bye"}, ["c4@x", "c2@x", "c0@x"]),
-        ({"node": "lb2"}, ["c3/odd id@x", "c2@x"]),
-        ({"node": "7"}, ["c4@x", "c3/odd id@x", "c2@x", "c1@x", "c0@x"]),
+        ({"capture_host": "lb2"}, ["c3/odd id@x", "c2@x"]),
+        ({"capture_host": "7"}, ["c4@x", "c3/odd id@x", "c2@x", "c1@x", "c0@x"]),
         ({"since": "2023-11-14T22:13:35", "until": "2023-11-14T22:13:55"}, ["c3/odd id@x", "c2@x"]),
         ({"from_user": "al", "to_user": "2"}, ["c1@x"]),
         ({"from_user": "nobody"}, []),
@@ -129,10 +129,10 @@ def test_search_filters(client: TestClient, params: dict[str, object], expected:
     assert ids(client, **params) == expected
 
 
-def test_a_call_summary_names_the_backend_and_final_status(client: TestClient) -> None:
+def test_a_call_summary_names_the_node_and_final_status(client: TestClient) -> None:
     calls = {c["call_id"]: c for c in client.get("/api/v1/calls").json()["calls"]}
     busy = calls["c1@x"]
-    assert (busy["final_status"], busy["backend"], busy["from_user"]) == (
+    assert (busy["final_status"], busy["node"], busy["from_user"]) == (
         486,
         "10.0.0.4:5060",
         "alex",
@@ -183,8 +183,8 @@ def test_overlapping_calls_page_by_their_newest_match(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("query", "index"),
     [
-        (MessageQuery(), "ix_sip_messages_ts"),
-        (MessageQuery(since_us=T0), "ix_sip_messages_ts"),
+        (MessageQuery(), "ix_sip_messages_opening_ts"),
+        (MessageQuery(since_us=T0), "ix_sip_messages_opening_ts"),
         (MessageQuery(call_id="c1@x"), "ix_sip_messages_call_id"),
         (MessageQuery(from_user="al"), "ix_sip_messages_from_user"),
         (MessageQuery(to_user="10"), "ix_sip_messages_to_user"),

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from asterfleet.console import eventlog
-from asterfleet.console.transitions import EventDraft
+from asterfleet.console.transitions import EventDraft, diff_views
 from asterfleet.db import normalise_url, open_database
 from asterfleet.errors import UsageError
 
@@ -62,3 +62,22 @@ def test_events_filter_by_kind_node_actor_and_age(tmp_path: Path) -> None:
     assert q(node="%") == []  # wildcards are matched literally
     with pytest.raises(UsageError, match="since"):
         q(since="2w")
+
+
+def test_the_members_of_the_fleet_are_read_back_from_the_events(tmp_path: Path) -> None:
+    """What a restarted console compares its first view with: joins (one by
+    one or in a burst), minus the nodes that left since."""
+    db = open_database(str(tmp_path / "c.db"))
+    from tests.unit.test_console_transitions import node, view
+
+    burst = diff_views(view([]), view([node(f"n{i}") for i in range(12)]))
+    assert len(burst) == 1
+    eventlog.record(db, "c1", burst, at=100.0)
+    eventlog.record(db, "c1", [EventDraft("left", "n3", "n3 left")], at=110.0)
+    eventlog.record(db, "c1", [EventDraft("joined", "x", "x joined")], at=120.0)
+    eventlog.record(db, "other", [EventDraft("joined", "y", "y joined")], at=120.0)
+    assert eventlog.members(db, "c1") == {f"n{i}" for i in range(12) if i != 3} | {"x"}
+    # A burst is one event, and a node filter still finds it.
+    assert [r.kind for r in eventlog.query(db, "c1", eventlog.EventFilter(node="n11"))] == [
+        "joined"
+    ]

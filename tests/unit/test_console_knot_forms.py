@@ -290,7 +290,6 @@ def test_an_edit_in_the_console_is_what_the_cli_shows(
                 git_url="/src/app",
                 test_command="sh -c 'test -x /bin/app'",
                 git_poll_seconds="60",
-                deploy_command="deploy.sh",
                 owners="alice, bob",
             ),
             "csrf_token": csrf,
@@ -300,7 +299,6 @@ def test_an_edit_in_the_console_is_what_the_cli_shows(
     spec = cli_show(factory_db, "app")
     assert spec["test_command"] == "sh -c 'test -x /bin/app'"
     assert spec["triggers"]["git_poll_seconds"] == 60
-    assert spec["hooks"]["command"] == "deploy.sh"
     assert spec["owners"] == ["alice", "bob"]
     # And the other way round: a CLI edit shows in the console's form.
     edited = CliRunner().invoke(
@@ -435,7 +433,7 @@ def test_the_knots_api_adds_reads_replaces_and_removes(
 
 
 def test_the_knots_api_needs_write_scope_and_documents_itself(client: TestClient) -> None:
-    body = {"name": "ro", "git_url": "/src/ro", "repository": "alice/ro"}
+    body = {"name": "ro", "git_url": "https://git.example/alice/ro.git", "repository": "alice/ro"}
     reader = bearer(client, "alice", ("read",))
     assert client.post("/api/v1/knots", json=body, headers=reader).status_code == 403
     assert client.post("/api/v1/knots", json=body).status_code == 401
@@ -451,3 +449,90 @@ def test_the_knots_api_needs_write_scope_and_documents_itself(client: TestClient
     assert set(paths["/api/v1/knots/{name}"]) == {"get", "put", "delete"}
     schema = paths["/api/v1/knots"]["post"]["requestBody"]["content"]["application/json"]
     assert schema["schema"] == {"$ref": "#/components/schemas/Knot"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        # A hook command runs on the factory worker: a shell for whoever sets it.
+        ({"hooks": {"command": "cat /proc/self/environ"}}, "hooks.command"),
+        # A local repository reads the worker's disk.
+        ({"git_url": "/etc"}, "git_url"),
+        ({"git_url": "file:///var/lib/asterfleet"}, "git_url"),
+    ],
+)
+def test_hook_commands_and_local_repositories_are_for_admins_only(
+    client: TestClient, fs: FactoryState, change: dict[str, Any], field: str
+) -> None:
+    body: dict[str, Any] = {
+        "name": "web",
+        "git_url": "https://git.example/alice/web.git",
+        "repository": "alice/web",
+        "owners": ["alice"],
+        **change,
+    }
+    refused = client.post("/api/v1/knots", json=body, headers=bearer(client, "alice", ("write",)))
+    assert refused.status_code == 400
+    assert "only an admin" in refused.json()["errors"][field]
+    # Nor by editing a knot alice owns.
+    edit = client.put(
+        "/api/v1/knots/app",
+        json={**body, "name": "app", "repository": "alice/app"},
+        headers=bearer(client, "alice", ("write",)),
+    )
+    assert edit.status_code == 400 and field in edit.json()["errors"]
+    assert get_knot(fs.engine, "app").hooks.command is None
+    # The console form says it next to the field.
+    csrf = login(client, "alice")
+    form = {"deploy_command": "id"} if field == "hooks.command" else {"git_url": body["git_url"]}
+    page = client.post("/knots/new", data={**knot_form(**form), "csrf_token": csrf})
+    assert page.status_code == 400 and "only an admin" in page.text
+    # An admin may (and alice's later edits keep what the admin set).
+    allowed = client.post(
+        "/api/v1/knots",
+        json={**body, "owners": ["alice"]},
+        headers=bearer(client, "root", ("read", "write")),
+    )
+    assert allowed.status_code == 201, allowed.text
+
+
+def test_knots_and_builds_are_shown_only_to_who_may_pull_them(
+    client: TestClient, fs: FactoryState
+) -> None:
+    from asterfleet.factory.store import edit_knot
+
+    edit_knot(
+        fs.engine,
+        "app",
+        {
+            "git_url": "https://alice:ghp_tokentoken@git.example/alice/app.git",
+            "hooks": {"command": "deploy.sh", "notify_url": "https://hooks.example/x"},
+        },
+    )
+    queue_build = client.app.state.factory.engine  # type: ignore[attr-defined]
+    from asterfleet.factory import queue
+
+    queue.enqueue(queue_build, "app", "refs/heads/main", None, "manual")
+    # bob is an operator with no access to alice/: the knot does not exist for him.
+    bob = bearer(client, "bob", ("read",))
+    assert [k["name"] for k in client.get("/api/v1/knots", headers=bob).json()] == []
+    assert client.get("/api/v1/knots/app", headers=bob).status_code == 404
+    login(client, "bob")
+    assert "alice/app" not in client.get("/knots").text
+    for path in ("/knots/app", "/knots/app/builds/1", "/knots/app/builds/1/log.txt"):
+        assert client.get(path).status_code == 404, path
+    # alice owns it; with a read-only token she sees it, credentials masked,
+    # hooks hidden (only an editor sees them).
+    alice_ro = bearer(client, "alice", ("read",))
+    [spec] = client.get("/api/v1/knots", headers=alice_ro).json()
+    assert spec["git_url"] == "https://alice:********@git.example/alice/app.git"
+    assert spec["hooks"] == {"webhook": None, "command": None, "notify_url": None}
+    one = client.get("/api/v1/knots/app", headers=alice_ro).json()["knot"]
+    assert "ghp_tokentoken" not in str(one) and one["hooks"]["command"] is None
+    # Sending the masked URL back keeps the real one.
+    alice_rw = bearer(client, "alice", ("read", "write"))
+    full = client.get("/api/v1/knots/app", headers=alice_rw).json()["knot"]
+    assert full["hooks"]["command"] == "deploy.sh"
+    full["triggers"]["webhook_secret"] = None
+    assert client.put("/api/v1/knots/app", json=full, headers=alice_rw).status_code == 200
+    assert get_knot(fs.engine, "app").git_url.startswith("https://alice:ghp_tokentoken@")

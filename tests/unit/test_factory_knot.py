@@ -31,6 +31,14 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
         ({"test_command": "echo 'unclosed"}, "knot test_command"),
         ({"branch": None, "tag_pattern": None}, "branch, a tag pattern"),
         ({"tag_rules": [{"kind": "branch", "tag": "{nope}"}]}, "tag_rules"),
+        # Only plain fields: no padding (a huge string in the worker), no
+        # attribute or index access (a way into Python objects), no conversion.
+        ({"tag_rules": [{"kind": "branch", "tag": "{name:>999999999}"}]}, "plain field"),
+        ({"tag_rules": [{"kind": "branch", "tag": "{name.__class__}"}]}, "plain field"),
+        ({"tag_rules": [{"kind": "branch", "tag": "{name[0]}"}]}, "plain field"),
+        ({"tag_rules": [{"kind": "branch", "tag": "{name!r}"}]}, "plain field"),
+        ({"tag_rules": [{"kind": "branch", "tag": "{}"}]}, "plain field"),
+        ({"tag_rules": [{"kind": "branch", "tag": "v{name"}]}, "tag_rules"),
         ({"triggers": {"git_poll_seconds": 1}}, "knot triggers.git_poll_seconds"),
         ({"triggers": {"url": "ftp://x"}}, "knot triggers.url"),
         ({"colour": "red"}, "knot colour"),

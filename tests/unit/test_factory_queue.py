@@ -140,6 +140,21 @@ def test_webhook_handling(engine: Engine) -> None:
     )
 
 
+def test_a_replayed_delivery_with_a_new_id_builds_nothing(engine: Engine) -> None:
+    body = json.dumps({"ref": "refs/tags/v3", "after": "c" * 40}).encode()
+    assert handle_delivery(engine, "app", _github(body, "1"), body)[0] == 202
+    queue.set_state(engine, queue.get_build(engine, "app", 1).id, "passed")
+    # The delivery id is outside the signature: an attacker who saw one
+    # delivery can send it again under any id.
+    for replay_id in ("2", "3"):
+        status, content = handle_delivery(engine, "app", _github(body, replay_id), body)
+        assert (status, content["ignored"]) == (200, "repeated delivery")
+    assert [b.number for b in queue.list_builds(engine, "app")] == [1]
+    # A new commit on the same ref is a new delivery.
+    newer = json.dumps({"ref": "refs/tags/v3", "after": "d" * 40}).encode()
+    assert handle_delivery(engine, "app", _github(newer, "4"), newer)[0] == 202
+
+
 def test_url_polling_state_survives_restart(engine: Engine, tmp_path: Path) -> None:
     served = {"body": b"v1", "etag": '"1"'}
     seen_headers: list[dict[str, str]] = []

@@ -40,7 +40,7 @@ def test_round_trip_keeps_every_field() -> None:
         capture_id=7,
         auth_key="k",
         correlation_id="corr-1",
-        node_name="lb1",
+        capture_host="lb1",
     )
     assert pkt.transport == "tcp"
     assert pkt.ts_us == 1_700_000_000_123_456

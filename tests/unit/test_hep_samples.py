@@ -35,7 +35,7 @@ def hep(payload: bytes = INVITE, **fields: object) -> bytes:
         "ts_sec": 1_700_000_000,
         "ts_usec": 123456,
         "capture_id": 7,
-        "node_name": "lb1",
+        "capture_host": "lb1",
         **fields,
     }
     return encode_hep(HepPacket(payload=payload, **values))  # type: ignore[arg-type]

@@ -153,5 +153,10 @@ def test_validation_errors(changes: dict[str, Any], message: str) -> None:
         render_config(cfg)
 
 
-def test_ipv6_listen_is_accepted() -> None:
-    validate(make(listen=["udp:[::1]:5060"], advertise="[2001:db8::1]:5060"))
+def test_ipv6_listen_is_rendered_with_its_advertised_address() -> None:
+    cfg = make(listen=["udp:[::1]:5060"], advertise="[2001:db8::1]:5060")
+    validate(cfg)
+    lines = render_config(cfg).splitlines()
+    # Kamailio binds [::1] and writes 2001:db8::1 into Via and Record-Route.
+    # (tests/integration/test_kamailio_config_real.py runs it over IPv6.)
+    assert "listen=udp:[::1]:5060 advertise [2001:db8::1]:5060" in lines

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
+import ipaddress
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -91,10 +91,37 @@ def test_bad_options_name_the_option(change: dict[str, object], message: str) ->
         validate(replace(BASE, **change))  # type: ignore[arg-type]
 
 
-@given(st.text(max_size=30))
-def test_any_vip_text_is_accepted_or_a_usage_error(text: str) -> None:
-    with contextlib.suppress(UsageError):
-        validate(replace(BASE, vip=text))
+VIP_TEXT = st.one_of(
+    st.text(max_size=30),
+    st.builds(
+        lambda addr, prefix: f"{addr}/{prefix}",
+        st.ip_addresses(v=4),
+        st.integers(min_value=0, max_value=40),
+    ),
+)
+
+
+@given(VIP_TEXT)
+@example("10.0.0.100/24").via("accepted")
+@example("10.0.0.12/24").via("the peer's address")
+@example("10.0.0.11/24").via("this balancer's own address")
+@example("10.0.0.100/33").via("no such prefix")
+def test_a_vip_is_rendered_as_given_or_refused_naming_it(text: str) -> None:
+    """What an operator sees: the address in keepalived.conf, or one line
+    naming what they typed."""
+    try:
+        expected: ipaddress.IPv4Interface | None = ipaddress.IPv4Interface(text)
+    except ValueError:
+        expected = None
+    own = {ipaddress.IPv4Address(a) for a in (*BASE.peers, BASE.unicast_src or "")}
+    if "/" not in text or expected is None or expected.ip in own:
+        with pytest.raises(UsageError) as refused:
+            render_keepalived_conf(replace(BASE, vip=text))
+        named = repr(text) if expected is None or "/" not in text else str(expected.ip)
+        assert named in str(refused.value)
+        return
+    conf = render_keepalived_conf(replace(BASE, vip=text))
+    assert _block(conf, "virtual_ipaddress") == [f"{expected.with_prefixlen} dev eth0"]
 
 
 def test_check_command_goes_through_env() -> None:

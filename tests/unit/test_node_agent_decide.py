@@ -117,6 +117,10 @@ def test_a_drain_while_the_count_is_awaited_is_not_overwritten(
 
         class SlowCounter:
             last_error: str | None = None
+            version: str | None = None
+
+            async def run(self, stopping: asyncio.Event) -> None:
+                return None
 
             async def active_calls(self) -> int | None:
                 counting.set()
@@ -142,3 +146,66 @@ def test_a_drain_while_the_count_is_awaited_is_not_overwritten(
         return agent.state
 
     assert asyncio.run(go()) is NodeState.DRAINING
+
+
+def test_ami_trouble_is_counted_once_and_shown_in_the_record() -> None:
+    from asterfleet.node.ami import AmiSession
+    from asterfleet.node.calls import AmiCounter
+    from tests.fake_ami import AmiUser, FakeAmi
+
+    async def go() -> NodeAgent:
+        ami = await FakeAmi({"asterfleet": AmiUser("s3cret")}).start()
+        session = AmiSession("127.0.0.1", ami.port, "asterfleet", "wrong", timeout=2)
+        agent = NodeAgent(make_agent().cfg, AmiCounter(session))
+        task = asyncio.create_task(agent.counter.run(agent.stopping))
+        try:
+            for _ in range(40):  # the refusal comes after Asterisk's 1 s delay
+                await agent._count_once()
+                if agent.calls_error and "Authentication failed" in agent.calls_error:
+                    break
+                await asyncio.sleep(0.1)
+            for _ in range(5):
+                await agent._count_once()
+        finally:
+            agent.stopping.set()
+            await asyncio.wait_for(task, 5)
+            await ami.stop()
+        return agent
+
+    agent = asyncio.run(go())
+    record = agent.record()
+    assert record.active_calls is None
+    assert record.calls_error is not None and "Authentication failed" in record.calls_error
+    # "not connected yet", then the refusal: two changes, each counted once.
+    assert agent.metrics.count_errors._value.get() == 2
+
+
+@pytest.mark.parametrize(
+    ("write", "stopped"), [({"reporting", "command"}, True), ({"reporting"}, False)]
+)
+def test_on_idle_stop_asks_asterisk_for_a_graceful_stop(write: set[str], stopped: bool) -> None:
+    from asterfleet.node.ami import AmiSession
+    from asterfleet.node.calls import AmiCounter
+    from tests.fake_ami import AmiUser, FakeAmi
+
+    async def go() -> tuple[bool, FakeAmi]:
+        ami = await FakeAmi({"asterfleet": AmiUser("s3cret", write=write)}).start()
+        session = AmiSession("127.0.0.1", ami.port, "asterfleet", "s3cret", timeout=2)
+        agent = NodeAgent(make_agent().cfg, AmiCounter(session))
+        task = asyncio.create_task(agent.counter.run(agent.stopping))
+        try:
+            for _ in range(100):
+                if session.calls is not None:
+                    break
+                await asyncio.sleep(0.05)
+            ok = await agent.stop_asterisk()
+        finally:
+            agent.stopping.set()
+            await asyncio.wait_for(task, 5)
+            await ami.stop()
+        return ok, ami
+
+    ok, ami = asyncio.run(go())
+    assert ok is stopped
+    assert ami.shutting_down is stopped
+    assert ami.commands == (["core stop gracefully"] if stopped else [])

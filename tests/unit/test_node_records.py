@@ -62,6 +62,30 @@ def test_any_bytes_parse_or_raise_record_error(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    ("agent", "intent", "calls", "state"),
+    [
+        (NodeState.ACTIVE, None, 3, EffectiveState.ACTIVE),
+        (NodeState.ACTIVE, AdminIntent(drain=True), 3, EffectiveState.DRAINING),
+        # Draining and its agent reports no call left: safe to stop.
+        (NodeState.ACTIVE, AdminIntent(drain=True), 0, EffectiveState.DRAINED),
+        (NodeState.DRAINING, None, 0, EffectiveState.DRAINED),
+        # An agent that cannot count calls never makes a node "drained".
+        (NodeState.ACTIVE, AdminIntent(drain=True), None, EffectiveState.DRAINING),
+        # Idle but not draining: just idle.
+        (NodeState.ACTIVE, None, 0, EffectiveState.ACTIVE),
+        # Stricter states win over drained.
+        (NodeState.UNHEALTHY, AdminIntent(drain=True), 0, EffectiveState.UNHEALTHY),
+        (NodeState.ACTIVE, AdminIntent(maintenance=True), 0, EffectiveState.MAINTENANCE),
+    ],
+)
+def test_drained_is_draining_with_no_calls_left(
+    agent: NodeState, intent: AdminIntent | None, calls: int | None, state: EffectiveState
+) -> None:
+    rec = NodeRecord.model_validate({**GOOD, "state": agent, "active_calls": calls})
+    assert effective_state(rec, intent) is state
+
+
+@pytest.mark.parametrize(
     ("agent", "intent", "state"),
     [
         (NodeState.ACTIVE, None, EffectiveState.ACTIVE),

@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 
 from asterfleet.errors import UsageError
-from asterfleet.sipp.runner import (
-    SippError,
-    SippUac,
-    SippUas,
-    parse_stat_csv,
-    read_stat_file,
-    scenario_path,
-)
+from asterfleet.sipp.runner import SippUac, SippUas, scenario_path
+from asterfleet.sipp.stats import SippError, parse_stat_csv, read_stat_file
 
 # The column layout SIPp 3.6.1 writes (abridged at the end: response-time and
 # call-length columns are not counters).

@@ -37,7 +37,10 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        """How actions are signed in the admin record and the events table."""
+        """How actions are signed in the admin record and the events table:
+        ``alice@console``, or ``alice@api:TOKEN-NAME`` for an API token."""
+        if self.via == "api" and self.token_name:
+            return f"{self.username}@api:{self.token_name}"
         return f"{self.username}@{self.via}"
 
     @property

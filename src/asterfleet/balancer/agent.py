@@ -24,7 +24,7 @@ from asterfleet import __version__, logs
 from asterfleet.balancer.drift import drift
 from asterfleet.balancer.listfile import read_text, write_atomic
 from asterfleet.errors import EtcdUnavailable, RpcError
-from asterfleet.etcd_client import Etcd, WatchLost
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity, WatchLost
 from asterfleet.fleet.dispatcher_list import (
     Algorithm,
     Destination,
@@ -47,6 +47,7 @@ class BalancerConfig:
     balancer_id: str
     list_file: Path
     rpc: str
+    etcd_security: EtcdSecurity = NO_SECURITY
     algorithm: Algorithm = Algorithm.WEIGHT
     ttl: int = 5
     kamailio_check_interval: float = 0.5
@@ -118,7 +119,7 @@ class BalancerAgent:
     def __init__(self, cfg: BalancerConfig, metrics: BalancerMetrics | None = None) -> None:
         self.cfg = cfg
         self.ks = Keyspace(cfg.cluster)
-        self.etcd = Etcd(cfg.etcd)
+        self.etcd = Etcd(cfg.etcd, security=cfg.etcd_security)
         self.rpc = KamailioRpc(cfg.rpc, timeout=2.0)
         self.metrics = metrics or BalancerMetrics()
         self.log = logs.get("balancer", balancer=cfg.balancer_id, cluster=cfg.cluster)

@@ -36,7 +36,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import structlog
@@ -48,6 +48,9 @@ from asterfleet.capture.hep import REASONS, HepError, StreamFramer, parse_hep
 from asterfleet.capture.sip_index import SipError, parse_sip
 from asterfleet.capture.store import Row, Store, normalise_url
 from asterfleet.errors import UsageError
+
+if TYPE_CHECKING:
+    from asterfleet.etcd_client import EtcdSecurity
 
 log = structlog.get_logger("asterfleet.capture")
 
@@ -103,7 +106,7 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         pkt.dst_port,
         pkt.transport,
         pkt.capture_id,
-        pkt.node_name,
+        pkt.capture_host,
         sip.call_id,
         sip.method,
         sip.status,
@@ -113,6 +116,7 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         sip.user_agent,
         pkt.correlation_id,
         pkt.payload,
+        sip.opens_call,
     )
 
 
@@ -828,27 +832,29 @@ def advertised_value(bound: Sequence[Listen], advertise_host: str | None, auth: 
 
 
 async def advertise_in_etcd(
-    endpoints: str, key: str, value: str, ttl: int, stop: asyncio.Event
+    endpoints: str,
+    key: str,
+    value: str,
+    ttl: int,
+    stop: asyncio.Event,
+    security: EtcdSecurity | None = None,
 ) -> None:
     """Keep ``key`` = ``value`` under a lease until ``stop``; reconnect on failure."""
-    import aetcd
+    from asterfleet.etcd_client import NO_SECURITY, Etcd
 
-    first = endpoints.split(",")[0].strip()
-    first = first.split("://", 1)[-1]
-    host, _, port = first.rpartition(":")
     while not stop.is_set():
-        client = aetcd.Client(host or "127.0.0.1", int(port or 2379))
+        client = Etcd(endpoints, security=security or NO_SECURITY)
         try:
-            lease = await client.lease(ttl)
-            await client.put(key.encode(), value.encode(), lease=lease)
+            lease = await client.grant(ttl)
+            await client.put(key, value.encode(), lease=lease)
             log.info("capture_advertised", key=key, ttl=ttl)
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), ttl / 3)
-                if not stop.is_set():
-                    await lease.refresh()
+                if not stop.is_set() and await client.keepalive(lease) <= 0:
+                    break  # the lease expired: advertise again under a new one
             with contextlib.suppress(Exception):
-                await lease.revoke()
+                await client.revoke(lease)
         except Exception as exc:
             log.warning("etcd_unavailable", endpoints=endpoints, error=str(exc)[:200])
             with contextlib.suppress(asyncio.TimeoutError):
@@ -864,6 +870,7 @@ async def run(
     etcd: tuple[str, str] | None = None,
     advertise_host: str | None = None,
     lease_ttl: int = 10,
+    etcd_security: EtcdSecurity | None = None,
 ) -> Counters:
     """Run until SIGINT/SIGTERM; the final counters."""
     from prometheus_client import start_http_server
@@ -890,7 +897,11 @@ async def run(
 
         value = advertised_value(collector.bound, advertise_host, settings.auth_key is not None)
         key = Keyspace(etcd[1]).capture
-        tasks.append(asyncio.create_task(advertise_in_etcd(etcd[0], key, value, lease_ttl, stop)))
+        tasks.append(
+            asyncio.create_task(
+                advertise_in_etcd(etcd[0], key, value, lease_ttl, stop, etcd_security)
+            )
+        )
     await stop.wait()
     log.info("capture_stopping")
     for task in tasks:

@@ -43,7 +43,7 @@ PAYLOAD = 15
 PAYLOAD_ZIP = 16
 CORRELATION_ID = 17
 VLAN_ID = 18
-NODE_NAME = 19
+CAPTURE_NAME = 19  # "capture node name" in the HEP v3 spec: our capture host
 
 AF_INET = 2
 AF_INET6 = 10
@@ -93,7 +93,7 @@ class HepPacket:
     capture_id: int = 0
     auth_key: str | None = None
     correlation_id: str = ""
-    node_name: str = ""
+    capture_host: str = ""
 
     @property
     def transport(self) -> str:
@@ -113,7 +113,7 @@ _INT_CHUNKS = frozenset(
     (IP_FAMILY, IP_PROTO, SRC_PORT, DST_PORT, TS_SEC, TS_USEC, PROTO_TYPE, CAPTURE_ID,
      KEEPALIVE, VLAN_ID)
 )  # fmt: skip
-_TEXT_CHUNKS = frozenset((AUTH_KEY, CORRELATION_ID, NODE_NAME))
+_TEXT_CHUNKS = frozenset((AUTH_KEY, CORRELATION_ID, CAPTURE_NAME))
 
 
 def _inflate(body: bytes) -> bytes:
@@ -212,7 +212,7 @@ def parse_hep(data: bytes, auth_key: bytes | None = None) -> HepPacket:
         ints[CAPTURE_ID],
         texts.get(AUTH_KEY),
         texts.get(CORRELATION_ID, ""),
-        texts.get(NODE_NAME, ""),
+        texts.get(CAPTURE_NAME, ""),
     )
 
 
@@ -305,8 +305,8 @@ def encode_hep(pkt: HepPacket) -> bytes:
         parts.append(_chunk(AUTH_KEY, pkt.auth_key.encode()))
     if pkt.correlation_id:
         parts.append(_chunk(CORRELATION_ID, pkt.correlation_id.encode()))
-    if pkt.node_name:
-        parts.append(_chunk(NODE_NAME, pkt.node_name.encode()))
+    if pkt.capture_host:
+        parts.append(_chunk(CAPTURE_NAME, pkt.capture_host.encode()))
     parts.append(_chunk(PAYLOAD, pkt.payload))
     body = b"".join(parts)
     total = HEADER_LEN + len(body)

@@ -1,7 +1,8 @@
 """The call-flow (ladder) diagram of one call.
 
 :func:`build_ladder` turns messages into a model (one column per host in
-the order hosts are first seen, one arrow per message in time order);
+the order hosts are first seen, one arrow per SIP message however many
+capture hosts saw it, in causal order: see :mod:`asterfleet.capture.flow`);
 :func:`render_svg` draws it as standalone SVG text that the console embeds.
 Both are pure.
 """
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
+from asterfleet.capture.flow import call_flow, column_names
 from asterfleet.capture.store import Message
 
 COLUMN_WIDTH = 220
@@ -30,12 +32,18 @@ class Arrow:
     ts_us: int
     delta_ms: float
     transport: str
+    #: Capture hosts that captured this message (two on a hop both ends report).
+    capture_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Ladder:
     hosts: tuple[str, ...]
     arrows: tuple[Arrow, ...]
+    #: Captures merged into an arrow they duplicate.
+    duplicates: int = 0
+    #: A name per column ("caller", a capture host's name) or "" (see flow.column_names).
+    names: tuple[str, ...] = ()
 
 
 def _label(msg: Message) -> str:
@@ -50,8 +58,8 @@ def _label(msg: Message) -> str:
 
 
 def build_ladder(msgs: Sequence[Message]) -> Ladder:
-    """Hosts as columns in first-seen order, arrows in time order."""
-    ordered = sorted(msgs, key=lambda m: (m.ts_us, m.id))
+    """Hosts as columns in first-seen order, one arrow per message, causal order."""
+    flow = call_flow(msgs)
     hosts: list[str] = []
     index: dict[str, int] = {}
 
@@ -62,8 +70,9 @@ def build_ladder(msgs: Sequence[Message]) -> Ladder:
         return index[host]
 
     arrows: list[Arrow] = []
-    start = ordered[0].ts_us if ordered else 0
-    for msg in ordered:
+    start = min((f.ts_us for f in flow), default=0)
+    for item in flow:
+        msg = item.message
         src, dst = column(msg.src), column(msg.dst)
         arrows.append(
             Arrow(
@@ -75,9 +84,16 @@ def build_ladder(msgs: Sequence[Message]) -> Ladder:
                 ts_us=msg.ts_us,
                 delta_ms=(msg.ts_us - start) / 1000,
                 transport=msg.transport,
+                capture_hosts=item.capture_hosts,
             )
         )
-    return Ladder(tuple(hosts), tuple(arrows))
+    known = column_names(msgs)
+    return Ladder(
+        tuple(hosts),
+        tuple(arrows),
+        duplicates=len(msgs) - len(flow),
+        names=tuple(known.get(h, "") for h in hosts),
+    )
 
 
 def _x(col: int) -> int:
@@ -97,12 +113,18 @@ def render_svg(ladder: Ladder) -> str:
     ]
     for i, host in enumerate(ladder.hosts):
         x = _x(i)
+        name = ladder.names[i] if i < len(ladder.names) else ""
+        if name:
+            out.append(
+                f'<text class="name" x="{x}" y="12" text-anchor="middle" '
+                f'font-weight="bold">{escape(name)}</text>'
+            )
         out.append(
-            f'<text class="host" x="{x}" y="20" text-anchor="middle" '
-            f'font-weight="bold">{escape(host)}</text>'
+            f'<text class="host" x="{x}" y="{26 if name else 20}" text-anchor="middle" '
+            f'font-weight="{"normal" if name else "bold"}">{escape(host)}</text>'
         )
         out.append(
-            f'<line class="lifeline" x1="{x}" y1="30" x2="{x}" y2="{height - 10}" '
+            f'<line class="lifeline" x1="{x}" y1="32" x2="{x}" y2="{height - 10}" '
             'stroke="#999" stroke-dasharray="4 3"/>'
         )
     for row, arrow in enumerate(ladder.arrows):
@@ -136,7 +158,8 @@ def render_svg(ladder: Ladder) -> str:
             f"{label}</text>"
         )
         out.append(
-            f"<title>{escape(arrow.label)} {escape(arrow.detail)} ({arrow.transport})</title></g>"
+            f"<title>{escape(arrow.label)} {escape(arrow.detail)} ({arrow.transport}), "
+            f"captured by {escape(', '.join(arrow.capture_hosts))}</title></g>"
         )
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -1,6 +1,7 @@
 """Find captured messages and group them into calls.
 
-Used by ``asterfleet capture search`` and by the console's Calls page.
+Used by ``asterfleet capture search`` and by the console's Calls page;
+calls are found a page at a time by :mod:`asterfleet.capture.pager`.
 :func:`summarise_call` is pure; the query functions take a :class:`Store`.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from asterfleet.capture.flow import merge_copies
 from asterfleet.capture.store import COLUMNS, Message, Store, messages, parse_duration
 from asterfleet.errors import UsageError
 
@@ -28,8 +30,16 @@ class MessageQuery:
     until_us: int | None = None
     method: str | None = None
     status: int | None = None
-    node: str | None = None
+    #: A capture host: its HEP capture name, or its capture id.
+    capture_host: str | None = None
     limit: int = 100
+    # Call filters (the Calls list, the calls API and ``capture search``):
+    #: ``2xx`` … ``6xx``: the call has an answer of that class; ``none``: no final answer.
+    status_class: str | None = None
+    #: Text anywhere in one of the call's messages (headers and body).
+    text: str | None = None
+    #: List calls opened by OPTIONS (the balancers' probes), hidden otherwise.
+    options: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,9 +53,20 @@ class CallSummary:
     from_user: str
     to_user: str
     final_status: int | None
-    backend: str | None
+    #: The node that took the call: the host that first sent the final answer.
+    node: str | None
     messages: int
-    nodes: tuple[str, ...]
+    capture_hosts: tuple[str, ...]
+    #: Captures of a message that another capture host also reported (shown once).
+    duplicates: int = 0
+    #: ``ringing`` (no final answer yet), ``in progress`` (answered, no BYE),
+    #: ``ended``, ``failed`` (a final answer of 300 or more), ``cancelled``,
+    #: ``done`` / ``pending`` (a transaction outside a call: OPTIONS, REGISTER, …).
+    state: str = "done"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.state in ("ringing", "in progress")
 
     @property
     def duration_s(self) -> float:
@@ -65,9 +86,12 @@ class CallSummary:
             "from_user": self.from_user,
             "to_user": self.to_user,
             "final_status": self.final_status,
-            "backend": self.backend,
+            "node": self.node,
             "messages": self.messages,
-            "nodes": list(self.nodes),
+            "capture_hosts": list(self.capture_hosts),
+            "duplicates": self.duplicates,
+            "state": self.state,
+            "in_progress": self.in_progress,
         }
 
 
@@ -88,7 +112,7 @@ def parse_time(text: str, now_us: int) -> int:
     return int(parsed.timestamp() * 1_000_000)
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -98,9 +122,9 @@ def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
     if q.call_id:
         conds.append(c.call_id == q.call_id)
     if q.from_user:
-        conds.append(c.from_user.like(_escape_like(q.from_user) + "%", escape="\\"))
+        conds.append(c.from_user.like(escape_like(q.from_user) + "%", escape="\\"))
     if q.to_user:
-        conds.append(c.to_user.like(_escape_like(q.to_user) + "%", escape="\\"))
+        conds.append(c.to_user.like(escape_like(q.to_user) + "%", escape="\\"))
     if q.since_us is not None:
         conds.append(c.ts_us >= q.since_us)
     if q.until_us is not None:
@@ -109,10 +133,10 @@ def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
         conds.append(c.method == q.method.upper())
     if q.status is not None:
         conds.append(c.status == q.status)
-    if q.node:
-        cond = c.node == q.node
-        if q.node.isdigit():
-            cond = sa.or_(cond, c.capture_id == int(q.node))
+    if q.capture_host:
+        cond = c.capture_host == q.capture_host
+        if q.capture_host.isdigit():
+            cond = sa.or_(cond, c.capture_id == int(q.capture_host))
         conds.append(cond)
     return conds
 
@@ -129,38 +153,34 @@ def search_messages(store: Store, q: MessageQuery) -> list[Message]:
     return store.select(query)
 
 
-def search_calls(store: Store, q: MessageQuery) -> list[CallSummary]:
-    """Calls with at least one matching message, newest first, at most ``q.limit``."""
-    c = messages.c
-    last = sa.func.max(c.ts_us).label("last")
-    ids_query = (
-        sa.select(c.call_id, last).where(*_where(q)).group_by(c.call_id).order_by(last.desc())
-    ).limit(q.limit)
-    with store.engine.connect() as conn:
-        call_ids = [row[0] for row in conn.execute(ids_query)]
-    by_call: dict[str, list[Message]] = {cid: [] for cid in call_ids}
-    for msg in store.messages_of_calls(call_ids):
-        by_call[msg.call_id].append(msg)
-    summaries = [summarise_call(msgs) for msgs in by_call.values() if msgs]
-    summaries.sort(key=lambda s: s.start_us, reverse=True)
-    return summaries
-
-
 def call_messages(store: Store, call_id: str) -> list[Message]:
     """Every message of one call, in capture order."""
     return store.messages_of_calls([call_id])
 
 
+def call_state(method: str, final_status: int | None, methods: set[str | None]) -> str:
+    """Where a call stands, from its opening method, final answer and requests seen."""
+    if method != "INVITE":
+        return "done" if final_status is not None else "pending"
+    if final_status is None:
+        return "cancelled" if "CANCEL" in methods else "ringing"
+    if final_status >= 300:
+        return "cancelled" if final_status == 487 else "failed"
+    return "ended" if "BYE" in methods else "in progress"
+
+
 def summarise_call(msgs: Sequence[Message]) -> CallSummary:
-    """Start, duration, final status and backend of one call's messages.
+    """Start, duration, final status and node of one call's messages.
 
     The final status is the last final answer to the INVITE (or to the
-    first request, for calls without INVITE). The backend is the host that
+    first request, for calls without INVITE). The node is the host that
     first sent that answer: the leaf behind the balancer, since the
     balancer's own copy of the answer is captured after it.
     """
-    ordered = sorted(msgs, key=lambda m: (m.ts_us, m.id))
-    first = ordered[0]
+    # Copies merged (a message two capture hosts saw counts once); time order
+    # is enough here, the causal order only matters for drawing.
+    ordered = sorted((f.message for f in merge_copies(msgs)), key=lambda m: (m.ts_us, m.id))
+    first = min(ordered, key=lambda m: (m.ts_us, m.id))
     requests = [m for m in ordered if m.method is not None]
     method = (
         "INVITE"
@@ -173,18 +193,20 @@ def summarise_call(msgs: Sequence[Message]) -> CallSummary:
         if m.status is not None and m.status >= 200 and m.cseq.rpartition(" ")[2] == method
     ]
     final_status = finals[-1].status if finals else None
-    backend = next((m.src for m in finals if m.status == final_status), None)
+    node = next((m.src for m in finals if m.status == final_status), None)
     origin = requests[0] if requests else first
-    nodes = tuple(sorted({m.node or str(m.capture_id) for m in ordered}))
+    capture_hosts = tuple(sorted({m.capture_host or str(m.capture_id) for m in msgs}))
     return CallSummary(
         call_id=first.call_id,
         start_us=first.ts_us,
-        end_us=ordered[-1].ts_us,
+        end_us=max(m.ts_us for m in msgs),
         method=method,
         from_user=origin.from_user,
         to_user=origin.to_user,
         final_status=final_status,
-        backend=backend,
+        node=node,
         messages=len(ordered),
-        nodes=nodes,
+        duplicates=len(msgs) - len(ordered),
+        state=call_state(method, final_status, {m.method for m in requests}),
+        capture_hosts=capture_hosts,
     )

@@ -14,6 +14,9 @@ from asterfleet.errors import AsterfleetError
 
 _SPACED = re.compile(rb"\n([a-z-]+)[ \t]+:[ \t]*")
 _MAX_HEAD = 16384
+#: Requests that never open a call, tag or no tag (ACK and CANCEL belong to
+#: the INVITE they follow).
+_IN_DIALOG = frozenset(("ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO"))
 
 
 class SipError(AsterfleetError):
@@ -36,6 +39,9 @@ class SipSummary:
     from_user: str
     to_user: str
     user_agent: str
+    #: A request without a To tag: it opens a call (INVITE) or stands alone
+    #: (OPTIONS, REGISTER); requests inside a dialog carry the tag.
+    opens_call: bool = False
 
     @property
     def cseq_method(self) -> str:
@@ -113,12 +119,15 @@ def parse_sip(payload: bytes) -> SipSummary:
     call_id = _header(head, low, (b"call-id", b"i"))
     if not call_id:
         raise SipError("bad_sip", "no Call-ID header")
+    to = _header(head, low, (b"to", b"t"))
+    cseq = " ".join(_header(head, low, (b"cseq",)).split())
     return SipSummary(
         method,
         status,
         call_id,
-        " ".join(_header(head, low, (b"cseq",)).split()),
+        cseq,
         uri_user(_header(head, low, (b"from", b"f"))),
-        uri_user(_header(head, low, (b"to", b"t"))),
+        uri_user(to),
         _header(head, low, (b"user-agent",)) or _header(head, low, (b"server",)),
+        method is not None and method not in _IN_DIALOG and ";tag=" not in to.lower(),
     )

@@ -30,7 +30,7 @@ COLUMNS = (
     "dst_port",
     "transport",
     "capture_id",
-    "node",
+    "capture_host",
     "call_id",
     "method",
     "status",
@@ -40,6 +40,7 @@ COLUMNS = (
     "user_agent",
     "correlation_id",
     "raw",
+    "opens_call",
 )
 
 #: A row: values in :data:`COLUMNS` order.
@@ -60,7 +61,7 @@ messages = sa.Table(
     sa.Column("dst_port", sa.Integer, nullable=False),
     sa.Column("transport", sa.Text, nullable=False),
     sa.Column("capture_id", sa.BigInteger, nullable=False),
-    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("capture_host", sa.Text, nullable=False),
     sa.Column("call_id", sa.Text, nullable=False),
     sa.Column("method", sa.Text),
     sa.Column("status", sa.Integer),
@@ -70,10 +71,23 @@ messages = sa.Table(
     sa.Column("user_agent", sa.Text, nullable=False),
     sa.Column("correlation_id", sa.Text, nullable=False),
     sa.Column("raw", sa.LargeBinary, nullable=False),
+    # A request without a To tag: the message the Calls list walks (see sip_index).
+    sa.Column("opens_call", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_sip_messages_ts", "ts_us"),
     sa.Index("ix_sip_messages_call_id", "call_id"),
     sa.Index("ix_sip_messages_from_user", "from_user"),
     sa.Index("ix_sip_messages_to_user", "to_user"),
+)
+
+
+#: The Calls list's walk: call openings, newest first (covering the walk's columns).
+opening = sa.Index(
+    "ix_sip_messages_opening_ts",
+    messages.c.ts_us,
+    messages.c.id,
+    messages.c.call_id,
+    sqlite_where=messages.c.opens_call == sa.true(),
+    postgresql_where=messages.c.opens_call == sa.true(),
 )
 
 
@@ -89,7 +103,8 @@ class Message:
     dst_port: int
     transport: str
     capture_id: int
-    node: str
+    #: The HEP sender that captured this copy (its HEP capture name; "" when it sends none).
+    capture_host: str
     call_id: str
     method: str | None
     status: int | None
@@ -99,6 +114,7 @@ class Message:
     user_agent: str
     correlation_id: str
     raw: bytes
+    opens_call: bool = False
 
     @property
     def src(self) -> str:
@@ -123,8 +139,13 @@ def _hostport(ip: str, port: int) -> str:
 
 def message_from_row(row: Sequence[Any]) -> Message:
     values = list(row)
-    values[-1] = bytes(values[-1])
+    values[_RAW] = bytes(values[_RAW])
+    values[_RAW + 1] = bool(values[_RAW + 1])
     return Message(*values)
+
+
+#: Where ``raw`` sits in a selected row (``id`` first, then :data:`COLUMNS`).
+_RAW = 1 + COLUMNS.index("raw")
 
 
 def parse_size(text: str) -> int:
@@ -189,6 +210,8 @@ class Store:
             raise UsageError(f"database URL {url!r}: only SQLite and PostgreSQL are supported")
         if create:
             metadata.create_all(self.engine)
+        _rename_node_column(self.engine)
+        _add_opens_call(self.engine)
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
@@ -304,3 +327,33 @@ class Store:
             .order_by(messages.c.ts_us, messages.c.id)
         )
         return self.select(query)
+def _rename_node_column(engine: Engine) -> None:
+    """Databases written before the capture host had its own name call the
+    column ``node`` (which, in the fleet, is an Asterisk box)."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table("sip_messages"):
+        return
+    columns = {c["name"] for c in inspector.get_columns("sip_messages")}
+    if "node" in columns and "capture_host" not in columns:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE sip_messages RENAME COLUMN node TO capture_host")
+
+
+def _add_opens_call(engine: Engine) -> None:
+    """Databases from before the Calls list walked call openings lack the
+    column: add it, and mark their requests outside a dialog as openings
+    (the To tag was not kept then, so a re-INVITE counts too)."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table("sip_messages"):
+        return
+    if "opens_call" not in {c["name"] for c in inspector.get_columns("sip_messages")}:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE sip_messages ADD COLUMN opens_call BOOLEAN NOT NULL DEFAULT false"
+            )
+            conn.exec_driver_sql(
+                "UPDATE sip_messages SET opens_call = true WHERE method IS NOT NULL "
+                "AND method NOT IN ('ACK', 'CANCEL', 'BYE', 'PRACK', 'UPDATE', 'INFO')"
+            )
+    opening.create(engine, checkfirst=True)
+

@@ -61,3 +61,116 @@ def hep_conf(
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror}") from None
         typer.echo(f"wrote {output}")
+
+
+@app.command("config")
+def config(
+    out: Path = typer.Option(..., "--out", help="Directory to write the files into (created)."),
+    balancer: list[str] = typer.Option(
+        [],
+        "--balancer",
+        envvar="ASTERFLEET_BALANCERS",
+        help="Address (or network) of a load balancer; repeat for each. Calls are accepted "
+        "only from these.",
+    ),
+    agent_address: str = typer.Option(
+        "127.0.0.1", "--agent-address", help="Address the node agent probes and counts from."
+    ),
+    sip_bind: str = typer.Option("0.0.0.0", "--sip-bind", help="Address SIP listens on."),
+    sip_port: int = typer.Option(5060, "--sip-port", help="SIP port."),
+    transport: list[str] = typer.Option(["udp"], "--transport", help="udp and/or tcp."),
+    external_address: str | None = typer.Option(
+        None, "--external-address", help="Public address behind NAT (SIP headers and SDP)."
+    ),
+    local_net: list[str] = typer.Option(
+        [], "--local-net", help="Network reached without NAT (repeat), e.g. 10.0.0.0/8."
+    ),
+    rtp_ports: str = typer.Option("10000-20000", "--rtp-ports", help="Media port range."),
+    ami_port: int = typer.Option(5038, "--ami-port", help="AMI port for the node agent."),
+    dialplan_file: str = typer.Option(
+        "dialplan.conf", "--dialplan-file", help="Your dialplan file, beside extensions.conf."
+    ),
+    dialplan_context: str = typer.Option(
+        "fleet-dialplan", "--dialplan-context", help="The context in it that takes the calls."
+    ),
+    prefix: str = typer.Option("/usr", "--prefix", help="Where Asterisk is installed."),
+    config_dir: str | None = typer.Option(
+        None, "--config-dir", help="Where Asterisk will read these files (default: --out)."
+    ),
+    state_dir: str | None = typer.Option(
+        None, "--state-dir", help="Run, log, spool and db directories (default: under var)."
+    ),
+    container: bool = typer.Option(False, "--container", help="Log to stdout only."),
+    agent_may_stop: bool = typer.Option(
+        False,
+        "--agent-may-stop",
+        help="Give the agent's AMI user write=command, for node run --on-idle stop.",
+    ),
+    capture: str | None = typer.Option(
+        None,
+        "--capture",
+        envvar="ASTERFLEET_CAPTURE_ADDRESS",
+        help="HOST:PORT of the capture server: load res_hep and send every SIP message there.",
+    ),
+    node: str | None = typer.Option(None, "--node", help="Node name, sent as capture_name."),
+    capture_id: int = typer.Option(0, "--capture-id", help="Numeric capture agent id."),
+) -> None:
+    """Render a fleet box's complete Asterisk configuration into --out.
+
+    asterisk.conf, modules.conf (an explicit module list), pjsip.conf
+    (an endpoint for the load balancers, identified by address, and one
+    for the node agent's probe), manager.conf (the agent's AMI user, least
+    privilege), extensions.conf (calls from the balancers go to your
+    dialplan file; a test number for the rollout gate), rtp.conf,
+    logger.conf and hep.conf. The AMI secret comes from
+    ASTERFLEET_AMI_SECRET or the file named by ASTERFLEET_AMI_SECRET_FILE,
+    never from the command line; the node agent reads the same variables.
+
+    Example:
+
+        ASTERFLEET_AMI_SECRET_FILE=/run/secrets/ami asterfleet asterisk config --out /etc/asterisk --balancer 10.0.0.2 --balancer 10.0.0.3 --capture 10.0.0.5:9060 --node ast1
+    """
+    import os
+
+    from asterfleet.asterisk.boxconf import BoxConfig, render_box_config
+    from asterfleet.node.calls import ami_secret
+
+    with user_errors():
+        start, sep, end = rtp_ports.partition("-")
+        if not sep or not start.isdigit() or not end.isdigit():
+            raise UsageError(f"--rtp-ports {rtp_ports!r}: use START-END, e.g. 10000-20000")
+        target = out.resolve()
+        cfg = BoxConfig(
+            balancers=tuple(b for item in balancer for b in item.split(",") if b),
+            ami_secret=ami_secret(os.environ),
+            agent_address=agent_address,
+            sip_bind=sip_bind,
+            sip_port=sip_port,
+            transports=tuple(transport),
+            external_address=external_address,
+            local_nets=tuple(local_net),
+            rtp_start=int(start),
+            rtp_end=int(end),
+            ami_port=ami_port,
+            dialplan_file=dialplan_file,
+            dialplan_context=dialplan_context,
+            prefix=prefix,
+            config_dir=config_dir or str(target),
+            state_dir=state_dir,
+            container=container,
+            agent_may_stop=agent_may_stop,
+            capture=HepConf(capture_address=capture, capture_id=capture_id, capture_name=node)
+            if capture
+            else None,
+        )
+        files = render_box_config(cfg)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                path = target / name
+                path.write_text(text)
+                # manager.conf holds the AMI secret.
+                path.chmod(0o640 if name == "manager.conf" else 0o644)
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+        typer.echo(f"wrote {', '.join(files)} to {target}")

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import typer
 
-from asterfleet import logs, metrics
-from asterfleet.balancer.agent import BalancerAgent, BalancerConfig, BalancerMetrics
 from asterfleet.cli.common import (
     ENV,
     ClusterOpt,
@@ -16,19 +14,19 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    default_node_id,
+    etcd_options,
+    etcd_security,
     fail,
     user_errors,
 )
-from asterfleet.cli.daemon import run_daemon
-from asterfleet.cli.node import default_node_id
-from asterfleet.etcd_client import parse_endpoints
 from asterfleet.fleet.dispatcher_list import Algorithm
-from asterfleet.fleet.model import check_node_id
 
 app = typer.Typer(help="The balancer agent, run beside each Kamailio.", no_args_is_help=True)
 
 
 @app.command("run")
+@etcd_options
 def run(
     etcd: str = EtcdOpt,
     cluster: str = ClusterOpt,
@@ -83,6 +81,14 @@ def run(
 
         asterfleet balancer run --etcd 10.0.0.1:2379 --list-file /etc/kamailio/dispatcher.list --rpc /run/kamailio/kamailio_rpc.sock --metrics-listen 127.0.0.1:9102
     """
+    # Imported here, not at the top: `asterfleet --help` and the other
+    # commands do not pay for the agent, etcd, Prometheus or Kamailio's RPC.
+    from asterfleet import logs, metrics
+    from asterfleet.balancer.agent import BalancerAgent, BalancerConfig, BalancerMetrics
+    from asterfleet.cli.daemon import run_daemon
+    from asterfleet.etcd_client import parse_endpoints
+    from asterfleet.fleet.model import check_node_id
+
     with user_errors():
         parse_endpoints(etcd)
         lb_id = balancer_id or default_node_id()
@@ -101,6 +107,7 @@ def run(
             metrics.serve(metrics_listen, bal_metrics.registry)
         cfg = BalancerConfig(
             etcd=etcd,
+            etcd_security=etcd_security(),
             cluster=cluster,
             balancer_id=lb_id,
             list_file=list_file,

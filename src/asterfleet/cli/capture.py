@@ -11,16 +11,23 @@ import typer
 
 from asterfleet.capture.collector import CollectorSettings, parse_listen, run
 from asterfleet.capture.ladder import build_ladder
+from asterfleet.capture.pager import MAX_PAGE, STATUS_CLASSES, page_calls
 from asterfleet.capture.pcap import build_pcap
 from asterfleet.capture.search import (
     MessageQuery,
     call_messages,
     parse_time,
-    search_calls,
     search_messages,
 )
 from asterfleet.capture.store import Store, parse_duration, parse_size
-from asterfleet.cli.common import JsonOption, emit, print_table, user_errors
+from asterfleet.cli.common import (
+    JsonOption,
+    emit,
+    etcd_options,
+    etcd_security,
+    print_table,
+    user_errors,
+)
 from asterfleet.errors import UsageError
 
 app = typer.Typer(
@@ -50,6 +57,7 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 
 @app.command("run")
+@etcd_options
 def run_cmd(
     listen: str = typer.Option(
         "udp:0.0.0.0:9060,tcp:0.0.0.0:9060",
@@ -154,6 +162,7 @@ def run_cmd(
                 metrics_listen=metrics,
                 etcd=(etcd, cluster) if etcd else None,
                 advertise_host=advertise,
+                etcd_security=etcd_security(),
             )
         )
 
@@ -168,17 +177,44 @@ def search_cmd(
     until: str | None = typer.Option(None, "--until", help="ISO time or age."),
     method: str | None = typer.Option(None, "--method", help="Request method, e.g. INVITE."),
     status: int | None = typer.Option(None, "--status", help="Response status, e.g. 503."),
-    node: str | None = typer.Option(None, "--node", help="Capture node name or id."),
+    capture_host: str | None = typer.Option(
+        None,
+        "--capture-host",
+        help="Capture host (the HEP sender: a balancer or an Asterisk box): "
+        "its capture name or capture id.",
+    ),
+    status_class: str | None = typer.Option(
+        None,
+        "--status-class",
+        help="Calls with an answer of this class: 2xx, 3xx, 4xx, 5xx, 6xx; none: unanswered.",
+    ),
+    text: str | None = typer.Option(
+        None, "--text", help="Text anywhere in one of the call's messages (e.g. a header value)."
+    ),
+    options: bool = typer.Option(
+        False, "--options", help="Also list OPTIONS probes (hidden otherwise)."
+    ),
     messages: bool = typer.Option(
         False, "--messages", help="List matching messages instead of calls."
     ),
     limit: int = typer.Option(50, "--limit", help="At most this many results."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Find calls (or single messages) by Call-ID, users, time, method or status."""
+    """Find calls (or single messages) by Call-ID, users, time, method or status.
+
+    Calls are listed by start, newest first, through the same paging search
+    as the console's Calls page and `GET /api/v1/calls`. The balancers'
+    OPTIONS probes are left out unless `--options` is given.
+    """
     with user_errors():
         if method and status is not None:
             raise UsageError("give --method or --status, not both")
+        if limit < 1 or (limit > MAX_PAGE and not messages):
+            raise UsageError(f"--limit {limit}: give 1 to {MAX_PAGE} calls")
+        if status_class is not None and status_class.lower() not in STATUS_CLASSES:
+            raise UsageError(
+                f"--status-class {status_class!r}: give one of {', '.join(STATUS_CLASSES)}"
+            )
         now_us = int(time.time() * 1_000_000)
         query = MessageQuery(
             call_id=call_id,
@@ -188,8 +224,11 @@ def search_cmd(
             until_us=parse_time(until, now_us) if until else None,
             method=method,
             status=status,
-            node=node,
+            capture_host=capture_host,
             limit=limit,
+            status_class=status_class.lower() if status_class else None,
+            text=text or None,
+            options=options,
         )
         store = _open(db)
         try:
@@ -208,7 +247,7 @@ def search_cmd(
                         "from_user": m.from_user,
                         "to_user": m.to_user,
                         "user_agent": m.user_agent,
-                        "node": m.node,
+                        "capture_host": m.capture_host,
                         "capture_id": m.capture_id,
                     }
                     for m in found
@@ -227,17 +266,18 @@ def search_cmd(
                     ),
                 )  # fmt: skip
                 return
-            calls = [c.as_dict() for c in search_calls(store, query)]
+            page = page_calls(store, query, limit)
+            calls = [c.as_dict() for c in page.calls]
             emit(
                 as_json,
                 calls,
                 lambda: print_table(
                     f"{len(calls)} calls",
-                    ["start (UTC)", "duration", "from", "to", "status", "backend", "msgs",
+                    ["start (UTC)", "duration", "from", "to", "status", "node", "msgs",
                      "call-id"],
                     [
                         (_ts(c["start_us"]), f"{c['duration_s']:.3f}s", c["from_user"],
-                         c["to_user"], c["final_status"] or "-", c["backend"] or "-",
+                         c["to_user"], c["final_status"] or "-", c["node"] or "-",
                          c["messages"], c["call_id"])
                         for c in calls
                     ],

@@ -3,17 +3,27 @@ errors as one line with exit code 2."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import json
+import os
+import re
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from asterfleet.errors import AsterfleetError, EtcdUnavailable, RecordError, UsageError
+
+if TYPE_CHECKING:
+    from asterfleet.etcd_client import EtcdSecurity
 
 # Piped output (less, grep) gets wide lines instead of Rich's 80-column
 # default, so URIs and ids are never cut; scripts should use --json anyway.
@@ -38,6 +48,139 @@ LogLevelOpt = typer.Option("info", envvar=ENV + "LOG_LEVEL", help="debug, info, 
 LogJsonOpt = typer.Option(
     False, "--log-json", envvar=ENV + "LOG_JSON", help="Log JSON lines instead of key=value."
 )
+
+
+def default_node_id() -> str:
+    """The host name, made a valid node or balancer id (stable across restarts)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).strip("-._")
+    return name[:63] or "node"
+
+
+# How every etcd-speaking command proves who it is, declared once: the
+# decorator below adds these options to a command and keeps the result for
+# ``etcd_security()``. The password comes from the environment or a file,
+# never from the command line (argv is world-readable in /proc).
+_ETCD_SECURITY_OPTIONS: list[tuple[str, Any, Any]] = [
+    (
+        "etcd_cacert",
+        Path | None,
+        typer.Option(
+            None,
+            "--etcd-cacert",
+            envvar=ENV + "ETCD_CACERT",
+            help="Talk TLS to etcd and trust this CA (PEM).",
+        ),
+    ),
+    (
+        "etcd_cert",
+        Path | None,
+        typer.Option(
+            None,
+            "--etcd-cert",
+            envvar=ENV + "ETCD_CERT",
+            help="Client certificate for etcd (PEM); with --etcd-key.",
+        ),
+    ),
+    (
+        "etcd_key",
+        Path | None,
+        typer.Option(
+            None, "--etcd-key", envvar=ENV + "ETCD_KEY", help="Private key of --etcd-cert (PEM)."
+        ),
+    ),
+    (
+        "etcd_user",
+        str | None,
+        typer.Option(
+            None,
+            "--etcd-user",
+            envvar=ENV + "ETCD_USER",
+            help="etcd user (see 'asterfleet etcd secure'); its password comes from "
+            "ASTERFLEET_ETCD_PASSWORD or --etcd-password-file. Without a user, etcd takes "
+            "the client certificate's common name.",
+        ),
+    ),
+    (
+        "etcd_password_file",
+        Path | None,
+        typer.Option(
+            None,
+            "--etcd-password-file",
+            envvar=ENV + "ETCD_PASSWORD_FILE",
+            help="File holding the --etcd-user password.",
+        ),
+    ),
+]
+_etcd_security: contextvars.ContextVar[EtcdSecurity | None] = contextvars.ContextVar(
+    "etcd_security", default=None
+)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def read_secret_file(option: str, path: Path) -> str:
+    """The first line of a secret file; UsageError naming the option."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a text file"
+        raise UsageError(f"{option} {path}: {reason}") from None
+    value = text.splitlines()[0].strip() if text.strip() else ""
+    if not value:
+        raise UsageError(f"{option} {path}: the file is empty")
+    return value
+
+
+def build_etcd_security(
+    cacert: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    user: str | None,
+    password_file: Path | None,
+) -> EtcdSecurity:
+    from asterfleet.etcd_client import EtcdSecurity
+
+    password = os.environ.get(ENV + "ETCD_PASSWORD") or None
+    if password_file is not None:
+        password = read_secret_file("--etcd-password-file", password_file)
+    return EtcdSecurity(cacert, cert, key, user or None, password if user else None).check()
+
+
+def etcd_options(fn: Callable[P, R]) -> Callable[..., R]:
+    """Add --etcd-cacert/--etcd-cert/--etcd-key/--etcd-user/--etcd-password-file
+    to a command; inside it, ``etcd_security()`` is what they say."""
+    sig = inspect.signature(fn, eval_str=True)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        values = [kwargs.pop(name) for name, _, _ in _ETCD_SECURITY_OPTIONS]
+        with user_errors():
+            security = build_etcd_security(*values)
+        token = _etcd_security.set(security)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _etcd_security.reset(token)
+
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, kind, option in _ETCD_SECURITY_OPTIONS
+    ]
+    wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[*sig.parameters.values(), *extra]
+    )
+    wrapper.__annotations__ = {
+        **fn.__annotations__,
+        **{name: kind for name, kind, _ in _ETCD_SECURITY_OPTIONS},
+    }
+    return wrapper
+
+
+def etcd_security() -> EtcdSecurity:
+    """The etcd TLS and user of the running command (none outside one)."""
+    from asterfleet.etcd_client import NO_SECURITY
+
+    return _etcd_security.get() or NO_SECURITY
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from asterfleet.cli.common import console as out
-from asterfleet.cli.common import print_json, user_errors
+from asterfleet.cli.common import etcd_options, etcd_security, print_json, user_errors
 from asterfleet.errors import UsageError
 
 ENV = "ASTERFLEET_"
@@ -47,6 +47,7 @@ def _images(
     }
 
 
+@etcd_options
 def run(
     listen: str = typer.Option(
         "127.0.0.1:8080", envvar=ENV + "LISTEN", help="Address to serve on, HOST:PORT."
@@ -151,8 +152,12 @@ def run(
         import uvicorn
 
         from asterfleet.console import create_app
+        from asterfleet.etcd_client import Etcd
 
-        app = create_app(settings)
+        security = etcd_security()
+        app = create_app(
+            settings, etcd_factory=lambda endpoints: Etcd(endpoints, security=security)
+        )
     out.print(
         f"asterfleet console for cluster {cluster!r} on http://{host}:{port}/", highlight=False
     )

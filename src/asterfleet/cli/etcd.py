@@ -6,7 +6,18 @@ from pathlib import Path
 
 import typer
 
-from asterfleet.cli.common import JsonOption, console, emit, print_table, user_errors
+from asterfleet.cli.common import (
+    ClusterOpt,
+    EtcdOpt,
+    JsonOption,
+    console,
+    emit,
+    etcd_options,
+    etcd_security,
+    fail,
+    print_table,
+    user_errors,
+)
 from asterfleet.errors import UsageError
 from asterfleet.etcdtools import discovery as disc
 from asterfleet.etcdtools.cluster import gather_facts, split_endpoints
@@ -223,3 +234,92 @@ def discovery_show(
             [[r.name, r.member_id, ",".join(r.peer_urls)] for r in found.registered],
         ),
     )
+
+
+@app.command("secure")
+@etcd_options
+def secure(
+    etcd: str = EtcdOpt,
+    cluster: str = ClusterOpt,
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Directory for the passwords of the users created now: USER.password, mode 0600.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Give each part of a cluster its own etcd user and role, then switch
+    etcd's authentication on.
+
+    Roles (and users) CLUSTER-node, CLUSTER-balancer, CLUSTER-operator and
+    CLUSTER-capture: a node may write only nodes/, a balancer only
+    balancers/, an operator (and the console) admin/ and rollouts/, the
+    capture server its capture key; nothing outside /asterfleet/CLUSTER/.
+    With client certificates (etcd --client-cert-auth), a certificate whose
+    common name is the user name logs in without a password.
+
+    Run it again for another cluster, or after a partial run: existing users
+    keep their passwords. Once auth is on, run it as root
+    (--etcd-user root, password from --out DIR/root.password).
+
+    Example:
+
+        asterfleet etcd secure --etcd 10.0.0.1:2379 --etcd-cacert ca.pem --cluster prod --out /etc/asterfleet/etcd
+    """
+    import asyncio
+
+    from asterfleet.etcd_client import Etcd, parse_endpoints
+    from asterfleet.etcdtools import roles
+    from asterfleet.fleet.keys import check_cluster_name
+    from asterfleet.secretfile import write_secret
+
+    with user_errors():
+        parse_endpoints(etcd)
+        check_cluster_name(cluster)
+        if not out.is_dir():
+            fail(f"--out {out}: not a directory (create it first, mode 0700)")
+        planned = roles.plan(cluster)
+        security = etcd_security()
+
+        async def go() -> roles.Outcome:
+            async with Etcd(etcd, security=security) as client:
+                return await roles.apply(client, planned)
+
+        outcome = asyncio.run(go())
+        for user, password in outcome.created.items():
+            write_secret(out / f"{user}.password", password + "\n", what="--out")
+    data = {
+        "cluster": cluster,
+        "roles": [
+            {
+                "name": r.name,
+                "grants": [
+                    {"access": g.access, "key": g.key, "prefix": g.prefix} for g in r.grants
+                ],
+            }
+            for r in planned
+        ],
+        "users_created": sorted(outcome.created),
+        "users_kept": sorted(outcome.kept),
+        "auth_enabled": outcome.auth_enabled,
+    }
+
+    def render() -> None:
+        print_table(
+            f"etcd roles for cluster {cluster!r}",
+            ["ROLE", "ACCESS"],
+            [
+                [
+                    r.name,
+                    ", ".join(f"{g.access} {g.key}{'*' if g.prefix else ''}" for g in r.grants),
+                ]
+                for r in planned
+            ],
+        )
+        for user in sorted(outcome.created):
+            console.print(f"created user {user}: password in {out / (user + '.password')}")
+        for user in sorted(outcome.kept):
+            console.print(f"kept user {user} (its password is unchanged)")
+        console.print("etcd authentication is on")
+
+    emit(as_json, data, render)

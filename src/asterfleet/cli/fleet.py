@@ -17,6 +17,8 @@ from asterfleet.cli.common import (
     JsonOption,
     console,
     emit,
+    etcd_options,
+    etcd_security,
     fail,
     print_table,
     user_errors,
@@ -25,7 +27,7 @@ from asterfleet.errors import EtcdUnavailable
 from asterfleet.etcd_client import Etcd, parse_endpoints
 from asterfleet.fleet import actions
 from asterfleet.fleet.keys import Keyspace
-from asterfleet.fleet.model import AdminIntent
+from asterfleet.fleet.model import NO_CALL_COUNTER, AdminIntent, EffectiveState
 from asterfleet.fleet.view import FleetView
 
 app = typer.Typer(
@@ -35,7 +37,7 @@ app = typer.Typer(
 T = TypeVar("T")
 
 ByOpt = typer.Option(
-    None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: your login name]."
+    None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: LOGIN@cli]."
 )
 NoteOpt = typer.Option(None, "--note", help="Why, for the record (shown in the console).")
 
@@ -43,25 +45,28 @@ STATE_STYLE = {
     "active": "green",
     "starting": "cyan",
     "draining": "yellow",
+    "drained": "blue",
     "maintenance": "magenta",
     "unhealthy": "red",
 }
 
 
 def _operator(by: str | None) -> str:
+    """Who signs the intent (and so the event): --by, else LOGIN@cli."""
     if by:
         return by
     try:
-        return getpass.getuser()
+        return f"{getpass.getuser()}@cli"
     except (KeyError, OSError):
-        return "unknown"
+        return "unknown@cli"
 
 
 def _with_etcd(endpoints: str, fn: Callable[[Etcd], Awaitable[T]]) -> T:
     parse_endpoints(endpoints)
+    security = etcd_security()
 
     async def go() -> T:
-        async with Etcd(endpoints) as etcd:
+        async with Etcd(endpoints, security=security) as etcd:
             return await fn(etcd)
 
     return asyncio.run(go())
@@ -102,7 +107,7 @@ def _print_nodes(view: FleetView) -> None:
                 d["operator"],
                 d["weight"],
                 "-" if d["active_calls"] is None else d["active_calls"],
-                d["version"] or "-",
+                d["asterisk_version"] or d["version"] or "-",
                 _age(d["age_seconds"]),
             ]
         )
@@ -126,6 +131,7 @@ def _fleet_json(view: FleetView) -> dict[str, Any]:
 
 
 @app.command("ls")
+@etcd_options
 def ls(etcd: str = EtcdOpt, cluster: str = ClusterOpt, as_json: bool = JsonOption) -> None:
     """List every node: set, URI, effective state, operator intent, weight, calls."""
     with user_errors():
@@ -134,6 +140,7 @@ def ls(etcd: str = EtcdOpt, cluster: str = ClusterOpt, as_json: bool = JsonOptio
 
 
 @app.command("show")
+@etcd_options
 def show(
     node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
     etcd: str = EtcdOpt,
@@ -170,9 +177,10 @@ def _print_intent(node_id: str, intent: AdminIntent, as_json: bool) -> None:
 
 
 def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None:
-    """Wait until the node has no calls left (or has left the fleet)."""
+    """Wait until the node is ``drained`` (or has left the fleet)."""
     deadline = time.monotonic() + timeout
     last_calls: int | None = None
+    last_reason: str | None = None
     while time.monotonic() < deadline:
         try:
             view = _read_fleet(etcd, cluster)
@@ -186,13 +194,25 @@ def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None
             return
         calls = node.record.active_calls
         if calls is None:
-            fail(
-                f"node {node_id!r} does not report active calls (its agent runs with --calls none): "
-                "cannot tell when it is idle",
-                1,
-            )
-        if calls == 0:
+            reason = node.record.calls_error or NO_CALL_COUNTER
+            if reason == NO_CALL_COUNTER:
+                fail(
+                    f"node {node_id!r}: call count unavailable: {reason}: cannot tell when it is idle",
+                    1,
+                )
+            if reason != last_reason:
+                console.print(f"{node_id}: call count unavailable: {reason}", highlight=False)
+                last_reason = reason
+            time.sleep(0.5)
+            continue
+        last_reason = None
+        if node.state is EffectiveState.DRAINED:
             console.print(f"{node_id}: drained, no calls left")
+            return
+        if node.intent is None or not node.intent.drain:
+            fail(f"node {node_id!r} was undrained while waiting: stopped waiting", 1)
+        if calls == 0:  # idle in a stricter state than draining (unhealthy, maintenance)
+            console.print(f"{node_id}: {node.state.value}, no calls left")
             return
         if calls != last_calls:
             console.print(f"{node_id}: {calls} call(s) left")
@@ -204,6 +224,7 @@ def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None
 
 
 @app.command("drain")
+@etcd_options
 def drain(
     node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
     wait: bool = typer.Option(False, "--wait", help="Return only when the node has no calls left."),
@@ -231,6 +252,7 @@ def drain(
 
 
 @app.command("undrain")
+@etcd_options
 def undrain(
     node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
     etcd: str = EtcdOpt,
@@ -248,6 +270,7 @@ def undrain(
 
 
 @app.command("weight")
+@etcd_options
 def weight(
     node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
     value: str = typer.Argument(
@@ -275,6 +298,7 @@ def weight(
 
 
 @app.command("balancers")
+@etcd_options
 def balancers(etcd: str = EtcdOpt, cluster: str = ClusterOpt, as_json: bool = JsonOption) -> None:
     """Each balancer's applied state, and whether they all agree."""
     with user_errors():

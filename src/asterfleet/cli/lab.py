@@ -12,11 +12,8 @@ import time
 from pathlib import Path
 
 import typer
-from rich.live import Live
 
-from asterfleet import logs
 from asterfleet.cli.common import console, emit, fail, user_errors
-from asterfleet.lab.runner import Lab, LabOptions
 from asterfleet.lab.state import (
     default_lab_dir,
     pid_alive,
@@ -27,7 +24,7 @@ from asterfleet.lab.state import (
 from asterfleet.lab.view import banner, one_line, render
 
 app = typer.Typer(
-    help="Run the whole cluster on this machine: etcd, Kamailio, SIP backends, agents, console, calls.",
+    help="Run the whole cluster on this machine: etcd, Kamailio, nodes with their agents, console, calls.",
     no_args_is_help=True,
 )
 
@@ -41,12 +38,12 @@ DirOpt = typer.Option(
 
 @app.command("up")
 def up(
-    backends: int = typer.Option(
+    nodes: int = typer.Option(
         3,
-        "--backends",
+        "--nodes",
         min=0,
         max=50,
-        help="SIP backends (SIPp standing in for Asterisk), each with a node agent.",
+        help="Nodes: SIPp standing in for Asterisk, each with its node agent.",
     ),
     calls_per_second: float = typer.Option(
         5.0, "--calls-per-second", min=0, help="Call load through the balancer (0 = none)."
@@ -59,6 +56,11 @@ def up(
     no_capture: bool = typer.Option(
         False, "--no-capture", help="Do not start the HEP capture server."
     ),
+    no_factory: bool = typer.Option(
+        False,
+        "--no-factory",
+        help="Do not start the registry and the factory worker (with its sample knot).",
+    ),
     duration: float = typer.Option(
         0,
         "--duration",
@@ -70,8 +72,8 @@ def up(
     """Start the lab and show it live; Ctrl-C (or `asterfleet lab down`) stops it all.
 
     Everything runs on loopback as the current user, on free ports, with its
-    files in the lab directory. Change the number of backends while it runs
-    with `asterfleet lab scale N`: removed backends drain first, so no call
+    files in the lab directory. Change the number of nodes while it runs
+    with `asterfleet lab scale N`: removed nodes drain first, so no call
     is dropped.
     """
     lab_dir = lab_dir or default_lab_dir()
@@ -80,6 +82,12 @@ def up(
         fail(
             f"a lab is already running in {lab_dir} (pid {existing.pid}): 'asterfleet lab down' first, or use --dir"
         )
+    # The whole stack, only for `lab up`: status, scale and down read files.
+    from rich.live import Live
+
+    from asterfleet import logs
+    from asterfleet.lab.runner import Lab, LabOptions
+
     logs.configure("warning")
     stop = threading.Event()
 
@@ -91,11 +99,12 @@ def up(
     lab = Lab(
         LabOptions(
             lab_dir=lab_dir,
-            backends=backends,
+            nodes=nodes,
             calls_per_second=calls_per_second,
             hold_ms=int(hold * 1000),
             console=not no_console,
             capture=not no_capture,
+            factory=not no_factory,
             console_port=console_port,
         )
     )
@@ -180,20 +189,18 @@ def status(
 
 @app.command("scale")
 def scale(
-    backends: int = typer.Argument(
-        ..., metavar="N", help="How many SIP backends the lab should run."
-    ),
+    nodes: int = typer.Argument(..., metavar="N", help="How many nodes the lab should run."),
     lab_dir: Path = DirOpt,
     wait: bool = typer.Option(
         True, "--wait/--no-wait", help="Wait until the lab has that many nodes registered."
     ),
     timeout: float = typer.Option(120, help="With --wait: longest wait in seconds."),
 ) -> None:
-    """Add or remove backends live; removed ones drain first (no call dropped)."""
+    """Add or remove nodes live; removed ones drain first (no call dropped)."""
     lab_dir = lab_dir or default_lab_dir()
     with user_errors():
         running_info(lab_dir)
-        write_desired(lab_dir, backends)
+        write_desired(lab_dir, nodes)
     if not wait:
         return
     deadline = time.monotonic() + timeout
@@ -204,16 +211,14 @@ def scale(
             snap = {}
         active = [n for n in snap.get("nodes", []) if n["state"] == "active"]
         if (
-            len(snap.get("nodes", [])) == backends
-            and len(active) == backends
+            len(snap.get("nodes", [])) == nodes
+            and len(active) == nodes
             and not snap.get("draining")
         ):
-            console.print(
-                f"lab has {backends} active backend(s): {', '.join(n['id'] for n in active)}"
-            )
+            console.print(f"lab has {nodes} active node(s): {', '.join(n['id'] for n in active)}")
             return
         time.sleep(0.5)
     fail(
-        f"the lab did not reach {backends} active backends within {timeout:.0f}s: see 'asterfleet lab status'",
+        f"the lab did not reach {nodes} active nodes within {timeout:.0f}s: see 'asterfleet lab status'",
         1,
     )

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import re
-import socket
-
 import typer
 
-from asterfleet import logs, metrics
 from asterfleet.cli.common import (
     ENV,
     ClusterOpt,
@@ -15,23 +11,14 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    default_node_id,
+    etcd_options,
+    etcd_security,
     fail,
     user_errors,
 )
-from asterfleet.cli.daemon import run_daemon
-from asterfleet.etcd_client import parse_endpoints
-from asterfleet.fleet.model import check_node_id
-from asterfleet.node.agent import NodeAgent, NodeAgentConfig, NodeMetrics
-from asterfleet.node.calls import counter_from_spec
-from asterfleet.sip.options import parse_sip_uri
 
 app = typer.Typer(help="The node agent, run beside each Asterisk box.", no_args_is_help=True)
-
-
-def default_node_id() -> str:
-    """The host name, made a valid node id (stable across restarts)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).strip("-._")
-    return name[:63] or "node"
 
 
 def parse_labels(values: list[str]) -> dict[str, str]:
@@ -45,6 +32,7 @@ def parse_labels(values: list[str]) -> dict[str, str]:
 
 
 @app.command("run")
+@etcd_options
 def run(
     etcd: str = EtcdOpt,
     cluster: str = ClusterOpt,
@@ -114,6 +102,14 @@ def run(
         envvar=ENV + "CALLS",
         help="Where active calls are counted: none, sipp-stat:FILE, ami://USER@HOST:PORT (secret in ASTERFLEET_AMI_SECRET).",
     ),
+    on_idle: str = typer.Option(
+        "leave",
+        "--on-idle",
+        envvar=ENV + "ON_IDLE",
+        help="After a SIGTERM drain ends with no calls: 'leave' the fleet, or 'stop' = ask "
+        "Asterisk to 'core stop gracefully' over AMI first (needs --calls ami:// and an AMI "
+        "user with write=command: asterfleet asterisk config --agent-may-stop).",
+    ),
     media_address: str = typer.Option(
         None, envvar=ENV + "MEDIA_ADDRESS", help="The box's RTP address, for operators."
     ),
@@ -136,6 +132,16 @@ def run(
 
         asterfleet node run --etcd 10.0.0.1:2379 --id ast-1 --sip-uri 'sip:10.0.0.11:5060;transport=udp' --calls ami://fleet@127.0.0.1:5038
     """
+    # Imported here, not at the top: `asterfleet --help` and the other
+    # commands do not pay for the agent, etcd, Prometheus or SIP.
+    from asterfleet import logs, metrics
+    from asterfleet.cli.daemon import run_daemon
+    from asterfleet.etcd_client import parse_endpoints
+    from asterfleet.fleet.model import check_node_id
+    from asterfleet.node.agent import NodeAgent, NodeAgentConfig, NodeMetrics
+    from asterfleet.node.calls import counter_from_spec
+    from asterfleet.sip.options import parse_sip_uri
+
     with user_errors():
         parse_endpoints(etcd)
         check_node_id(node_id or default_node_id())
@@ -143,8 +149,13 @@ def run(
         if probe not in ("sip", "none"):
             fail(f"--probe {probe!r} is not known: use 'sip' or 'none'")
         counter = counter_from_spec(calls)
+        if on_idle not in ("leave", "stop"):
+            fail(f"--on-idle {on_idle!r} is not known: use 'leave' or 'stop'")
+        if on_idle == "stop" and not calls.strip().lower().startswith("ami://"):
+            fail("--on-idle stop needs --calls ami://USER@HOST:PORT (it stops Asterisk over AMI)")
         cfg = NodeAgentConfig(
             etcd=etcd,
+            etcd_security=etcd_security(),
             cluster=cluster,
             node_id=node_id or default_node_id(),
             sip_uri=sip_uri,
@@ -159,6 +170,7 @@ def run(
             drain_timeout=drain_timeout,
             drain_settle=drain_settle,
             media_address=media_address,
+            on_idle=on_idle,
             version=version,
             labels=parse_labels(label),
         )
@@ -171,3 +183,81 @@ def run(
     with user_errors():  # a node id held by another live agent: one line, exit 2
         code = run_daemon(agent.run, "node")
     raise typer.Exit(code)
+
+
+@app.command("exec")
+@etcd_options
+def exec_cmd(
+    node_id: str = typer.Argument(..., metavar="ID", help="The node id."),
+    command: list[str] = typer.Argument(
+        ..., metavar="-- CLI-COMMAND", help="The Asterisk CLI command, after --."
+    ),
+    etcd: str = EtcdOpt,
+    cluster: str = ClusterOpt,
+    by: str = typer.Option(
+        None, "--by", envvar=ENV + "OPERATOR", help="Who is acting [default: your login name]."
+    ),
+    timeout: float = typer.Option(
+        10.0, "--timeout", min=1, max=300, help="Seconds to wait for the node's answer."
+    ),
+) -> None:
+    """Run an Asterisk CLI command on a node, over its agent's AMI session.
+
+    The request and its result are kept in etcd (exec/NODE/…) with who
+    asked and when. The node's AMI user needs write=command
+    (asterfleet asterisk config --agent-may-stop gives it).
+
+    Example:
+
+        asterfleet node exec ast-1 -- pjsip show endpoints
+    """
+    import asyncio
+    import getpass
+    import secrets
+    import time
+
+    from asterfleet.etcd_client import Etcd
+    from asterfleet.fleet.keys import Keyspace
+    from asterfleet.node.execs import ExecRequest, check_command, to_json
+
+    with user_errors():
+        parse_endpoints(etcd)
+        check_node_id(node_id)
+        try:
+            text = check_command(" ".join(command))
+        except ValueError as exc:
+            fail(str(exc))
+        who = by
+        if not who:
+            try:
+                who = getpass.getuser()
+            except (KeyError, OSError):
+                who = "unknown"
+        ks = Keyspace(cluster)
+        security = etcd_security()
+        request_id = f"{int(time.time())}-{secrets.token_hex(4)}"
+        key = ks.exec_request(node_id, request_id)
+
+        async def go() -> ExecRequest | None:
+            async with Etcd(etcd, security=security) as client:
+                if await client.get(ks.node(node_id)) is None:
+                    fail(f"node {node_id!r} is not in the fleet: see asterfleet fleet ls")
+                req = ExecRequest(command=text, by=who, at=time.time())
+                await client.put(key, to_json(req))
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    kv = await client.get(key)
+                    if kv is not None:
+                        got = ExecRequest.model_validate_json(kv.value)
+                        if got.state != "pending":
+                            return got
+                    await asyncio.sleep(0.2)
+                return None
+
+        result = asyncio.run(go())
+        if result is None:
+            fail(f"node {node_id!r} did not answer within {timeout:g}s (is its agent running?)", 1)
+        for line in result.output:
+            typer.echo(line)
+        if not result.ok:
+            fail(f"node {node_id!r} refused {text!r}", 1)

@@ -21,6 +21,8 @@ from asterfleet.cli.common import (
     MetricsOpt,
     console,
     emit,
+    etcd_options,
+    etcd_security,
     fail,
     print_table,
     user_errors,
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help=(
         "Roll a new Asterisk version or image over a cluster, one node at a time: "
-        "drain, wait until idle, replace the box, gate it with test calls, undrain. "
+        "drain, wait until idle, replace the box, gate it with test calls, undrain.\n\n"
         "'asterfleet rollout run' is the controller that does it; the other commands "
         "steer it through etcd."
     ),
@@ -66,7 +68,7 @@ def _with_etcd(endpoints: str, fn: Callable[[Etcd], Awaitable[T]]) -> T:
     parse_endpoints(endpoints)
 
     async def go() -> T:
-        async with Etcd(endpoints) as etcd:
+        async with Etcd(endpoints, security=etcd_security()) as etcd:
             return await fn(etcd)
 
     return asyncio.run(go())
@@ -106,6 +108,7 @@ def _print(r: Rollout) -> None:
 
 
 @app.command("start")
+@etcd_options
 def start(
     cluster: str = ClusterOpt,
     etcd: str = EtcdOpt,
@@ -171,6 +174,7 @@ def start(
 
 
 @app.command("status")
+@etcd_options
 def status(
     rollout_id: str = IdArg,
     cluster: str = ClusterOpt,
@@ -219,6 +223,7 @@ def _change(verb: str, rollout_id: str | None, cluster: str, etcd: str, by: str 
 
 
 @app.command("pause")
+@etcd_options
 def pause(
     rollout_id: str = IdArg, cluster: str = ClusterOpt, etcd: str = EtcdOpt, by: str = ByOpt
 ) -> None:
@@ -227,6 +232,7 @@ def pause(
 
 
 @app.command("resume")
+@etcd_options
 def resume(
     rollout_id: str = IdArg, cluster: str = ClusterOpt, etcd: str = EtcdOpt, by: str = ByOpt
 ) -> None:
@@ -235,6 +241,7 @@ def resume(
 
 
 @app.command("abort")
+@etcd_options
 def abort(
     rollout_id: str = IdArg, cluster: str = ClusterOpt, etcd: str = EtcdOpt, by: str = ByOpt
 ) -> None:
@@ -244,6 +251,7 @@ def abort(
 
 
 @app.command("undo")
+@etcd_options
 def undo(
     rollout_id: str = IdArg,
     cluster: str = ClusterOpt,
@@ -261,6 +269,7 @@ def undo(
 
 
 @app.command("run")
+@etcd_options
 def run(
     cluster: str = ClusterOpt,
     etcd: str = EtcdOpt,
@@ -337,7 +346,7 @@ def run(
         )
 
     async def main(shutdown: asyncio.Event) -> int:
-        async with Etcd(etcd) as client:
+        async with Etcd(etcd, security=etcd_security()) as client:
             return await RolloutController(client, cfg, rollout_metrics).run(shutdown)
 
     raise typer.Exit(run_daemon(main, "rollout"))

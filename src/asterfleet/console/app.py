@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import structlog
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -25,16 +25,21 @@ from asterfleet.console import (
     fleet,
     images,
     knot_admin,
+    node_page,
 )
 from asterfleet.console.areas import Area
-from asterfleet.console.factory_state import mount_factory
+from asterfleet.console.factory_state import (
+    CONFIGURE_STEPS,
+    FactoryNotConfigured,
+    mount_factory,
+)
 from asterfleet.console.metrics import ConsoleMetrics
 from asterfleet.console.monitor import FleetMonitor
-from asterfleet.console.security import LoginRequired, csrf_guard, login_url
+from asterfleet.console.security import LoginRequired, csrf_guard, login_url, page_user
 from asterfleet.console.settings import ConsoleSettings
 from asterfleet.console.state import ConsoleState
 from asterfleet.console.transitions import EventDraft
-from asterfleet.console.web import STATIC_DIR, make_templates
+from asterfleet.console.web import STATIC_DIR, make_templates, render
 from asterfleet.db import Database, open_database
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.keys import Keyspace
@@ -45,13 +50,14 @@ log = structlog.get_logger("asterfleet.console")
 # is one entry here and its router module; the base template lists them.
 AREAS = (
     Area("fleet", "Fleet", "/fleet", fleet.router),
+    Area("node", "Node", "/fleet", node_page.router, in_nav=False),
     Area("balancers", "Balancers", "/balancers", balancers.router),
     Area("events", "Events", "/events", events.router),
     Area("calls", "Calls", "/calls", calls.router),
     Area("images", "Images", "/images", images.router),
     # Adding, editing, removing knots: before "knots" so /knots/new is not a knot.
     Area("knot_admin", "Add knot", "/knots/new", knot_admin.router, in_nav=False),
-    Area("knots", "Builds", "/knots", builds.router),
+    Area("knots", "Knots", "/knots", builds.router),
 )
 
 SECURITY_HEADERS = {
@@ -106,7 +112,13 @@ def create_app(
         watch_etcd: Etcd | None = None
         if settings.watch:
             watch_etcd = etcd_factory(settings.etcd)
-            state.monitor = FleetMonitor(watch_etcd, ks, record, metrics)
+            state.monitor = FleetMonitor(
+                watch_etcd,
+                ks,
+                record,
+                metrics,
+                members=lambda: asyncio.to_thread(eventlog.members, database, ks.cluster),
+            )
             state.tasks.append(asyncio.create_task(state.monitor.run(), name="fleet monitor"))
         log.info("console_started", cluster=ks.cluster, etcd=settings.etcd)
         try:
@@ -138,6 +150,23 @@ def create_app(
     )
     app.state.console = state
     factory = mount_factory(app, settings.images, state.logins)  # /token, hooks, Images, Builds
+
+    @app.exception_handler(FactoryNotConfigured)
+    async def _factory_off(request: Request, exc: FactoryNotConfigured) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, status_code=503)
+        try:
+            user = await page_user(request)
+        except LoginRequired as login:
+            return RedirectResponse(login_url(login.next_path), status_code=303)
+        return render(
+            request,
+            "factory_off.html",
+            user,
+            area="knots" if request.url.path.startswith("/knots") else "images",
+            reason=str(exc),
+            steps=CONFIGURE_STEPS,
+        )
 
     @app.exception_handler(LoginRequired)
     async def _to_login(_request: Request, exc: LoginRequired) -> Response:

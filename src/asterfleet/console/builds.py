@@ -20,7 +20,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import Engine
 
 from asterfleet.console.factory_state import FactoryState, factory_state
-from asterfleet.console.knot_access import may_add, may_edit
+from asterfleet.console.knot_access import may_add, may_edit, may_see
 from asterfleet.console.security import Principal, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
@@ -89,11 +89,15 @@ def _row(build: Build, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _knot(fs: FactoryState, name: str) -> Knot:
+def _knot(fs: FactoryState, name: str, user: Principal) -> Knot:
+    """The knot, or 404 — also when ``user`` may not see it (no hint it exists)."""
     try:
-        return get_knot(fs.engine, name)
+        knot = get_knot(fs.engine, name)
     except UsageError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    if not may_see(fs, user, knot):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no knot {name!r}")
+    return knot
 
 
 def _build(fs: FactoryState, name: str, number: int) -> Build:
@@ -123,6 +127,8 @@ async def knots_page(
         now = dt.datetime.now(dt.UTC)
         out = []
         for knot in list_knots(fs.engine):
+            if not may_see(fs, user, knot):
+                continue
             latest = queue.list_builds(fs.engine, knot.name, limit=1)
             out.append({"knot": knot, "latest": _row(latest[0], now) if latest else None})
         return out
@@ -142,7 +148,7 @@ async def knot_page(
     user: Principal = Depends(page_user),
     fs: FactoryState = Depends(factory_state),
 ) -> Response:
-    knot = await asyncio.to_thread(_knot, fs, name)
+    knot = await asyncio.to_thread(_knot, fs, name, user)
     builds = await asyncio.to_thread(queue.list_builds, fs.engine, name, 100)
     now = dt.datetime.now(dt.UTC)
     default_ref = (
@@ -170,7 +176,7 @@ async def build_now(
     user: Principal = Depends(page_user),
     fs: FactoryState = Depends(factory_state),
 ) -> Response:
-    knot = await asyncio.to_thread(_knot, fs, name)
+    knot = await asyncio.to_thread(_knot, fs, name, user)
     _require_operate(user, knot)
     ref = ref.strip() or (f"refs/heads/{knot.branch}" if knot.branch else "")
     if not ref.startswith(("refs/heads/", "refs/tags/")):
@@ -198,7 +204,7 @@ async def _on_build(
 ) -> T | Response:
     """Run a queue action on one build for a user allowed to operate the knot;
     a refusal comes back as a redirect to the build page saying why."""
-    knot = await asyncio.to_thread(_knot, fs, name)
+    knot = await asyncio.to_thread(_knot, fs, name, user)
     _require_operate(user, knot)
     try:
         return await asyncio.to_thread(op, fs.engine, name, number)
@@ -247,7 +253,7 @@ async def build_page(
     user: Principal = Depends(page_user),
     fs: FactoryState = Depends(factory_state),
 ) -> Response:
-    knot = await asyncio.to_thread(_knot, fs, name)
+    knot = await asyncio.to_thread(_knot, fs, name, user)
     build = await asyncio.to_thread(_build, fs, name, number)
     text, offset = await asyncio.to_thread(read_log, fs.engine, build.id, 0)
     row = _row(build, dt.datetime.now(dt.UTC))
@@ -275,6 +281,7 @@ async def build_log_stream(
     user: Principal = Depends(page_user),
     fs: FactoryState = Depends(factory_state),
 ) -> Response:
+    await asyncio.to_thread(_knot, fs, name, user)
     build = await asyncio.to_thread(_build, fs, name, number)
     try:
         start = resume_offset(request.headers.get("last-event-id"), offset)
@@ -302,6 +309,7 @@ async def build_log_text(
     user: Principal = Depends(page_user),
     fs: FactoryState = Depends(factory_state),
 ) -> Response:
+    await asyncio.to_thread(_knot, fs, name, user)
     build = await asyncio.to_thread(_build, fs, name, number)
     text, _ = await asyncio.to_thread(read_log, fs.engine, build.id, 0)
     return Response(text, media_type="text/plain; charset=utf-8")

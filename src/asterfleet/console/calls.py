@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -17,22 +18,34 @@ from urllib.parse import quote, urlencode
 import sqlalchemy as sa
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
+from asterfleet.auth import lookup_session
+from asterfleet.capture.flow import call_flow, column_names
 from asterfleet.capture.ladder import build_ladder, render_svg
-from asterfleet.capture.pcap import build_pcap
-from asterfleet.capture.search import MessageQuery, call_messages, parse_time, summarise_call
-from asterfleet.capture.store import Message, Store
-from asterfleet.console.call_pages import (
+from asterfleet.capture.pager import (
     MAX_PAGE,
+    STATUS_CLASSES,
     CallPage,
     decode_cursor,
     encode_cursor,
+    new_calls,
+    newest_message_id,
     page_calls,
 )
-from asterfleet.console.security import Principal, api_user, page_user
+from asterfleet.capture.pcap import build_pcap
+from asterfleet.capture.search import (
+    CallSummary,
+    MessageQuery,
+    call_messages,
+    parse_time,
+    summarise_call,
+)
+from asterfleet.capture.store import Message, Store
+from asterfleet.console.live import sse_message
+from asterfleet.console.security import SESSION_COOKIE, Principal, api_user, page_user
 from asterfleet.console.state import console_state
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
@@ -94,8 +107,11 @@ def build_query(
     to_user: str = "",
     method: str = "",
     status_code: int | None = None,
-    node: str = "",
+    capture_host: str = "",
     now_us: int | None = None,
+    status_class: str = "",
+    text: str = "",
+    options: bool = False,
 ) -> MessageQuery:
     """The search form's fields as a query; ``method`` may be a status code (``486``)."""
     now = now_us if now_us is not None else int(datetime.now(UTC).timestamp() * 1_000_000)
@@ -104,6 +120,9 @@ def build_query(
         status_code, method = int(method), ""
     elif method and not method.isalpha():
         raise UsageError(f"method or status {method!r}: give a SIP method (INVITE) or code (486)")
+    status_class = status_class.strip().lower()
+    if status_class and status_class not in STATUS_CLASSES:
+        raise UsageError(f"status class {status_class!r}: give one of {', '.join(STATUS_CLASSES)}")
     return MessageQuery(
         call_id=call_id.strip() or None,
         from_user=from_user.strip() or None,
@@ -112,7 +131,10 @@ def build_query(
         until_us=parse_time(until, now) if until.strip() else None,
         method=method or None,
         status=status_code,
-        node=node.strip() or None,
+        capture_host=capture_host.strip() or None,
+        status_class=status_class or None,
+        text=text.strip() or None,
+        options=options,
     )
 
 
@@ -157,7 +179,10 @@ async def calls_page(
     from_user: str = "",
     to_user: str = "",
     method: str = "",
-    node: str = "",
+    capture_host: str = "",
+    status_class: str = "",
+    text: str = "",
+    options: str = "",
     limit: int = 50,
     cursor: str = "",
     page: int = 1,
@@ -170,12 +195,21 @@ async def calls_page(
         "from_user": from_user,
         "to_user": to_user,
         "method": method,
-        "node": node,
+        "capture_host": capture_host,
+        "status_class": status_class,
+        "text": text,
+        "options": "1" if options else "",
     }
     error = ""
     result: CallPage | None = None
+    newest = 0
     try:
-        q = build_query(since, until, call_id, from_user, to_user, method, None, node)
+        if page == 1 and not cursor:
+            newest = await _in_store(request, newest_message_id)
+        q = build_query(
+            since, until, call_id, from_user, to_user, method, None, capture_host,
+            status_class=status_class, text=text, options=bool(options),
+        )  # fmt: skip
         result = await _in_store(
             request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
         )
@@ -189,15 +223,7 @@ async def calls_page(
         older = "/calls?" + urlencode(
             {**filled, "cursor": encode_cursor(result.next_cursor), "page": page + 1}
         )
-    rows = [
-        {
-            "call": c,
-            "href": call_href(c.call_id),
-            "start": fmt_us(c.start_us)[:-3],
-            "status_class": status_class(c.final_status),
-        }
-        for c in (result.calls if result else [])
-    ]
+    rows = [call_row(c) for c in (result.calls if result else [])]
     return render(
         request,
         "calls.html",
@@ -211,7 +237,104 @@ async def calls_page(
         newest="/calls?" + urlencode(filled) if cursor else "",
         truncated=bool(result and result.truncated),
         scanned=result.scanned if result else 0,
+        status_classes=STATUS_CLASSES,
+        live="/calls/live?" + urlencode({**filled, "after": newest}),
+        now_us=_now_us(),
     )
+
+
+def _now_us() -> int:
+    return int(datetime.now(UTC).timestamp() * 1_000_000)
+
+
+LIVE_POLL = 1.0
+#: A live tail ends after this long; the browser reconnects (Last-Event-ID) at once.
+LIVE_MAX_S = 300.0
+
+
+@router.get("/calls/live", include_in_schema=False)
+async def calls_live(
+    request: Request,
+    since: str = "",
+    until: str = "",
+    call_id: str = "",
+    from_user: str = "",
+    to_user: str = "",
+    method: str = "",
+    capture_host: str = "",
+    status_class: str = "",
+    text: str = "",
+    options: str = "",
+    after: int | None = None,
+    user: Principal = Depends(page_user),
+) -> Response:
+    """New calls matching the filters, as rendered rows (server-sent events,
+    ``event: call``); each event's id is where to continue from."""
+    try:
+        q = build_query(
+            since, until, call_id, from_user, to_user, method, None, capture_host,
+            status_class=status_class, text=text, options=bool(options),
+        )  # fmt: skip
+    except UsageError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    resume = request.headers.get("last-event-id", "")
+    start = int(resume) if resume.isdigit() else after
+    st = console_state(request)
+    template = st.templates.get_template("_call_row.html")
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+
+    async def stream() -> AsyncIterator[str]:
+        position = start
+        if position is None:
+            try:
+                position = await _in_store(request, newest_message_id)
+            except CaptureUnavailable:
+                position = 0
+        yield f"retry: 1000\nid: {position}\n\n"
+        sent: dict[str, None] = {}
+        deadline = asyncio.get_running_loop().time() + LIVE_MAX_S
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(LIVE_POLL)
+            if await request.is_disconnected():
+                return
+            if (
+                user.via == "console"
+                and await asyncio.to_thread(lookup_session, st.db, cookie) is None
+            ):
+                yield sse_message("logout", "")
+                return
+            try:
+                calls, position = await _in_store(request, new_calls, q, position)
+            except CaptureUnavailable:
+                yield ": capture database unavailable\n\n"
+                continue
+            now = _now_us()
+            for call in calls:
+                if call.call_id in sent:
+                    continue
+                sent[call.call_id] = None
+                if len(sent) > 1000:
+                    sent.pop(next(iter(sent)))
+                html = template.render(r=call_row(call), now_us=now)
+                yield f"id: {position}\n" + sse_message("call", html)
+            if not calls:
+                yield ": keepalive\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def call_row(c: CallSummary) -> dict[str, Any]:
+    """One row of the Calls list (the page and the live tail render the same)."""
+    return {
+        "call": c,
+        "href": call_href(c.call_id),
+        "start": fmt_us(c.start_us)[:-3],
+        "status_class": status_class(c.final_status),
+    }
 
 
 @router.get("/calls/{call_id:path}/pcap", include_in_schema=False)
@@ -253,15 +376,19 @@ async def call_page(
             configured=True,
         )
     summary = summarise_call(msgs)
-    start = msgs[0].ts_us
+    flow = call_flow(msgs)
+    start = min(f.ts_us for f in flow)
     rows = [
         {
-            "m": m,
-            "time": fmt_us(m.ts_us),
-            "offset_ms": f"{(m.ts_us - start) / 1000:.3f}",
-            "status_class": status_class(m.status) if m.status is not None else "info",
+            "m": f.message,
+            "time": fmt_us(f.ts_us),
+            "offset_ms": f"{(f.ts_us - start) / 1000:.3f}",
+            "status_class": status_class(f.message.status)
+            if f.message.status is not None
+            else "info",
+            "capture_hosts": ", ".join(f.capture_hosts),
         }
-        for m in msgs
+        for f in flow
     ]
     return render(
         request,
@@ -269,6 +396,7 @@ async def call_page(
         user,
         area="calls",
         summary=summary,
+        node_name=column_names(msgs).get(summary.node or "", ""),
         start=fmt_us(summary.start_us),
         status_class=status_class(summary.final_status),
         ladder=Markup(render_svg(build_ladder(msgs))),  # render_svg escapes every text
@@ -284,14 +412,30 @@ class CallOut(BaseModel):
     call_id: str
     start: str = Field(description="first message, ISO 8601 UTC")
     start_us: int = Field(description="first message, µs since the epoch")
-    duration_s: float = Field(description="first to last message")
+    duration_s: float = Field(
+        description="first to last message (of a call in progress: so far, as captured)"
+    )
     method: str = Field(description="INVITE, or the first request of calls without one")
     from_user: str
     to_user: str
     final_status: int | None = Field(description="last final answer to the INVITE")
-    backend: str | None = Field(description="host that sent the final answer (the node)")
-    messages: int
-    nodes: list[str] = Field(description="capture nodes that saw the call")
+    node: str | None = Field(
+        description="the node that took the call: the host that sent the final answer"
+    )
+    messages: int = Field(
+        description="distinct SIP messages (a message two capture hosts saw counts once)"
+    )
+    duplicates: int = Field(
+        description="captures merged because another capture host reported the same message"
+    )
+    capture_hosts: list[str] = Field(
+        description="capture hosts (HEP senders: balancers, Asterisk) that saw the call"
+    )
+    state: str = Field(
+        description="ringing, in progress, ended, failed, cancelled; pending or done for "
+        "transactions outside a call (OPTIONS, REGISTER)"
+    )
+    in_progress: bool = Field(description="ringing or in progress: the call has not ended")
 
 
 class CallsOut(BaseModel):
@@ -309,7 +453,7 @@ class MessageOut(BaseModel):
     dst: str
     transport: str
     capture_id: int
-    node: str
+    capture_host: str = Field(description="the HEP sender that captured it (its capture name)")
     method: str | None
     status: int | None
     cseq: str
@@ -339,7 +483,7 @@ def _message_out(m: Message) -> MessageOut:
         dst=m.dst,
         transport=m.transport,
         capture_id=m.capture_id,
-        node=m.node,
+        capture_host=m.capture_host,
         method=m.method,
         status=m.status,
         cseq=m.cseq,
@@ -355,7 +499,7 @@ def _message_out(m: Message) -> MessageOut:
     "/api/v1/calls",
     response_model=CallsOut,
     tags=["calls"],
-    summary="Search captured calls, newest first",
+    summary="Search captured calls by start, newest first",
 )
 async def api_calls(
     request: Request,
@@ -368,16 +512,27 @@ async def api_calls(
     status_code: int | None = Query(
         None, alias="status", ge=100, le=699, description="status code of a message (486)"
     ),
-    node: str = Query("", description="capture node name or capture id"),
+    capture_host: str = Query(
+        "", description="capture host (HEP sender): its capture name or capture id"
+    ),
+    status_class: str = Query(
+        "", description="2xx … 6xx: the call has an answer of that class; none: unanswered"
+    ),
+    text: str = Query("", description="text anywhere in one of the call's messages"),
+    options: bool = Query(False, description="also list OPTIONS probes (hidden otherwise)"),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str = Query("", description="next_cursor of the previous page"),
     who: Principal = Depends(api_user),
 ) -> Any:
-    """Calls with at least one message matching every filter given, ordered
-    by their newest matching message. Page with ``next_cursor``."""
+    """Calls matching every filter given, by start, newest first (the
+    balancers' OPTIONS probes only with ``options=true``). Page with
+    ``next_cursor``."""
     _need_read(who)
     try:
-        q = build_query(since, until, call_id, from_user, to_user, method, status_code, node)
+        q = build_query(
+            since, until, call_id, from_user, to_user, method, status_code, capture_host,
+            status_class=status_class, text=text, options=options,
+        )  # fmt: skip
         result: CallPage = await _in_store(request, page_calls, q, limit, decode_cursor(cursor))
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None

@@ -6,9 +6,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
-from asterfleet.console.transitions import EventDraft
+from asterfleet.console.transitions import EventDraft, summarised_ids
 from asterfleet.db import Database, Event
 from asterfleet.errors import UsageError
 
@@ -82,8 +82,13 @@ def query(db: Database, cluster: str, f: EventFilter, now: float | None = None) 
     q = select(Event).where(Event.cluster == cluster)
     if f.kind:
         q = q.where(Event.kind == f.kind)
-    if f.node:
-        q = q.where(Event.node_id.contains(f.node, autoescape=True))
+    if f.node:  # its own events, and the summaries of bursts that list it
+        q = q.where(
+            or_(
+                Event.node_id.contains(f.node, autoescape=True),
+                and_(Event.node_id == "", Event.message.contains(f.node, autoescape=True)),
+            )
+        )
     if f.actor:
         q = q.where(Event.actor.contains(f.actor, autoescape=True))
     if f.since:
@@ -91,3 +96,22 @@ def query(db: Database, cluster: str, f: EventFilter, now: float | None = None) 
     q = q.order_by(Event.at.desc(), Event.id.desc()).limit(f.limit)
     with db.session() as s:
         return [EventRow(e.id, e.at, e.kind, e.node_id, e.actor, e.message) for e in s.scalars(q)]
+
+
+def members(db: Database, cluster: str) -> set[str]:
+    """The nodes the events say are in the fleet (joined, and not left since):
+    what a starting console compares its first view with."""
+    q = (
+        select(Event.kind, Event.node_id, Event.message)
+        .where(Event.cluster == cluster, Event.kind.in_(("joined", "left")))
+        .order_by(Event.at, Event.id)
+    )
+    present: set[str] = set()
+    with db.session() as s:
+        for kind, node_id, message in s.execute(q):
+            ids = [node_id] if node_id else summarised_ids(message)
+            if kind == "joined":
+                present.update(ids)
+            else:
+                present.difference_update(ids)
+    return present

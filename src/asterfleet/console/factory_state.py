@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, Request
 from sqlalchemy import Engine
 
 from asterfleet.auth import Authenticator
@@ -76,12 +76,30 @@ def mount_factory(
     return state
 
 
+class FactoryNotConfigured(Exception):
+    """The Images or Knots area was asked for, but this console runs without
+    a registry: pages answer with a page saying how to configure it, the
+    JSON API with 503."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "images and knots are not configured: start the console with "
+            "--registry-dir DIR (what 'asterfleet registry config --out DIR' wrote)"
+        )
+
+
+# How to configure the area, shown on the page (the lab does all of it itself).
+CONFIGURE_STEPS = (
+    "asterfleet registry config --out /etc/asterfleet/registry "
+    "--realm http://CONSOLE:8080/token --listen 127.0.0.1:5000",
+    "docker-registry serve /etc/asterfleet/registry/config.yml",
+    "asterfleet console --registry-dir /etc/asterfleet/registry --factory-db sqlite:///factory.db",
+    "asterfleet factory worker --registry 127.0.0.1:5000 --insecure --db sqlite:///factory.db",
+)
+
+
 def factory_state(request: Request) -> FactoryState:
     state: FactoryState | None = getattr(request.app.state, "factory", None)
     if state is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            "images and builds are not configured: start the console with "
-            "--registry-dir DIR (what 'asterfleet registry config --out DIR' wrote)",
-        )
+        raise FactoryNotConfigured()
     return state

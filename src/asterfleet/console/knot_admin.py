@@ -26,15 +26,16 @@ from starlette.datastructures import FormData
 
 from asterfleet.auth import get_user, password_principal
 from asterfleet.console.factory_state import FactoryState, factory_state
-from asterfleet.console.knot_access import may_add, may_edit
+from asterfleet.console.knot_access import may_add, may_edit, may_see
 from asterfleet.console.security import Principal, api_user, page_user
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
-from asterfleet.factory.knot import Knot, KnotInvalid, validate_knot
+from asterfleet.factory.knot import Knot, KnotInvalid, admin_only_changes, validate_knot
 from asterfleet.factory.knot_input import (
     GENERATE,
     MASK,
     KnotInput,
+    mask_url_credentials,
     public_spec,
     resolve_webhook_secret,
     to_input,
@@ -119,7 +120,9 @@ def owners_problem(fs: FactoryState, knot: Knot) -> str | None:
     return None
 
 
-def _check_repository(fs: FactoryState, user: Principal, knot: Knot) -> None:
+def _check_repository(fs: FactoryState, user: Principal, knot: Knot, before: Knot | None) -> None:
+    if user.role != "admin" and (problems := admin_only_changes(knot, before)):
+        raise KnotInvalid(problems)
     # Also on every edit, the repository unchanged or not: an edit (a new git
     # URL, a new Dockerfile) changes what the worker pushes there.
     problem = push_problem(fs, user, knot.repository)
@@ -131,7 +134,7 @@ def _check_repository(fs: FactoryState, user: Principal, knot: Knot) -> None:
 
 
 def save_new(fs: FactoryState, user: Principal, knot: Knot) -> None:
-    _check_repository(fs, user, knot)
+    _check_repository(fs, user, knot, None)
     try:
         add_knot(fs.engine, knot)
     except KnotInvalid:
@@ -141,7 +144,9 @@ def save_new(fs: FactoryState, user: Principal, knot: Knot) -> None:
 
 
 def save_edit(fs: FactoryState, user: Principal, before: Knot, knot: Knot) -> Knot:
-    _check_repository(fs, user, knot)
+    if knot.git_url != before.git_url and knot.git_url == mask_url_credentials(before.git_url):
+        knot = knot.model_copy(update={"git_url": before.git_url})  # shown masked, kept
+    _check_repository(fs, user, knot, before)
     # Every field, nested ones whole: the stored knot becomes exactly ``knot``.
     return edit_knot(fs.engine, before.name, knot.model_dump(mode="json"))
 
@@ -368,9 +373,9 @@ def _need(user: Principal, scope: str) -> None:
         raise _forbidden(f"this token lacks scope {scope!r}")
 
 
-def _out(request: Request, knot: Knot, secret: str | None = None) -> KnotOut:
+def _out(request: Request, knot: Knot, secret: str | None = None, hooks: bool = True) -> KnotOut:
     return KnotOut(
-        knot=Knot.model_validate(public_spec(knot)),
+        knot=Knot.model_validate(public_spec(knot, hooks=hooks)),
         webhook_secret=secret,
         webhook_url=(
             str(request.base_url).rstrip("/") + f"/hooks/knots/{knot.name}"
@@ -406,7 +411,8 @@ async def api_list(
 ) -> Any:
     _need(who, "read")
     knots = await asyncio.to_thread(list_knots, fs.engine)
-    return [public_spec(k) for k in knots]
+    seen = [k for k in knots if await asyncio.to_thread(may_see, fs, who, k)]
+    return [public_spec(k, hooks=may_edit(who, k)) for k in seen]
 
 
 @api.post(
@@ -442,7 +448,10 @@ async def api_get(
     fs: FactoryState = Depends(factory_state),
 ) -> Any:
     _need(who, "read")
-    return _out(request, await asyncio.to_thread(_load, fs, name))
+    knot = await asyncio.to_thread(_load, fs, name)
+    if not await asyncio.to_thread(may_see, fs, who, knot):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no knot {name!r}")
+    return _out(request, knot, hooks=may_edit(who, knot))
 
 
 @api.put(

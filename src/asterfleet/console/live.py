@@ -21,16 +21,24 @@ def sse_message(event: str, data: str) -> str:
     return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
 
 
-def live_response(request: Request, event: str, render: Callable[[], str]) -> StreamingResponse:
+def live_response(
+    request: Request,
+    event: str,
+    render: Callable[[], str | None],
+    min_interval: float = 0.0,
+) -> StreamingResponse:
     """Stream ``render()`` now and after every change, until the browser goes away
-    or its session ends."""
+    or its session ends. ``None`` from ``render`` sends nothing; changes closer
+    together than ``min_interval`` are sent together."""
     st = console_state(request)
     monitor = st.monitor
     cookie = request.cookies.get(SESSION_COOKIE, "")
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
-        yield sse_message(event, render())
+        first = render()
+        if first is not None:
+            yield sse_message(event, first)
         if monitor is None:
             return
         with monitor.subscribe() as changes:
@@ -45,7 +53,11 @@ def live_response(request: Request, event: str, render: Callable[[], str]) -> St
                         return
                     yield ": keepalive\n\n"
                     continue
-                yield sse_message(event, render())
+                data = render()
+                if data is not None:
+                    yield sse_message(event, data)
+                if min_interval:
+                    await asyncio.sleep(min_interval)  # later changes coalesce meanwhile
 
     return StreamingResponse(
         stream(),

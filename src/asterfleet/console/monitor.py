@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 import structlog
 
 from asterfleet.console.metrics import ConsoleMetrics
-from asterfleet.console.transitions import EventDraft, diff_views
+from asterfleet.console.transitions import EventDraft, diff_views, membership
 from asterfleet.errors import EtcdUnavailable
 from asterfleet.etcd_client import Etcd, WatchEvent, WatchLost
 from asterfleet.fleet.keys import Keyspace
@@ -32,6 +32,8 @@ from asterfleet.fleet.view import (
 log = structlog.get_logger("asterfleet.console")
 
 Recorder = Callable[[Sequence[EventDraft]], Awaitable[None]]
+# The nodes the events table says are in the fleet (for the first view).
+Members = Callable[[], Awaitable[set[str]]]
 
 
 class _Lost(Exception):
@@ -46,8 +48,10 @@ class FleetMonitor:
         record: Recorder,
         metrics: ConsoleMetrics,
         max_backoff: float = 5.0,
+        members: Members | None = None,
     ) -> None:
         self.etcd = etcd
+        self.members = members
         self.ks = ks
         self.record = record
         self.metrics = metrics
@@ -100,13 +104,17 @@ class FleetMonitor:
             )
         self._ready.set()
         self._notify()
-        if old is not None:
-            drafts = diff_views(old, view)
+        try:
+            if old is not None:
+                drafts = diff_views(old, view)
+            elif self.members is not None:  # first view: against what the events know
+                drafts = membership(await self.members(), view)
+            else:
+                drafts = []
             if drafts:
-                try:
-                    await self.record(drafts)
-                except Exception as exc:  # the store failing must not stop the watch
-                    log.error("events_not_recorded", error=str(exc), count=len(drafts))
+                await self.record(drafts)
+        except Exception as exc:  # the store failing must not stop the watch
+            log.error("events_not_recorded", error=str(exc))
 
     def _lost(self, why: str) -> None:
         if self.connected or self.error != why:

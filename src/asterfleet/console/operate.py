@@ -1,16 +1,12 @@
 """Operator actions from the console and the API: the fleet's own actions,
-signed with who did it, counted, and recorded as events."""
+signed with who did it and counted; the console's watch records the change."""
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
-from asterfleet.console import eventlog
 from asterfleet.console.security import Principal, require_write
 from asterfleet.console.state import ConsoleState
-from asterfleet.console.transitions import EventDraft
 from asterfleet.errors import AsterfleetError, UsageError
 from asterfleet.fleet import actions
 from asterfleet.fleet.model import AdminIntent
@@ -30,14 +26,6 @@ def parse_weight(text: str | None) -> int | None:
         raise UsageError(
             f"weight {text!r} is not a number: use 0 to 1000, or leave empty to clear"
         ) from None
-
-
-def _describe(action: str, node_id: str, weight: int | None, note: str | None) -> str:
-    if action == "weight":
-        what = f"set weight of {node_id} to {weight if weight is not None else 'its own'}"
-    else:
-        what = f"{action} {node_id}"
-    return what + (f": {note}" if note else "")
 
 
 async def perform(
@@ -66,10 +54,7 @@ async def perform(
         log.info("action_refused", action=action, node=node_id, by=by, error=str(exc))
         raise
     st.metrics.actions.labels(action, "done").inc()
-    message = _describe(action, node_id, weight, note)
+    # The event comes from the change itself (the console's watch), signed
+    # with the intent's author: one event per change, whoever made it.
     log.info("action", action=action, node=node_id, by=by, weight=weight, note=note)
-    await asyncio.to_thread(
-        eventlog.record, st.db, ks.cluster, [EventDraft("action", node_id, message, by)]
-    )
-    st.metrics.events.labels("action").inc()
     return intent

@@ -1,9 +1,11 @@
 """What changed between two views of the fleet, as events (pure).
 
 The console watches etcd; every new view is compared with the previous one
-and the differences are recorded: a node joined or left, its effective
-state changed (drained, unhealthy, back to active), its weight changed, a
-balancer appeared, disappeared or failed a reload.
+and the differences are recorded, one event per change with one word for
+it: a node joined or left, its effective state changed (draining, drained,
+undrained, unhealthy, recovered, ...), its weight changed, a balancer
+appeared, disappeared or failed a reload. The actor is whoever made the
+change: the author of the new intent, or the node's agent.
 """
 
 from __future__ import annotations
@@ -17,25 +19,34 @@ from asterfleet.fleet.view import FleetView, NodeView
 KINDS = (
     "joined",
     "left",
+    "draining",
     "drained",
+    "undrained",
     "maintenance",
     "unhealthy",
+    "recovered",
     "active",
     "starting",
     "weight",
-    "action",
     "balancer-joined",
     "balancer-left",
     "balancer-error",
 )
 
+# Who changed a node when its own record did (not an operator): its agent.
+AGENT = "agent"
+# More joins (or leaves) than this in one change are one summary event.
+BURST = 10
+
 _STATE_KIND = {
-    EffectiveState.DRAINING: "drained",
+    EffectiveState.DRAINING: "draining",
+    EffectiveState.DRAINED: "drained",
     EffectiveState.MAINTENANCE: "maintenance",
     EffectiveState.UNHEALTHY: "unhealthy",
     EffectiveState.ACTIVE: "active",
     EffectiveState.STARTING: "starting",
 }
+_HELD = (EffectiveState.DRAINING, EffectiveState.DRAINED, EffectiveState.MAINTENANCE)
 
 
 @dataclass(frozen=True)
@@ -53,35 +64,79 @@ def _intent_key(intent: AdminIntent | None) -> tuple[bool, bool, int | None]:
 
 
 def _actor(old: NodeView, new: NodeView) -> str:
-    """Who caused a change: the operator when the intent changed, else the agent."""
+    """Who caused a change: whoever wrote the new intent when the intent
+    changed (an intent deleted by hand has no author: ""), else the agent.
+    Never the previous intent's author: they did not make this change."""
     if _intent_key(old.intent) != _intent_key(new.intent):
-        return new.intent.by if new.intent is not None else (old.intent.by if old.intent else "")
-    return ""
+        return new.intent.by if new.intent is not None else ""
+    return AGENT
+
+
+def state_kind(old: EffectiveState, new: EffectiveState) -> str:
+    """The word for a change of effective state."""
+    if new is EffectiveState.ACTIVE:
+        if old is EffectiveState.UNHEALTHY:
+            return "recovered"
+        if old in _HELD:
+            return "undrained"
+    return _STATE_KIND[new]
 
 
 def _node_changes(old: NodeView, new: NodeView) -> list[EventDraft]:
     out: list[EventDraft] = []
+    actor = _actor(old, new)
     if old.state != new.state:
         note = new.intent.note if new.intent is not None and new.intent.note else ""
         out.append(
             EventDraft(
-                _STATE_KIND[new.state],
+                state_kind(old.state, new.state),
                 new.id,
                 f"{new.id} is {new.state.value} (was {old.state.value})"
-                + (f": {note}" if note and _actor(old, new) else ""),
-                _actor(old, new),
+                + (f": {note}" if note and actor != AGENT else ""),
+                actor,
             )
         )
     if old.weight != new.weight:
         out.append(
-            EventDraft(
-                "weight",
-                new.id,
-                f"{new.id} weight {old.weight} -> {new.weight}",
-                _actor(old, new),
-            )
+            EventDraft("weight", new.id, f"{new.id} weight {old.weight} -> {new.weight}", actor)
         )
     return out
+
+
+def _summarised(kind: str, drafts: list[EventDraft], verb: str) -> list[EventDraft]:
+    """A burst of joins (a lab starting, a console starting over a big fleet)
+    is one event listing the nodes, not hundreds (pages truncate the list)."""
+    if len(drafts) <= BURST:
+        return drafts
+    ids = [d.node_id for d in drafts]
+    return [EventDraft(kind, "", f"{len(ids)} nodes {verb}: {', '.join(ids)}", drafts[0].actor)]
+
+
+def summarised_ids(message: str) -> list[str]:
+    """The node ids of a summary event (node ids hold no ':' or ', ')."""
+    _, _, ids = message.partition(": ")
+    return [i for i in ids.split(", ") if i]
+
+
+def _joined(n: NodeView) -> EventDraft:
+    rec = n.record
+    return EventDraft(
+        "joined", n.id, f"{n.id} joined set {rec.set} at {rec.sip_uri} ({n.state.value})", AGENT
+    )
+
+
+def _left(node_id: str) -> EventDraft:
+    return EventDraft("left", node_id, f"{node_id} left (its lease ended)", AGENT)
+
+
+def membership(known: set[str], view: FleetView) -> list[EventDraft]:
+    """Joins and leaves against the members the events table knows, for a
+    console's first view: the first nodes of a lab are "joined" too, and a
+    node that left while no console watched is "left"."""
+    present = {n.id: n for n in view.nodes}
+    joined = [_joined(present[i]) for i in sorted(present.keys() - known)]
+    left = [_left(i) for i in sorted(known - present.keys())]
+    return _summarised("joined", joined, "joined") + _summarised("left", left, "left")
 
 
 def _balancer_changes(old: BalancerStatus | None, new: BalancerStatus) -> list[EventDraft]:
@@ -102,24 +157,13 @@ def _balancer_changes(old: BalancerStatus | None, new: BalancerStatus) -> list[E
 
 def diff_views(old: FleetView, new: FleetView) -> list[EventDraft]:
     """The events that take the fleet from ``old`` to ``new``, in a stable order."""
-    out: list[EventDraft] = []
     before = {n.id: n for n in old.nodes}
     after = {n.id: n for n in new.nodes}
-    for node_id in sorted(before.keys() | after.keys()):
-        o, n = before.get(node_id), after.get(node_id)
-        if o is None and n is not None:
-            rec = n.record
-            out.append(
-                EventDraft(
-                    "joined",
-                    node_id,
-                    f"{node_id} joined set {rec.set} at {rec.sip_uri} ({n.state.value})",
-                )
-            )
-        elif n is None and o is not None:
-            out.append(EventDraft("left", node_id, f"{node_id} left (its lease ended)"))
-        elif o is not None and n is not None:
-            out.extend(_node_changes(o, n))
+    joined = [_joined(after[i]) for i in sorted(after.keys() - before.keys())]
+    left = [_left(i) for i in sorted(before.keys() - after.keys())]
+    out = _summarised("joined", joined, "joined") + _summarised("left", left, "left")
+    for node_id in sorted(before.keys() & after.keys()):
+        out.extend(_node_changes(before[node_id], after[node_id]))
     old_lbs = {b.id: b for b in old.balancers}
     new_lbs = {b.id: b for b in new.balancers}
     for lb_id in sorted(old_lbs.keys() | new_lbs.keys()):

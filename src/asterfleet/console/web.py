@@ -21,6 +21,7 @@ STATE_CLASSES = {
     "active": "ok",
     "starting": "info",
     "draining": "warn",
+    "drained": "drained",
     "maintenance": "maint",
     "unhealthy": "bad",
 }

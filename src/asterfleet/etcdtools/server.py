@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import secrets
 import socket
+import ssl
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,6 +33,20 @@ HOST = "127.0.0.1"
 
 class EtcdStartError(AsterfleetError):
     """An etcd member exited or did not become healthy in time."""
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """Client-side TLS of a member: its certificate, and the CA whose client
+    certificates it accepts (``--client-cert-auth``: the certificate's
+    common name is the etcd user when no password token is sent).
+    ``probe_cert``/``probe_key`` is a client certificate for the health check."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    probe_cert: Path
+    probe_key: Path
 
 
 def distinct_free_ports(count: int) -> list[int]:
@@ -81,6 +97,7 @@ class EtcdServer:
         data_dir: Path | None = None,
         cluster_token: str | None = None,
         discovery: str | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         if initial_cluster_state not in ("new", "existing"):
             raise ValueError(
@@ -107,6 +124,7 @@ class EtcdServer:
         # mistaking each other's peers for their own.
         self.cluster_token = cluster_token or f"af-{secrets.token_hex(6)}"
         self.discovery = discovery
+        self.tls = tls
         self.log_path = self.work_dir / f"{name}.log"
         self.process: ManagedProcess | None = None
 
@@ -117,7 +135,8 @@ class EtcdServer:
 
     @property
     def client_url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{HOST}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -154,6 +173,16 @@ class EtcdServer:
                 "--initial-cluster-state",
                 self.initial_cluster_state,
             ]
+        if self.tls is not None:
+            argv += [
+                "--cert-file",
+                str(self.tls.cert),
+                "--key-file",
+                str(self.tls.key),
+                "--trusted-ca-file",
+                str(self.tls.ca),
+                "--client-cert-auth",
+            ]
         return argv + self.extra_args
 
     def start(self) -> EtcdServer:
@@ -170,7 +199,12 @@ class EtcdServer:
     def healthy(self, timeout: float = 1.0) -> bool:
         """True when ``GET /health`` answers ``{"health": "true"}``."""
         try:
-            reply = httpx.get(f"{self.client_url}/health", timeout=timeout)
+            if self.tls is None:
+                reply = httpx.get(f"{self.client_url}/health", timeout=timeout)
+            else:
+                context = ssl.create_default_context(cafile=str(self.tls.ca))
+                context.load_cert_chain(str(self.tls.probe_cert), str(self.tls.probe_key))
+                reply = httpx.get(f"{self.client_url}/health", timeout=timeout, verify=context)
             return reply.status_code == 200 and reply.json().get("health") == "true"
         except (httpx.HTTPError, ValueError):
             return False

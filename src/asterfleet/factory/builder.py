@@ -22,6 +22,19 @@ from typing import Protocol
 
 from asterfleet.errors import AsterfleetError
 
+# What a build step or a hook command may see of the worker's environment:
+# enough to find programs and a temporary directory, never the database URL,
+# registry keys or anything else the worker was started with.
+SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
+
+
+def step_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a build step or hook: SAFE_ENV of ours, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in SAFE_ENV}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env.update(extra or {})
+    return env
+
 
 class BuildFailed(AsterfleetError):
     """A build step exited non-zero; the message says which."""
@@ -48,6 +61,7 @@ class BuildRequest:
     image: str  # local name, e.g. localhost/asterfleet/knot:build-12
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
+    network: bool = False  # RUN steps reach the network only when the knot says so
 
 
 @contextlib.contextmanager
@@ -76,7 +90,9 @@ class Builder(Protocol):
 
     def build(self, req: BuildRequest, run: CommandRunner) -> None: ...
 
-    def test(self, image: str, command: str, container: str, run: CommandRunner) -> None: ...
+    def test(
+        self, image: str, command: str, container: str, run: CommandRunner, network: bool = False
+    ) -> None: ...
 
     def push(
         self, image: str, destinations: Sequence[str], creds: Credentials, run: CommandRunner
@@ -88,10 +104,16 @@ class Builder(Protocol):
 
 @dataclass
 class BuildahBuilder:
+    """buildah with OCI isolation under runc: each RUN step (and the test
+    command) gets its own network namespace holding only loopback, unless
+    the knot declares that it needs the network. Chroot isolation would share
+    the worker's network, and with it etcd, the console and the database."""
+
     root: Path | None = None  # private storage (tests, several workers on one box)
     runroot: Path | None = None
     storage_driver: str = "vfs"
-    isolation: str = "chroot"
+    isolation: str = "oci"
+    runtime: str | None = "runc"
     tls_verify: bool = True
     binary: str = "buildah"
     name: str = "buildah"
@@ -104,8 +126,15 @@ class BuildahBuilder:
             argv += ["--runroot", str(self.runroot)]
         return [*argv, "--storage-driver", self.storage_driver]
 
+    def sandbox(self, network: bool) -> list[str]:
+        """How a RUN step or the test command is isolated."""
+        argv = ["--isolation", self.isolation]
+        if self.runtime is not None and self.isolation == "oci":
+            argv += ["--runtime", self.runtime]
+        return [*argv, "--network", "host" if network else "none"]
+
     def build_argv(self, req: BuildRequest) -> list[str]:
-        argv = [*self.base(), "bud", "--isolation", self.isolation, "-f", str(req.dockerfile)]
+        argv = [*self.base(), "bud", *self.sandbox(req.network), "-f", str(req.dockerfile)]
         argv += ["-t", req.image]
         for key, value in sorted(req.build_args.items()):
             argv += ["--build-arg", f"{key}={value}"]
@@ -118,7 +147,9 @@ class BuildahBuilder:
             what = f"stage {req.target!r}" if req.target else "image"
             raise BuildFailed(f"building the {what} failed (buildah bud)")
 
-    def test(self, image: str, command: str, container: str, run: CommandRunner) -> None:
+    def test(
+        self, image: str, command: str, container: str, run: CommandRunner, network: bool = False
+    ) -> None:
         if run([*self.base(), "from", "--name", container, image]) != 0:
             raise BuildFailed("could not create a test container (buildah from)")
         try:
@@ -126,8 +157,7 @@ class BuildahBuilder:
                 [
                     *self.base(),
                     "run",
-                    "--isolation",
-                    self.isolation,
+                    *self.sandbox(network),
                     container,
                     "--",
                     "/bin/sh",
@@ -178,6 +208,7 @@ class DockerBuilder:
 
     def build(self, req: BuildRequest, run: CommandRunner) -> None:
         argv = [self.binary, "build", "-f", str(req.dockerfile), "-t", req.image]
+        argv += ["--network", "host" if req.network else "none"]
         for key, value in sorted(req.build_args.items()):
             argv += ["--build-arg", f"{key}={value}"]
         if req.target:
@@ -185,11 +216,15 @@ class DockerBuilder:
         if run([*argv, str(req.context)]) != 0:
             raise BuildFailed("docker build failed")
 
-    def test(self, image: str, command: str, container: str, run: CommandRunner) -> None:
+    def test(
+        self, image: str, command: str, container: str, run: CommandRunner, network: bool = False
+    ) -> None:
         code = run(
             [
                 self.binary,
                 "run",
+                "--network",
+                "host" if network else "none",
                 "--rm",
                 "--name",
                 container,

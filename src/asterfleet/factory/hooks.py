@@ -3,13 +3,13 @@ a command, on success) and the result notification (every finished build)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import Any
 
 import httpx
 import structlog
 
+from asterfleet.factory.builder import step_environment
 from asterfleet.factory.knot import Knot
 from asterfleet.factory.queue import Build
 
@@ -57,7 +57,7 @@ def post(url: str, body: dict[str, Any], timeout: float = 10.0) -> bool:
 
 
 def run_command(command: str, body: dict[str, Any], timeout: float = 600.0) -> tuple[int, str]:
-    env = {**os.environ, **hook_env(body)}
+    env = step_environment(hook_env(body))
     try:
         proc = subprocess.run(
             ["/bin/sh", "-c", command],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+import string
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -44,6 +45,27 @@ def check_git_url(url: str) -> str:
     raise ValueError(f"{url!r} is not a git URL: {hint}")
 
 
+def check_tag_template(template: str) -> None:
+    """ValueError unless every replacement field of ``template`` is a plain
+    known field: ``{name}``, never ``{name:>9999}`` or ``{name.__class__}``
+    (the worker formats it, so anything else is a way into its memory)."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{template!r} is not a tag template: {exc}") from None
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in _TEMPLATE_FIELDS:
+            if field.isidentifier():
+                raise ValueError(f"unknown field {{{field}}} (use {sorted(_TEMPLATE_FIELDS)})")
+            raise ValueError(f"{{{field}}}: use a plain field, one of {sorted(_TEMPLATE_FIELDS)}")
+        if spec or conversion:
+            raise ValueError(
+                f"{{{field}}} with a format or conversion: use a plain field such as {{{field}}}"
+            )
+
+
 class TagRule(BaseModel):
     """``kind`` ref whose name matches the glob ``match`` is tagged ``tag``
     (a template with {name}, {version} = name without a leading v, {sha},
@@ -57,12 +79,7 @@ class TagRule(BaseModel):
     @field_validator("tag")
     @classmethod
     def _template(cls, value: str) -> str:
-        fields = set(re.findall(r"{(\w*)}", value))
-        unknown = fields - _TEMPLATE_FIELDS
-        if unknown:
-            raise ValueError(
-                f"unknown field {{{sorted(unknown)[0]}}} (use {sorted(_TEMPLATE_FIELDS)})"
-            )
+        check_tag_template(value)
         return value
 
 
@@ -116,6 +133,9 @@ class Knot(BaseModel):
     owners: list[str] = Field(default_factory=list)
     hooks: Hooks = Field(default_factory=Hooks)
     builder: Literal["buildah", "docker"] = "buildah"
+    # RUN steps and the test command get no network (not even the worker's
+    # loopback) unless this is set: for builds that must download.
+    network: bool = False
 
     @field_validator("name")
     @classmethod
@@ -162,6 +182,34 @@ class Knot(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"does not parse as a shell command: {exc}") from exc
         return value
+
+
+def is_local_git_url(url: str) -> bool:
+    """A repository on the worker's own file system (a path or file://)."""
+    return url.startswith("/") or urlsplit(url).scheme == "file"
+
+
+def admin_only_changes(knot: Knot, before: Knot | None) -> dict[str, str]:
+    """Field -> why, for what only an admin may set: a hook command (it runs
+    on the factory worker) and a local repository (it reads the worker's
+    disk). Unchanged values an admin set before stay allowed."""
+    problems: dict[str, str] = {}
+    if knot.hooks.command and (before is None or before.hooks.command != knot.hooks.command):
+        problems["hooks.command"] = (
+            "only an admin may set a hook command: it runs on the factory worker "
+            "(use a deploy webhook instead)"
+        )
+    if is_local_git_url(knot.git_url) and (before is None or before.git_url != knot.git_url):
+        problems["git_url"] = (
+            "only an admin may build from a path on the factory worker: "
+            "give an https://, ssh:// or git:// URL"
+        )
+    if knot.network and (before is None or not before.network):
+        problems["network"] = (
+            "only an admin may give build steps the network: they would reach "
+            "every service on the factory worker's host"
+        )
+    return problems
 
 
 class KnotInvalid(UsageError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
@@ -219,9 +220,24 @@ def resolve_webhook_secret(requested: str | None, current: str | None) -> tuple[
     return requested, False
 
 
-def public_spec(knot: Knot) -> dict[str, Any]:
-    """The knot's JSON with its webhook secret masked."""
+def mask_url_credentials(url: str) -> str:
+    """``https://user:token@host/x`` shown as ``https://user:********@host/x``."""
+    parts = urlsplit(url)
+    if "://" not in url or parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def public_spec(knot: Knot, *, hooks: bool = True) -> dict[str, Any]:
+    """The knot's JSON with its webhook secret and URL credentials masked;
+    without ``hooks`` (for those who may not edit it) no hook command, deploy
+    webhook or notification URL either."""
     spec = knot.model_dump(mode="json")
     if spec["triggers"].get("webhook_secret"):
         spec["triggers"]["webhook_secret"] = MASK
+    spec["git_url"] = mask_url_credentials(knot.git_url)
+    if not hooks:
+        spec["hooks"] = {"webhook": None, "command": None, "notify_url": None}
     return spec

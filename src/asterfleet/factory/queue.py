@@ -171,6 +171,22 @@ def claim(engine: Engine, worker: str) -> Build | None:
     return None
 
 
+def last_built_sha(engine: Engine, knot: str, ref: str) -> str | None:
+    """The commit of the newest passed build of ``knot`` at ``ref``."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(factory_builds.c.sha)
+            .where(
+                factory_builds.c.knot == knot,
+                factory_builds.c.ref == ref,
+                factory_builds.c.state == "passed",
+                factory_builds.c.sha.is_not(None),
+            )
+            .order_by(factory_builds.c.number.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+
+
 def get_build(engine: Engine, knot: str, number: int) -> Build:
     with engine.connect() as conn:
         row = conn.execute(

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 ZERO_SHA = "0" * 40
@@ -30,6 +30,17 @@ class Delivery:
     event: str
     ref: str | None  # refs/heads/x or refs/tags/y; None when not a push
     sha: str | None
+    # What makes two deliveries the same: the signed content (ref and
+    # commit), never the delivery id header, which is outside the signature
+    # and lets a replayed delivery pass for a new one.
+    content_key: str = field(default="", compare=False)
+
+
+def content_key(ref: str | None, sha: str | None, body: bytes) -> str:
+    """The deduplication key of a verified delivery."""
+    if ref is not None and sha:
+        return "push:" + hashlib.sha256(f"{ref}\n{sha}".encode()).hexdigest()
+    return "body:" + hashlib.sha256(body).hexdigest()
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
@@ -107,9 +118,14 @@ def parse(provider: Provider, headers: Mapping[str, str], body: bytes) -> Delive
         provider == "gitea" and event == "create"
     )
     if not is_push or not isinstance(ref, str):
-        return Delivery(provider, delivery_id[:128], event, None, None)
+        return Delivery(
+            provider, delivery_id[:128], event, None, None, content_key(None, None, body)
+        )
     if not ref.startswith("refs/"):
         ref = ("refs/tags/" if payload.get("ref_type") == "tag" else "refs/heads/") + ref
     if payload.get("deleted") is True or sha == ZERO_SHA:
-        return Delivery(provider, delivery_id[:128], event, None, None)
-    return Delivery(provider, delivery_id[:128], event, ref, sha if isinstance(sha, str) else None)
+        return Delivery(
+            provider, delivery_id[:128], event, None, None, content_key(None, None, body)
+        )
+    commit = sha if isinstance(sha, str) else None
+    return Delivery(provider, delivery_id[:128], event, ref, commit, content_key(ref, commit, body))

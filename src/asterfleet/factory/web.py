@@ -1,7 +1,7 @@
 """The knots' webhook endpoint: ``POST /hooks/knots/{name}``.
 
 Verifies the provider's signature with the knot's secret, ignores repeated
-deliveries (by delivery id), filters by branch or tag, and queues a build
+deliveries (by their signed content: ref and commit), filters by branch or tag, and queues a build
 (or joins the one already queued for that ref).
 """
 
@@ -32,7 +32,7 @@ DELIVERIES = Counter(
 
 
 def first_delivery(engine: Engine, knot: str, delivery_id: str) -> bool:
-    """Record a delivery id; False when it was seen before."""
+    """Record a delivery's key; False when it was seen before."""
     try:
         with engine.begin() as conn:
             seen = conn.execute(
@@ -71,7 +71,7 @@ def handle_delivery(
         DELIVERIES.labels("rejected").inc()
         log.info("webhook_rejected", knot=name, reason=str(exc))
         return exc.status, {"error": str(exc)}
-    if not first_delivery(engine, name, delivery.delivery_id):
+    if not first_delivery(engine, name, delivery.content_key):
         DELIVERIES.labels("duplicate").inc()
         return 200, {"ignored": "repeated delivery", "delivery": delivery.delivery_id}
     if delivery.ref is None:

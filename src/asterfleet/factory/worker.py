@@ -37,6 +37,7 @@ from asterfleet.factory.builder import (
     BuildRequest,
     Credentials,
     DockerBuilder,
+    step_environment,
 )
 from asterfleet.factory.dockerfiles import store_dockerfile
 from asterfleet.factory.knot import Knot, branch_of, build_targets, tag_of, tags_for
@@ -55,11 +56,21 @@ BUILDS_RUNNING = Gauge("asterfleet_factory_builds_running", "Builds running on t
 TRIGGERS = Counter("asterfleet_factory_triggers_total", "Build triggers", ["source", "result"])
 
 PUSH_TOKEN_TTL = 2 * 3600.0
-_SAFE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
-
 
 class Cancelled(Exception):
     pass
+
+
+def inside_clone(clone: Path, relative: str, what: str) -> Path:
+    """``clone/relative`` with every symlink resolved; BuildFailed when it
+    leads outside the clone (a repository must not make the worker read, or
+    send to the builder, files of the host)."""
+    path = (clone / relative).resolve()
+    if path != clone and not path.is_relative_to(clone):
+        raise BuildFailed(
+            f"{what} {relative!r} leads outside the repository (a symlink to {path}): refused"
+        )
+    return path
 
 
 @dataclass
@@ -94,9 +105,7 @@ class _Runner:
         if self.cancel.is_set():
             raise Cancelled()
         self.log.line("$ " + shlex.join(argv))
-        full_env = {k: v for k, v in os.environ.items() if k in _SAFE_ENV}
-        full_env["GIT_TERMINAL_PROMPT"] = "0"
-        full_env.update(env or {})
+        full_env = step_environment(env)
         with self._lock:
             self.proc = subprocess.Popen(
                 list(argv),
@@ -203,20 +212,24 @@ class Worker:
             if not tags:
                 raise BuildFailed(f"no tag rule of knot {knot.name} gives a tag for {build.ref}")
             queue.set_state(self.engine, build.id, "running", sha=sha, tags=tags)
-            src = workdir / "src"
-            dockerfile = src / knot.dockerfile
+            src = (workdir / "src").resolve()
+            dockerfile = inside_clone(src, knot.dockerfile, "Dockerfile")
+            context = inside_clone(src, knot.context, "build context")
             if not dockerfile.is_file():
                 raise BuildFailed(f"Dockerfile {knot.dockerfile} not found in {build.ref}")
+            if not context.is_dir():
+                raise BuildFailed(f"build context {knot.context} is not a directory in {build.ref}")
             dockerfile_text = dockerfile.read_text(errors="replace")
             store_dockerfile(self.engine, build.id, knot.dockerfile, dockerfile_text)
             test_target, image_target = build_targets(dockerfile_text)
             image = f"localhost/asterfleet-build/{knot.name}:{build.number}"
             request = BuildRequest(
-                context=src / knot.context,
+                context=context,
                 dockerfile=dockerfile,
                 image=image,
                 build_args=knot.build_args,
                 target=image_target,
+                network=knot.network,
             )
             builder.build(request, runner)
             if test_target or knot.test_command:
@@ -232,13 +245,20 @@ class Worker:
                                 image=f"{image}-test",
                                 build_args=knot.build_args,
                                 target=test_target,
+                                network=knot.network,
                             ),
                             runner,
                         )
                         builder.remove(f"{image}-test", runner)
                     if knot.test_command:
                         blog.line("== test command")
-                        builder.test(image, knot.test_command, f"af-test-{build.id}", runner)
+                        builder.test(
+                            image,
+                            knot.test_command,
+                            f"af-test-{build.id}",
+                            runner,
+                            network=knot.network,
+                        )
                 except BuildFailed as exc:
                     raise BuildFailed(f"test failed: {exc}") from exc
             state = "pushing"
@@ -316,7 +336,28 @@ class Worker:
             check=True,
             timeout=60,
         )
-        return proc.stdout.strip()
+        sha = proc.stdout.strip()
+        self._refuse_older(knot, build, dest, sha)
+        return sha
+
+    def _refuse_older(self, knot: Knot, build: Build, dest: Path, sha: str) -> None:
+        """A commit behind the last one built for this ref is a replay (or a
+        force-push back): building it would republish old code under the
+        branch's tags. Rebuilding the same commit stays allowed."""
+        last = queue.last_built_sha(self.engine, knot.name, build.ref)
+        if last is None or last == sha or branch_of(build.ref) is None:
+            return
+        behind = subprocess.run(
+            ["git", "-C", str(dest), "merge-base", "--is-ancestor", sha, last],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        if behind.returncode == 0:
+            raise BuildFailed(
+                f"commit {sha[:12]} is older than {last[:12]}, the last commit built from "
+                f"{build.ref}: refused (a replayed delivery?); push a new commit to build"
+            )
 
     def _after(self, build: Build, blog: BuildLog) -> None:
         try:

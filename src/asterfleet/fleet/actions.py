@@ -78,8 +78,9 @@ async def _update(
         revision = kv.mod_revision if kv is not None else 0
         if kv is None and intent.is_default():
             return intent  # nothing to undo, nothing to write
-        value = None if intent.is_default() else intent.to_json()
-        if await etcd.swap(key, value, revision):
+        # Kept even when it asks for nothing (an undrain): it says who undid
+        # the drain and when, for `fleet show`, the node page and the events.
+        if await etcd.swap(key, intent.to_json(), revision):
             return intent
     raise IntentConflict(
         f"the admin record of node {node_id!r} changed {SWAP_ATTEMPTS} times while "

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from asterfleet.errors import UsageError
+
 DEFAULT_ROOT = "/asterfleet"
+# A cluster name becomes part of every key and of etcd role names: no '/',
+# no '..', nothing a shell or etcd would read differently.
+CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def check_cluster_name(cluster: str) -> str:
+    """``cluster`` if it is a valid cluster name, else UsageError."""
+    if not CLUSTER_RE.match(cluster) or ".." in cluster:
+        raise UsageError(
+            f"--cluster {cluster!r}: use 1-63 letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit (it becomes the etcd prefix /asterfleet/CLUSTER/)"
+        )
+    return cluster
 
 
 @dataclass(frozen=True)
 class Keyspace:
     cluster: str
     root: str = DEFAULT_ROOT
+
+    def __post_init__(self) -> None:
+        check_cluster_name(self.cluster)
 
     @property
     def prefix(self) -> str:
@@ -47,6 +66,13 @@ class Keyspace:
 
     def balancer(self, lb_id: str) -> str:
         return self.balancers + lb_id
+
+    def execs_of(self, node_id: str) -> str:
+        """Where `node exec` requests for one node and their results live."""
+        return self.prefix + "exec/" + node_id + "/"
+
+    def exec_request(self, node_id: str, request_id: str) -> str:
+        return self.execs_of(node_id) + request_id
 
     def kind_of(self, key: str) -> tuple[str, str] | None:
         """('nodes'|'admin'|'balancers', id) for a key under this cluster."""

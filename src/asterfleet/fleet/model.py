@@ -22,6 +22,10 @@ SIP_URI_RE = re.compile(
 )
 
 
+# NodeRecord.calls_error when the agent has no call-count source at all.
+NO_CALL_COUNTER = "the agent runs with --calls none"
+
+
 class NodeState(StrEnum):
     """What the node agent says about its own box."""
 
@@ -37,6 +41,7 @@ class EffectiveState(StrEnum):
     ACTIVE = "active"
     STARTING = "starting"
     DRAINING = "draining"
+    DRAINED = "drained"  # draining, and its agent reports no calls left
     MAINTENANCE = "maintenance"
     UNHEALTHY = "unhealthy"
 
@@ -46,6 +51,7 @@ STRICTNESS: dict[EffectiveState, int] = {
     EffectiveState.ACTIVE: 0,
     EffectiveState.STARTING: 1,
     EffectiveState.DRAINING: 2,
+    EffectiveState.DRAINED: 2,
     EffectiveState.MAINTENANCE: 3,
     EffectiveState.UNHEALTHY: 4,
 }
@@ -169,16 +175,23 @@ def parse_balancer(key: str, raw: bytes) -> BalancerStatus:
 
 
 def effective_state(node: NodeRecord, intent: AdminIntent | None) -> EffectiveState:
-    """The stricter of the agent's state and the operator's intent."""
-    agent = EffectiveState(node.state.value)
-    if intent is None:
-        return agent
-    wanted = EffectiveState.ACTIVE
-    if intent.drain:
-        wanted = EffectiveState.DRAINING
-    if intent.maintenance:
-        wanted = EffectiveState.MAINTENANCE
-    return max(agent, wanted, key=STRICTNESS.__getitem__)
+    """The stricter of the agent's state and the operator's intent; a draining
+    node whose agent reports no calls left is ``drained`` (safe to stop).
+
+    The one place "drained" is decided: the CLI, the console, the metrics
+    and ``fleet drain --wait`` all read it from here.
+    """
+    state = EffectiveState(node.state.value)
+    if intent is not None:
+        wanted = EffectiveState.ACTIVE
+        if intent.drain:
+            wanted = EffectiveState.DRAINING
+        if intent.maintenance:
+            wanted = EffectiveState.MAINTENANCE
+        state = max(state, wanted, key=STRICTNESS.__getitem__)
+    if state is EffectiveState.DRAINING and node.active_calls == 0:
+        return EffectiveState.DRAINED
+    return state
 
 
 def effective_weight(node: NodeRecord, intent: AdminIntent | None) -> int:

@@ -2,8 +2,9 @@
 
 Kamailio wants per-set percentages that sum to at most 100. Operators give
 relative weights (1:2:1). The largest-remainder method turns them into
-integers that sum to exactly 100, closest to the true shares, and no
-positive weight is rounded away to 0.
+integers that sum to exactly 100, closest to the true shares. With at most
+100 positive weights, none is rounded away to 0; with more, 100 slots cannot
+give each one a percent, and some get 0 (see ``dispatcher_list.weight_overflow``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Built on :class:`~asterfleet.lab.stack.Stack` (the same harness the
 integration tests use), plus the web console and a steady call load. The
-backend count is reconciled to ``desired.json``, so ``lab scale N`` from
+node count is reconciled to ``desired.json``, so ``lab scale N`` from
 another terminal is just a write of the wish.
 """
 
@@ -26,11 +26,13 @@ from asterfleet.errors import AsterfleetError
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
+from asterfleet.lab.factory import LabFactory, missing_binaries
 from asterfleet.lab.stack import Stack, StackOptions, agent_argv
 from asterfleet.lab.state import LabInfo, read_desired, write_desired, write_info
-from asterfleet.runtime.ports import free_port_both
+from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
-from asterfleet.sipp.runner import SippError, SippUac
+from asterfleet.sipp.runner import SippUac
+from asterfleet.sipp.stats import SippError
 
 REQUIRED = ("etcd", "kamailio", "sipp")
 
@@ -38,7 +40,7 @@ REQUIRED = ("etcd", "kamailio", "sipp")
 @dataclass
 class LabOptions:
     lab_dir: Path
-    backends: int = 3
+    nodes: int = 3
     calls_per_second: float = 5.0
     hold_ms: int = 2000
     console: bool = True
@@ -46,6 +48,9 @@ class LabOptions:
     cluster: str = "lab"
     drain_timeout: float = 30.0
     capture: bool = True
+    # The registry (token server: the console) and a factory worker with a
+    # sample knot, so the Images and Builds areas work in the lab too.
+    factory: bool = True
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Lab:
     console: ManagedProcess | None = None
     capture: ManagedProcess | None = None
     capture_port: int = 0
+    factory: LabFactory | None = None
     caller: SippUac | None = None
     info: LabInfo | None = None
     removing: dict[str, Future[int | None]] = field(default_factory=dict)
@@ -91,14 +97,16 @@ class Lab:
         if self.capture_port:
             self._start_capture()
         self.stack.start()
-        write_desired(lab_dir, self.options.backends)
+        write_desired(lab_dir, self.options.nodes)
         self.reconcile_scale()
         console_url = password_file = None
         if self.options.console:
             console_url, password_file = self._start_console()
+            if self.factory is not None:
+                self.factory.start_worker()
         if self.options.calls_per_second > 0:
-            for backend in list(self.stack.backends.values()):
-                self.stack.wait_routable(backend, timeout=20)
+            for node in list(self.stack.nodes.values()):
+                self.stack.wait_routable(node, timeout=20)
             self.caller = self.stack.start_calls(
                 self.options.calls_per_second, hold_ms=self.options.hold_ms, name="calls"
             )
@@ -115,6 +123,8 @@ class Lab:
             console_password_file=str(password_file) if password_file else None,
             capture=f"127.0.0.1:{self.capture_port}" if self.capture else None,
             capture_db=self.capture_db if self.capture else None,
+            registry=self.factory.registry_host if self.factory else None,
+            factory_db=self.factory.factory_db if self.factory else None,
             calls_per_second=self.options.calls_per_second,
         )
         self._record_processes()
@@ -149,17 +159,31 @@ class Lab:
         if not password_file.exists():
             password_file.write_text(secrets.token_urlsafe(12) + "\n")
             password_file.chmod(0o600)
+        port = self.options.console_port or free_port()
+        console_db = f"sqlite:///{lab_dir / 'console.db'}"
+        factory_args: list[str] = []
+        if self.options.factory:
+            missing = missing_binaries()
+            if missing:
+                self.log.warning("factory_skipped", missing=",".join(missing))
+            else:
+                self.factory = LabFactory(lab_dir, port, console_db)
+                self.factory.prepare()
+                self.factory.start_registry()
+                factory_args = self.factory.console_args()
         running = start_console(
             lab_dir / "run" / "console.log",
             etcd=self.stack.etcd_endpoint,
-            db=f"sqlite:///{lab_dir / 'console.db'}",
+            db=console_db,
             cluster=self.options.cluster,
             extra_args=[
                 "--admin-password-file",
                 str(password_file),
                 *(["--capture-db", self.capture_db] if self.capture else []),
+                *factory_args,
             ],
-            port=self.options.console_port,
+            port=port,
+            timeout=120,  # a loaded machine: imports alone can take half a minute
         )
         self.console = running.process
         url = running.url
@@ -179,42 +203,46 @@ class Lab:
             pids["console"] = self.console.pid
         if self.capture is not None:
             pids["capture"] = self.capture.pid
+        if self.factory is not None:
+            for part in (self.factory.registry, self.factory.worker):
+                if part is not None:
+                    pids[part.name] = part.pid
         if self.caller is not None and self.caller.process is not None:
             pids["calls"] = self.caller.process.pid
-        for b in st.backends.values():
+        for b in st.nodes.values():
             pids[f"{b.node_id}-agent"] = b.agent.pid
             if b.uas.process is not None:
                 pids[f"{b.node_id}-uas"] = b.uas.process.pid
         self.info.pids = pids
-        self.info.ports = sorted({st.sip_port, *(b.uas.port for b in st.backends.values())})
+        self.info.ports = sorted({st.sip_port, *(b.uas.port for b in st.nodes.values())})
         write_info(self.options.lab_dir, self.info)
 
     # -- scale ------------------------------------------------------------------
 
     def reconcile_scale(self) -> None:
-        """Add or drain backends until their number is what desired.json says."""
+        """Add or drain nodes until their number is what desired.json says."""
         desired = read_desired(self.options.lab_dir)
         if desired is None:
             return
         for node_id, fut in list(self.removing.items()):
             if fut.done():
                 del self.removing[node_id]
-        current = sorted(self.stack.backends, key=_backend_order)
+        current = sorted(self.stack.nodes, key=_node_order)
         if len(current) < desired:
             for i in range(1, 100):
-                if len(self.stack.backends) >= desired:
+                if len(self.stack.nodes) >= desired:
                     break
                 name = f"ast{i}"
-                if name in self.stack.backends or name in self.removing:
+                if name in self.stack.nodes or name in self.removing:
                     continue
-                self.log.info("backend_add", node=name)
-                self.stack.add_backend(name)
+                self.log.info("node_add", node=name)
+                self.stack.add_node(name)
         elif len(current) > desired:
             for name in current[desired:][::-1]:
-                self.log.info("backend_drain", node=name)
-                backend = self.stack.backends.pop(name)
+                self.log.info("node_drain", node=name)
+                node = self.stack.nodes.pop(name)
                 self.removing[name] = self._pool.submit(
-                    self.stack.retire, backend, self.options.drain_timeout + 15
+                    self.stack.retire, node, self.options.drain_timeout + 15
                 )
         if self.info is not None:
             self._record_processes()
@@ -233,7 +261,7 @@ class Lab:
         except AsterfleetError as exc:
             view["etcd"] = str(exc)
         routed = {}
-        for name, b in list(self.stack.backends.items()):
+        for name, b in list(self.stack.nodes.items()):
             routed[name] = b.uas.invites_received()
         for node in view["nodes"]:
             node["calls_routed"] = routed.get(node["id"])
@@ -253,7 +281,7 @@ class Lab:
         return {
             "at": time.time(),
             "info": json.loads(self.info.to_json()) if self.info else None,
-            "desired_backends": read_desired(self.options.lab_dir),
+            "desired_nodes": read_desired(self.options.lab_dir),
             "draining": sorted(self.removing),
             "calls": calls,
             **view,
@@ -283,6 +311,8 @@ class Lab:
             except Exception as exc:
                 self.log.warning("drain_wait_failed", error=str(exc))
         self._pool.shutdown(wait=True)
+        if self.factory is not None:
+            self.factory.stop()
         if self.console is not None:
             self.console.stop(grace=5)
         self.stack.stop()
@@ -301,7 +331,7 @@ async def _read(endpoint: str, cluster: str) -> Any:
         return await read_fleet(etcd, Keyspace(cluster))
 
 
-def _backend_order(name: str) -> tuple[int, str]:
+def _node_order(name: str) -> tuple[int, str]:
     digits = "".join(c for c in name if c.isdigit())
     return (int(digits) if digits else 0, name)
 

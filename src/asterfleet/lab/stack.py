@@ -1,7 +1,7 @@
 """A whole asterfleet cluster on one machine, on loopback.
 
 etcd, one Kamailio load balancer with the generated config and its balancer
-agent, N SIP backends (SIPp UAS standing in for Asterisk, each with its
+agent, N nodes (SIPp UAS standing in for Asterisk, each with its
 node agent) and call load. `asterfleet lab` runs it for people; the
 integration tests run it to check what a user would check.
 """
@@ -32,8 +32,8 @@ def agent_argv(*args: str) -> list[str]:
 
 
 @dataclass
-class Backend:
-    """One SIP backend: a SIPp UAS and its node agent."""
+class LabNode:
+    """One node: a SIPp UAS and its node agent."""
 
     node_id: str
     uas: SippUas
@@ -70,7 +70,7 @@ class Stack:
     etcd_cluster: list[EtcdServer] = field(default_factory=list)
     kamailio: KamailioServer | None = None
     balancer: ManagedProcess | None = None
-    backends: dict[str, Backend] = field(default_factory=dict)
+    nodes: dict[str, LabNode] = field(default_factory=dict)
     callers: list[SippUac] = field(default_factory=list)
     sip_port: int = 0
     run_dir: Path | None = None  # short path for unix sockets
@@ -150,16 +150,16 @@ class Stack:
         ).start()
         return self.balancer
 
-    def add_backend(
+    def add_node(
         self,
         node_id: str,
         weight: int = 1,
-        scenario: str = "uas.xml",
+        scenario: str | Path = "uas.xml",
         drain_timeout: float | None = None,
         extra: tuple[str, ...] = (),
         uas_args: tuple[str, ...] = (),
-    ) -> Backend:
-        bdir = self.work_dir / "backends" / node_id
+    ) -> LabNode:
+        bdir = self.work_dir / "nodes" / node_id
         uas = SippUas(bdir, name="uas", scenario=scenario, extra_args=uas_args).start()
         agent = ManagedProcess(
             f"node-{node_id}",
@@ -188,36 +188,36 @@ class Stack:
             ),
             bdir / "agent.log",
         ).start()
-        backend = Backend(node_id, uas, agent, weight)
-        self.backends[node_id] = backend
-        return backend
+        node = LabNode(node_id, uas, agent, weight)
+        self.nodes[node_id] = node
+        return node
 
     @staticmethod
-    def retire(backend: Backend, timeout: float = 120) -> int | None:
+    def retire(node: LabNode, timeout: float = 120) -> int | None:
         """Drain (SIGTERM to the agent, which waits for its calls), then stop the box.
 
         The agent's exit code, or None when it had to be stopped hard.
         """
-        backend.agent.signal(signal.SIGTERM)
+        node.agent.signal(signal.SIGTERM)
         code: int | None
         try:
-            assert backend.agent.proc is not None
-            code = backend.agent.proc.wait(timeout=timeout)
+            assert node.agent.proc is not None
+            code = node.agent.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            backend.agent.stop()
+            node.agent.stop()
             code = None
-        backend.uas.stop()
+        node.uas.stop()
         return code
 
-    def remove_backend(self, node_id: str, timeout: float = 120) -> int | None:
-        """Take a backend out of the lab the way an operator would: drain it."""
-        return self.retire(self.backends.pop(node_id), timeout)
+    def remove_node(self, node_id: str, timeout: float = 120) -> int | None:
+        """Take a node out of the lab the way an operator would: drain it."""
+        return self.retire(self.nodes.pop(node_id), timeout)
 
-    def kill_backend(self, node_id: str) -> None:
+    def kill_node(self, node_id: str) -> None:
         """A crash: SIGKILL the box and its agent at once."""
-        backend = self.backends.pop(node_id)
-        backend.uas.process.kill() if backend.uas.process else None
-        backend.agent.kill()
+        node = self.nodes.pop(node_id)
+        node.uas.process.kill() if node.uas.process else None
+        node.agent.kill()
 
     def start_calls(
         self, rate: float, hold_ms: int = 1000, max_calls: int | None = None, name: str = "uac"
@@ -248,34 +248,34 @@ class Stack:
     def dispatcher_by_uri(self) -> dict[str, DispatcherDestination]:
         return {d.uri: d for d in self.dispatcher()}
 
-    def wait_routable(self, backend: Backend, timeout: float = 15) -> None:
-        """Until Kamailio lists the backend as active (flags A)."""
+    def wait_routable(self, node: LabNode, timeout: float = 15) -> None:
+        """Until Kamailio lists the node as active (flags A)."""
 
         def ok() -> bool:
-            dest = self.dispatcher_by_uri().get(backend.sip_uri)
+            dest = self.dispatcher_by_uri().get(node.sip_uri)
             return dest is not None and dest.flags.startswith("A")
 
-        wait_for(ok, timeout, what=f"{backend.node_id} routable in Kamailio")
+        wait_for(ok, timeout, what=f"{node.node_id} routable in Kamailio")
 
     # -- whole ----------------------------------------------------------------
 
-    def start(self, backends: int = 0) -> Stack:
+    def start(self, nodes: int = 0) -> Stack:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.start_etcd()
         self.start_kamailio()
         self.start_balancer()
-        for i in range(backends):
-            self.add_backend(f"ast{i + 1}")
+        for i in range(nodes):
+            self.add_node(f"ast{i + 1}")
         return self
 
     def stop(self) -> None:
         """Stop everything, in an order that leaves nothing behind."""
         for uac in self.callers:
             uac.stop()
-        for backend in list(self.backends.values()):
-            backend.agent.stop(grace=2)
-            backend.uas.stop()
-        self.backends.clear()
+        for node in list(self.nodes.values()):
+            node.agent.stop(grace=2)
+            node.uas.stop()
+        self.nodes.clear()
         if self.balancer is not None:
             self.balancer.stop(grace=5)
         if self.kamailio is not None:

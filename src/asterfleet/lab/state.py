@@ -2,7 +2,7 @@
 
 A running lab writes ``lab.json`` (addresses and pids) in its directory;
 ``lab status``, ``lab scale`` and ``lab down`` read it. ``desired.json`` is
-the operator's wish (how many backends); the running lab reconciles to it.
+the operator's wish (how many nodes); the running lab reconciles to it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class LabInfo:
     capture: str | None
     capture_db: str | None
     calls_per_second: float
+    registry: str | None = None  # HOST:PORT of the lab's registry
+    factory_db: str | None = None
     pids: dict[str, int] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
 
@@ -92,15 +94,15 @@ def running_info(lab_dir: Path) -> LabInfo:
     return info
 
 
-def write_desired(lab_dir: Path, backends: int) -> None:
-    if not 0 <= backends <= 50:
-        raise UsageError(f"lab scale {backends}: use 0 to 50 backends")
-    write_atomic(desired_path(lab_dir), json.dumps({"backends": backends}) + "\n")
+def write_desired(lab_dir: Path, nodes: int) -> None:
+    if not 0 <= nodes <= 50:
+        raise UsageError(f"lab scale {nodes}: use 0 to 50 nodes")
+    write_atomic(desired_path(lab_dir), json.dumps({"nodes": nodes}) + "\n")
 
 
 def read_desired(lab_dir: Path) -> int | None:
     try:
-        value = json.loads(desired_path(lab_dir).read_text())["backends"]
+        value = json.loads(desired_path(lab_dir).read_text())["nodes"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return value if isinstance(value, int) and 0 <= value <= 50 else None

@@ -13,6 +13,7 @@ STATE_STYLE = {
     "active": "green",
     "starting": "cyan",
     "draining": "yellow",
+    "drained": "blue",
     "maintenance": "magenta",
     "unhealthy": "red",
 }
@@ -36,6 +37,12 @@ def banner(info: dict[str, Any], password: str | None) -> str:
             lines.append(
                 f"  search the calls    : asterfleet capture search --db {info['capture_db']}"
             )
+    if info.get("registry"):
+        lines.append(f"  registry            : {info['registry']} (token server: the console)")
+        lines.append(
+            f"  knots and builds    : asterfleet knot ls --db {info['factory_db']}"
+            "   (a factory worker runs them)"
+        )
     lines.append(
         "  scale               : asterfleet lab scale N      stop: Ctrl-C or asterfleet lab down"
     )

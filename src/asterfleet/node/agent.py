@@ -19,10 +19,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterfleet import __version__, logs
 from asterfleet.errors import EtcdUnavailable, RecordError, UsageError
-from asterfleet.etcd_client import Etcd
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity, WatchLost
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, NodeState, parse_balancer
-from asterfleet.node.calls import CallCounter, NoCounter
+from asterfleet.node.ami import AmiError
+from asterfleet.node.calls import AmiCounter, CallCounter, NoCounter
+from asterfleet.node.execs import MAX_AGE as EXEC_MAX_AGE
+from asterfleet.node.execs import ExecRequest
+from asterfleet.node.execs import to_json as exec_json
 from asterfleet.node.state import ProbeHistory, ProbeVerdict, classify, next_state
 from asterfleet.runtime.tasks import cancel_all
 from asterfleet.sip.options import parse_sip_uri, probe
@@ -42,6 +46,7 @@ class NodeAgentConfig:
     cluster: str
     node_id: str
     sip_uri: str
+    etcd_security: EtcdSecurity = NO_SECURITY
     set_id: int = 1
     weight: int = 1
     priority: int = 0
@@ -57,6 +62,9 @@ class NodeAgentConfig:
     # a stats file that is up to a second old.
     drain_settle: float = 2.0
     media_address: str | None = None
+    # After a drain that ended with no calls: "leave" (deregister) or "stop"
+    # (ask Asterisk to `core stop gracefully` over AMI, then deregister).
+    on_idle: str = "leave"
     version: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -80,6 +88,14 @@ class NodeMetrics:
             "asterfleet_node_registrations", "Leases granted and record written", registry=r
         )
         self.writes = Counter("asterfleet_node_record_writes", "Node record writes", registry=r)
+        self.count_up = Gauge(
+            "asterfleet_node_call_count_up", "1 when the call count is known", registry=r
+        )
+        self.count_errors = Counter(
+            "asterfleet_node_call_count_errors",
+            "Times the call count became unavailable (AMI refused, unreachable...)",
+            registry=r,
+        )
         self.restores = Counter(
             "asterfleet_node_record_restores",
             "Records put back after they disappeared",
@@ -96,7 +112,7 @@ class NodeAgent:
     ) -> None:
         self.cfg = cfg
         self.ks = Keyspace(cfg.cluster)
-        self.etcd = Etcd(cfg.etcd)
+        self.etcd = Etcd(cfg.etcd, security=cfg.etcd_security)
         self.counter = counter or NoCounter()
         self.metrics = metrics or NodeMetrics()
         self.log = logs.get("node", node=cfg.node_id, cluster=cfg.cluster)
@@ -106,6 +122,8 @@ class NodeAgent:
         self.history = ProbeHistory()
         self.reason: str | None = None
         self.active_calls: int | None = None
+        self.calls_error: str | None = None
+        self.asterisk_version: str | None = None
         self.probe_note: str | None = None
         self.draining = False
         self.lease: int | None = None
@@ -139,6 +157,8 @@ class NodeAgent:
             updated_at=0.0,
             probe=self.probe_note,
             reason=self.reason,
+            calls_error=self.calls_error,
+            asterisk_version=self.asterisk_version,
         )
 
     async def _write(self) -> None:
@@ -235,13 +255,25 @@ class NodeAgent:
             self.metrics.probe_failures.inc()
         self._decide(verdict, status)
 
-    async def _count_once(self) -> None:
+    async def _count_once(self) -> int | None:
+        """Read the call count (and why it is unknown, and the Asterisk
+        version) into the record; say so once when the count goes or returns."""
         calls = await self.counter.active_calls()
-        if calls != self.active_calls:
-            self.active_calls = calls
+        error = None if calls is not None else (self.counter.last_error or "no count yet")
+        version = self.counter.version
+        if error != self.calls_error:
+            if error is not None:
+                self.log.warning("call_count_unavailable", reason=error)
+                self.metrics.count_errors.inc()
+            else:
+                self.log.info("call_count_available", active_calls=calls)
+        if (calls, error, version) != (self.active_calls, self.calls_error, self.asterisk_version):
+            self.active_calls, self.calls_error, self.asterisk_version = calls, error, version
             self.dirty.set()
+        self.metrics.count_up.set(0 if calls is None else 1)
         if calls is not None:
             self.metrics.active_calls.set(calls)
+        return calls
 
     async def probe_loop(self) -> None:
         while not self.stopping.is_set():
@@ -318,7 +350,7 @@ class NodeAgent:
                 return False
         return True
 
-    async def drain(self) -> None:
+    async def drain(self) -> bool:
         """Stop taking calls, wait for the balancers and for the calls."""
         deadline = time.monotonic() + self.cfg.drain_timeout
         self.draining = True
@@ -338,9 +370,16 @@ class NodeAgent:
             await asyncio.sleep(0.05)
         waited_for_calls = False
         applied_at = time.monotonic()
+        said_no_count = False
         while time.monotonic() < deadline:
-            calls = await self.counter.active_calls()
-            self.active_calls = calls
+            calls = await self._count_once()
+            if calls is None and not said_no_count:
+                said_no_count = True
+                self.log.warning(
+                    "drain_without_count",
+                    reason=self.calls_error,
+                    waits=f"the drain timeout ({self.cfg.drain_timeout:g}s)",
+                )
             with contextlib.suppress(EtcdUnavailable):
                 await self._write()
             if calls == 0 and time.monotonic() - applied_at >= self.cfg.drain_settle:
@@ -351,6 +390,72 @@ class NodeAgent:
             "drained" if waited_for_calls else "drain_timeout",
             active_calls=self.active_calls,
         )
+        return waited_for_calls
+
+    async def stop_asterisk(self) -> bool:
+        """``core stop gracefully`` over the agent's AMI session (--on-idle
+        stop); whether Asterisk accepted it. Needs write=command."""
+        if not isinstance(self.counter, AmiCounter):
+            self.log.error("asterisk_not_stopped", reason="--on-idle stop needs --calls ami://")
+            return False
+        try:
+            ok, lines = await self.counter.session.command("core stop gracefully")
+        except (AmiError, OSError, TimeoutError) as exc:
+            ok, lines = False, [str(exc) or type(exc).__name__]
+        if ok:
+            self.log.info("asterisk_stop_requested", command="core stop gracefully")
+        else:
+            self.log.error("asterisk_not_stopped", reason="; ".join(lines))
+        return ok
+
+    # -- node exec ------------------------------------------------------------
+
+    async def exec_loop(self) -> None:
+        """Run `asterfleet node exec` requests for this node over AMI."""
+        prefix = self.ks.execs_of(self.cfg.node_id)
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                snap = await self.etcd.get_prefix(prefix)
+                for kv in snap.items:
+                    await self._run_exec(kv.key, kv.value)
+                async with self.etcd.watch_prefix(prefix, snap.revision + 1) as queue:
+                    backoff = 0.5
+                    while not self.stopping.is_set():
+                        item = await queue.get()
+                        if isinstance(item, WatchLost):
+                            raise EtcdUnavailable(str(item))
+                        if item.kind == "put":
+                            await self._run_exec(item.key, item.value)
+            except EtcdUnavailable:
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _run_exec(self, key: str, raw: bytes) -> None:
+        try:
+            req = ExecRequest.model_validate_json(raw)
+        except ValueError:
+            return
+        if req.state != "pending" or time.time() - req.at > EXEC_MAX_AGE:
+            return
+        if not isinstance(self.counter, AmiCounter):
+            ok, lines = False, ["this node's agent has no AMI session (run it with --calls ami://)"]
+        else:
+            try:
+                ok, lines = await self.counter.session.command(req.command)
+            except (AmiError, OSError, TimeoutError) as exc:
+                ok, lines = False, [str(exc) or type(exc).__name__]
+        self.log.info("exec", command=req.command, by=req.by, at=req.at, ok=ok)
+        done = req.model_copy(
+            update={
+                "state": "done" if ok else "refused",
+                "ok": ok,
+                "output": lines,
+                "done_at": time.time(),
+            }
+        )
+        with contextlib.suppress(EtcdUnavailable):
+            await self.etcd.put(key, exec_json(done))
 
     async def deregister(self) -> None:
         if self.lease is not None:
@@ -368,8 +473,10 @@ class NodeAgent:
         """
         self.log.info("starting", sip_uri=self.cfg.sip_uri, etcd=self.cfg.etcd, ttl=self.cfg.ttl)
         tasks = [
+            asyncio.create_task(self.counter.run(self.stopping), name="counter"),
             asyncio.create_task(self.probe_loop(), name="probe"),
             asyncio.create_task(self.etcd_loop(), name="etcd"),
+            asyncio.create_task(self.exec_loop(), name="exec"),
         ]
         stop = asyncio.create_task(_wait(self.stopping))
         signalled = asyncio.create_task(_wait(shutdown))
@@ -380,7 +487,9 @@ class NodeAgent:
                 raise self.conflict
             if self.registered:
                 # Probing goes on during the drain so the record stays truthful.
-                await self.drain()
+                idle = await self.drain()
+                if idle and self.cfg.on_idle == "stop":
+                    await self.stop_asterisk()
             else:
                 # Never registered: no balancer routes here, nothing to drain.
                 self.log.info("stopping_unregistered", why="the record was never written")

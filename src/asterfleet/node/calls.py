@@ -1,55 +1,72 @@
 """Where the node agent learns how many calls its box is carrying.
 
 A :class:`CallCounter` answers ``await active_calls()`` with a number, or None
-when the count is unknown (no source, or the source failed): the agent then
-publishes no count and a drain falls back to its timeout. Counters never
-raise for runtime trouble.
+when the count is unknown; :attr:`~CallCounter.last_error` then says why
+(shown in the node record as ``calls_error``). :meth:`~CallCounter.run`
+keeps any connection it needs; counters never raise for runtime trouble.
 
 * :class:`NoCounter` - no source.
 * :class:`SippStatCounter` - a SIPp UAS statistics CSV (the lab's boxes).
-* :class:`AmiCounter` - Asterisk's Manager Interface (AMI): log in, run
-  ``core show channels count`` (or count ``CoreShowChannel`` events), log off.
+* :class:`AmiCounter` - Asterisk's Manager Interface, one persistent session
+  counting from channel events (:class:`~asterfleet.node.ami.AmiSession`).
 
 :func:`counter_from_spec` builds one from ``none``, ``sipp-stat:/path.csv``
-or ``ami://user@host[:port]`` (secret from ``ASTERFLEET_AMI_SECRET``).
+or ``ami://user@host[:port]`` (secret from ``ASTERFLEET_AMI_SECRET`` or the
+file named by ``ASTERFLEET_AMI_SECRET_FILE``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import os
-import re
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from asterfleet.errors import UsageError
-from asterfleet.sipp.runner import SippError, read_stat_file
+from asterfleet.fleet.model import NO_CALL_COUNTER
+from asterfleet.node.ami import AMI_DEFAULT_PORT, AmiSession
+from asterfleet.sipp.stats import SippError, read_stat_file
 
 AMI_SECRET_ENV = "ASTERFLEET_AMI_SECRET"
-AMI_DEFAULT_PORT = 5038
-AMI_METHODS = ("command", "channels")
-_AMI_MAX_BUFFER = 4 * 1024 * 1024
+AMI_SECRET_FILE_ENV = "ASTERFLEET_AMI_SECRET_FILE"
 
 
 @runtime_checkable
 class CallCounter(Protocol):
     """A source of the box's active-call count."""
 
+    @property
+    def last_error(self) -> str | None:
+        """Why the count is unknown (None while it is known)."""
+        ...
+
+    @property
+    def version(self) -> str | None:
+        """The Asterisk version the source reports, when it knows it."""
+        ...
+
     async def active_calls(self) -> int | None:
         """The number of active calls now, or None when unknown."""
+        ...
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Keep the source's connection until ``stopping`` is set."""
         ...
 
 
 class NoCounter:
     """No call-count source: always unknown."""
 
+    last_error: str | None = NO_CALL_COUNTER
+    version: str | None = None
+
     async def active_calls(self) -> int | None:
+        return None
+
+    async def run(self, stopping: asyncio.Event) -> None:
         return None
 
     def __repr__(self) -> str:
@@ -64,311 +81,75 @@ class SippStatCounter:
     that many seconds (SIPp died, so its last row no longer tells the truth).
     """
 
+    version: str | None = None
+
     def __init__(self, path: Path | str, stale_after: float | None = None) -> None:
         self.path = Path(path)
         self.stale_after = stale_after
+        self.last_error: str | None = None
 
     def _read(self) -> int | None:
         try:
             if self.stale_after is not None:
                 age = time.time() - self.path.stat().st_mtime
                 if age > self.stale_after:
+                    self.last_error = f"{self.path} not written for {age:.0f}s"
                     return None
-            return read_stat_file(self.path).current_calls
-        except (OSError, SippError):
+            count = read_stat_file(self.path).current_calls
+        except (OSError, SippError) as exc:
+            self.last_error = str(exc)
             return None
+        self.last_error = None
+        return count
 
     async def active_calls(self) -> int | None:
         return await asyncio.to_thread(self._read)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        return None
 
     def __repr__(self) -> str:
         return f"SippStatCounter({str(self.path)!r})"
 
 
-# --------------------------------------------------------------------------
-# AMI: pure protocol helpers
-# --------------------------------------------------------------------------
+class AmiCounter:
+    """Active calls from Asterisk's AMI over one persistent session."""
 
-
-@dataclass(frozen=True)
-class AmiMessage:
-    """One AMI message: its ``Key: value`` fields (keys lower-cased, first
-    value wins) and any other lines (command output in the pre-Asterisk-14
-    ``Response: Follows`` form)."""
-
-    fields: Mapping[str, str]
-    lines: tuple[str, ...] = ()
-
-    def get(self, key: str) -> str | None:
-        return self.fields.get(key.lower())
+    def __init__(self, session: AmiSession) -> None:
+        self.session = session
 
     @property
-    def outputs(self) -> tuple[str, ...]:
-        """Command output lines, whichever form the server used."""
-        return self.lines
+    def last_error(self) -> str | None:
+        return self.session.error
 
-
-_FIELD = re.compile(r"^([A-Za-z0-9_-]+):\s?(.*)$")
-_END_COMMAND = "--END COMMAND--"
-
-
-def encode_action(action: str, fields: Iterable[tuple[str, str]] = ()) -> bytes:
-    """An AMI action: ``Action: X`` then fields, CRLF-separated, blank line."""
-    parts = [("Action", action), *fields]
-    for key, value in parts:
-        if not _FIELD.match(f"{key}: x") or "\r" in value or "\n" in value:
-            raise UsageError(f"AMI field {key!r} has a line break or a bad name")
-    return "".join(f"{k}: {v}\r\n" for k, v in parts).encode("utf-8") + b"\r\n"
-
-
-def parse_ami_message(block: str) -> AmiMessage:
-    """Parse one message (the text between blank lines)."""
-    fields: dict[str, str] = {}
-    lines: list[str] = []
-    output: list[str] = []
-    for raw in block.splitlines():
-        line = raw.rstrip("\r")
-        if line.endswith(_END_COMMAND):
-            # Old servers may end the last output line and the marker together.
-            line = line[: -len(_END_COMMAND)].rstrip()
-        if not line:
-            continue
-        m = _FIELD.match(line)
-        if m and not (fields.get("response", "").lower() == "follows" and lines):
-            key, value = m.group(1).lower(), m.group(2).strip()
-            if key == "output":
-                # Asterisk 14+: each command output line is an Output: field.
-                output.append(m.group(2).rstrip())
-                continue
-            fields.setdefault(key, value)
-        else:
-            lines.append(line)
-    return AmiMessage(fields=fields, lines=tuple(output + lines))
-
-
-def split_ami_messages(buffer: str) -> tuple[list[AmiMessage], str]:
-    """Complete messages in ``buffer`` and the unparsed rest.
-
-    Messages end with a blank line; a ``Response: Follows`` message (old
-    command output, which may itself contain blank lines) ends at the blank
-    line after ``--END COMMAND--``.
-    """
-    text = buffer.replace("\r\n", "\n")
-    messages: list[AmiMessage] = []
-    while True:
-        text = text.lstrip("\n")
-        end = text.find("\n\n")
-        if end < 0:
-            break
-        head = text[:end]
-        if re.search(r"^Response:\s*Follows\s*$", head, re.IGNORECASE | re.MULTILINE):
-            marker = text.find(_END_COMMAND)
-            if marker < 0:
-                break
-            end = text.find("\n\n", marker)
-            if end < 0:
-                break
-            head = text[:end]
-        messages.append(parse_ami_message(head))
-        text = text[end + 2 :]
-    return messages, text
-
-
-_ACTIVE_CALLS = re.compile(r"^\s*(\d+)\s+active\s+calls?\b", re.IGNORECASE)
-
-
-def parse_channels_count(lines: Iterable[str]) -> int | None:
-    """The N of the ``N active call(s)`` line of ``core show channels
-    count`` output, None when there is no such line."""
-    for line in lines:
-        m = _ACTIVE_CALLS.match(line)
-        if m:
-            return int(m.group(1))
-    return None
-
-
-def count_calls_from_channels(events: Iterable[AmiMessage]) -> int:
-    """Active calls from ``CoreShowChannel`` events: channels grouped by
-    ``Linkedid`` (all channels of one call share it); a channel without one
-    counts as a call on its own."""
-    calls: set[str] = set()
-    for i, event in enumerate(events):
-        if (event.get("event") or "").lower() != "coreshowchannel":
-            continue
-        linked = event.get("linkedid") or f"<channel {event.get('uniqueid') or i}>"
-        calls.add(linked)
-    return len(calls)
-
-
-class AmiError(Exception):
-    """The AMI conversation failed (login refused, bad answer, I/O)."""
-
-
-class AmiCounter:
-    """Active calls from Asterisk's AMI (TCP, default port 5038).
-
-    Opens a connection per query: reads the ``Asterisk Call Manager/x.y``
-    banner, sends ``Login`` (``Events: off``), then either
-    ``Command: core show channels count`` (method ``command``, needs the
-    ``command`` write privilege) or ``CoreShowChannels`` (method
-    ``channels``, counting calls by Linkedid), then ``Logoff``. Both the
-    Asterisk 14+ (``Output:`` fields) and the older ``Response: Follows``
-    forms of command output are understood. Any failure gives None and is
-    kept in :attr:`last_error`.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        username: str,
-        secret: str,
-        *,
-        method: str = "command",
-        timeout: float = 3.0,
-    ) -> None:
-        if method not in AMI_METHODS:
-            raise UsageError(f"AMI method {method!r} is not one of {', '.join(AMI_METHODS)}")
-        self.host = host
-        self.port = port
-        self.username = username
-        self._secret = secret
-        self.method = method
-        self.timeout = timeout
-        self.last_error: str | None = None
-        self._ids = itertools.count(1)
-
-    def __repr__(self) -> str:
-        # Never show the secret.
-        return f"AmiCounter({self.username}@{self.host}:{self.port}, method={self.method})"
+    @property
+    def version(self) -> str | None:
+        return self.session.version
 
     async def active_calls(self) -> int | None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                count = await self._query()
-        except TimeoutError:
-            self.last_error = f"AMI at {self.host}:{self.port} did not answer in {self.timeout:g}s"
-            return None
-        except (OSError, AmiError, UnicodeError) as exc:
-            self.last_error = f"AMI at {self.host}:{self.port}: {exc}"
-            return None
-        self.last_error = None
-        return count
+        return self.session.calls
 
-    async def _query(self) -> int:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        conversation = _AmiConversation(reader, writer)
-        try:
-            banner = await reader.readline()
-            if not banner.startswith(b"Asterisk Call Manager"):
-                raise AmiError(f"not an AMI server (banner {banner[:60]!r})")
-            login_id = f"af-{next(self._ids)}"
-            login = await conversation.request(
-                "Login",
-                [
-                    ("ActionID", login_id),
-                    ("Username", self.username),
-                    ("Secret", self._secret),
-                    ("Events", "off"),
-                ],
-                login_id,
-            )
-            if (login.get("response") or "").lower() != "success":
-                raise AmiError(f"login refused: {login.get('message') or 'no reason given'}")
-            if self.method == "command":
-                count = await self._count_by_command(conversation)
-            else:
-                count = await self._count_by_channels(conversation)
-            with contextlib.suppress(OSError):
-                writer.write(encode_action("Logoff", [("ActionID", f"af-{next(self._ids)}")]))
-                await writer.drain()
-            return count
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 0.5)
+    async def run(self, stopping: asyncio.Event) -> None:
+        await self.session.run(stopping)
 
-    async def _count_by_command(self, conversation: _AmiConversation) -> int:
-        action_id = f"af-{next(self._ids)}"
-        answer = await conversation.request(
-            "Command",
-            [("ActionID", action_id), ("Command", "core show channels count")],
-            action_id,
-        )
-        response = (answer.get("response") or "").lower()
-        if response not in ("success", "follows"):
-            raise AmiError(f"command refused: {answer.get('message') or response or 'no reason'}")
-        count = parse_channels_count(answer.outputs)
-        if count is None:
-            raise AmiError("no 'active calls' line in 'core show channels count' output")
-        return count
-
-    async def _count_by_channels(self, conversation: _AmiConversation) -> int:
-        action_id = f"af-{next(self._ids)}"
-        answer = await conversation.request(
-            "CoreShowChannels", [("ActionID", action_id)], action_id
-        )
-        if (answer.get("response") or "").lower() != "success":
-            raise AmiError(f"CoreShowChannels refused: {answer.get('message') or 'no reason'}")
-        events = await conversation.collect_until(action_id, "CoreShowChannelsComplete")
-        return count_calls_from_channels(events)
-
-
-class _AmiConversation:
-    """Reads AMI messages off a stream, keeping the ones not yet consumed."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.buffer = ""
-        self.pending: list[AmiMessage] = []
-
-    async def _next(self) -> AmiMessage:
-        while not self.pending:
-            chunk = await self.reader.read(65536)
-            if not chunk:
-                raise AmiError("connection closed by the server")
-            self.buffer += chunk.decode("utf-8", errors="replace")
-            if len(self.buffer) > _AMI_MAX_BUFFER:
-                raise AmiError("answer too large")
-            messages, self.buffer = split_ami_messages(self.buffer)
-            self.pending.extend(messages)
-        return self.pending.pop(0)
-
-    async def request(
-        self, action: str, fields: list[tuple[str, str]], action_id: str
-    ) -> AmiMessage:
-        self.writer.write(encode_action(action, fields))
-        await self.writer.drain()
-        while True:
-            message = await self._next()
-            if message.get("response") is not None and message.get("actionid") == action_id:
-                return message
-
-    async def collect_until(self, action_id: str, final_event: str) -> list[AmiMessage]:
-        events: list[AmiMessage] = []
-        while True:
-            message = await self._next()
-            if message.get("actionid") != action_id:
-                continue
-            if (message.get("event") or "").lower() == final_event.lower():
-                return events
-            events.append(message)
+    def __repr__(self) -> str:
+        return f"AmiCounter({self.session!r})"
 
 
 # --------------------------------------------------------------------------
 # Specs
 # --------------------------------------------------------------------------
 
-SPEC_HELP = "none, sipp-stat:/path/to/stats.csv or ami://user@host[:port][?method=channels]"
+SPEC_HELP = "none, sipp-stat:/path/to/stats.csv or ami://user@host[:port]"
 
 
 def counter_from_spec(spec: str, env: Mapping[str, str] | None = None) -> CallCounter:
     """Build a counter from a command-line spec (see :data:`SPEC_HELP`).
 
-    The AMI secret is read from the ``ASTERFLEET_AMI_SECRET`` environment
-    variable (``env`` defaults to ``os.environ``); a secret written in the
-    spec is refused so it never appears on a command line.
+    The AMI secret comes from ``ASTERFLEET_AMI_SECRET`` or from the file
+    named by ``ASTERFLEET_AMI_SECRET_FILE`` (``env`` defaults to
+    ``os.environ``); a secret written in the spec is refused so it never
+    appears on a command line.
     """
     environ = os.environ if env is None else env
     text = spec.strip()
@@ -382,11 +163,33 @@ def counter_from_spec(spec: str, env: Mapping[str, str] | None = None) -> CallCo
             )
         return SippStatCounter(Path(path))
     if text.lower().startswith("ami://"):
-        return _ami_from_spec(spec, text, environ)
+        return AmiCounter(_ami_from_spec(spec, text, environ))
     raise UsageError(f"unknown call counter spec {spec!r}: use {SPEC_HELP}")
 
 
-def _ami_from_spec(spec: str, text: str, environ: Mapping[str, str]) -> AmiCounter:
+def ami_secret(environ: Mapping[str, str]) -> str:
+    """The AMI secret from the environment or a file (UsageError if neither)."""
+    secret = environ.get(AMI_SECRET_ENV)
+    if secret:
+        return secret
+    path = environ.get(AMI_SECRET_FILE_ENV)
+    if path:
+        try:
+            secret = Path(path).read_text().strip()
+        except OSError as exc:
+            raise UsageError(
+                f"{AMI_SECRET_FILE_ENV}={path}: cannot read it ({exc.strerror or exc})"
+            ) from None
+        if secret:
+            return secret
+        raise UsageError(f"{AMI_SECRET_FILE_ENV}={path}: the file is empty")
+    raise UsageError(
+        f"AMI call counter needs the secret in {AMI_SECRET_ENV} or a file named by "
+        f"{AMI_SECRET_FILE_ENV}"
+    )
+
+
+def _ami_from_spec(spec: str, text: str, environ: Mapping[str, str]) -> AmiSession:
     def bad(why: str) -> UsageError:
         return UsageError(f"bad AMI call counter spec {spec!r}: {why} (use ami://user@host[:port])")
 
@@ -403,22 +206,8 @@ def _ami_from_spec(spec: str, text: str, environ: Mapping[str, str]) -> AmiCount
         raise bad("no user name")
     if not parts.hostname:
         raise bad("no host")
-    if parts.path not in ("", "/") or parts.fragment:
-        raise bad("unexpected path or fragment")
-    method = "command"
-    if parts.query:
-        for item in parts.query.split("&"):
-            key, _, value = item.partition("=")
-            if key != "method" or value not in AMI_METHODS:
-                raise bad(f"unknown option {item!r} (only method={'|'.join(AMI_METHODS)})")
-            method = value
-    secret = environ.get(AMI_SECRET_ENV)
-    if not secret:
-        raise UsageError(f"AMI call counter needs the secret in the {AMI_SECRET_ENV} variable")
-    return AmiCounter(
-        parts.hostname,
-        port or AMI_DEFAULT_PORT,
-        unquote(parts.username),
-        secret,
-        method=method,
+    if parts.path not in ("", "/") or parts.fragment or parts.query:
+        raise bad("unexpected path, query or fragment")
+    return AmiSession(
+        parts.hostname, port or AMI_DEFAULT_PORT, unquote(parts.username), ami_secret(environ)
     )

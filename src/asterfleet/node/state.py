@@ -118,7 +118,10 @@ def next_state(
     if verdict is ProbeVerdict.MISSED:
         hist = ProbeHistory(history.failures + 1)
         if hist.failures >= unhealthy_after:
-            return Decision(NodeState.UNHEALTHY, hist, f"{hist.failures} probes missed in a row")
+            # A stable text: the record is not rewritten at every further miss.
+            return Decision(
+                NodeState.UNHEALTHY, hist, f"no answer to {unhealthy_after} probes in a row"
+            )
         if draining and current is not NodeState.UNHEALTHY:
             return Decision(NodeState.DRAINING, hist, "drain requested")
         return Decision(current, hist)

@@ -79,6 +79,6 @@ def run_gate(box_uri: str, calls: int, how: GateCalls) -> str:
                 causes = ", ".join(f"{k} {v}" for k, v in sorted(stats.failures.items()) if v)
                 return (
                     f"{calls - stats.successful_calls} of {calls} test calls through "
-                    f"{host}:{port} were not answered" + (f" ({causes})" if causes else "")
+                    f"{host}:{port} failed" + (f" ({causes})" if causes else "")
                 )
     return PASSED

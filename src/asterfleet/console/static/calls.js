@@ -57,3 +57,53 @@
     }
   });
 })();
+
+// The Calls list: durations of calls in progress tick, and "Live" adds new
+// calls at the top as the capture server stores them (server-sent events).
+(function () {
+  "use strict";
+
+  function tick() {
+    var now = Date.now() * 1000;
+    document.querySelectorAll(".live-duration").forEach(function (el) {
+      var start = Number(el.getAttribute("data-start-us"));
+      if (start) el.textContent = Math.max(0, Math.round((now - start) / 1e6)) + " s";
+    });
+  }
+
+  function addRow(html) {
+    var tbody = document.querySelector("#calls-table tbody");
+    if (!tbody) return;
+    var holder = document.createElement("tbody");
+    holder.innerHTML = html.trim();
+    var row = holder.firstElementChild;
+    if (!row) return;
+    var id = row.getAttribute("data-call-id");
+    tbody.querySelectorAll("tr").forEach(function (tr) {
+      if (tr.getAttribute("data-call-id") === id || tr.querySelector("td.empty")) tr.remove();
+    });
+    row.classList.add("new");
+    tbody.insertBefore(row, tbody.firstChild);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector(".live-duration")) setInterval(tick, 1000);
+    var box = document.getElementById("live-tail");
+    if (!box) return;
+    var source = null;
+    box.addEventListener("change", function () {
+      if (box.checked && !source) {
+        source = new EventSource(box.getAttribute("data-stream"));
+        source.addEventListener("call", function (ev) {
+          addRow(ev.data);
+          tick();
+        });
+        source.addEventListener("logout", function () { source.close(); source = null; box.checked = false; });
+        setInterval(tick, 1000);
+      } else if (!box.checked && source) {
+        source.close();
+        source = null;
+      }
+    });
+  });
+})();

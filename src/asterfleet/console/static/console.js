@@ -69,13 +69,68 @@
     };
   }
 
+  // The Fleet page's rows, kept current one row at a time: the server sends
+  // only the rows of this page that changed (keyed by node id, with a
+  // version), the order when it changed, and the summary when it changed.
+  function followRows(tbody) {
+    var status = document.querySelector("[data-live-status]");
+    var summary = document.getElementById("fleet-summary");
+    var empty = document.getElementById("fleet-empty");
+    var scratch = document.createElement("tbody");
+
+    function rowsById() {
+      var byId = {};
+      tbody.querySelectorAll("tr[data-node]").forEach(function (tr) { byId[tr.dataset.node] = tr; });
+      return byId;
+    }
+
+    function apply(msg) {
+      var byId = rowsById();
+      msg.rows.forEach(function (r) {
+        var old = byId[r[0]];
+        if (old && old.dataset.v === r[1]) return;
+        scratch.innerHTML = r[2];
+        var tr = scratch.firstElementChild;
+        if (old) old.replaceWith(tr); else tbody.appendChild(tr);
+        byId[r[0]] = tr;
+      });
+      if (msg.order) {
+        var keep = {};
+        msg.order.forEach(function (id) { keep[id] = true; });
+        Object.keys(byId).forEach(function (id) { if (!keep[id]) byId[id].remove(); });
+        var at = tbody.firstElementChild;
+        msg.order.forEach(function (id) {
+          var tr = byId[id];
+          if (!tr) return;
+          if (tr !== at) tbody.insertBefore(tr, at); else at = at.nextElementSibling;
+        });
+        if (empty) empty.hidden = msg.order.length > 0;
+      }
+      if (msg.summary !== undefined && summary) summary.innerHTML = msg.summary;
+      tickAges();
+    }
+
+    var source = new EventSource(tbody.getAttribute("data-rows"));
+    source.addEventListener("rows", function (ev) { apply(JSON.parse(ev.data)); });
+    source.addEventListener("logout", function () { window.location.assign("/login"); });
+    source.onopen = function () {
+      if (status) { status.textContent = "live"; status.className = "live on"; }
+    };
+    source.onerror = function () {
+      if (status) { status.textContent = "reconnecting…"; status.className = "live off"; }
+    };
+  }
+
   function act(form, submitter) {
-    var question = form.getAttribute("data-confirm");
+    var question = (submitter && submitter.getAttribute("data-confirm")) ||
+      form.getAttribute("data-confirm");
     if (question && !window.confirm(question)) return;
-    var body = new URLSearchParams(new FormData(form));
-    var buttons = form.querySelectorAll("button");
+    var body = new URLSearchParams(new FormData(form, submitter || undefined));
+    var target = (submitter && submitter.getAttribute("formaction")) || form.action;
+    var buttons = submitter && submitter.form === form && !form.contains(submitter)
+      ? [submitter] : Array.prototype.slice.call(form.querySelectorAll("button"));
     buttons.forEach(function (b) { b.disabled = true; });
-    fetch(form.action, {
+    fetch(target, {
       method: "POST",
       body: body,
       credentials: "same-origin",
@@ -108,6 +163,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live]").forEach(follow);
+    document.querySelectorAll("[data-rows]").forEach(followRows);
     tickAges();
     setInterval(tickAges, 1000);
   });

@@ -1,0 +1,3 @@
+from asterfleet.cli.main import main
+
+main()

@@ -1,0 +1,314 @@
+"""Where captured SIP messages live: SQLite (default) or PostgreSQL.
+
+SQLAlchemy Core for the schema and the queries; the hot insert path goes to
+the driver directly (``executemany`` on SQLite, ``COPY`` on PostgreSQL),
+because at tens of thousands of rows a second the ORM-free Core insert is
+still the slowest part. SQLite runs in WAL mode so searches read while the
+collector writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from asterfleet.errors import UsageError
+
+#: Column order of a row tuple handed to :meth:`Store.insert_rows`.
+COLUMNS = (
+    "ts_us",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "transport",
+    "capture_id",
+    "node",
+    "call_id",
+    "method",
+    "status",
+    "cseq",
+    "from_user",
+    "to_user",
+    "user_agent",
+    "correlation_id",
+    "raw",
+)
+
+#: A row: values in :data:`COLUMNS` order.
+Row = tuple[Any, ...]
+
+#: Rough bytes a row costs besides its raw message (indexes, other columns).
+ROW_OVERHEAD = 160
+
+metadata = sa.MetaData()
+messages = sa.Table(
+    "sip_messages",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Column("src_ip", sa.Text, nullable=False),
+    sa.Column("src_port", sa.Integer, nullable=False),
+    sa.Column("dst_ip", sa.Text, nullable=False),
+    sa.Column("dst_port", sa.Integer, nullable=False),
+    sa.Column("transport", sa.Text, nullable=False),
+    sa.Column("capture_id", sa.BigInteger, nullable=False),
+    sa.Column("node", sa.Text, nullable=False),
+    sa.Column("call_id", sa.Text, nullable=False),
+    sa.Column("method", sa.Text),
+    sa.Column("status", sa.Integer),
+    sa.Column("cseq", sa.Text, nullable=False),
+    sa.Column("from_user", sa.Text, nullable=False),
+    sa.Column("to_user", sa.Text, nullable=False),
+    sa.Column("user_agent", sa.Text, nullable=False),
+    sa.Column("correlation_id", sa.Text, nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Index("ix_sip_messages_ts", "ts_us"),
+    sa.Index("ix_sip_messages_call_id", "call_id"),
+    sa.Index("ix_sip_messages_from_user", "from_user"),
+    sa.Index("ix_sip_messages_to_user", "to_user"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One stored SIP message."""
+
+    id: int
+    ts_us: int
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    transport: str
+    capture_id: int
+    node: str
+    call_id: str
+    method: str | None
+    status: int | None
+    cseq: str
+    from_user: str
+    to_user: str
+    user_agent: str
+    correlation_id: str
+    raw: bytes
+
+    @property
+    def src(self) -> str:
+        return _hostport(self.src_ip, self.src_port)
+
+    @property
+    def dst(self) -> str:
+        return _hostport(self.dst_ip, self.dst_port)
+
+    @property
+    def label(self) -> str:
+        return self.method if self.method is not None else str(self.status)
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode("utf-8", "replace")
+
+
+def _hostport(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def message_from_row(row: Sequence[Any]) -> Message:
+    values = list(row)
+    values[-1] = bytes(values[-1])
+    return Message(*values)
+
+
+def parse_size(text: str) -> int:
+    """``10GB`` → bytes (K, M, G, T as powers of 1024; plain number = bytes)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    factor = 1
+    if value and value[-1] in units:
+        factor = units[value[-1]]
+        value = value[:-1]
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"size {text!r}: expected a number with K, M, G or T, e.g. 10GB") from None
+    if number <= 0:
+        raise UsageError(f"size {text!r} must be positive")
+    return int(number * factor)
+
+
+def parse_duration(text: str) -> float:
+    """``7d`` → seconds (s, m, h, d, w; plain number = seconds)."""
+    value = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    factor = 1
+    if value and value[-1] in units:
+        factor = units[value[-1]]
+        value = value[:-1]
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(
+            f"duration {text!r}: expected a number with s, m, h, d or w, e.g. 7d"
+        ) from None
+    if number <= 0:
+        raise UsageError(f"duration {text!r} must be positive")
+    return number * factor
+
+
+def normalise_url(url: str) -> str:
+    """A SQLAlchemy URL: a bare path means SQLite; postgresql:// means psycopg 3."""
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Store:
+    """One database of captured messages (thread-confined: one per thread)."""
+
+    def __init__(self, url: str, create: bool = True) -> None:
+        self.url = normalise_url(url)
+        try:
+            self.engine: Engine = sa.create_engine(self.url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise UsageError(
+                f"database URL {url!r} is not usable ({exc}): give a SQLite file path "
+                "or postgresql://USER@HOST:PORT/DB"
+            ) from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise UsageError(f"database URL {url!r}: only SQLite and PostgreSQL are supported")
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        if create:
+            metadata.create_all(self.engine)
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        self._sqlite_insert = (
+            f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
+        )
+        self._copy_sql = f"COPY sip_messages ({', '.join(COLUMNS)}) FROM STDIN"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing -----------------------------------------------------------
+
+    def insert_rows(self, rows: Sequence[Row]) -> None:
+        """Insert a batch in one transaction (all or nothing)."""
+        if not rows:
+            return
+        raw = self.engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            if self.dialect == "sqlite":
+                driver.executemany(self._sqlite_insert, rows)
+            else:
+                with driver.cursor() as cur, cur.copy(self._copy_sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            raw.commit()
+        except BaseException:
+            try:
+                raw.rollback()
+            except Exception:
+                raw.invalidate()
+            raise
+        finally:
+            raw.close()
+
+    def delete_older_than(self, cutoff_us: int, chunk: int = 50_000) -> int:
+        """Delete messages captured before ``cutoff_us``; how many."""
+        total = 0
+        while True:
+            ids = sa.select(messages.c.id).where(messages.c.ts_us < cutoff_us).limit(chunk)
+            with self.engine.begin() as conn:
+                deleted = conn.execute(sa.delete(messages).where(messages.c.id.in_(ids))).rowcount
+            total += deleted
+            if deleted < chunk:
+                return total
+
+    def size_bytes(self) -> int:
+        """Bytes the stored messages take (live data, not free pages)."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+                free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+                size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+                return int((pages - free) * size)
+            row = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(sa.func.length(messages.c.raw)), 0),
+                )
+            ).one()
+            return int(row[0]) * ROW_OVERHEAD + int(row[1] or 0)
+
+    def trim_to_size(self, max_bytes: int) -> int:
+        """Delete the oldest messages until the store is under ``max_bytes``."""
+        deleted = 0
+        for _ in range(20):
+            size = self.size_bytes()
+            if size <= max_bytes:
+                break
+            with self.engine.connect() as conn:
+                count = conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one()
+            if not count:
+                break
+            # Remove the oldest share of rows that brings us 10% under the cap.
+            share = min(1.0, (size - max_bytes * 0.9) / size)
+            n = max(1, int(count * share))
+            cutoff = sa.select(messages.c.id).order_by(messages.c.ts_us, messages.c.id).limit(n)
+            with self.engine.begin() as conn:
+                deleted += conn.execute(
+                    sa.delete(messages).where(messages.c.id.in_(cutoff))
+                ).rowcount
+            if self.dialect == "sqlite":
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
+
+    def apply_retention(self, max_age_s: float | None, max_bytes: int | None) -> int:
+        """Age first, then size; the number of messages removed."""
+        removed = 0
+        if max_age_s is not None:
+            removed += self.delete_older_than(int((time.time() - max_age_s) * 1_000_000))
+        if max_bytes is not None:
+            removed += self.trim_to_size(max_bytes)
+        return removed
+
+    # -- reading -----------------------------------------------------------
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one())
+
+    def select(self, query: sa.Select[Any]) -> list[Message]:
+        with self.engine.connect() as conn:
+            return [message_from_row(r) for r in conn.execute(query)]
+
+    def messages_of_calls(self, call_ids: Sequence[str]) -> list[Message]:
+        """Every message of these calls, in capture order."""
+        if not call_ids:
+            return []
+        cols = [messages.c.id, *(messages.c[name] for name in COLUMNS)]
+        query = (
+            sa.select(*cols)
+            .where(messages.c.call_id.in_(list(call_ids)))
+            .order_by(messages.c.ts_us, messages.c.id)
+        )
+        return self.select(query)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()

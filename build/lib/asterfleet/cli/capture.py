@@ -1,0 +1,256 @@
+"""`asterfleet capture`: the HEP v3 capture server, search and PCAP export."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from asterfleet.capture.collector import CollectorSettings, parse_listen, run
+from asterfleet.capture.ladder import build_ladder
+from asterfleet.capture.pcap import build_pcap
+from asterfleet.capture.search import (
+    MessageQuery,
+    call_messages,
+    parse_time,
+    search_calls,
+    search_messages,
+)
+from asterfleet.capture.store import Store, parse_duration, parse_size
+from asterfleet.cli.common import JsonOption, emit, print_table, user_errors
+from asterfleet.errors import UsageError
+
+app = typer.Typer(
+    help=(
+        "Capture SIP: a HEP v3 server fed by Kamailio (siptrace) and Asterisk "
+        "(res_hep), with search and PCAP export.\n\n"
+        "Start it: `asterfleet capture run --listen udp:0.0.0.0:9060,tcp:0.0.0.0:9060 "
+        "--db capture.db`. Find calls: `asterfleet capture search --from-user alice "
+        "--since 1h`. Open one in Wireshark: `asterfleet capture export CALL-ID --pcap call.pcap`."
+    ),
+    no_args_is_help=True,
+)
+
+DbOption = typer.Option(
+    "capture.db",
+    "--db",
+    envvar="ASTERFLEET_CAPTURE_DB",
+    help="SQLite file path, or postgresql://USER[:PASS]@HOST:PORT/DB.",
+)
+
+
+def _host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{what} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9161")
+    return host.strip("[]"), int(port)
+
+
+@app.command("run")
+def run_cmd(
+    listen: str = typer.Option(
+        "udp:0.0.0.0:9060,tcp:0.0.0.0:9060",
+        "--listen",
+        envvar="ASTERFLEET_CAPTURE_LISTEN",
+        help="Comma-separated udp:HOST:PORT and tcp:HOST:PORT sockets to receive HEP on.",
+    ),
+    db: str = DbOption,
+    auth_key: str | None = typer.Option(
+        None,
+        "--auth-key",
+        envvar="ASTERFLEET_CAPTURE_AUTH_KEY",
+        help="Accept only packets carrying this HEP auth key (others are counted, rejected).",
+    ),
+    retention: str | None = typer.Option(
+        None, "--retention", help="Delete messages older than this (e.g. 7d, 12h)."
+    ),
+    max_size: str | None = typer.Option(
+        None, "--max-size", help="Delete the oldest messages beyond this size (e.g. 10GB)."
+    ),
+    metrics_listen: str | None = typer.Option(
+        None,
+        "--metrics-listen",
+        envvar="ASTERFLEET_CAPTURE_METRICS_LISTEN",
+        help="HOST:PORT serving Prometheus metrics at /metrics.",
+    ),
+    etcd: str | None = typer.Option(
+        None,
+        "--etcd",
+        envvar="ASTERFLEET_ETCD",
+        help="etcd endpoints (HOST:PORT,...): advertise this server under the cluster's "
+        "capture key, under a lease.",
+    ),
+    cluster: str = typer.Option("default", "--cluster", envvar="ASTERFLEET_CLUSTER"),
+    advertise: str | None = typer.Option(
+        None, "--advertise", help="Host name or IP senders should use (default: listen host)."
+    ),
+    retention_interval: str = typer.Option(
+        "60s", "--retention-interval", help="How often retention runs."
+    ),
+    queue_size: int = typer.Option(
+        200_000, "--queue-size", help="Messages held for the database before new ones are dropped."
+    ),
+    batch_size: int = typer.Option(5000, "--batch-size", help="Messages per database write."),
+) -> None:
+    """Receive HEP v3 over UDP and TCP and store every SIP message.
+
+    Malformed packets are counted (`asterfleet_capture_rejected_total{reason}`)
+    and skipped. When the database is slow or down, messages wait in a bounded
+    queue; beyond it they are dropped and counted, never silently. Stop with
+    Ctrl-C or SIGTERM: queued messages are written first.
+    """
+    with user_errors():
+        if queue_size < 1 or batch_size < 1:
+            raise UsageError("--queue-size and --batch-size must be at least 1")
+        settings = CollectorSettings(
+            listen=parse_listen(listen),
+            db_url=db,
+            auth_key=auth_key,
+            retention_s=parse_duration(retention) if retention else None,
+            max_bytes=parse_size(max_size) if max_size else None,
+            queue_rows=queue_size,
+            batch_size=batch_size,
+            retention_interval=parse_duration(retention_interval),
+        )
+        metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
+        asyncio.run(
+            run(
+                settings,
+                metrics_listen=metrics,
+                etcd=(etcd, cluster) if etcd else None,
+                advertise_host=advertise,
+            )
+        )
+
+
+@app.command("search")
+def search_cmd(
+    db: str = DbOption,
+    call_id: str | None = typer.Option(None, "--call-id", help="Exact Call-ID."),
+    from_user: str | None = typer.Option(None, "--from-user", help="From user (prefix)."),
+    to_user: str | None = typer.Option(None, "--to-user", help="To user (prefix)."),
+    since: str | None = typer.Option(None, "--since", help="ISO time or age (15m, 2h, 1d)."),
+    until: str | None = typer.Option(None, "--until", help="ISO time or age."),
+    method: str | None = typer.Option(None, "--method", help="Request method, e.g. INVITE."),
+    status: int | None = typer.Option(None, "--status", help="Response status, e.g. 503."),
+    node: str | None = typer.Option(None, "--node", help="Capture node name or id."),
+    messages: bool = typer.Option(
+        False, "--messages", help="List matching messages instead of calls."
+    ),
+    limit: int = typer.Option(50, "--limit", help="At most this many results."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Find calls (or single messages) by Call-ID, users, time, method or status."""
+    with user_errors():
+        if method and status is not None:
+            raise UsageError("give --method or --status, not both")
+        now_us = int(time.time() * 1_000_000)
+        query = MessageQuery(
+            call_id=call_id,
+            from_user=from_user,
+            to_user=to_user,
+            since_us=parse_time(since, now_us) if since else None,
+            until_us=parse_time(until, now_us) if until else None,
+            method=method,
+            status=status,
+            node=node,
+            limit=limit,
+        )
+        store = _open(db)
+        try:
+            if messages:
+                found = search_messages(store, query)
+                data: list[dict[str, Any]] = [
+                    {
+                        "id": m.id,
+                        "ts_us": m.ts_us,
+                        "src": m.src,
+                        "dst": m.dst,
+                        "transport": m.transport,
+                        "call_id": m.call_id,
+                        "label": m.label,
+                        "cseq": m.cseq,
+                        "from_user": m.from_user,
+                        "to_user": m.to_user,
+                        "user_agent": m.user_agent,
+                        "node": m.node,
+                        "capture_id": m.capture_id,
+                    }
+                    for m in found
+                ]
+                emit(
+                    as_json,
+                    data,
+                    lambda: print_table(
+                        f"{len(data)} messages",
+                        ["time (UTC)", "src", "dst", "message", "cseq", "call-id"],
+                        [
+                            (_ts(d["ts_us"]), d["src"], d["dst"], d["label"], d["cseq"],
+                             d["call_id"])
+                            for d in data
+                        ],
+                    ),
+                )  # fmt: skip
+                return
+            calls = [c.as_dict() for c in search_calls(store, query)]
+            emit(
+                as_json,
+                calls,
+                lambda: print_table(
+                    f"{len(calls)} calls",
+                    ["start (UTC)", "duration", "from", "to", "status", "backend", "msgs",
+                     "call-id"],
+                    [
+                        (_ts(c["start_us"]), f"{c['duration_s']:.3f}s", c["from_user"],
+                         c["to_user"], c["final_status"] or "-", c["backend"] or "-",
+                         c["messages"], c["call_id"])
+                        for c in calls
+                    ],
+                ),
+            )  # fmt: skip
+        finally:
+            store.close()
+
+
+@app.command("export")
+def export_cmd(
+    call_id: str = typer.Argument(..., help="The Call-ID of the call to export."),
+    pcap: Path = typer.Option(..., "--pcap", help="Write the call's messages to this PCAP file."),
+    db: str = DbOption,
+) -> None:
+    """Write one call's messages as a PCAP file that Wireshark and tshark open."""
+    with user_errors():
+        store = _open(db)
+        try:
+            msgs = call_messages(store, call_id)
+        finally:
+            store.close()
+        if not msgs:
+            raise UsageError(
+                f"no messages with Call-ID {call_id!r}: find it with `asterfleet capture search`"
+            )
+        try:
+            pcap.write_bytes(build_pcap(msgs))
+        except OSError as exc:
+            raise UsageError(f"cannot write {pcap}: {exc.strerror}") from None
+        hosts = build_ladder(msgs).hosts
+        typer.echo(f"wrote {len(msgs)} messages between {len(hosts)} hosts to {pcap}")
+
+
+def _open(db: str) -> Store:
+    if "://" not in db and not Path(db).exists():
+        raise UsageError(f"capture database {db!r} does not exist: check --db")
+    return Store(db, create=False)
+
+
+def _ts(ts_us: int) -> str:
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_us / 1e6)) + f".{ts_us % 1_000_000:06d}"
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,225 @@
+"""`asterfleet etcd …`: diagnose and repair etcd membership, bootstrap from a token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from asterfleet.cli.common import JsonOption, console, emit, print_table, user_errors
+from asterfleet.errors import UsageError
+from asterfleet.etcdtools import discovery as disc
+from asterfleet.etcdtools.cluster import gather_facts, split_endpoints
+from asterfleet.etcdtools.doctor import DEFAULT_QUOTA_BYTES, Report, diagnose
+from asterfleet.etcdtools.rejoin import (
+    env_file,
+    execute,
+    parse_peer_urls,
+    plan_rejoin,
+    start_flags,
+    systemd_dropin,
+)
+
+ENV = "ASTERFLEET_"
+
+app = typer.Typer(
+    help=(
+        "Diagnose and repair etcd membership.\n\n"
+        "`doctor` says what is wrong and the fix; `rejoin` is the safe form of "
+        "'stop etcd, delete its cached state, rejoin' for a member whose data "
+        "directory is lost or belongs to another cluster; `discovery new` creates "
+        "a bootstrap token on an etcd you already run."
+    ),
+    no_args_is_help=True,
+)
+discovery_app = typer.Typer(
+    help="Discovery tokens for `etcd --discovery` on your own etcd.", no_args_is_help=True
+)
+app.add_typer(discovery_app, name="discovery")
+
+EndpointsOption = typer.Option(
+    ...,
+    "--endpoints",
+    envvar=ENV + "ETCD",
+    help="Client URLs of the members, HOST:PORT, comma-separated or repeated. "
+    "Members listed by those are probed too.",
+)
+
+
+def _parse_data_dirs(values: list[str]) -> list[tuple[str, Path]]:
+    out: list[tuple[str, Path]] = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--data-dir {value!r}: expected NAME=DIR, e.g. m2=/var/lib/etcd")
+        out.append((name, Path(path)))
+    return out
+
+
+def _human_size(size: int | None) -> str:
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _render(report: Report) -> None:
+    print_table(
+        f"etcd cluster {report.cluster_id or '?'}",
+        ["member", "id", "endpoint", "answers", "leader", "term", "index", "db", "alarms"],
+        [
+            [
+                m.name,
+                m.id,
+                m.endpoint,
+                "yes" if m.reachable else "NO",
+                "*" if m.is_leader else "",
+                m.raft_term,
+                m.raft_index,
+                _human_size(m.db_size),
+                ",".join(m.alarms),
+            ]
+            for m in report.members
+        ],
+    )
+    if not report.findings:
+        console.print("[green]healthy:[/] no findings")
+        return
+    for f in report.findings:
+        colour = {"error": "red", "warning": "yellow", "info": "blue"}[f.severity]
+        subject = f" {f.subject}" if f.subject else ""
+        console.print(f"[{colour}]{f.severity}[/] [bold]{f.code}[/]{subject}: {f.message}")
+        console.print(f"  fix: {f.fix}", highlight=False)
+    verdict = "[green]healthy[/]" if report.healthy else "[red]unhealthy[/]"
+    console.print(f"cluster is {verdict}")
+
+
+@app.command("doctor")
+def doctor(
+    endpoints: list[str] = EndpointsOption,
+    data_dir: list[str] = typer.Option(
+        [],
+        "--data-dir",
+        help="NAME=DIR: a member's data directory on this machine, to tell a lost "
+        "directory from a stopped member. Repeatable.",
+    ),
+    timeout: float = typer.Option(2.0, min=0.1, max=60, help="Seconds per request."),
+    quota_bytes: int = typer.Option(
+        DEFAULT_QUOTA_BYTES, help="The members' --quota-backend-bytes (for the DB size check)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """For each member: answers or not, leader, raft term and index, DB size,
+    alarms; cluster-ID agreement; listed members that do not answer; a member
+    whose data directory belongs to another cluster. Every finding comes with
+    the fix. Exit code 1 when the cluster is unhealthy."""
+    with user_errors():
+        facts = gather_facts(split_endpoints(endpoints), _parse_data_dirs(data_dir), timeout)
+        report = diagnose(facts, quota_bytes)
+    emit(as_json, report.to_json(), lambda: _render(report))
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@app.command("rejoin")
+def rejoin(
+    member: str = typer.Option(..., "--member", help="Name of the member to rejoin."),
+    data_dir: Path = typer.Option(
+        ..., "--data-dir", help="Its data directory (moved aside to DIR.bak-TIME first)."
+    ),
+    endpoints: list[str] = EndpointsOption,
+    peer_url: list[str] = typer.Option(
+        [], "--peer-url", help="Its peer URL, when it is no longer in the member list."
+    ),
+    write_env: Path | None = typer.Option(
+        None, "--env-file", help="Also write the settings as an EnvironmentFile (ETCD_…=…)."
+    ),
+    write_dropin: Path | None = typer.Option(
+        None,
+        "--systemd-dropin",
+        help="Also write a systemd drop-in, e.g. /etc/systemd/system/etcd.service.d/rejoin.conf.",
+    ),
+    timeout: float = typer.Option(5.0, min=0.1, max=60, help="Seconds per request."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Rejoin a member whose data directory is lost or stale.
+
+    Run it with the member's etcd STOPPED. It refuses (and changes nothing)
+    when that etcd still answers or when the other members would not keep a
+    quorum. Otherwise: back up the data directory, remove the stale member
+    through a healthy one, add it back, and print the flags to start it with
+    (`--initial-cluster-state existing`)."""
+    with user_errors():
+        facts = gather_facts(split_endpoints(endpoints), timeout=timeout)
+        plan = plan_rejoin(facts, member, parse_peer_urls(peer_url))
+        result = execute(plan, data_dir, timeout=timeout)
+        for path, text in ((write_env, env_file(result)), (write_dropin, systemd_dropin(result))):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    flags = start_flags(result)
+    data = {
+        "member": result.name,
+        "member_id": f"{result.member_id:x}",
+        "backup": str(result.backup) if result.backup else None,
+        "initial_cluster": result.initial_cluster,
+        "flags": flags,
+    }
+
+    def render() -> None:
+        backup = f"; old data in {result.backup}" if result.backup else ""
+        console.print(f"member {result.name} re-added as {result.member_id:x}{backup}")
+        console.print("start it with:", highlight=False)
+        typer.echo("etcd " + " ".join(flags) + " [your usual URL flags]")
+
+    emit(as_json, data, render)
+
+
+@discovery_app.command("new")
+def discovery_new(
+    size: int = typer.Option(..., "--size", help="Number of members that will bootstrap."),
+    etcd: str = typer.Option(
+        ...,
+        "--etcd",
+        envvar=ENV + "DISCOVERY_ETCD",
+        help="An existing etcd (not the new cluster) started with --enable-v2=true.",
+    ),
+    token: str | None = typer.Option(None, help="Token name [default: random]."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a discovery token; give the printed URL to each new member as
+    `etcd --discovery URL` (and no --initial-cluster)."""
+    with user_errors():
+        created = disc.new_token(etcd, size, token)
+    emit(as_json, {"url": created.url, "size": created.size}, lambda: typer.echo(created.url))
+
+
+@discovery_app.command("show")
+def discovery_show(
+    url: str = typer.Argument(..., help="The discovery URL from `discovery new`."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The expected size and the members registered so far."""
+    with user_errors():
+        found = disc.show(url)
+    data = {
+        "url": found.url,
+        "size": found.size,
+        "registered": [
+            {"id": r.member_id, "name": r.name, "peer_urls": list(r.peer_urls)}
+            for r in found.registered
+        ],
+    }
+    emit(
+        as_json,
+        data,
+        lambda: print_table(
+            f"{found.url} ({len(found.registered)}/{found.size} registered)",
+            ["name", "id", "peer URLs"],
+            [[r.name, r.member_id, ",".join(r.peer_urls)] for r in found.registered],
+        ),
+    )

@@ -1,0 +1,79 @@
+"""`asterfleet kamailio config`: the load balancer's kamailio.cfg."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from asterfleet.cli.common import user_errors
+from asterfleet.kamailio.config import KamailioConfig, render_config, validate
+
+app = typer.Typer(help="Kamailio for the load-balancer role.", no_args_is_help=True)
+
+
+@app.command("config")
+def config(
+    out: Path = typer.Option(None, "--out", help="Write here (atomically) instead of stdout."),
+    listen: list[str] = typer.Option(
+        ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
+        "--listen",
+        help="SIP socket proto:host:port, repeatable.",
+    ),
+    advertise: str = typer.Option(
+        None, help="Public host:port to advertise (behind NAT or a VIP)."
+    ),
+    list_file: Path = typer.Option(
+        Path("/etc/kamailio/dispatcher.list"), help="dispatcher.list the balancer agent writes."
+    ),
+    rpc_socket: Path = typer.Option(
+        Path("/run/kamailio/kamailio_rpc.sock"), help="jsonrpcs datagram socket."
+    ),
+    rpc_http: str = typer.Option(
+        None, help="Also serve JSON-RPC over HTTP on host:port (loopback only!)."
+    ),
+    runtime_dir: Path = typer.Option(Path("/run/kamailio"), help="Kamailio's run directory."),
+    set_id: int = typer.Option(1, "--set", help="Dispatcher set to route new calls to."),
+    algorithm: str = typer.Option(
+        "weight", help="weight, least-calls or round-robin (same as the balancer agent)."
+    ),
+    probing_interval: int = typer.Option(1, help="Seconds between OPTIONS probes of each node."),
+    fr_timer_ms: int = typer.Option(
+        2000, help="Time to the first reply before failing over to the next node."
+    ),
+    children: int = typer.Option(4, help="Kamailio worker processes per UDP socket."),
+    capture: str = typer.Option(None, help="Send every SIP message as HEP v3 to host:port."),
+    capture_id: int = typer.Option(1, help="HEP capture id of this balancer."),
+) -> None:
+    """Render a complete, commented kamailio.cfg for the load-balancer role.
+
+    Record-Route, stateful relay, a short fr_timer so a dead box is noticed
+    in about two seconds, failover to the next node on timeout or 5xx, 503
+    when no node is left, OPTIONS probing, JSON-RPC for the balancer agent
+    and optional HEP tracing. Check it with 'kamailio -c -f FILE'.
+    """
+    with user_errors():
+        cfg = KamailioConfig(
+            list_file=list_file,
+            rpc_socket=rpc_socket,
+            runtime_dir=runtime_dir,
+            listen=tuple(listen),
+            advertise=advertise,
+            rpc_http=rpc_http,
+            set_id=set_id,
+            algorithm=algorithm,
+            probing_interval=probing_interval,
+            fr_timer_ms=fr_timer_ms,
+            children=children,
+            capture=capture,
+            capture_id=capture_id,
+        )
+        validate(cfg)
+        text = render_config(cfg)
+        if out is None:
+            typer.echo(text, nl=False)
+            return
+        from asterfleet.balancer.listfile import write_atomic
+
+        write_atomic(out, text)
+        typer.echo(f"wrote {out}", err=True)

@@ -1,0 +1,411 @@
+"""The Calls area: search captured calls, a call's ladder diagram and
+messages, its PCAP; the same data as JSON under /api/v1/calls.
+
+Reads the database ``asterfleet capture run --db URL`` writes to, given to
+the console as ``--capture-db URL``. The store is opened on first use and
+kept; queries run in a worker thread so a slow database never blocks pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import sqlalchemy as sa
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import Response
+from markupsafe import Markup
+from pydantic import BaseModel, Field
+
+from asterfleet.capture.ladder import build_ladder, render_svg
+from asterfleet.capture.pcap import build_pcap
+from asterfleet.capture.search import MessageQuery, call_messages, parse_time, summarise_call
+from asterfleet.capture.store import Message, Store
+from asterfleet.console.call_pages import (
+    MAX_PAGE,
+    CallPage,
+    decode_cursor,
+    encode_cursor,
+    page_calls,
+)
+from asterfleet.console.security import Principal, api_user, page_user
+from asterfleet.console.state import console_state
+from asterfleet.console.web import render
+from asterfleet.errors import UsageError
+
+log = structlog.get_logger("asterfleet.console.calls")
+router = APIRouter()
+
+NOT_CONFIGURED = (
+    "capture not configured: start `asterfleet capture run --db URL` and pass "
+    "--capture-db URL to `asterfleet console` (or set ASTERFLEET_CAPTURE_DB)"
+)
+PCAP_TYPE = "application/vnd.tcpdump.pcap"
+_LOCK = threading.Lock()
+
+
+class CaptureUnavailable(Exception):
+    """No capture database configured, or it cannot be reached."""
+
+    def __init__(self, message: str, configured: bool = True) -> None:
+        super().__init__(message)
+        self.configured = configured
+
+
+def _open_store(request: Request) -> Store:
+    url = console_state(request).settings.capture_db
+    if not url:
+        raise CaptureUnavailable(NOT_CONFIGURED, configured=False)
+    with _LOCK:
+        store: Store | None = getattr(request.app.state, "capture_store", None)
+        if store is None:
+            store = Store(url)  # creates the table if the collector has not yet
+            request.app.state.capture_store = store
+        return store
+
+
+async def _in_store(request: Request, fn: Any, *args: Any) -> Any:
+    """Run ``fn(store, *args)`` in a thread; database trouble → CaptureUnavailable."""
+
+    def go() -> Any:
+        return fn(_open_store(request), *args)
+
+    try:
+        return await asyncio.to_thread(go)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("capture_db_error", error=str(exc).splitlines()[0])
+        raise CaptureUnavailable(
+            f"the capture database is unavailable ({type(exc).__name__}): try again shortly"
+        ) from None
+
+
+# -- the search --------------------------------------------------------------
+
+
+def build_query(
+    since: str = "",
+    until: str = "",
+    call_id: str = "",
+    from_user: str = "",
+    to_user: str = "",
+    method: str = "",
+    status_code: int | None = None,
+    node: str = "",
+    now_us: int | None = None,
+) -> MessageQuery:
+    """The search form's fields as a query; ``method`` may be a status code (``486``)."""
+    now = now_us if now_us is not None else int(datetime.now(UTC).timestamp() * 1_000_000)
+    method = method.strip()
+    if method.isdigit():
+        status_code, method = int(method), ""
+    elif method and not method.isalpha():
+        raise UsageError(f"method or status {method!r}: give a SIP method (INVITE) or code (486)")
+    return MessageQuery(
+        call_id=call_id.strip() or None,
+        from_user=from_user.strip() or None,
+        to_user=to_user.strip() or None,
+        since_us=parse_time(since, now) if since.strip() else None,
+        until_us=parse_time(until, now) if until.strip() else None,
+        method=method or None,
+        status=status_code,
+        node=node.strip() or None,
+    )
+
+
+def fmt_us(ts_us: int) -> str:
+    """``2024-05-01 12:00:00.123456`` (UTC)."""
+    return datetime.fromtimestamp(ts_us / 1_000_000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def status_class(code: int | None) -> str:
+    if code is None:
+        return "muted"
+    return "ok" if code < 300 else ("info" if code < 400 else "bad")
+
+
+def call_href(call_id: str) -> str:
+    return "/calls/" + quote(call_id, safe="")
+
+
+# -- pages -------------------------------------------------------------------
+
+
+def _unavailable_page(request: Request, user: Principal, exc: CaptureUnavailable) -> Response:
+    return render(
+        request,
+        "calls_off.html",
+        user,
+        area="calls",
+        status_code=status.HTTP_200_OK
+        if not exc.configured
+        else status.HTTP_503_SERVICE_UNAVAILABLE,
+        reason=str(exc),
+        configured=exc.configured,
+    )
+
+
+@router.get("/calls", include_in_schema=False)
+async def calls_page(
+    request: Request,
+    since: str = "",
+    until: str = "",
+    call_id: str = "",
+    from_user: str = "",
+    to_user: str = "",
+    method: str = "",
+    node: str = "",
+    limit: int = 50,
+    cursor: str = "",
+    page: int = 1,
+    user: Principal = Depends(page_user),
+) -> Response:
+    form = {
+        "since": since,
+        "until": until,
+        "call_id": call_id,
+        "from_user": from_user,
+        "to_user": to_user,
+        "method": method,
+        "node": node,
+    }
+    error = ""
+    result: CallPage | None = None
+    try:
+        q = build_query(since, until, call_id, from_user, to_user, method, None, node)
+        result = await _in_store(
+            request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
+        )
+    except UsageError as exc:
+        error = str(exc)
+    except CaptureUnavailable as exc:
+        return _unavailable_page(request, user, exc)
+    filled = {k: v for k, v in form.items() if v}
+    older = ""
+    if result is not None and result.next_cursor is not None:
+        older = "/calls?" + urlencode(
+            {**filled, "cursor": encode_cursor(result.next_cursor), "page": page + 1}
+        )
+    rows = [
+        {
+            "call": c,
+            "href": call_href(c.call_id),
+            "start": fmt_us(c.start_us)[:-3],
+            "status_class": status_class(c.final_status),
+        }
+        for c in (result.calls if result else [])
+    ]
+    return render(
+        request,
+        "calls.html",
+        user,
+        area="calls",
+        form=form,
+        rows=rows,
+        err=error,
+        page=page,
+        older=older,
+        newest="/calls?" + urlencode(filled) if cursor else "",
+        truncated=bool(result and result.truncated),
+        scanned=result.scanned if result else 0,
+    )
+
+
+@router.get("/calls/{call_id:path}/pcap", include_in_schema=False)
+async def call_pcap(
+    request: Request, call_id: str, user: Principal = Depends(page_user)
+) -> Response:
+    try:
+        msgs: list[Message] = await _in_store(request, call_messages, call_id)
+    except CaptureUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    if not msgs:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no captured call with Call-ID {call_id!r}")
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in call_id)[:80]
+    log.info("call_pcap", call_id=call_id, messages=len(msgs), user=user.username)
+    return Response(
+        build_pcap(msgs),
+        media_type=PCAP_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="call-{safe}.pcap"'},
+    )
+
+
+@router.get("/calls/{call_id:path}", include_in_schema=False)
+async def call_page(
+    request: Request, call_id: str, user: Principal = Depends(page_user)
+) -> Response:
+    try:
+        msgs: list[Message] = await _in_store(request, call_messages, call_id)
+    except CaptureUnavailable as exc:
+        return _unavailable_page(request, user, exc)
+    if not msgs:
+        return render(
+            request,
+            "calls_off.html",
+            user,
+            area="calls",
+            status_code=status.HTTP_404_NOT_FOUND,
+            reason=f"no captured call with Call-ID {call_id!r}: it may have aged out "
+            "(retention) or not been captured",
+            configured=True,
+        )
+    summary = summarise_call(msgs)
+    start = msgs[0].ts_us
+    rows = [
+        {
+            "m": m,
+            "time": fmt_us(m.ts_us),
+            "offset_ms": f"{(m.ts_us - start) / 1000:.3f}",
+            "status_class": status_class(m.status) if m.status is not None else "info",
+        }
+        for m in msgs
+    ]
+    return render(
+        request,
+        "call.html",
+        user,
+        area="calls",
+        summary=summary,
+        start=fmt_us(summary.start_us),
+        status_class=status_class(summary.final_status),
+        ladder=Markup(render_svg(build_ladder(msgs))),  # render_svg escapes every text
+        rows=rows,
+        pcap_href=call_href(call_id) + "/pcap",
+    )
+
+
+# -- JSON API ----------------------------------------------------------------
+
+
+class CallOut(BaseModel):
+    call_id: str
+    start: str = Field(description="first message, ISO 8601 UTC")
+    start_us: int = Field(description="first message, µs since the epoch")
+    duration_s: float = Field(description="first to last message")
+    method: str = Field(description="INVITE, or the first request of calls without one")
+    from_user: str
+    to_user: str
+    final_status: int | None = Field(description="last final answer to the INVITE")
+    backend: str | None = Field(description="host that sent the final answer (the node)")
+    messages: int
+    nodes: list[str] = Field(description="capture nodes that saw the call")
+
+
+class CallsOut(BaseModel):
+    calls: list[CallOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for older calls; null: no more")
+    scanned: int = Field(description="messages read to build this page")
+    truncated: bool = Field(description="the scan hit its bound first: narrow the time range")
+
+
+class MessageOut(BaseModel):
+    id: int
+    ts_us: int = Field(description="capture time, µs since the epoch")
+    time: str = Field(description="capture time, ISO 8601 UTC")
+    src: str
+    dst: str
+    transport: str
+    capture_id: int
+    node: str
+    method: str | None
+    status: int | None
+    cseq: str
+    from_user: str
+    to_user: str
+    user_agent: str
+    correlation_id: str
+    text: str = Field(description="the raw SIP message")
+
+
+class CallDetailOut(BaseModel):
+    call: CallOut
+    messages: list[MessageOut]
+
+
+def _need_read(who: Principal) -> None:
+    if "read" not in who.scopes:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks scope 'read'")
+
+
+def _message_out(m: Message) -> MessageOut:
+    return MessageOut(
+        id=m.id,
+        ts_us=m.ts_us,
+        time=datetime.fromtimestamp(m.ts_us / 1_000_000, UTC).isoformat(),
+        src=m.src,
+        dst=m.dst,
+        transport=m.transport,
+        capture_id=m.capture_id,
+        node=m.node,
+        method=m.method,
+        status=m.status,
+        cseq=m.cseq,
+        from_user=m.from_user,
+        to_user=m.to_user,
+        user_agent=m.user_agent,
+        correlation_id=m.correlation_id,
+        text=m.text,
+    )
+
+
+@router.get(
+    "/api/v1/calls",
+    response_model=CallsOut,
+    tags=["calls"],
+    summary="Search captured calls, newest first",
+)
+async def api_calls(
+    request: Request,
+    since: str = Query("", description="ISO 8601 time (UTC if no zone) or an age: 15m, 2h, 1d"),
+    until: str = Query("", description="ISO 8601 time or an age"),
+    call_id: str = Query("", description="exact Call-ID"),
+    from_user: str = Query("", description="From user, prefix"),
+    to_user: str = Query("", description="To user, prefix"),
+    method: str = Query("", description="SIP method of a message (INVITE, BYE, …)"),
+    status_code: int | None = Query(
+        None, alias="status", ge=100, le=699, description="status code of a message (486)"
+    ),
+    node: str = Query("", description="capture node name or capture id"),
+    limit: int = Query(50, ge=1, le=MAX_PAGE),
+    cursor: str = Query("", description="next_cursor of the previous page"),
+    who: Principal = Depends(api_user),
+) -> Any:
+    """Calls with at least one message matching every filter given, ordered
+    by their newest matching message. Page with ``next_cursor``."""
+    _need_read(who)
+    try:
+        q = build_query(since, until, call_id, from_user, to_user, method, status_code, node)
+        result: CallPage = await _in_store(request, page_calls, q, limit, decode_cursor(cursor))
+    except UsageError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    except CaptureUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    return CallsOut(
+        calls=[CallOut.model_validate(c.as_dict()) for c in result.calls],
+        next_cursor=encode_cursor(result.next_cursor) or None,
+        scanned=result.scanned,
+        truncated=result.truncated,
+    )
+
+
+@router.get(
+    "/api/v1/calls/{call_id:path}",
+    response_model=CallDetailOut,
+    tags=["calls"],
+    summary="One call: its summary and every message, in capture order",
+)
+async def api_call(request: Request, call_id: str, who: Principal = Depends(api_user)) -> Any:
+    _need_read(who)
+    try:
+        msgs: list[Message] = await _in_store(request, call_messages, call_id)
+    except CaptureUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    if not msgs:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no captured call with Call-ID {call_id!r}")
+    return CallDetailOut(
+        call=CallOut.model_validate(summarise_call(msgs).as_dict()),
+        messages=[_message_out(m) for m in msgs],
+    )

@@ -1,0 +1,93 @@
+"""The events table: record fleet transitions and operator actions, query them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from asterfleet.console.transitions import EventDraft
+from asterfleet.db import Database, Event
+from asterfleet.errors import UsageError
+
+MAX_LIMIT = 1000
+_SINCE = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+SINCE_CHOICES = tuple(_SINCE)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    at: float
+    kind: str
+    node_id: str
+    actor: str
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "kind": self.kind,
+            "node": self.node_id,
+            "actor": self.actor,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    kind: str = ""
+    node: str = ""
+    actor: str = ""
+    since: str = ""  # one of SINCE_CHOICES, or "" for all
+    limit: int = 200
+
+    def checked(self) -> EventFilter:
+        if self.since and self.since not in _SINCE:
+            raise UsageError(
+                f"since={self.since!r}: use one of {', '.join(SINCE_CHOICES)} (or leave it empty)"
+            )
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise UsageError(f"limit={self.limit}: use 1 to {MAX_LIMIT}")
+        return self
+
+
+def record(
+    db: Database, cluster: str, drafts: Sequence[EventDraft], at: float | None = None
+) -> int:
+    if not drafts:
+        return 0
+    now = time.time() if at is None else at
+    with db.session() as s:
+        for d in drafts:
+            s.add(
+                Event(
+                    at=now,
+                    cluster=cluster,
+                    kind=d.kind,
+                    node_id=d.node_id,
+                    actor=d.actor[:64],
+                    message=d.message,
+                )
+            )
+    return len(drafts)
+
+
+def query(db: Database, cluster: str, f: EventFilter, now: float | None = None) -> list[EventRow]:
+    """Newest first, filtered; ``node`` and ``actor`` match a substring."""
+    f = f.checked()
+    q = select(Event).where(Event.cluster == cluster)
+    if f.kind:
+        q = q.where(Event.kind == f.kind)
+    if f.node:
+        q = q.where(Event.node_id.contains(f.node, autoescape=True))
+    if f.actor:
+        q = q.where(Event.actor.contains(f.actor, autoescape=True))
+    if f.since:
+        q = q.where(Event.at >= (time.time() if now is None else now) - _SINCE[f.since])
+    q = q.order_by(Event.at.desc(), Event.id.desc()).limit(f.limit)
+    with db.session() as s:
+        return [EventRow(e.id, e.at, e.kind, e.node_id, e.actor, e.message) for e in s.scalars(q)]

@@ -1,0 +1,333 @@
+"""A small typed client for etcd's cluster and maintenance API, and the
+gathering of facts that :mod:`~asterfleet.etcdtools.doctor` diagnoses.
+
+It speaks the grpc-gateway JSON API (``POST http://HOST:PORT/v3/…``) with
+httpx rather than gRPC through ``aetcd``. Both work against etcd 3.4.23;
+the JSON API was chosen because:
+
+- every answer carries its response header, and the header is what the
+  doctor needs: ``cluster_id`` and ``member_id`` of the member that answered.
+  ``aetcd.Client.status()`` drops the header (it returns version, DB size,
+  leader, raft index and term only), so a member of another cluster would
+  be invisible;
+- the calls are synchronous with one timeout per request, so probing a dead
+  member costs one bounded connect attempt and needs no event loop or gRPC
+  channel (aetcd waits for a channel to become ready first);
+- the same URLs work with curl, which is what an operator reaches for when
+  checking what the doctor says.
+
+64-bit ids arrive as decimal strings (grpc-gateway's encoding of uint64);
+they are kept as ints and shown in hex, like ``etcdctl``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from asterfleet.errors import AsterfleetError, EtcdUnavailable, UsageError
+
+DEFAULT_TIMEOUT = 2.0
+
+
+class EtcdRequestError(AsterfleetError):
+    """etcd answered a request with an error (e.g. "unhealthy cluster")."""
+
+    def __init__(self, endpoint: str, path: str, message: str) -> None:
+        super().__init__(f"etcd at {endpoint} refused {path}: {message}")
+        self.endpoint = endpoint
+        self.path = path
+        self.message = message
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """``127.0.0.1:2379`` or ``http://127.0.0.1:2379/`` → ``http://127.0.0.1:2379``."""
+    text = endpoint.strip().rstrip("/")
+    if not text:
+        raise UsageError("empty etcd endpoint: give HOST:PORT, e.g. 127.0.0.1:2379")
+    if "://" not in text:
+        text = f"http://{text}"
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https") or not rest or "/" in rest:
+        raise UsageError(f"etcd endpoint {endpoint!r}: expected HOST:PORT or http(s)://HOST:PORT")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"etcd endpoint {endpoint!r}: expected HOST:PORT with a port 1-65535")
+    return text
+
+
+def split_endpoints(values: Iterable[str]) -> list[str]:
+    """Endpoints from repeated and/or comma-separated options, normalised, deduplicated."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                url = normalize_endpoint(part)
+                if url not in out:
+                    out.append(url)
+    if not out:
+        raise UsageError("no etcd endpoint given: use --endpoints HOST:PORT[,HOST:PORT…]")
+    return out
+
+
+def _int(value: Any) -> int:
+    return int(value) if value not in (None, "") else 0
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of the member list."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool = False
+
+    @property
+    def started(self) -> bool:
+        """False for a member added but never started (no name, no client URL)."""
+        return bool(self.name or self.client_urls)
+
+    @property
+    def hex_id(self) -> str:
+        return f"{self.id:x}"
+
+
+@dataclass(frozen=True)
+class Alarm:
+    member_id: int
+    alarm: str  # NOSPACE, CORRUPT
+
+
+@dataclass(frozen=True)
+class Status:
+    """``/v3/maintenance/status`` of one member, with its response header."""
+
+    cluster_id: int
+    member_id: int
+    leader: int
+    raft_term: int
+    raft_index: int
+    raft_applied_index: int
+    db_size: int
+    db_size_in_use: int
+    version: str
+    errors: tuple[str, ...] = ()
+    is_learner: bool = False
+
+
+def parse_members(reply: dict[str, Any]) -> list[Member]:
+    return [
+        Member(
+            id=_int(m.get("ID")),
+            name=str(m.get("name", "")),
+            peer_urls=tuple(m.get("peerURLs") or ()),
+            client_urls=tuple(m.get("clientURLs") or ()),
+            is_learner=bool(m.get("isLearner", False)),
+        )
+        for m in reply.get("members") or ()
+    ]
+
+
+def parse_status(reply: dict[str, Any]) -> Status:
+    header = reply.get("header") or {}
+    return Status(
+        cluster_id=_int(header.get("cluster_id")),
+        member_id=_int(header.get("member_id")),
+        leader=_int(reply.get("leader")),
+        raft_term=_int(reply.get("raftTerm")),
+        raft_index=_int(reply.get("raftIndex")),
+        raft_applied_index=_int(reply.get("raftAppliedIndex")),
+        db_size=_int(reply.get("dbSize")),
+        db_size_in_use=_int(reply.get("dbSizeInUse")),
+        version=str(reply.get("version", "")),
+        errors=tuple(str(e) for e in reply.get("errors") or ()),
+        is_learner=bool(reply.get("isLearner", False)),
+    )
+
+
+def parse_alarms(reply: dict[str, Any]) -> list[Alarm]:
+    return [
+        Alarm(member_id=_int(a.get("memberID")), alarm=str(a.get("alarm", "NONE")))
+        for a in reply.get("alarms") or ()
+    ]
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return base64.b64encode(b"\0").decode()
+    raw[-1] += 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+class EtcdClient:
+    """One etcd endpoint, spoken to over the JSON API."""
+
+    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.url = normalize_endpoint(endpoint)
+        self.timeout = timeout
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            reply = httpx.post(f"{self.url}{path}", json=body, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise EtcdUnavailable(f"etcd at {self.url} does not answer: {exc}") from exc
+        try:
+            data: Any = reply.json()
+        except ValueError:
+            data = {}
+        if reply.status_code != 200 or not isinstance(data, dict):
+            message = data.get("error") if isinstance(data, dict) else None
+            raise EtcdRequestError(self.url, path, str(message or f"HTTP {reply.status_code}"))
+        return data
+
+    def status(self) -> Status:
+        return parse_status(self._post("/v3/maintenance/status", {}))
+
+    def members(self) -> list[Member]:
+        return parse_members(self._post("/v3/cluster/member/list", {}))
+
+    def alarms(self) -> list[Alarm]:
+        return parse_alarms(self._post("/v3/maintenance/alarm", {"action": "GET"}))
+
+    def add_member(self, peer_urls: Sequence[str]) -> tuple[Member, list[Member]]:
+        """Add a member; (the new member, the whole list after the change)."""
+        reply = self._post("/v3/cluster/member/add", {"peerURLs": list(peer_urls)})
+        added = parse_members({"members": [reply.get("member") or {}]})[0]
+        return added, parse_members(reply)
+
+    def remove_member(self, member_id: int) -> list[Member]:
+        """Remove a member by id; the list after the change."""
+        return parse_members(self._post("/v3/cluster/member/remove", {"ID": str(member_id)}))
+
+    def put(self, key: str, value: str) -> None:
+        self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        """Every key under ``prefix`` with its value (linearizable read)."""
+        reply = self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)})
+        return {
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+            for kv in reply.get("kvs") or ()
+        }
+
+
+# --------------------------------------------------------------------------
+# Facts for the doctor
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointFacts:
+    """What one client URL answered (or the error it gave)."""
+
+    endpoint: str
+    #: True for endpoints the operator named; False for client URLs found
+    #: in a member list.
+    given: bool
+    status: Status | None = None
+    members: tuple[Member, ...] | None = None
+    alarms: tuple[Alarm, ...] = ()
+    #: Why the endpoint is not reachable.
+    error: str | None = None
+    #: Requests that failed although the member answered its status.
+    problems: tuple[str, ...] = ()
+
+    @property
+    def reachable(self) -> bool:
+        return self.status is not None
+
+
+@dataclass(frozen=True)
+class DataDirFacts:
+    """A member's data directory on this machine, as far as files tell."""
+
+    name: str
+    path: str
+    exists: bool
+    has_wal: bool
+    has_db: bool
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    endpoints: tuple[EndpointFacts, ...]
+    data_dirs: tuple[DataDirFacts, ...] = field(default=())
+
+
+def probe_endpoint(endpoint: str, given: bool, timeout: float = DEFAULT_TIMEOUT) -> EndpointFacts:
+    """What ``endpoint`` answers. Only status decides reachability: the alarm
+    list goes through raft and blocks while there is no leader, which is
+    itself a finding, not a reason to call the member unreachable."""
+    client = EtcdClient(endpoint, timeout)
+    try:
+        status = client.status()
+    except (EtcdUnavailable, EtcdRequestError) as exc:
+        return EndpointFacts(client.url, given, error=str(exc))
+    problems: list[str] = []
+    members: tuple[Member, ...] | None = None
+    alarms: tuple[Alarm, ...] = ()
+    try:
+        members = tuple(client.members())
+    except (EtcdUnavailable, EtcdRequestError) as exc:
+        problems.append(f"member list: {exc}")
+    try:
+        alarms = tuple(client.alarms())
+    except (EtcdUnavailable, EtcdRequestError) as exc:
+        problems.append(f"alarm list: {exc}")
+    return EndpointFacts(
+        client.url, given, status=status, members=members, alarms=alarms, problems=tuple(problems)
+    )
+
+
+def inspect_data_dir(name: str, path: Path) -> DataDirFacts:
+    member = path / "member"
+    wal = member / "wal"
+    return DataDirFacts(
+        name=name,
+        path=str(path),
+        exists=path.is_dir(),
+        has_wal=wal.is_dir() and any(wal.glob("*.wal")),
+        has_db=(member / "snap" / "db").is_file(),
+    )
+
+
+def gather_facts(
+    endpoints: Sequence[str],
+    data_dirs: Sequence[tuple[str, Path]] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+) -> ClusterFacts:
+    """Probe every given endpoint, then every client URL their member lists name."""
+    seen: dict[str, EndpointFacts] = {}
+    for endpoint in endpoints:
+        url = normalize_endpoint(endpoint)
+        if url not in seen:
+            seen[url] = probe_endpoint(url, True, timeout)
+    listed: list[str] = []
+    for facts in list(seen.values()):
+        for member in facts.members or ():
+            listed.extend(member.client_urls)
+    for url in listed:
+        try:
+            url = normalize_endpoint(url)
+        except UsageError:
+            continue
+        if url not in seen:
+            seen[url] = probe_endpoint(url, False, timeout)
+    return ClusterFacts(
+        endpoints=tuple(seen.values()),
+        data_dirs=tuple(inspect_data_dir(name, path) for name, path in data_dirs),
+    )

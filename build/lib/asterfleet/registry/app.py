@@ -1,0 +1,202 @@
+"""The standalone token server (``asterfleet registry serve``): the token
+router, the registry notification hook feeding the catalogue, the knots'
+webhook endpoints, ``/metrics`` and ``/healthz``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from asterfleet.factory.web import knot_webhook_router
+from asterfleet.registry import keys
+from asterfleet.registry.catalogue import (
+    CatalogueSync,
+    RegistryClient,
+    repositories_in_notification,
+)
+from asterfleet.registry.config import TokenServerSettings
+from asterfleet.registry.identity import IdentityStore, SqlIdentity
+from asterfleet.registry.server import TokenService, token_router
+from asterfleet.registry.tokens import Issuer, RefreshTokens
+
+log = structlog.get_logger("asterfleet.registry.app")
+
+NOTIFICATIONS = Counter(
+    "asterfleet_registry_notifications_total", "Registry notification envelopes", ["result"]
+)
+
+
+def notifications_router(secret: str, notify: Callable[[set[str]], None]) -> APIRouter:
+    """``POST /hooks/registry``: the registry's notification endpoint."""
+    router = APIRouter()
+    expected = f"Bearer {secret}"
+
+    @router.post("/hooks/registry")
+    async def registry_events(request: Request) -> Response:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            NOTIFICATIONS.labels("unauthorized").inc()
+            return JSONResponse({"error": "bad notification secret"}, status_code=401)
+        try:
+            envelope = json.loads(await request.body())
+        except ValueError:
+            NOTIFICATIONS.labels("malformed").inc()
+            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+        repos = repositories_in_notification(envelope if isinstance(envelope, dict) else {})
+        NOTIFICATIONS.labels("accepted").inc()
+        if repos:
+            notify(repos)
+        return Response(status_code=200)
+
+    return router
+
+
+@dataclass
+class CatalogueLoop:
+    """Repositories named by notifications are synced promptly; everything
+    is reconciled every ``interval`` seconds."""
+
+    sync: CatalogueSync
+    interval: float = 300.0
+    retry_after: float = 2.0
+    # Distribution sends "manifest pushed" before it writes the tag: a
+    # notified repository is synced at once and again this much later.
+    settle: float = 2.0
+    pending: set[str] = field(default_factory=set)
+    later: dict[str, float] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self, repos: set[str]) -> None:
+        self.pending |= repos
+        due = asyncio.get_running_loop().time() + self.settle
+        for repo in repos:
+            self.later[repo] = due
+        self.wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time()
+        while True:
+            now = loop.time()
+            if now >= next_reconcile:
+                next_reconcile = now + self.interval
+                try:
+                    await run_in_threadpool(self.sync.reconcile)
+                except (httpx.HTTPError, OSError) as exc:
+                    log.warning("catalogue_reconcile_failed", error=str(exc))
+            for repo, due in list(self.later.items()):
+                if due <= loop.time():
+                    del self.later[repo]
+                    self.pending.add(repo)
+            failed: set[str] = set()
+            while self.pending:
+                repo = self.pending.pop()
+                try:
+                    await run_in_threadpool(self.sync.sync_repository, repo)
+                except (httpx.HTTPError, OSError) as exc:
+                    log.warning("catalogue_sync_failed", repository=repo, error=str(exc))
+                    failed.add(repo)
+            wait = max(0.1, min([next_reconcile, *self.later.values()]) - loop.time())
+            if failed:
+                # A repository a notification named is retried soon, not at
+                # the next reconcile (which may be minutes away).
+                self.pending |= failed
+                wait = min(wait, self.retry_after)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), wait)
+
+
+@dataclass
+class RegistryRoutes:
+    """The registry's HTTP side, ready to mount in any app: the token
+    endpoint, the notification hook, the knots' webhooks; plus the
+    catalogue loop the app runs in the background and the client it uses."""
+
+    router: APIRouter
+    catalogue: CatalogueLoop
+    client: RegistryClient
+    service: TokenService
+
+
+def registry_routes(
+    settings: TokenServerSettings,
+    engine: Engine,
+    identity: IdentityStore | None = None,
+    token_ttl: int = 300,
+    reconcile_interval: float = 300.0,
+    cache_seconds: float = 5.0,
+) -> RegistryRoutes:
+    material = keys.load(settings.directory)  # parsed once, shared by every request
+    issuer = Issuer(material, settings.issuer, settings.service, ttl=token_ttl)
+    service = TokenService(
+        identity=identity or SqlIdentity(engine),
+        issuer=issuer,
+        refresh=RefreshTokens(engine),
+        cache_seconds=cache_seconds,
+    )
+    client = RegistryClient(settings.registry_url, issuer)
+    loop_state = CatalogueLoop(CatalogueSync(engine, client), interval=reconcile_interval)
+    router = APIRouter(include_in_schema=False)
+    router.include_router(token_router(service))
+    router.include_router(notifications_router(settings.notify_secret, loop_state.notify))
+    router.include_router(knot_webhook_router(engine))
+    return RegistryRoutes(router, loop_state, client, service)
+
+
+@contextlib.asynccontextmanager
+async def running(routes: RegistryRoutes) -> AsyncIterator[None]:
+    """Run the catalogue loop for the life of the app."""
+    task = asyncio.create_task(routes.catalogue.run(), name="catalogue")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        routes.client.close()
+
+
+def create_app(
+    settings: TokenServerSettings,
+    engine: Engine,
+    identity: IdentityStore | None = None,
+    token_ttl: int = 300,
+    reconcile_interval: float = 300.0,
+    cache_seconds: float = 5.0,
+) -> FastAPI:
+    routes = registry_routes(
+        settings, engine, identity, token_ttl, reconcile_interval, cache_seconds
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with running(routes):
+            yield
+
+    app = FastAPI(title="asterfleet registry token server", lifespan=lifespan)
+    app.include_router(routes.router)
+    app.state.catalogue = routes.catalogue.sync
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "service": settings.service}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

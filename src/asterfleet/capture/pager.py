@@ -1,0 +1,252 @@
+"""Calls one page at a time, by start, newest first, on large tables: the
+one search path of the Calls page, the calls API and ``asterfleet capture search``.
+
+``GROUP BY call_id`` over the whole table reads every matching row before it
+can answer; on millions of messages that is seconds. Instead the messages
+that open a call (requests without a To tag, flagged ``opens_call`` when
+captured) are walked newest first along a partial ``ts_us`` index (or the
+From/To/Call-ID index when that filter is more selective) and distinct
+Call-IDs collected until the page is full, so the work is proportional to
+the page, not to the table. The opening's Call-ID, users and time are
+filtered on directly; filters on the rest of the call (a method, a status,
+a capture host, a status class, text) are ``EXISTS`` lookups along the
+Call-ID index, for the calls the walk meets.
+
+Calls are ordered by their newest opening (the INVITE captured on the last
+hop, a few milliseconds after the call started). A page's cursor is the
+``(ts_us, id)`` of the last call on it; the next page walks from there and
+drops calls that also have an opening above the cursor (they were on an
+earlier page). The walk is bounded: when it reads ``scan_limit`` rows
+without filling the page it stops, returns what it found and a cursor to go
+on from, and says so. Calls whose opening was never captured are not listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from asterfleet.capture.search import CallSummary, MessageQuery, escape_like, summarise_call
+from asterfleet.capture.store import Message, Store, messages
+from asterfleet.errors import UsageError
+
+MAX_PAGE = 500
+SCAN_LIMIT = 200_000
+_FIRST_CHUNK = 512
+_MAX_CHUNK = 16_384
+
+#: Where a walk stopped: ``(ts_us, id)`` of a message; walk strictly below it.
+Cursor = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class CallPage:
+    calls: list[CallSummary]
+    next_cursor: Cursor | None  # None: nothing older matches
+    scanned: int  # messages read to build the page
+    truncated: bool  # the walk hit its bound before the page was full
+
+
+def encode_cursor(cursor: Cursor | None) -> str:
+    return "" if cursor is None else f"{cursor[0]}.{cursor[1]}"
+
+
+def decode_cursor(text: str) -> Cursor | None:
+    """``"<ts_us>.<id>"`` (what :func:`encode_cursor` gives); empty means the first page."""
+    if not text:
+        return None
+    ts, dot, ident = text.partition(".")
+    if not dot or not ts.isdigit() or not ident.isdigit():
+        raise UsageError(f"cursor {text!r} is not one this console gave: start from page one")
+    return int(ts), int(ident)
+
+
+def prefix_upper_bound(prefix: str) -> str:
+    """The smallest string above every string starting with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "none")
+
+
+def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
+    """The search's filters on a call's opening message, plus index ranges
+    for prefixes where the engine needs them.
+
+    SQLite does not turn ``LIKE 'abc%'`` into an index range (its LIKE is
+    case-insensitive, the index is not), so the equivalent range is added:
+    the prefix match becomes case-sensitive there, as it is on PostgreSQL.
+    """
+    c = messages.c
+    # Written as the partial index's own predicate, so the planner can use it.
+    conds: list[sa.ColumnElement[bool]] = [c.opens_call == sa.true()]
+    if q.call_id:
+        conds.append(c.call_id == q.call_id)
+    if q.from_user:
+        conds.append(c.from_user.like(escape_like(q.from_user) + "%", escape="\\"))
+    if q.to_user:
+        conds.append(c.to_user.like(escape_like(q.to_user) + "%", escape="\\"))
+    if q.since_us is not None:
+        conds.append(c.ts_us >= q.since_us)
+    if q.until_us is not None:
+        conds.append(c.ts_us <= q.until_us)
+    if not (q.options or q.call_id or (q.method or "").upper() == "OPTIONS"):
+        # The balancers' keep-alive probes: 40 % of the rows, no one's call.
+        conds.append(c.method != "OPTIONS")
+    other = messages.alias("other")
+    o = other.c
+
+    def in_call(*where: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+        return sa.exists().where(o.call_id == c.call_id, *where)
+
+    if q.method:
+        conds.append(in_call(o.method == q.method.upper()))
+    if q.status is not None:
+        conds.append(in_call(o.status == q.status))
+    if q.capture_host:
+        host = o.capture_host == q.capture_host
+        if q.capture_host.isdigit():
+            host = sa.or_(host, o.capture_id == int(q.capture_host))
+        conds.append(in_call(host))
+    if q.status_class:
+        # An answer of that class to the request that opened the call (a
+        # call challenged with 407, then answered, is both 4xx and 2xx).
+        to_opening = o.cseq.like(sa.literal("% ").concat(c.method))
+        if q.status_class == "none":
+            conds.append(~in_call(o.status >= 200, to_opening))
+        else:
+            low = int(q.status_class[0]) * 100
+            conds.append(in_call(o.status.between(low, low + 99), to_opening))
+    if q.text:
+        # Raw messages are bytes: a byte-string search, case-sensitive on both engines.
+        if dialect == "sqlite":
+            needle = sa.literal(q.text.encode(), sa.LargeBinary)
+            conds.append(in_call(sa.func.instr(o.raw, needle) > 0))
+        else:
+            pattern = b"%" + escape_like(q.text).encode() + b"%"
+            conds.append(in_call(o.raw.like(sa.literal(pattern, sa.LargeBinary), escape="\\")))
+    if dialect == "sqlite":
+        for column, prefix in (
+            (messages.c.from_user, q.from_user),
+            (messages.c.to_user, q.to_user),
+        ):
+            if prefix:
+                conds += [column >= prefix, column < prefix_upper_bound(prefix)]
+    return conds
+
+
+def _below(cursor: Cursor) -> sa.ColumnElement[bool]:
+    ts, ident = cursor
+    c = messages.c
+    # Written so that ``ts_us <= ts`` stays an index range on both engines.
+    return sa.and_(c.ts_us <= ts, sa.or_(c.ts_us < ts, c.id < ident))
+
+
+def walk_query(conds: Sequence[sa.ColumnElement[bool]], cursor: Cursor | None, chunk: int) -> Any:
+    """One chunk of the walk: matching messages below ``cursor``, newest first."""
+    c = messages.c
+    where = [*conds, _below(cursor)] if cursor else list(conds)
+    return (
+        sa.select(c.call_id, c.ts_us, c.id)
+        .where(*where)
+        .order_by(c.ts_us.desc(), c.id.desc())
+        .limit(chunk)
+    )
+
+
+def _seen_above(
+    conn: sa.Connection, conds: Sequence[sa.ColumnElement[bool]], cursor: Cursor, ids: list[str]
+) -> set[str]:
+    """Which of ``ids`` have a matching message at or above ``cursor``."""
+    c = messages.c
+    ts, ident = cursor
+    above = sa.or_(c.ts_us > ts, sa.and_(c.ts_us == ts, c.id >= ident))
+    query = sa.select(c.call_id).where(c.call_id.in_(ids), *conds, above).distinct()
+    return {row[0] for row in conn.execute(query)}
+
+
+def find_call_ids(
+    store: Store,
+    q: MessageQuery,
+    limit: int,
+    cursor: Cursor | None = None,
+    scan_limit: int = SCAN_LIMIT,
+) -> tuple[list[tuple[str, Cursor]], Cursor | None, int, bool]:
+    """Up to ``limit`` Call-IDs below ``cursor`` with each one's newest match,
+    the cursor for the next page, rows scanned, and whether the bound hit."""
+    conds = conditions(q, store.dialect)
+    found: list[tuple[str, Cursor]] = []
+    seen: set[str] = set()
+    position, scanned, chunk = cursor, 0, _FIRST_CHUNK
+    with store.engine.connect() as conn:
+        while True:
+            rows = conn.execute(walk_query(conds, position, chunk)).all()
+            scanned += len(rows)
+            fresh: list[tuple[str, Cursor]] = []
+            for call_id, ts, ident in rows:
+                if call_id not in seen:
+                    seen.add(call_id)
+                    fresh.append((call_id, (ts, ident)))
+            if cursor is not None and fresh:
+                earlier = _seen_above(conn, conds, cursor, [cid for cid, _ in fresh])
+                fresh = [f for f in fresh if f[0] not in earlier]
+            found += fresh
+            if len(found) > limit:
+                return found[:limit], found[limit - 1][1], scanned, False
+            if len(rows) < chunk:
+                return found, None, scanned, False
+            position = (rows[-1][1], rows[-1][2])
+            if scanned >= scan_limit:
+                return found, position, scanned, True
+            chunk = min(chunk * 4, _MAX_CHUNK)
+
+
+def newest_message_id(store: Store) -> int:
+    """The id of the newest message stored (0 when none): where a live tail starts."""
+    with store.engine.connect() as conn:
+        value = conn.execute(sa.select(sa.func.max(messages.c.id))).scalar()
+    return int(value or 0)
+
+
+def new_calls(
+    store: Store, q: MessageQuery, after_id: int, limit: int = 50
+) -> tuple[list[CallSummary], int]:
+    """Calls opened (stored) after message ``after_id`` that match ``q``, oldest
+    first, and the id to continue from: the live tail of the Calls list."""
+    c = messages.c
+    query = (
+        sa.select(c.call_id, c.id)
+        .where(*conditions(q, store.dialect), c.id > after_id)
+        .order_by(c.id)
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        return [], after_id
+    ids = list(dict.fromkeys(r[0] for r in rows))
+    by_call: dict[str, list[Message]] = {cid: [] for cid in ids}
+    for msg in store.messages_of_calls(ids):
+        by_call[msg.call_id].append(msg)
+    return [summarise_call(m) for m in by_call.values() if m], int(rows[-1][1])
+
+
+def page_calls(
+    store: Store,
+    q: MessageQuery,
+    limit: int = 50,
+    cursor: Cursor | None = None,
+    scan_limit: int = SCAN_LIMIT,
+) -> CallPage:
+    """One page of calls matching ``q``, by start, newest first."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise UsageError(f"limit {limit}: give 1 to {MAX_PAGE} calls per page")
+    found, next_cursor, scanned, truncated = find_call_ids(store, q, limit, cursor, scan_limit)
+    by_call: dict[str, list[Message]] = {cid: [] for cid, _ in found}
+    for msg in store.messages_of_calls(list(by_call)):
+        by_call[msg.call_id].append(msg)
+    calls = [summarise_call(msgs) for msgs in by_call.values() if msgs]
+    return CallPage(calls, next_cursor, scanned, truncated)

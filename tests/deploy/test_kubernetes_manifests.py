@@ -1,0 +1,108 @@
+"""deploy/kubernetes renders offline and every object is valid Kubernetes.
+
+Schemas: kubernetes-validate (pinned in pyproject.toml), strict mode, so an
+unknown or misspelt field fails too. The checks after it are the promises the
+manifests make to an operator.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from asterfleet.runtime.process import require_binary
+from asterfleet.ship import kube
+
+REPO = Path(__file__).resolve().parents[2]
+OVERLAYS = sorted(p.name for p in (REPO / "deploy/kubernetes/overlays").iterdir())
+# A recent release the schemas are pinned to (kubectl here is 1.32).
+K8S_VERSION = "1.32.0"
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    path = REPO / "deploy/kubernetes/overlays" / overlay
+    done = subprocess.run(
+        [require_binary("kubectl"), "kustomize", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return kube.load_docs(done.stdout)
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(str(request.param))
+
+
+def test_there_is_a_production_and_a_podman_overlay() -> None:
+    assert {"production", "podman"} <= set(OVERLAYS)
+
+
+def test_every_rendered_object_is_valid_for_kubernetes(rendered: list[dict[str, Any]]) -> None:
+    assert len(rendered) > 20
+    for doc in rendered:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(
+                f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}"
+            )
+
+
+def _containers(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in doc["spec"]["template"]["spec"]["containers"]}
+
+
+def _env_names(container: dict[str, Any]) -> set[str]:
+    return {e["name"] for e in container.get("env") or []}
+
+
+def test_the_boxes_drain_before_they_stop(rendered: list[dict[str, Any]]) -> None:
+    box = kube.find(rendered, "StatefulSet", "asterisk")
+    spec = box["spec"]["template"]["spec"]
+    agent = kube.configmap_data(rendered)["node-agent"]
+    drain_timeout = float(agent["ASTERFLEET_DRAIN_TIMEOUT"])
+    assert spec["terminationGracePeriodSeconds"] > drain_timeout
+    containers = _containers(box)
+    assert set(containers) == {"asterisk", "node-agent"}
+    assert "preStop" in containers["asterisk"]["lifecycle"]
+    assert containers["node-agent"]["readinessProbe"]["exec"]["command"][-1] == "node-ready"
+    pdb = kube.find(rendered, "PodDisruptionBudget", "asterisk")
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_three_etcd_members_and_a_balancer_with_its_agent_and_keepalived(
+    rendered: list[dict[str, Any]],
+) -> None:
+    assert kube.find(rendered, "StatefulSet", "etcd")["spec"]["replicas"] == 3
+    lb = _containers(kube.find(rendered, "DaemonSet", "kamailio-lb"))
+    assert set(lb) == {"kamailio", "balancer", "keepalived"}
+    assert "NET_ADMIN" in lb["keepalived"]["securityContext"]["capabilities"]["add"]
+    assert lb["balancer"]["securityContext"]["runAsNonRoot"] is True
+    ports = {(p["containerPort"], p["protocol"]) for p in lb["kamailio"]["ports"]}
+    assert {(5060, "UDP"), (5060, "TCP")} <= ports
+
+
+def test_credentials_come_from_secrets(rendered: list[dict[str, Any]]) -> None:
+    secrets = {d["metadata"]["name"] for d in rendered if d["kind"] == "Secret"}
+    assert {"ami", "etcd-credentials", "console", "postgres", "vrrp"} <= secrets
+    agent = _containers(kube.find(rendered, "StatefulSet", "asterisk"))["node-agent"]
+    ami = next(e for e in agent["env"] if e["name"] == "ASTERFLEET_AMI_SECRET")
+    assert ami["valueFrom"]["secretKeyRef"]["name"] == "ami"
+    assert "ASTERFLEET_AMI_SECRET" in _env_names(agent)
+
+
+def test_ingress_is_denied_by_default(rendered: list[dict[str, Any]]) -> None:
+    deny = kube.find(rendered, "NetworkPolicy", "default-deny-ingress")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+
+def test_capture_and_console_run_from_the_asterfleet_image(rendered: list[dict[str, Any]]) -> None:
+    for name in ("capture", "console"):
+        (container,) = _containers(kube.find(rendered, "Deployment", name)).values()
+        assert container["image"].split("/")[-1].startswith("asterfleet:")
+        assert container["args"][0] == name

@@ -1,0 +1,109 @@
+"""deploy/monitoring: promtool accepts the alert rules, and every metric a rule
+or a dashboard panel reads is one the code really exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+MONITORING = REPO / "deploy/monitoring"
+_NAME = re.compile(r"\basterfleet_[a-z0-9_]+")
+# How prometheus_client exposes counters and histograms.
+_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+
+
+def defined_metrics() -> set[str]:
+    """Names passed to Counter/Gauge/Histogram/…MetricFamily in the code."""
+    found: set[str] = set()
+    definition = re.compile(
+        r"(?:Counter|Gauge|Histogram|Summary|CounterMetricFamily|GaugeMetricFamily)\(\s*"
+        r"\"(asterfleet_[a-z0-9_]+)\""
+    )
+    for path in (REPO / "src/asterfleet").rglob("*.py"):
+        found.update(definition.findall(path.read_text()))
+    return found
+
+
+def exported(name: str, defined: set[str]) -> bool:
+    if name in defined:
+        return True
+    return any(name.endswith(s) and name[: -len(s)] in defined for s in _SUFFIXES)
+
+
+def rule_expressions() -> list[str]:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    return [r["expr"] for g in rules["groups"] for r in g["rules"]]
+
+
+def panel_expressions() -> dict[str, list[str]]:
+    out = {}
+    for path in sorted((MONITORING / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        out[path.stem] = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    return out
+
+
+def test_the_code_defines_the_metrics_this_test_relies_on() -> None:
+    defined = defined_metrics()
+    assert {
+        "asterfleet_node_state",
+        "asterfleet_balancer_nodes",
+        "asterfleet_capture_dropped",
+    } <= defined
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus)"
+    done = subprocess.run(
+        [promtool, "check", "rules", str(MONITORING / "alerts.yml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_the_alerts_an_operator_needs_are_there() -> None:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert {
+        "BalancerDisagreesWithEtcd",
+        "NodeUnhealthy",
+        "FleetBelowMinimumRoutableNodes",
+        "CaptureDropping",
+    } <= names
+
+
+def test_every_alert_reads_metrics_the_code_exports() -> None:
+    defined = defined_metrics()
+    for expr in rule_expressions():
+        names = _NAME.findall(expr)
+        assert names, f"alert without an asterfleet metric: {expr}"
+        unknown = [n for n in names if not exported(n, defined)]
+        assert not unknown, f"{unknown} in {expr!r} is not exported by asterfleet"
+
+
+def test_every_dashboard_panel_reads_metrics_the_code_exports() -> None:
+    defined = defined_metrics()
+    boards = panel_expressions()
+    assert set(boards) == {"fleet", "balancers", "capture"}
+    for board, exprs in boards.items():
+        assert exprs, board
+        for expr in exprs:
+            names = _NAME.findall(expr)
+            assert names, f"{board}: panel without an asterfleet metric: {expr}"
+            unknown = [n for n in names if not exported(n, defined)]
+            assert not unknown, f"{board}: {unknown} is not exported by asterfleet"
+
+
+def test_scrape_config_loads_the_alert_rules() -> None:
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    jobs = {j["job_name"] for j in config["scrape_configs"]}
+    assert {"asterfleet-pods", "asterfleet-hosts"} <= jobs

@@ -1,0 +1,225 @@
+"""A fleet of real containers on a podman network, started from deploy/kubernetes.
+
+Three etcd members, two kamailio-lb Pods sharing a virtual IP (keepalived,
+unicast VRRP), four testbox Pods (SIPp as the box + node agent), all from the
+Pod templates of the ``podman`` overlay through ``podman kube play``, each
+with a fixed address on a network this module creates and removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asterfleet.runtime.process import require_binary, wait_for
+from asterfleet.ship import kube
+from asterfleet.ship.podman import Podman, PodmanError
+from asterfleet.sipp.runner import parse_counts_csv
+
+REPO = Path(__file__).resolve().parents[2]
+PREFIX = "ship-cl"
+SUBNET = "10.213.7.0/24"
+GATEWAY = "10.213.7.1"
+VIP = "10.213.7.100"
+ETCD = {f"etcd-{i}": f"10.213.7.1{i + 1}" for i in range(3)}
+LBS = {f"lb-{i}": f"10.213.7.2{i + 1}" for i in range(2)}
+BOXES = {f"asterisk-{i}": f"10.213.7.3{i + 1}" for i in range(4)}
+TTL = 3
+_DISPATCHER_ENTRY = re.compile(r"URI:\s*sip:([0-9.]+):\d+[^\n]*\n\s*FLAGS:\s*(\w+)")
+
+
+def render_overlay() -> list[kube.Doc]:
+    kubectl = require_binary("kubectl")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(REPO / "deploy/kubernetes/overlays/podman")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    docs = kube.load_docs(out)
+    endpoints = ",".join(f"{name}.etcd:2379" for name in ETCD)
+    for doc in docs:
+        if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "kamailio-lb":
+            doc["data"]["ASTERFLEET_VIP"] = f"{VIP}/24"
+            doc["data"]["ASTERFLEET_VRRP_PEERS"] = ",".join(LBS.values())
+            doc["data"]["ASTERFLEET_ETCD"] = endpoints
+        if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "node-agent":
+            doc["data"]["ASTERFLEET_ETCD"] = endpoints
+    return docs
+
+
+@dataclass
+class Cluster:
+    podman: Podman
+    network: str
+    docs: list[kube.Doc]
+    work: Path
+    pods: set[str] = field(default_factory=set)
+
+    # ----- pods -----
+
+    def pod_name(self, logical: str) -> str:
+        return f"{PREFIX}-{logical}"
+
+    def play(self, kind: str, workload: str, logical: str, ip: str) -> None:
+        aliases = {f"{name}.etcd": addr for name, addr in ETCD.items()}
+        pod = kube.pod_from_workload(
+            self.docs,
+            kind,
+            workload,
+            pod_name=self.pod_name(logical),
+            logical_name=logical,
+            pod_ip=ip,
+            volume_root=str(self.work / "volumes"),
+            host_aliases=aliases,
+        )
+        for path in kube.host_paths(pod):
+            # Empty and owned by the images' asterfleet user, like a fresh emptyDir.
+            shutil.rmtree(path, ignore_errors=True)
+            Path(path).mkdir(parents=True)
+            os.chown(path, 10001, 10001)
+        path = self.work / f"{logical}.yaml"
+        path.write_text(kube.play_yaml(self.docs, pod))
+        self.pods.add(self.pod_name(logical))
+        self.podman.run("kube", "play", "--network", self.network, "--ip", ip, str(path))
+
+    def remove_pod(self, logical: str) -> None:
+        self.podman.run("pod", "rm", "-f", "-t", "0", self.pod_name(logical), check=False)
+
+    def container(self, logical: str, name: str) -> str:
+        return f"{self.pod_name(logical)}-{name}"
+
+    def exec(self, logical: str, name: str, *argv: str, timeout: float = 30.0) -> str:
+        return self.podman.out("exec", self.container(logical, name), *argv, timeout=timeout)
+
+    def infra(self, logical: str) -> str:
+        return self.podman.out(
+            "pod", "inspect", "--format", "{{.InfraContainerID}}", self.pod_name(logical)
+        )
+
+    def infra_pid(self, logical: str) -> int:
+        return int(self.podman.out("inspect", "--format", "{{.State.Pid}}", self.infra(logical)))
+
+    # ----- what the balancers route to -----
+
+    def dispatcher(self, lb: str) -> dict[str, str]:
+        """Kamailio's in-memory dispatcher list on one balancer: box address -> flags."""
+        out = self.exec(
+            lb, "kamailio", "kamcmd", "-s", "unix:/run/asterfleet/kamailio_ctl", "dispatcher.list"
+        )
+        return dict(_DISPATCHER_ENTRY.findall(out))
+
+    def routable(self, lb: str) -> set[str]:
+        """Boxes that take new calls on this balancer (flags AP: active, probing)."""
+        return {ip for ip, flags in self.dispatcher(lb).items() if flags.startswith("A")}
+
+    def wait_routable(self, expected: set[str], timeout: float = 30.0) -> None:
+        for lb in LBS:
+            wait_for(
+                lambda lb=lb: self.routable(lb) == expected,  # type: ignore[misc]
+                timeout,
+                interval=0.2,
+                what=f"{lb} routing to {sorted(expected)}",
+            )
+
+    def vip_holders(self) -> list[str]:
+        out = []
+        for lb in LBS:
+            addrs = self.exec(lb, "keepalived", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+            if f" {VIP}/" in addrs:
+                out.append(lb)
+        return out
+
+    # ----- etcd -----
+
+    def etcdctl(self, *argv: str, member: str = "etcd-0", timeout: float = 15.0) -> str:
+        return subprocess.run(
+            [require_binary("etcdctl"), f"--endpoints=http://{ETCD[member]}:2379",
+             "--command-timeout=5s", *argv],
+            capture_output=True, text=True, check=True, timeout=timeout,
+            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        ).stdout  # fmt: skip
+
+    def member_revision(self, member: str) -> int:
+        status = json.loads(self.etcdctl("endpoint", "status", "-w", "json", member=member))
+        return int(status[0]["Status"]["header"]["revision"])
+
+    def box_invites(self, box: str) -> int:
+        """Initial INVITEs the box's SIPp has received (from its -trace_counts file)."""
+        text = self.exec(box, "asterisk", "sh", "-c", "cat /run/asterfleet/box/*_counts.csv")
+        counts = parse_counts_csv(text)
+        return sum(v for k, v in counts.items() if k.endswith("_INVITE_Recv"))
+
+
+def _wait_etcd(cluster: Cluster) -> None:
+    def healthy() -> bool:
+        try:
+            for member in ETCD:
+                cluster.etcdctl("endpoint", "health", member=member)
+            return True
+        except subprocess.CalledProcessError:
+            return False
+
+    wait_for(healthy, 60, interval=0.5, what="the three etcd members healthy")
+
+
+@contextlib.contextmanager
+def podman_cluster(work: Path) -> Iterator[Cluster]:
+    """Start the whole fleet; remove every pod, volume and the network after."""
+    podman = Podman.from_env()
+    network = f"{PREFIX}-net"
+    docs = render_overlay()
+    cluster = Cluster(podman, network, docs, work)
+    try:
+        _cleanup(podman, network, [cluster.pod_name(n) for n in (*ETCD, *LBS, *BOXES)])
+        podman.run("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY,
+                   "--disable-dns", network)  # fmt: skip
+        for name, ip in ETCD.items():
+            cluster.play("StatefulSet", "etcd", name, ip)
+        _wait_etcd(cluster)
+        for name, ip in LBS.items():
+            cluster.play("DaemonSet", "kamailio-lb", name, ip)
+        for name, ip in BOXES.items():
+            cluster.play("StatefulSet", "asterisk", name, ip)
+        cluster.wait_routable(set(BOXES.values()), timeout=60)
+        wait_for(lambda: len(cluster.vip_holders()) == 1, 30, interval=0.2, what="one VIP holder")
+        yield cluster
+    finally:
+        _save_logs(cluster)
+        _cleanup(podman, network, sorted(cluster.pods))
+
+
+def _save_logs(cluster: Cluster) -> None:
+    with contextlib.suppress(PodmanError, subprocess.TimeoutExpired):
+        names = cluster.podman.out("ps", "-a", "--format", "{{.Names}}", "--filter",
+                                   f"name=^{PREFIX}-")  # fmt: skip
+        for name in names.split():
+            done = cluster.podman.run("logs", "--tail", "300", name, check=False)
+            (cluster.work / f"{name}.log").write_text(done.stdout + done.stderr)
+
+
+def _cleanup(podman: Podman, network: str, pods: list[str]) -> None:
+    for pod in pods:
+        podman.run("pod", "rm", "-f", "-t", "0", "--ignore", pod, check=False, timeout=60)
+    podman.run("volume", "prune", "-f", check=False)
+    podman.run("network", "rm", "-f", network, check=False)
+
+
+def elapsed_until(predicate: object, timeout: float, step: float = 0.1) -> float | None:
+    """Seconds until ``predicate()`` holds, or None after ``timeout``."""
+    assert callable(predicate)
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(step)
+    return None

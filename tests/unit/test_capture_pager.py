@@ -1,0 +1,200 @@
+"""The Calls list tells the truth: by start, in-progress calls marked,
+OPTIONS probes hidden unless asked for, filters on the whole call, and a
+live tail of new calls. One search path for the console, the API and the CLI."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asterfleet.capture.collector import packet_to_row
+from asterfleet.capture.hep import HepPacket, encode_hep
+from asterfleet.capture.pager import new_calls, newest_message_id, page_calls
+from asterfleet.capture.search import MessageQuery
+from asterfleet.capture.store import Row, Store
+
+T0 = 1_700_000_000_000_000
+A, LB, N = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+
+
+def rows(call_id: str, steps: list[tuple[float, str, str, str, str]], extra: str = "") -> list[Row]:
+    """``(seconds after T0, start line, CSeq, src, dst)`` per message; To gets
+    a tag once answered, as on the wire."""
+    out = []
+    answered = False
+    for i, (at, start, cseq, src, dst) in enumerate(steps):
+        if start.startswith("SIP/2.0 2"):
+            answered = True
+        tag = ";tag=n1" if answered and not start.startswith(("INVITE", "OPTIONS")) else ""
+        sip = (
+            f"{start}\r\nVia: SIP/2.0/UDP {src}:5060;branch=z9hG4bK{call_id}{i}\r\n"
+            f"From: <sip:alice@a>;tag=a1\r\nTo: <sip:100@b>{tag}\r\nCall-ID: {call_id}\r\n"
+            f"CSeq: {cseq}\r\n{extra}Content-Length: 0\r\n\r\n"
+        ).encode()
+        us = T0 + int(at * 1_000_000)
+        pkt = HepPacket(
+            payload=sip, src_ip=src, dst_ip=dst, src_port=5060, dst_port=5060,
+            ts_sec=us // 1_000_000, ts_usec=us % 1_000_000, capture_id=1, capture_host="lb1",
+        )  # fmt: skip
+        out.append(packet_to_row(encode_hep(pkt), None, us))
+    return out
+
+
+def answered(call_id: str, start: float, length: float | None, extra: str = "") -> list[Row]:
+    steps = [
+        (start, "INVITE sip:100@b SIP/2.0", "1 INVITE", A, LB),
+        (start + 0.001, "INVITE sip:100@b SIP/2.0", "1 INVITE", LB, N),
+        (start + 0.5, "SIP/2.0 200 OK", "1 INVITE", N, LB),
+        (start + 0.501, "SIP/2.0 200 OK", "1 INVITE", LB, A),
+        (start + 0.51, "ACK sip:100@b SIP/2.0", "1 ACK", A, LB),
+    ]
+    if length is not None:
+        steps += [
+            (start + length, "BYE sip:100@b SIP/2.0", "2 BYE", A, LB),
+            (start + length + 0.001, "SIP/2.0 200 OK", "2 BYE", LB, A),
+        ]
+    return rows(call_id, steps, extra)
+
+
+def failed(call_id: str, start: float, status: str = "486 Busy Here") -> list[Row]:
+    return rows(
+        call_id,
+        [
+            (start, "INVITE sip:100@b SIP/2.0", "1 INVITE", A, LB),
+            (start + 0.2, f"SIP/2.0 {status}", "1 INVITE", LB, A),
+            (start + 0.21, "ACK sip:100@b SIP/2.0", "1 ACK", A, LB),
+        ],
+    )
+
+
+def ringing(call_id: str, start: float) -> list[Row]:
+    return rows(
+        call_id,
+        [
+            (start, "INVITE sip:100@b SIP/2.0", "1 INVITE", A, LB),
+            (start + 0.1, "SIP/2.0 180 Ringing", "1 INVITE", LB, A),
+        ],
+    )
+
+
+def probe(call_id: str, start: float) -> list[Row]:
+    return rows(
+        call_id,
+        [
+            (start, "OPTIONS sip:n SIP/2.0", "10 OPTIONS", LB, N),
+            (start + 0.001, "SIP/2.0 200 OK", "10 OPTIONS", N, LB),
+        ],
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(str(tmp_path / "c.db"))
+    # long-call started first and ended last; short-call started later.
+    s.insert_rows(answered("long-call", 0, 120, extra="X-Tenant: acme\r\n"))
+    s.insert_rows(answered("short-call", 10, 1))
+    s.insert_rows(failed("busy-call", 20))
+    s.insert_rows(answered("live-call", 30, None))
+    s.insert_rows(ringing("ringing-call", 40))
+    for i in range(5):
+        s.insert_rows(probe(f"probe-{i}", 5 + i * 10))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def ids(store: Store, q: MessageQuery = MessageQuery(), limit: int = 50) -> list[str]:
+    return [c.call_id for c in page_calls(store, q, limit).calls]
+
+
+def test_calls_are_listed_by_start_newest_first_without_probes(store: Store) -> None:
+    # The long call's BYE is the newest message of all; it still sorts by its start.
+    assert ids(store) == ["ringing-call", "live-call", "busy-call", "short-call", "long-call"]
+
+
+def test_the_pager_is_stable_and_complete(store: Store) -> None:
+    seen, cursor = [], None
+    for _ in range(10):
+        page = page_calls(store, MessageQuery(options=True), 2, cursor)
+        seen += [c.call_id for c in page.calls]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 10
+    assert seen[:3] == ["probe-4", "ringing-call", "probe-3"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (MessageQuery(options=True), 10),  # the probes, when asked for
+        (MessageQuery(method="OPTIONS"), 5),  # or searched for
+        (MessageQuery(call_id="probe-2"), 1),  # or named
+    ],
+)
+def test_options_probes_on_request(store: Store, query: MessageQuery, expected: int) -> None:
+    assert len(ids(store, query)) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (MessageQuery(status_class="2xx"), ["live-call", "short-call", "long-call"]),
+        (MessageQuery(status_class="4xx"), ["busy-call"]),
+        (MessageQuery(status_class="none"), ["ringing-call"]),
+        (MessageQuery(status_class="5xx"), []),
+        (MessageQuery(text="X-Tenant: acme"), ["long-call"]),
+        (MessageQuery(text="100%"), []),  # LIKE wildcards are literal
+        (MessageQuery(method="BYE"), ["short-call", "long-call"]),
+        (MessageQuery(status=486), ["busy-call"]),
+        (MessageQuery(since_us=T0 + 15_000_000), ["ringing-call", "live-call", "busy-call"]),
+    ],
+)
+def test_filters_on_the_whole_call(store: Store, query: MessageQuery, expected: list[str]) -> None:
+    assert ids(store, query) == expected
+
+
+def test_calls_in_progress_are_marked(store: Store) -> None:
+    calls = {c.call_id: c for c in page_calls(store, MessageQuery(), 50).calls}
+    states = {cid: (c.state, c.in_progress) for cid, c in calls.items()}
+    assert states == {
+        "ringing-call": ("ringing", True),
+        "live-call": ("in progress", True),
+        "busy-call": ("failed", False),
+        "short-call": ("ended", False),
+        "long-call": ("ended", False),
+    }
+    assert calls["live-call"].final_status == 200
+
+
+def test_the_live_tail_sends_new_calls_once(store: Store) -> None:
+    start = newest_message_id(store)
+    assert new_calls(store, MessageQuery(), start) == ([], start)
+    store.insert_rows(answered("new-call", 50, None))
+    store.insert_rows(probe("probe-new", 51))
+    calls, position = new_calls(store, MessageQuery(), start)
+    # Two openings (caller→lb, lb→node), one call; the probe stays hidden.
+    assert [c.call_id for c in calls] == ["new-call"]
+    assert position > start
+    assert new_calls(store, MessageQuery(), position) == ([], position)
+
+
+def test_a_database_from_before_openings_were_flagged_is_listed(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    s = Store(str(db))
+    s.insert_rows(answered("old-call", 0, 5))
+    s.insert_rows(probe("old-probe", 1))
+    s.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP INDEX ix_sip_messages_opening_ts")
+        conn.execute("ALTER TABLE sip_messages DROP COLUMN opens_call")
+    old = Store(str(db), create=False)
+    try:
+        assert ids(old) == ["old-call"]
+        assert ids(old, MessageQuery(options=True)) == ["old-probe", "old-call"]
+    finally:
+        old.close()
