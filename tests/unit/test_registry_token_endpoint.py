@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from asterfleet.auth import (
     Authenticator,
+    LoginLimiter,
     add_user,
     create_token,
     list_tokens,
@@ -54,7 +55,12 @@ def setup(tmp_path: Path) -> Iterator[Served]:
     add_user(db, "alice", "alice-password")
     add_user(db, "bob", "bob-password")
     routes = registry_routes(
-        settings, engine, Authenticator(db), reconcile_interval=3600, cache_seconds=0
+        settings,
+        engine,
+        # A window longer than any test here takes, however slow argon2 is.
+        Authenticator(db, LoginLimiter(window=3600)),
+        reconcile_interval=3600,
+        cache_seconds=0,
     )
     app = create_app(routes)
     issuer = Issuer(keys.load(tmp_path / "cfg"), SERVICE, SERVICE)
