@@ -172,6 +172,30 @@ def _wait_etcd(cluster: Cluster) -> None:
     wait_for(healthy, 60, interval=0.5, what="the three etcd members healthy")
 
 
+# With cgroup v1 and cgroupfs, podman puts every container under one
+# top-level cgroup whose weight is that of ONE process: on a busy 2-core
+# machine (load 30+) the whole cluster then gets a thirtieth of a core and
+# Python takes a minute to start. While the test runs, that cgroup weighs
+# as much as the processes the cluster has (about 30), then it is restored.
+_LIBPOD_SHARES = Path("/sys/fs/cgroup/cpu/libpod_parent/cpu.shares")
+_CLUSTER_SHARES = 30 * 1024
+
+
+@contextlib.contextmanager
+def fair_cpu_share() -> Iterator[None]:
+    if not _LIBPOD_SHARES.parent.parent.is_dir():
+        yield  # cgroup v2 or another layout: nothing to adjust
+        return
+    _LIBPOD_SHARES.parent.mkdir(exist_ok=True)
+    before = _LIBPOD_SHARES.read_text().strip()
+    _LIBPOD_SHARES.write_text(str(_CLUSTER_SHARES))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            _LIBPOD_SHARES.write_text(before)
+
+
 @contextlib.contextmanager
 def podman_cluster(work: Path) -> Iterator[Cluster]:
     """Start the whole fleet; remove every pod, volume and the network after."""
@@ -179,6 +203,12 @@ def podman_cluster(work: Path) -> Iterator[Cluster]:
     network = f"{PREFIX}-net"
     docs = render_overlay()
     cluster = Cluster(podman, network, docs, work)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(fair_cpu_share())
+        yield from _run_cluster(cluster, podman, network)
+
+
+def _run_cluster(cluster: Cluster, podman: Podman, network: str) -> Iterator[Cluster]:
     try:
         _cleanup(podman, network, [cluster.pod_name(n) for n in (*ETCD, *LBS, *BOXES)])
         podman.run("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY,
@@ -190,8 +220,9 @@ def podman_cluster(work: Path) -> Iterator[Cluster]:
             cluster.play("DaemonSet", "kamailio-lb", name, ip)
         for name, ip in BOXES.items():
             cluster.play("StatefulSet", "asterisk", name, ip)
-        cluster.wait_routable(set(BOXES.values()), timeout=60)
-        wait_for(lambda: len(cluster.vip_holders()) == 1, 30, interval=0.2, what="one VIP holder")
+        # Generous: a cold start of every Python process on a loaded 2-core machine.
+        cluster.wait_routable(set(BOXES.values()), timeout=180)
+        wait_for(lambda: len(cluster.vip_holders()) == 1, 60, interval=0.2, what="one VIP holder")
         yield cluster
     finally:
         _save_logs(cluster)

@@ -42,10 +42,10 @@ def flags(stack: Stack, uri: str) -> str:
 def test_a_drained_box_failing_late_gets_no_new_calls_when_the_other_box_freezes(
     stack: Stack,
 ) -> None:
-    late = stack.add_backend("ast1", scenario="uas_ring_503.xml")
+    late = stack.add_node("ast1", scenario="uas_ring_503.xml")
     # ast2's agent does not probe: freezing ast2 changes nothing in etcd, so
     # no reload restores Kamailio's state from the file behind our back.
-    other = stack.add_backend("ast2", extra=("--probe", "none"))
+    other = stack.add_node("ast2", extra=("--probe", "none"))
     stack.wait_routable(late, timeout=60)
     stack.wait_routable(other, timeout=60)
     assert other.uas.process is not None
@@ -84,8 +84,8 @@ def test_the_balancer_corrects_a_drained_box_made_active_over_rpc(stack: Stack) 
     stack.balancer.stop(grace=5)
     port = free_port()
     stack.start_balancer(extra=("--metrics-listen", f"127.0.0.1:{port}"))
-    box = stack.add_backend("ast1")
-    stack.add_backend("ast2")
+    box = stack.add_node("ast1")
+    stack.add_node("ast2")
     stack.wait_routable(box, timeout=60)
     drain(stack, "ast1")
     wait_for(lambda: flags(stack, box.sip_uri) == "DX", 5, what="ast1 disabled")

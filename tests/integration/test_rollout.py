@@ -71,7 +71,7 @@ def test_four_nodes_rolled_under_load_drop_no_call_and_survive_a_killed_controll
     for node_id in nodes:
         swapper.add(node_id, "v1")
     for node_id in nodes:
-        stack.wait_routable(stack.backends[node_id], timeout=60)
+        stack.wait_routable(stack.nodes[node_id], timeout=60)
     watcher = DrainWatcher(stack).start()
     uac = stack.start_calls(rate=20, hold_ms=1000)
     controller: ManagedProcess | None = start_controller(stack, swapper.replace_action)
@@ -120,7 +120,7 @@ def test_four_nodes_rolled_under_load_drop_no_call_and_survive_a_killed_controll
         late = [t for t in old.uas.invite_times() if t > applied_at]
         assert late == [], f"{len(late)} INVITEs reached old {node_id} after its drain"
         # the new box took real calls, not only its 5 gate calls
-        assert stack.backends[node_id].uas.invites_received() > 5
+        assert stack.nodes[node_id].uas.invites_received() > 5
 
 
 def test_a_version_that_fails_the_gate_is_rolled_back_and_the_rollout_stops(
@@ -128,7 +128,7 @@ def test_a_version_that_fails_the_gate_is_rolled_back_and_the_rollout_stops(
 ) -> None:
     for node_id in ("ast1", "ast2"):
         swapper.add(node_id, "v1")
-    for b in list(stack.backends.values()):
+    for b in list(stack.nodes.values()):
         stack.wait_routable(b, timeout=60)
     uac = stack.start_calls(rate=10, hold_ms=500)
     controller = start_controller(stack, swapper.replace_action)
@@ -158,9 +158,9 @@ def test_abort_from_the_cli_gives_a_draining_node_its_calls_back(
     stack: Stack, swapper: BoxSwapper
 ) -> None:
     swapper.add("ast1", "v1")
-    stack.wait_routable(stack.backends["ast1"], timeout=60)
+    stack.wait_routable(stack.nodes["ast1"], timeout=60)
     uac = stack.start_calls(rate=5, hold_ms=30000)  # long calls: the drain waits
-    wait_for(lambda: stack.backends["ast1"].uas.stats().current_calls > 0, 20, what="calls")
+    wait_for(lambda: stack.nodes["ast1"].uas.stats().current_calls > 0, 20, what="calls")
     controller = start_controller(stack, swapper.replace_action)
     try:
         assert cli(stack, "rollout", "start", "--version", "v2").returncode == 0

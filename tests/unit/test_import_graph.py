@@ -77,39 +77,44 @@ def imported_names(tree: ast.AST, module: str, is_package: bool, modules: Set[st
     return names
 
 
-def resolve(name: str, modules: Set[str]) -> str | None:
-    """The module of the tree that ``import name`` stands for, or None."""
-    while name and name not in modules:
-        name = name.rpartition(".")[0]
-    return name or None
-
-
 def build_graph(sources: Mapping[str, tuple[str, bool]]) -> dict[str, frozenset[str]]:
     """module -> the modules of the tree it imports, from {module: (source, is_package)}.
 
     Importing ``a.b.c`` also runs ``a/__init__.py`` and ``a/b/__init__.py``;
     those implicit edges are not counted, or every package whose ``__init__``
     re-exports its modules (one public surface, as httpx does) would be a cycle.
+    An import of a module that does not exist is no edge: see
+    :func:`missing_modules`.
     """
     modules = set(sources)
     graph: dict[str, frozenset[str]] = {}
     for module, (source, is_package) in sources.items():
-        targets = set()
-        for name in imported_names(ast.parse(source), module, is_package, modules):
-            if name == ROOT or name.startswith(ROOT + "."):
-                target = resolve(name, modules)
-                if target is not None and target != module:
-                    targets.add(target)
-        graph[module] = frozenset(targets)
+        names = imported_names(ast.parse(source), module, is_package, modules)
+        graph[module] = frozenset(n for n in names if n in modules and n != module)
     return graph
 
 
-def read_tree(src: Path = SRC) -> dict[str, frozenset[str]]:
+def missing_modules(sources: Mapping[str, tuple[str, bool]]) -> list[str]:
+    """``module imports name`` for every import of an asterfleet module that is not there."""
+    modules = set(sources)
+    return sorted(
+        f"{module} imports {name}"
+        for module, (source, is_package) in sources.items()
+        for name in imported_names(ast.parse(source), module, is_package, modules)
+        if (name == ROOT or name.startswith(ROOT + ".")) and name not in modules
+    )
+
+
+def read_sources(src: Path = SRC) -> dict[str, tuple[str, bool]]:
     sources = {}
     for path in sorted((src / ROOT).rglob("*.py")):
         name, is_package = module_name(path, src)
         sources[name] = (path.read_text(encoding="utf-8"), is_package)
-    return build_graph(sources)
+    return sources
+
+
+def read_tree(src: Path = SRC) -> dict[str, frozenset[str]]:
+    return build_graph(read_sources(src))
 
 
 def area_of(module: str) -> str:
@@ -215,6 +220,13 @@ def test_the_tree_is_read(graph: Graph) -> None:
     assert len(graph) > 100
     assert "asterfleet.console.state" in graph["asterfleet.console.app"]
     assert "asterfleet.fleet.model" in graph["asterfleet.balancer.agent"]
+
+
+def test_every_import_names_a_module_that_exists() -> None:
+    # Otherwise the import fails at run time, after running the package's
+    # __init__ (which may itself be part of a cycle this graph cannot see).
+    missing = missing_modules(read_sources())
+    assert not missing, "\n".join(missing)
 
 
 def test_no_cycle_between_modules(graph: Graph) -> None:

@@ -9,6 +9,7 @@ collector writes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -335,8 +336,11 @@ def _rename_node_column(engine: Engine) -> None:
         return
     columns = {c["name"] for c in inspector.get_columns("sip_messages")}
     if "node" in columns and "capture_host" not in columns:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE sip_messages RENAME COLUMN node TO capture_host")
+        _migrate(
+            engine,
+            ["ALTER TABLE sip_messages RENAME COLUMN node TO capture_host"],
+            "capture_host",
+        )
 
 
 def _add_opens_call(engine: Engine) -> None:
@@ -347,13 +351,28 @@ def _add_opens_call(engine: Engine) -> None:
     if not inspector.has_table("sip_messages"):
         return
     if "opens_call" not in {c["name"] for c in inspector.get_columns("sip_messages")}:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "ALTER TABLE sip_messages ADD COLUMN opens_call BOOLEAN NOT NULL DEFAULT false"
-            )
-            conn.exec_driver_sql(
+        _migrate(
+            engine,
+            [
+                "ALTER TABLE sip_messages ADD COLUMN opens_call BOOLEAN NOT NULL DEFAULT false",
                 "UPDATE sip_messages SET opens_call = true WHERE method IS NOT NULL "
-                "AND method NOT IN ('ACK', 'CANCEL', 'BYE', 'PRACK', 'UPDATE', 'INFO')"
-            )
-    opening.create(engine, checkfirst=True)
+                "AND method NOT IN ('ACK', 'CANCEL', 'BYE', 'PRACK', 'UPDATE', 'INFO')",
+            ],
+            "opens_call",
+        )
+    with contextlib.suppress(sa.exc.DBAPIError):  # another process made it meanwhile
+        opening.create(engine, checkfirst=True)
+
+
+def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
+    """Run one in-place migration; the collector and the console may open an
+    old store at the same moment, and the second one finds it done."""
+    try:
+        with engine.begin() as conn:
+            for sql in statements:
+                conn.exec_driver_sql(sql)
+    except sa.exc.DBAPIError:
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("sip_messages")}
+        if column not in columns:
+            raise
 

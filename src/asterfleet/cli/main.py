@@ -85,7 +85,8 @@ AREAS: tuple[Area, ...] = (
         "users",
         "asterfleet.cli.users",
         "app",
-        "Manage the console's users and API tokens (in the console's database).",
+        "Users, API tokens and registry grants: one login for the console, its API and "
+        "the image registry.",
     ),
     Area(
         "registry",

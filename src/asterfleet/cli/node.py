@@ -216,8 +216,9 @@ def exec_cmd(
     import secrets
     import time
 
-    from asterfleet.etcd_client import Etcd
+    from asterfleet.etcd_client import Etcd, parse_endpoints
     from asterfleet.fleet.keys import Keyspace
+    from asterfleet.fleet.model import check_node_id
     from asterfleet.node.execs import ExecRequest, check_command, to_json
 
     with user_errors():

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 
-from asterfleet.lab.stack import Backend, Stack, agent_argv
+from asterfleet.lab.stack import LabNode, Stack, agent_argv
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
 VERSION_HEADER = "X-Asterfleet-Version"
@@ -57,7 +57,7 @@ class BoxSwapper:
     stack: Stack
     broken: frozenset[str] = frozenset()
     uas_args: tuple[str, ...] = ("-trace_msg",)
-    retired: dict[str, list[Backend]] = field(default_factory=dict)
+    retired: dict[str, list[LabNode]] = field(default_factory=dict)
     swaps: list[Swap] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -74,11 +74,11 @@ class BoxSwapper:
         write = f"echo {{version}} > {d}/{{node}}.tmp && mv {d}/{{node}}.tmp {d}/{{node}}.want"
         return f"command:sh -c {shlex.quote(write)}"
 
-    def add(self, node_id: str, version: str) -> Backend:
+    def add(self, node_id: str, version: str) -> LabNode:
         scenario = self.stack.work_dir / "scenarios" / f"uas-{version}.xml"
         scenario.parent.mkdir(parents=True, exist_ok=True)
         scenario.write_text(versioned_scenario(version, version in self.broken), "iso-8859-1")
-        return self.stack.add_backend(
+        return self.stack.add_node(
             node_id,
             scenario=scenario,
             extra=("--version", version),
@@ -87,7 +87,7 @@ class BoxSwapper:
 
     def _swap(self, node_id: str, version: str) -> None:
         t0 = time.monotonic()
-        old = self.stack.backends.pop(node_id, None)
+        old = self.stack.nodes.pop(node_id, None)
         if old is not None:
             Stack.retire(old, timeout=60)
             self.retired.setdefault(node_id, []).append(old)

@@ -11,8 +11,8 @@ What makes a second build fast: the debootstrap root and the dependency
 wheels are cached outside the clone (``/var/cache/asterfleet`` or
 ``ASTERFLEET_IMAGE_CACHE``) and rebuilt when missing; the builder's layer
 cache does the rest (apt downloads go to a cache mount). asterfleet's own
-wheel is built with ``SOURCE_DATE_EPOCH`` set, so unchanged sources give a
-byte-identical wheel and a cached layer.
+wheel is built with a fixed ``SOURCE_DATE_EPOCH``, so unchanged sources give
+a byte-identical wheel and a cached layer.
 """
 
 from __future__ import annotations
@@ -104,17 +104,9 @@ def git_revision(repo: Path) -> str:
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
-def _source_date_epoch(repo: Path) -> str:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), "log", "-1", "--format=%ct"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
-        return "315532800"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "315532800"
+# Zip timestamps of asterfleet's own wheel: fixed, so that unchanged sources
+# give a byte-identical wheel (and a cached layer) whatever the commit.
+_SOURCE_DATE_EPOCH = "315532800"
 
 
 @dataclass
@@ -182,7 +174,7 @@ class ImageBuilder:
     def app_wheel(self, into: Path) -> None:
         """asterfleet's own wheel, reproducible for unchanged sources."""
         into.mkdir(parents=True)
-        env = {**os.environ, "SOURCE_DATE_EPOCH": _source_date_epoch(self.repo)}
+        env = {**os.environ, "SOURCE_DATE_EPOCH": _SOURCE_DATE_EPOCH}
         _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(into),
               str(self.repo)], env=env)  # fmt: skip
 
