@@ -106,3 +106,8 @@ def test_capture_and_console_run_from_the_asterfleet_image(rendered: list[dict[s
         (container,) = _containers(kube.find(rendered, "Deployment", name)).values()
         assert container["image"].split("/")[-1].startswith("asterfleet:")
         assert container["args"][0] == name
+
+
+def test_the_vrrp_password_fits_keepalived(rendered: list[dict[str, Any]]) -> None:
+    # keepalived uses only 8 characters; asterfleet vip config refuses more.
+    assert len(kube.secret_data(rendered)["vrrp"]["password"]) <= 8

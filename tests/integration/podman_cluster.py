@@ -52,6 +52,8 @@ def render_overlay() -> list[kube.Doc]:
             doc["data"]["ASTERFLEET_VIP"] = f"{VIP}/24"
             doc["data"]["ASTERFLEET_VRRP_PEERS"] = ",".join(LBS.values())
             doc["data"]["ASTERFLEET_ETCD"] = endpoints
+        if doc.get("kind") == "Secret" and doc["metadata"]["name"] == "vrrp":
+            doc["stringData"]["password"] = "shipvrrp"
         if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "node-agent":
             doc["data"]["ASTERFLEET_ETCD"] = endpoints
     return docs

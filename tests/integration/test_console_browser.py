@@ -99,6 +99,7 @@ def console() -> Iterator[Console]:
             db=str(work / "console.db"),
             cluster=CLUSTER,
             env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
+            timeout=120,  # a busy machine: the imports alone may take half a minute
         )
         url = running.url
         wait_for(
@@ -267,3 +268,57 @@ def test_the_first_nodes_a_console_sees_have_joined(console: Console, page: obje
     log_in(page, console.url)
     page.goto(f"{console.url}/events?kind=joined&node=node-1")  # type: ignore[attr-defined]
     assert "node-1 joined set 1" in page.inner_text("#events-table")  # type: ignore[attr-defined]
+
+
+def test_a_change_replaces_only_its_row(console: Console, page: object) -> None:
+    """Live updates are per row, keyed by node id: a change on one node
+    replaces that row and leaves every other row element as it was."""
+    log_in(page, console.url)
+    page.wait_for_selector("#live-status.on")  # type: ignore[attr-defined]
+    page.evaluate(  # type: ignore[attr-defined]
+        """() => { window.__rows = {};
+                   document.querySelectorAll('#fleet-rows tr[data-node]')
+                     .forEach(tr => { window.__rows[tr.dataset.node] = tr; }); }"""
+    )
+    put_node(console.etcd.endpoint, "node-1", active_calls=42)
+    page.wait_for_selector("#node-node-1 [data-field=calls]:has-text('42')")  # type: ignore[attr-defined]
+    same = page.evaluate(  # type: ignore[attr-defined]
+        """() => Object.entries(window.__rows)
+                 .filter(([id, tr]) => document.getElementById('node-' + id) === tr)
+                 .map(([id]) => id)"""
+    )
+    assert "node-1" not in same and len(same) >= 2, same  # only node-1's row was replaced
+
+
+def test_counts_filter_and_the_page_never_scrolls_sideways(
+    console: Console, browser: object
+) -> None:
+    for width in (1280, 390):
+        context = browser.new_context(viewport={"width": width, "height": 800})  # type: ignore[attr-defined]
+        page = context.new_page()
+        page.set_default_timeout(60_000)  # six pages at two widths on a busy machine
+        try:
+            log_in(page, console.url)
+            page.wait_for_selector("#fleet-rows")
+            for path in (
+                "/fleet",
+                "/fleet/nodes/node-1",
+                "/balancers",
+                "/events",
+                "/calls",
+                "/knots",
+            ):
+                page.goto(console.url + path)
+                overflow = page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 0, (width, path, overflow)
+            page.goto(console.url + "/fleet")
+            page.click("#fleet-summary a[data-count=active]")
+            page.wait_for_url("**/fleet?state=active")
+            states = page.locator("#fleet-rows tr").evaluate_all(
+                "rs => rs.map(r => r.dataset.state)"
+            )
+            assert states and set(states) == {"active"}
+        finally:
+            context.close()

@@ -54,6 +54,7 @@ def console_url(tmp_path: Path, capture_db: tuple[str, int]) -> Iterator[str]:
         db=str(tmp_path / "console.db"),
         extra_args=["--capture-db", capture_db[0]],
         env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
+        timeout=120,  # start-up (argon2, imports) is slow on a busy shared machine
     )
     try:
         yield running.url

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from asterfleet.auth import add_user
 from asterfleet.factory import queue
 from asterfleet.factory.knot import validate_knot
 from asterfleet.factory.logs import read_log
+from asterfleet.factory.schema import metadata as factory_tables
 from asterfleet.factory.store import add_knot
+from asterfleet.factory.web import knot_webhook_router
 from asterfleet.factory.worker import Worker, WorkerSettings
 from asterfleet.testing.registry import RegistryLab, registry_lab
 from tests.integration.test_factory_builds import DOCKERFILE, git, make_repo
@@ -40,8 +43,9 @@ def work() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def lab(work: Path) -> Iterator[RegistryLab]:
-    with registry_lab(work / "lab") as running:
-        running.identity.add_user("alice", "alice-secret-1")
+    with registry_lab(work / "lab", extra_routers=lambda e: [knot_webhook_router(e)]) as running:
+        factory_tables.create_all(running.engine)  # the factory shares the lab's store
+        add_user(running.db, "alice", "alice-secret-1")
         yield running
 
 
@@ -56,7 +60,7 @@ def worker(lab: RegistryLab, work: Path) -> Worker:
         buildah_runroot=work / "buildah-run",
         heartbeat=0.5,
     )
-    return Worker(lab.engine, settings)
+    return Worker(lab.engine, settings, lab.db)
 
 
 class Listener:

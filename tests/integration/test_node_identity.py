@@ -129,7 +129,7 @@ def test_an_agent_that_never_registered_exits_at_once_on_sigterm(tmp_path: Path)
     # Nothing listens on this port: the agent can never register.
     agent = node_agent(tmp_path, f"127.0.0.1:{free_port()}", "ast3", "lonely", drain_timeout=60)
     try:
-        wait_for(lambda: "etcd_unavailable" in agent.log_path.read_text(), 30, what="etcd refused")
+        wait_for(lambda: "etcd_unavailable" in agent.log_path.read_text(), 60, what="etcd refused")
         agent.signal(signal.SIGTERM)
         assert agent.proc is not None
         try:

@@ -232,7 +232,7 @@ def test_a_drain_of_a_real_box_fails_no_call_setup(tmp_path: Path) -> None:
 
 def drain_real_box(stack: Stack, tmp_path: Path) -> None:
     with running_box(tmp_path, (BALANCER,)) as box:
-        other = stack.add_backend("sipp1")  # takes the new calls meanwhile
+        other = stack.add_node("sipp1")  # takes the new calls meanwhile
         uri = f"sip:{BOX}:{box.sip_port};transport=udp"
         agent = ManagedProcess(
             "node-ast-real",
@@ -255,9 +255,21 @@ def drain_real_box(stack: Stack, tmp_path: Path) -> None:
                 60,
                 what="the real box routable",
             )
-            record = node_record(stack, "ast-real")
-            assert record is not None and record.state.value == "active"
-            assert record.asterisk_version is not None and record.asterisk_version.startswith("22.")
+            # The agent's AMI session is up: count and version in the record.
+            got = wait_for(
+                lambda: (
+                    (r := node_record(stack, "ast-real")) is not None
+                    and r.asterisk_version is not None
+                    and r
+                ),
+                30,
+                what="the Asterisk version and a call count in the record",
+            )
+            assert isinstance(got, NodeRecord)
+            record = got
+            assert record.state.value == "active"
+            assert record.asterisk_version is not None
+            assert record.asterisk_version.startswith("22.")
             assert record.active_calls == 0 and record.calls_error is None
             uac = stack.start_calls(rate=5, hold_ms=2000, max_calls=40)
             wait_for(

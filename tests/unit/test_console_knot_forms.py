@@ -526,7 +526,7 @@ def test_knots_and_builds_are_shown_only_to_who_may_pull_them(
     alice_ro = bearer(client, "alice", ("read",))
     [spec] = client.get("/api/v1/knots", headers=alice_ro).json()
     assert spec["git_url"] == "https://alice:********@git.example/alice/app.git"
-    assert spec["hooks"] == {"webhook": None, "command": None, "notify_url": None}
+    assert spec["hooks"] and set(spec["hooks"].values()) == {None}
     one = client.get("/api/v1/knots/app", headers=alice_ro).json()["knot"]
     assert "ghp_tokentoken" not in str(one) and one["hooks"]["command"] is None
     # Sending the masked URL back keeps the real one.

@@ -230,6 +230,14 @@ def test_api_tokens_are_scoped(client: TestClient, db: Database, etcd: FakeEtcd)
         headers={"Authorization": f"Bearer {writer}"},
     )
     assert r.status_code == 422
+    for not_a_weight in (False, True, "5", 1e3, 2.5):
+        r = client.post(
+            "/api/v1/nodes/node-2/weight",
+            json={"weight": not_a_weight},
+            headers={"Authorization": f"Bearer {writer}"},
+        )
+        assert r.status_code == 422, not_a_weight
+    assert parse_admin("k", etcd.data[KS.admin_of("node-2")].value).weight is None
     r = client.post("/api/v1/nodes/ghost/drain", headers={"Authorization": f"Bearer {writer}"})
     assert r.status_code == 404
     assert client.get(

@@ -101,6 +101,7 @@ def form(**fields: object) -> KnotInput:
         ({"deploy_webhook": ""}, set()),
         ({"webhook": True, "webhook_provider": "bitbucket"}, {"webhook_provider"}),
         ({"branch": "", "tag_pattern": ""}, {"branch"}),
+        ({"deploy_rollout": "no such/cluster"}, {"deploy_rollout"}),
         ({"repository": "x", "build_args": ["bad"]}, {"repository", "build_args"}),
     ],
 )
@@ -128,11 +129,13 @@ def test_a_knot_survives_the_round_trip_through_its_form() -> None:
         git_poll_seconds="60",
         poll_url="https://example.test/release.json",
         deploy_command="deploy.sh",
+        deploy_rollout="prod",
         sha_tag=True,
         latest=False,
     )
     knot = validate_input(inp, "the-secret")
     assert knot.build_args == {"A": "1", "B": "x=y"}
+    assert knot.hooks.rollout == "prod"
     assert validate_input(to_input(knot), "the-secret") == knot
     assert "the-secret" not in repr(to_input(knot))
     assert public_spec(knot)["triggers"]["webhook_secret"] == MASK

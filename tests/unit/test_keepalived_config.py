@@ -82,6 +82,11 @@ def test_rendering_is_deterministic() -> None:
         ({"auth_pass": 'a"b'}, "quotes"),
         ({"interface": "a-very-long-interface"}, "--interface"),
         ({"rpc": ""}, "--rpc"),
+        # shlex.quote turns ' into '"'"', which ends the script "…" string.
+        ({"rpc": "/run/k'amailio.sock"}, "--rpc"),
+        # keepalived reads # and ! as the start of a comment.
+        ({"auth_pass": "ab#cd"}, "VRRP password"),
+        ({"auth_pass": "ab!cd"}, "VRRP password"),
         ({"notify": 'x" ; y'}, "--notify"),
         ({"unicast_src": "10.0.0.12"}, "own address"),
     ],

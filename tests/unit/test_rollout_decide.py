@@ -295,6 +295,8 @@ def test_record_writes_each_result_into_its_node() -> None:
     r = record(r, Drain("a"), 77)
     r = record(r, Gate("b"), "passed")
     r = record(r, Replace("b", V2), None)
+    r = record(r, Replace("a", V2), "replace failed: systemctl exited 5")
     a, b = r.nodes
-    assert (a.drain_revision, a.replace_issued) == (77, False)
-    assert (b.gate, b.replace_issued) == ("passed", True)
+    assert (a.drain_revision, a.replace_issued) == (77, True)
+    assert a.message == "replace failed: systemctl exited 5"
+    assert (b.gate, b.replace_issued, b.message) == ("passed", True, "")

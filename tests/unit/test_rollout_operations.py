@@ -122,3 +122,13 @@ def test_the_gate_call_names_the_box_for_the_balancer() -> None:
     assert text.count("INVITE sip:") == 1
     with pytest.raises(UsageError):
         gate_scenario("sip:a\r\nX: y")
+
+
+def test_the_answered_counter_is_the_200_of_the_invite() -> None:
+    import xml.etree.ElementTree as ET
+
+    from asterfleet.rollout.gate import ANSWERED
+
+    steps = list(ET.fromstring(gate_scenario("sip:127.0.0.1:5071").encode("iso-8859-1")))
+    index, kind, what = ANSWERED.split("_")
+    assert steps[int(index)].get("response") == kind and what == "Recv"

@@ -104,7 +104,8 @@ def test_a_pod_from_a_statefulset_has_what_the_control_plane_would_fill_in() -> 
     docs = kube.load_docs(MANIFESTS)
     pod = kube.pod_from_workload(
         docs, "StatefulSet", "box", pod_name="t-box-0", logical_name="box-0",
-        pod_ip="10.0.0.5", volume_root="/v", host_aliases={"etcd-0.etcd": "10.0.0.2", "etcd-1.etcd": "10.0.0.2"},
+        pod_ip="10.0.0.5", volume_root="/v",
+        host_aliases={"etcd-0.etcd": "10.0.0.2", "etcd-1.etcd": "10.0.0.2"},
     )  # fmt: skip
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert env == {

@@ -102,7 +102,10 @@ def parse_time(text: str, now_us: int) -> int:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         try:
-            return now_us - int(parse_duration(value) * 1_000_000)
+            ago_us = parse_duration(value) * 1_000_000
+            if ago_us > now_us:  # before 1970: also 1e15d, which overflows the database
+                raise UsageError(f"time {text!r} reaches back before 1970")
+            return now_us - int(ago_us)
         except UsageError:
             raise UsageError(
                 f"time {text!r}: give ISO 8601 (2024-05-01T12:00:00) or an age like 15m, 2h, 1d"

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from asterfleet.capture.hepconf import UUID_TYPES, HepConf, render_hep_conf
-from asterfleet.cli.common import user_errors
+from asterfleet.cli.common import PortOpt, user_errors
 from asterfleet.errors import UsageError
 
 app = typer.Typer(
@@ -77,7 +77,7 @@ def config(
         "127.0.0.1", "--agent-address", help="Address the node agent probes and counts from."
     ),
     sip_bind: str = typer.Option("0.0.0.0", "--sip-bind", help="Address SIP listens on."),
-    sip_port: int = typer.Option(5060, "--sip-port", help="SIP port."),
+    sip_port: int = PortOpt(5060, "--sip-port", help="SIP port."),
     transport: list[str] = typer.Option(["udp"], "--transport", help="udp and/or tcp."),
     external_address: str | None = typer.Option(
         None, "--external-address", help="Public address behind NAT (SIP headers and SDP)."
@@ -86,7 +86,7 @@ def config(
         [], "--local-net", help="Network reached without NAT (repeat), e.g. 10.0.0.0/8."
     ),
     rtp_ports: str = typer.Option("10000-20000", "--rtp-ports", help="Media port range."),
-    ami_port: int = typer.Option(5038, "--ami-port", help="AMI port for the node agent."),
+    ami_port: int = PortOpt(5038, "--ami-port", help="AMI port for the node agent."),
     dialplan_file: str = typer.Option(
         "dialplan.conf", "--dialplan-file", help="Your dialplan file, beside extensions.conf."
     ),

@@ -21,10 +21,13 @@ from asterfleet.capture.search import (
 )
 from asterfleet.capture.store import Store, parse_duration, parse_size
 from asterfleet.cli.common import (
+    ClusterOpt,
     JsonOption,
     emit,
     etcd_options,
     etcd_security,
+    host_port,
+    parsed_by,
     print_table,
     user_errors,
 )
@@ -63,6 +66,7 @@ def run_cmd(
         "udp:0.0.0.0:9060,tcp:0.0.0.0:9060",
         "--listen",
         envvar="ASTERFLEET_CAPTURE_LISTEN",
+        parser=parsed_by(parse_listen),
         help="Comma-separated udp:HOST:PORT and tcp:HOST:PORT sockets to receive HEP on.",
     ),
     db: str = DbOption,
@@ -81,6 +85,7 @@ def run_cmd(
     metrics_listen: str | None = typer.Option(
         None,
         "--metrics-listen",
+        parser=host_port,
         envvar="ASTERFLEET_CAPTURE_METRICS_LISTEN",
         help="HOST:PORT serving Prometheus metrics at /metrics.",
     ),
@@ -91,7 +96,7 @@ def run_cmd(
         help="etcd endpoints (HOST:PORT,...): advertise this server under the cluster's "
         "capture key, under a lease.",
     ),
-    cluster: str = typer.Option("default", "--cluster", envvar="ASTERFLEET_CLUSTER"),
+    cluster: str = ClusterOpt,
     advertise: str | None = typer.Option(
         None, "--advertise", help="Host name or IP senders should use (default: listen host)."
     ),
@@ -197,7 +202,7 @@ def search_cmd(
     messages: bool = typer.Option(
         False, "--messages", help="List matching messages instead of calls."
     ),
-    limit: int = typer.Option(50, "--limit", help="At most this many results."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many results."),
     as_json: bool = JsonOption,
 ) -> None:
     """Find calls (or single messages) by Call-ID, users, time, method or status.

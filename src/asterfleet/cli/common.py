@@ -34,17 +34,109 @@ JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead 
 
 ENV = "ASTERFLEET_"
 
+# -- parameter types, checked once when the command line is parsed --------------
+# Each turns a bad value into click's one-line "Invalid value for '--x': …"
+# and exit code 2, before any command body runs.
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def cluster_name(value: str) -> str:
+    """A cluster name that stays inside /asterfleet/CLUSTER/."""
+    from asterfleet.fleet.keys import check_cluster_name
+
+    try:
+        return check_cluster_name(value)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc).removeprefix(f"--cluster {value!r}: ")) from None
+
+
+def log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r} is not a log level: use {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+def host_port(value: str) -> str:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) with a port from 1 to 65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(
+            f"{value!r} is not HOST:PORT (a port from 1 to 65535), e.g. 127.0.0.1:9100"
+        )
+    return value
+
+
+def sip_socket(value: str) -> str:
+    """``[udp|tcp|tls|sctp:]HOST:PORT``, as Kamailio's ``listen``."""
+    proto, sep, rest = value.partition(":")
+    value_checked = rest if sep and proto in ("udp", "tcp", "tls", "sctp") else value
+    try:
+        host_port(value_checked)
+    except typer.BadParameter:
+        raise typer.BadParameter(
+            f"{value!r} is not PROTO:HOST:PORT (udp, tcp, tls or sctp; a port from 1 to "
+            "65535), e.g. udp:10.0.0.1:5060"
+        ) from None
+    return value
+
+
+def parsed_by(check: Callable[[str], object]) -> Callable[[str], str]:
+    """A parser that runs ``check`` (which raises UsageError on bad input)
+    and keeps the text: for options whose own module knows their format."""
+
+    def parse(value: str) -> str:
+        try:
+            check(value)
+        except UsageError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return value
+
+    return parse
+
+
+def loopback_host_port(value: str) -> str:
+    """``HOST:PORT`` on a loopback address (for unauthenticated control interfaces)."""
+    import ipaddress
+
+    host = host_port(value).rpartition(":")[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise typer.BadParameter(
+            f"{value!r} is not on loopback: this interface has no authentication, "
+            "give 127.0.0.1:PORT"
+        )
+    return value
+
+
+def PortOpt(default: int, *decls: str, help: str, off: bool = False) -> Any:
+    """A TCP port option: 1-65535 (0 too when ``off``: 0 = switched off)."""
+    return typer.Option(default, *decls, min=0 if off else 1, max=65535, help=help)
+
+
 # Options shared by the fleet commands and the agents, defined once.
 EtcdOpt = typer.Option(
     "127.0.0.1:2379", envvar=ENV + "ETCD", help="etcd endpoints, comma-separated host:port."
 )
 ClusterOpt = typer.Option(
-    "default", envvar=ENV + "CLUSTER", help="Cluster name: the etcd prefix /asterfleet/CLUSTER/."
+    "default",
+    "--cluster",
+    envvar=ENV + "CLUSTER",
+    parser=cluster_name,
+    help="Cluster name: the etcd prefix /asterfleet/CLUSTER/.",
 )
 MetricsOpt = typer.Option(
-    None, envvar=ENV + "METRICS_LISTEN", help="Serve Prometheus metrics on host:port."
+    None,
+    envvar=ENV + "METRICS_LISTEN",
+    parser=host_port,
+    help="Serve Prometheus metrics on host:port.",
 )
-LogLevelOpt = typer.Option("info", envvar=ENV + "LOG_LEVEL", help="debug, info, warning, error.")
+LogLevelOpt = typer.Option(
+    "info", envvar=ENV + "LOG_LEVEL", parser=log_level, help="debug, info, warning, error."
+)
 LogJsonOpt = typer.Option(
     False, "--log-json", envvar=ENV + "LOG_JSON", help="Log JSON lines instead of key=value."
 )

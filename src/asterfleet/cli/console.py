@@ -6,8 +6,15 @@ from pathlib import Path
 
 import typer
 
+from asterfleet.cli.common import (
+    ClusterOpt,
+    etcd_options,
+    etcd_security,
+    parsed_by,
+    print_json,
+    user_errors,
+)
 from asterfleet.cli.common import console as out
-from asterfleet.cli.common import etcd_options, etcd_security, print_json, user_errors
 from asterfleet.errors import UsageError
 
 ENV = "ASTERFLEET_"
@@ -47,19 +54,24 @@ def _images(
     }
 
 
+def _console_listen(text: str) -> object:
+    from asterfleet.console.settings import parse_listen
+
+    return parse_listen(text)
+
+
 @etcd_options
 def run(
     listen: str = typer.Option(
-        "127.0.0.1:8080", envvar=ENV + "LISTEN", help="Address to serve on, HOST:PORT."
+        "127.0.0.1:8080",
+        envvar=ENV + "LISTEN",
+        parser=parsed_by(_console_listen),
+        help="Address to serve on, HOST:PORT.",
     ),
     etcd: str = typer.Option(
         "127.0.0.1:2379", envvar=ENV + "ETCD", help="etcd endpoints, comma-separated host:port."
     ),
-    cluster: str = typer.Option(
-        "default",
-        envvar=ENV + "CLUSTER",
-        help="Cluster name: the etcd prefix /asterfleet/CLUSTER/.",
-    ),
+    cluster: str = ClusterOpt,
     db: str = typer.Option(
         None,
         "--db",

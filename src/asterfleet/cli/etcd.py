@@ -282,7 +282,7 @@ def secure(
         security = etcd_security()
 
         async def go() -> roles.Outcome:
-            async with Etcd(etcd, security=security) as client:
+            async with Etcd(etcd, timeout=10.0, security=security) as client:
                 return await roles.apply(client, planned)
 
         outcome = asyncio.run(go())

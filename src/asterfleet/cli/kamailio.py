@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from asterfleet.cli.common import user_errors
+from asterfleet.cli.common import loopback_host_port, sip_socket, user_errors
 from asterfleet.kamailio.config import KamailioConfig, render_config, validate
 
 app = typer.Typer(help="Kamailio for the load-balancer role.", no_args_is_help=True)
@@ -18,6 +18,7 @@ def config(
     listen: list[str] = typer.Option(
         ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
         "--listen",
+        parser=sip_socket,
         help="SIP socket proto:host:port, repeatable.",
     ),
     advertise: str = typer.Option(
@@ -30,7 +31,9 @@ def config(
         Path("/run/kamailio/kamailio_rpc.sock"), help="jsonrpcs datagram socket."
     ),
     rpc_http: str = typer.Option(
-        None, help="Also serve JSON-RPC over HTTP on host:port (loopback only!)."
+        None,
+        parser=loopback_host_port,
+        help="Also serve JSON-RPC over HTTP on host:port (loopback only: it has no login).",
     ),
     runtime_dir: Path = typer.Option(Path("/run/kamailio"), help="Kamailio's run directory."),
     set_id: int = typer.Option(1, "--set", help="Dispatcher set to route new calls to."),

@@ -12,7 +12,16 @@ from typing import Any
 
 import typer
 
-from asterfleet.cli.common import JsonOption, console, emit, print_table, user_errors
+from asterfleet.cli.common import (
+    JsonOption,
+    PortOpt,
+    console,
+    emit,
+    etcd_options,
+    etcd_security,
+    print_table,
+    user_errors,
+)
 from asterfleet.errors import UsageError
 from asterfleet.factory import queue
 from asterfleet.factory.db import DEFAULT_DB, open_store
@@ -77,6 +86,9 @@ def add(
     hook_webhook: str = typer.Option(None, "--deploy-webhook", help="POSTed after success."),
     hook_command: str = typer.Option(None, "--deploy-command", help="Run after success."),
     notify_url: str = typer.Option(None, "--notify-url", help="POSTed after every build."),
+    rollout: str = typer.Option(
+        None, "--rollout", metavar="CLUSTER", help="Roll the pushed image out on CLUSTER."
+    ),
     builder: str = typer.Option("buildah", "--builder", help="buildah or docker."),
     from_file: Path = typer.Option(None, "--from-file", help="A knot as JSON."),
     db: str = DbOption,
@@ -114,6 +126,7 @@ def add(
                 poll_url_seconds=str(url_poll),
                 deploy_webhook=hook_webhook or "",
                 deploy_command=hook_command or "",
+                deploy_rollout=rollout or "",
                 notify_url=notify_url or "",
                 builder=builder,
             )
@@ -299,6 +312,7 @@ def log_(
 
 
 @factory_app.command("worker")
+@etcd_options
 def worker(
     registry: str = typer.Option(
         ...,
@@ -311,7 +325,10 @@ def worker(
     worker_id: str = typer.Option(None, "--id", help="Stable worker id (default: hostname)."),
     buildah_root: Path = typer.Option(None, "--buildah-root", help="Private buildah storage."),
     until_idle: bool = typer.Option(False, "--until-idle", help="Run the queue dry, then exit."),
-    metrics_port: int = typer.Option(0, "--metrics-port", help="Serve /metrics (0 = off)."),
+    metrics_port: int = PortOpt(0, "--metrics-port", help="Serve /metrics (0 = off).", off=True),
+    etcd: str = typer.Option(
+        None, "--etcd", envvar="ASTERFLEET_ETCD", help="etcd for knots that start rollouts."
+    ),
     db: str = DbOption,
     console_db: str = typer.Option(
         None,
@@ -333,7 +350,11 @@ def worker(
 
     with user_errors():
         settings = WorkerSettings(
-            registry=registry, tls_verify=not insecure, concurrency=concurrency
+            registry=registry,
+            tls_verify=not insecure,
+            concurrency=concurrency,
+            etcd=etcd,
+            etcd_security=etcd_security(),
         )
         if worker_id:
             settings.worker_id = worker_id

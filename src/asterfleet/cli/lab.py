@@ -50,7 +50,11 @@ def up(
     ),
     hold: float = typer.Option(2.0, "--hold", min=0, help="Seconds each call lasts."),
     console_port: int = typer.Option(
-        None, "--console-port", help="Port of the web console [default: a free one]."
+        None,
+        "--console-port",
+        min=1,
+        max=65535,
+        help="Port of the web console [default: a free one].",
     ),
     no_console: bool = typer.Option(False, "--no-console", help="Do not start the web console."),
     no_capture: bool = typer.Option(

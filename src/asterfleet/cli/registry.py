@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from asterfleet.cli.common import console, user_errors
+from asterfleet.cli.common import PortOpt, console, host_port, user_errors
 
 app = typer.Typer(
     help=(
@@ -47,7 +47,9 @@ def config(
     ),
     service: str = typer.Option(..., "--service", help="Service name (the token audience)."),
     issuer: str = typer.Option(None, "--issuer", help="Token issuer (default: the service)."),
-    listen: str = typer.Option("127.0.0.1:5000", "--listen", help="Registry HOST:PORT."),
+    listen: str = typer.Option(
+        "127.0.0.1:5000", "--listen", parser=host_port, help="Registry HOST:PORT."
+    ),
     notify_url: str = typer.Option(
         None, "--notify-url", help="Catalogue hook (default: REALM's host + /hooks/registry)."
     ),
@@ -71,7 +73,7 @@ def serve(
     db: str = DbOption,
     console_db: str = ConsoleDbOption,
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(5001, "--port"),
+    port: int = PortOpt(5001, "--port", help="Port of the token server."),
     workers: int = typer.Option(
         1,
         "--workers",

@@ -97,11 +97,10 @@ def config(
         if output is None:
             typer.echo(text, nl=False)
         else:
+            from asterfleet.secretfile import write_secret
+
             output.parent.mkdir(parents=True, exist_ok=True)
-            tmp = output.with_name(output.name + ".tmp")
-            tmp.write_text(text)
-            tmp.chmod(0o600)  # holds the VRRP password
-            tmp.replace(output)
+            write_secret(output, text, what="--out")  # holds the VRRP password
 
 
 @app.command("check-kamailio")

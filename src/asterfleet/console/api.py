@@ -87,8 +87,13 @@ class ActionIn(BaseModel):
 
 
 class WeightIn(ActionIn):
+    # Strict: JSON false, true, "5" and 1e3 are not weights (lax parsing
+    # turned false into weight 0, which stops new calls).
     weight: int | None = Field(
-        ge=0, le=1000, description="new weight; null returns to the agent's own weight"
+        ge=0,
+        le=1000,
+        strict=True,
+        description="new weight (a JSON integer); null returns to the agent's own weight",
     )
 
 

@@ -26,6 +26,7 @@ from asterfleet.console import (
     images,
     knot_admin,
     node_page,
+    rollouts,
 )
 from asterfleet.console.areas import Area
 from asterfleet.console.factory_state import (
@@ -52,6 +53,7 @@ AREAS = (
     Area("fleet", "Fleet", "/fleet", fleet.router),
     Area("node", "Node", "/fleet", node_page.router, in_nav=False),
     Area("balancers", "Balancers", "/balancers", balancers.router),
+    Area("rollouts", "Rollouts", "/rollouts", rollouts.router),
     Area("events", "Events", "/events", events.router),
     Area("calls", "Calls", "/calls", calls.router),
     Area("images", "Images", "/images", images.router),

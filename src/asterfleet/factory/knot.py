@@ -109,6 +109,9 @@ class Hooks(BaseModel):
     webhook: str | None = None
     command: str | None = None
     notify_url: str | None = None
+    #: Continuous deployment: start a rollout of the pushed image on this
+    #: cluster (the worker's --etcd), like `asterfleet rollout start --image`.
+    rollout: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 def default_tag_rules() -> list[TagRule]:

@@ -33,6 +33,7 @@ _FIELD_OF = {
     "hooks.webhook": "deploy_webhook",
     "hooks.command": "deploy_command",
     "hooks.notify_url": "notify_url",
+    "hooks.rollout": "deploy_rollout",
 }
 
 
@@ -61,6 +62,7 @@ class KnotInput:
     deploy_webhook: str = ""
     deploy_command: str = ""
     notify_url: str = ""
+    deploy_rollout: str = ""  # a cluster name
     builder: str = "buildah"
 
 
@@ -133,6 +135,7 @@ def knot_data(inp: KnotInput, webhook_secret: str | None) -> dict[str, Any]:
             "webhook": _or_none(inp.deploy_webhook),
             "command": _or_none(inp.deploy_command),
             "notify_url": _or_none(inp.notify_url),
+            "rollout": _or_none(inp.deploy_rollout),
         },
     }
     if inp.tag_rules is not None:
@@ -200,6 +203,7 @@ def to_input(knot: Knot) -> KnotInput:
         deploy_webhook=knot.hooks.webhook or "",
         deploy_command=knot.hooks.command or "",
         notify_url=knot.hooks.notify_url or "",
+        deploy_rollout=knot.hooks.rollout or "",
         builder=knot.builder,
     )
 
@@ -239,5 +243,5 @@ def public_spec(knot: Knot, *, hooks: bool = True) -> dict[str, Any]:
         spec["triggers"]["webhook_secret"] = MASK
     spec["git_url"] = mask_url_credentials(knot.git_url)
     if not hooks:
-        spec["hooks"] = {"webhook": None, "command": None, "notify_url": None}
+        spec["hooks"] = dict.fromkeys(spec["hooks"])
     return spec

@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 
 from asterfleet.auth import create_token, get_user, password_principal, revoke_token
 from asterfleet.db import Database
+from asterfleet.etcd_client import NO_SECURITY, EtcdSecurity
 from asterfleet.factory import hooks, polling, queue
 from asterfleet.factory.builder import (
     BuildahBuilder,
@@ -46,6 +47,7 @@ from asterfleet.factory.queue import Build
 from asterfleet.factory.store import get_knot, list_knots
 from asterfleet.registry.ownership import Ownership
 from asterfleet.registry.schema import create_tables
+from asterfleet.rollout.deploy import start_for_build
 
 log = structlog.get_logger("asterfleet.factory.worker")
 
@@ -56,6 +58,7 @@ BUILDS_RUNNING = Gauge("asterfleet_factory_builds_running", "Builds running on t
 TRIGGERS = Counter("asterfleet_factory_triggers_total", "Build triggers", ["source", "result"])
 
 PUSH_TOKEN_TTL = 2 * 3600.0
+
 
 class Cancelled(Exception):
     pass
@@ -86,6 +89,8 @@ class WorkerSettings:
     stale_after: float = 60.0
     idle_poll: float = 1.0
     step_timeout: float = 3600.0
+    etcd: str | None = None  # for knots whose hooks start a rollout
+    etcd_security: EtcdSecurity = NO_SECURITY
 
 
 class _Runner:
@@ -376,6 +381,12 @@ class Worker:
             code, output = hooks.run_command(knot.hooks.command, body)
             blog.write(output)
             blog.line(f"== deploy command exited {code}")
+        if knot.hooks.rollout:
+            by = f"knot:{knot.name}#{build.number}"
+            started = start_for_build(
+                self.settings.etcd, knot.hooks.rollout, build.image, by, self.settings.etcd_security
+            )
+            blog.line("== " + started)
 
     # -- polling ---------------------------------------------------------------------
 

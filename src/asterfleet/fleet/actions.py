@@ -107,6 +107,10 @@ async def drain(
 async def undrain(
     etcd: Etcd, ks: Keyspace, node_id: str, by: str, note: str | None = None
 ) -> AdminIntent:
+    """The node takes new calls again. A node that is neither registered nor
+    has an intent is a typo: refused, so a script does not believe it worked."""
+    if await etcd.get(ks.node(node_id)) is None and await etcd.get(ks.admin_of(node_id)) is None:
+        await require_node(etcd, ks, node_id)
     return await _update(etcd, ks, node_id, by, note, drain=False, maintenance=False)
 
 

@@ -29,8 +29,10 @@ from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.factory import LabFactory, missing_binaries
 from asterfleet.lab.stack import Stack, StackOptions, agent_argv
 from asterfleet.lab.state import LabInfo, read_desired, write_desired, write_info
+from asterfleet.lab.swap import BoxSwapper, start_controller
 from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
+from asterfleet.secretfile import write_secret
 from asterfleet.sipp.runner import SippUac
 from asterfleet.sipp.stats import SippError
 
@@ -66,6 +68,8 @@ class Lab:
     removing: dict[str, Future[int | None]] = field(default_factory=dict)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    swapper: BoxSwapper | None = None  # the boxes' replace action, for rollouts
+    rollout: ManagedProcess | None = None  # the rollout controller
 
     def __post_init__(self) -> None:
         if self.options.capture:
@@ -97,6 +101,8 @@ class Lab:
         if self.capture_port:
             self._start_capture()
         self.stack.start()
+        self.swapper = BoxSwapper(self.stack, uas_args=()).start()
+        self.rollout = start_controller(self.stack, self.swapper.replace_action)
         write_desired(lab_dir, self.options.nodes)
         self.reconcile_scale()
         console_url = password_file = None
@@ -157,8 +163,7 @@ class Lab:
         lab_dir = self.options.lab_dir
         password_file = lab_dir / "admin-password"
         if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(12) + "\n")
-            password_file.chmod(0o600)
+            write_secret(password_file, secrets.token_urlsafe(12) + "\n")
         port = self.options.console_port or free_port()
         console_db = f"sqlite:///{lab_dir / 'console.db'}"
         factory_args: list[str] = []
@@ -311,6 +316,10 @@ class Lab:
             except Exception as exc:
                 self.log.warning("drain_wait_failed", error=str(exc))
         self._pool.shutdown(wait=True)
+        if self.rollout is not None:
+            self.rollout.stop(grace=5)
+        if self.swapper is not None:
+            self.swapper.stop()
         if self.factory is not None:
             self.factory.stop()
         if self.console is not None:

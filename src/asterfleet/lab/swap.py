@@ -74,7 +74,7 @@ class BoxSwapper:
         write = f"echo {{version}} > {d}/{{node}}.tmp && mv {d}/{{node}}.tmp {d}/{{node}}.want"
         return f"command:sh -c {shlex.quote(write)}"
 
-    def add(self, node_id: str, version: str) -> LabNode:
+    def add(self, node_id: str, version: str, uas_args: tuple[str, ...] | None = None) -> LabNode:
         scenario = self.stack.work_dir / "scenarios" / f"uas-{version}.xml"
         scenario.parent.mkdir(parents=True, exist_ok=True)
         scenario.write_text(versioned_scenario(version, version in self.broken), "iso-8859-1")
@@ -82,12 +82,14 @@ class BoxSwapper:
             node_id,
             scenario=scenario,
             extra=("--version", version),
-            uas_args=self.uas_args,
+            uas_args=self.uas_args if uas_args is None else uas_args,
         )
 
     def _swap(self, node_id: str, version: str) -> None:
         t0 = time.monotonic()
-        old = self.stack.nodes.pop(node_id, None)
+        # The old box keeps its place in the stack until the new one takes
+        # it, so nothing counting the stack's boxes sees one missing.
+        old = self.stack.nodes.get(node_id)
         if old is not None:
             Stack.retire(old, timeout=60)
             self.retired.setdefault(node_id, []).append(old)

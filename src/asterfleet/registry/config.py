@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from asterfleet.errors import UsageError
 from asterfleet.registry import keys
+from asterfleet.secretfile import write_secret
 
 CONFIG_FILE = "config.yml"
 NOTIFY_SECRET_FILE = "notify-secret"
@@ -153,7 +154,7 @@ def write_config(
         notify_url=notify_url,
         notify_secret=notify_secret,
     )
-    (out / CONFIG_FILE).write_text(render_config(cfg))
+    write_secret(out / CONFIG_FILE, render_config(cfg), what="--out")  # holds the notify secret
     settings = TokenServerSettings(
         directory=out,
         service=service,

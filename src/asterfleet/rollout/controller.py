@@ -190,7 +190,9 @@ class RolloutController:
             log.warning(
                 "action_failed", rollout=r.id, node=action.node, action=kind, error=str(exc)
             )
-            return str(exc) if isinstance(action, Gate) else None
+            if isinstance(action, Gate):
+                return str(exc)
+            return f"replace failed: {exc}" if isinstance(action, Replace) else None
         self.metrics.actions.labels(kind, "done").inc()
         log.info("action", rollout=r.id, node=action.node, action=kind, result=result)
         return result

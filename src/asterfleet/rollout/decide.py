@@ -266,14 +266,19 @@ def decide(r: Rollout, facts: Facts) -> Decision:
 
 def record(r: Rollout, action: Action, result: int | str | None) -> Rollout:
     """``r`` with the outcome of ``action`` written into its node's progress:
-    the drain's etcd revision, that the replace ran, the gate's verdict."""
+    the drain's etcd revision, that the replace ran (and why it failed, if it
+    did: the node then waits out its replace timeout and is rolled back), the
+    gate's verdict."""
     nodes = []
     for n in r.nodes:
         if n.id == action.node:
             if isinstance(action, Drain) and isinstance(result, int):
                 n = n.model_copy(update={"drain_revision": result})
             elif isinstance(action, Replace):
-                n = n.model_copy(update={"replace_issued": True})
+                update: dict[str, object] = {"replace_issued": True}
+                if isinstance(result, str):  # why the replace action failed
+                    update["message"] = (n.message + "; " if n.message else "") + result
+                n = n.model_copy(update=update)
             elif isinstance(action, Gate) and isinstance(result, str):
                 n = n.model_copy(update={"gate": result})
         nodes.append(n)

@@ -19,6 +19,10 @@ from asterfleet.sipp.runner import SippUac
 
 GATE_HEADER = "X-Asterfleet-Gate"
 PASSED = "passed"
+# A test call passes when its INVITE is answered 200: the counter of the 200
+# in the packaged uac.xml (step 4). What follows (a 180 overtaking the 200 on
+# a loaded balancer, a lost BYE) says nothing about the box's version.
+ANSWERED = "4_200_Recv"
 
 
 def gate_scenario(box_uri: str) -> str:
@@ -71,14 +75,16 @@ def run_gate(box_uri: str, calls: int, how: GateCalls) -> str:
                 uac.start()
                 uac.wait(how.timeout)
                 stats = uac.stats()
+                counts = uac.message_counts()
             except AsterfleetError as exc:
                 return f"the gate calls through {host}:{port} did not run: {exc}"
             finally:
                 uac.stop()
-            if stats.successful_calls != calls or stats.failed_calls:
+            answered = counts.get(ANSWERED, 0)
+            if answered < calls:
                 causes = ", ".join(f"{k} {v}" for k, v in sorted(stats.failures.items()) if v)
                 return (
-                    f"{calls - stats.successful_calls} of {calls} test calls through "
-                    f"{host}:{port} failed" + (f" ({causes})" if causes else "")
+                    f"{calls - answered} of {calls} test calls through {host}:{port} were not "
+                    "answered" + (f" ({causes})" if causes else "")
                 )
     return PASSED

@@ -144,9 +144,15 @@ def validate(opts: KeepalivedOptions) -> ipaddress.IPv4Interface:
     if not opts.auth_pass.isprintable() or " " in opts.auth_pass:
         raise UsageError("the VRRP password must be printable, without spaces")
     _no_quotes(opts.auth_pass, "the VRRP password")
+    if any(c in opts.auth_pass for c in "#!'"):
+        raise UsageError(
+            "the VRRP password must not contain #, ! or ' (keepalived reads # and ! as a comment)"
+        )
     if not opts.rpc:
         raise UsageError("--rpc is empty: give Kamailio's JSON-RPC socket path or http URL")
     _no_quotes(opts.rpc, "--rpc")
+    if "'" in opts.rpc:
+        raise UsageError("--rpc must not contain ' (it is quoted inside the check script)")
     _no_quotes(opts.check_command, "the check command")
     if opts.notify is not None:
         _no_quotes(opts.notify, "--notify")

@@ -1,3 +1,0 @@
-from asterfleet.cli.main import main
-
-main()

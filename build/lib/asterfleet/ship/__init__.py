@@ -1,1 +1,0 @@
-"""Shipping asterfleet: its OCI images and the podman settings that build and run them."""
