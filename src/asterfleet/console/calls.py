@@ -36,6 +36,7 @@ from asterfleet.capture.pager import (
     page_calls,
 )
 from asterfleet.capture.pcap import build_pcap
+from asterfleet.capture.rtcp import mos_threshold
 from asterfleet.capture.search import (
     CallSummary,
     MessageQuery,
@@ -112,6 +113,7 @@ def build_query(
     status_class: str = "",
     text: str = "",
     options: bool = False,
+    mos_below: str = "",
 ) -> MessageQuery:
     """The search form's fields as a query; ``method`` may be a status code (``486``)."""
     now = now_us if now_us is not None else int(datetime.now(UTC).timestamp() * 1_000_000)
@@ -135,6 +137,7 @@ def build_query(
         status_class=status_class or None,
         text=text.strip() or None,
         options=options,
+        mos_below=mos_threshold(mos_below, "MOS below"),
     )
 
 
@@ -183,6 +186,7 @@ async def calls_page(
     status_class: str = "",
     text: str = "",
     options: str = "",
+    mos_below: str = "",
     limit: int = 50,
     cursor: str = "",
     page: int = 1,
@@ -199,6 +203,7 @@ async def calls_page(
         "status_class": status_class,
         "text": text,
         "options": "1" if options else "",
+        "mos_below": mos_below,
     }
     error = ""
     result: CallPage | None = None
@@ -209,6 +214,7 @@ async def calls_page(
         q = build_query(
             since, until, call_id, from_user, to_user, method, None, capture_host,
             status_class=status_class, text=text, options=bool(options),
+            mos_below=mos_below,
         )  # fmt: skip
         result = await _in_store(
             request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
@@ -265,6 +271,7 @@ async def calls_live(
     status_class: str = "",
     text: str = "",
     options: str = "",
+    mos_below: str = "",
     after: int | None = None,
     user: Principal = Depends(page_user),
 ) -> Response:
@@ -274,6 +281,7 @@ async def calls_live(
         q = build_query(
             since, until, call_id, from_user, to_user, method, None, capture_host,
             status_class=status_class, text=text, options=bool(options),
+            mos_below=mos_below,
         )  # fmt: skip
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
@@ -376,6 +384,7 @@ async def call_page(
             configured=True,
         )
     summary = summarise_call(msgs)
+    streams = await _in_store(request, Store.stream_quality, call_id)
     flow = call_flow(msgs)
     start = min(f.ts_us for f in flow)
     rows = [
@@ -401,6 +410,7 @@ async def call_page(
         status_class=status_class(summary.final_status),
         ladder=Markup(render_svg(build_ladder(msgs))),  # render_svg escapes every text
         rows=rows,
+        streams=streams,
         pcap_href=call_href(call_id) + "/pcap",
     )
 
@@ -520,6 +530,9 @@ async def api_calls(
     ),
     text: str = Query("", description="text anywhere in one of the call's messages"),
     options: bool = Query(False, description="also list OPTIONS probes (hidden otherwise)"),
+    mos_below: str = Query(
+        "", description="calls with a stream whose estimated MOS (RTCP) fell below this (3.5)"
+    ),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str = Query("", description="next_cursor of the previous page"),
     who: Principal = Depends(api_user),
@@ -532,6 +545,7 @@ async def api_calls(
         q = build_query(
             since, until, call_id, from_user, to_user, method, status_code, capture_host,
             status_class=status_class, text=text, options=options,
+            mos_below=mos_below,
         )  # fmt: skip
         result: CallPage = await _in_store(request, page_calls, q, limit, decode_cursor(cursor))
     except UsageError as exc:
