@@ -325,7 +325,10 @@ class Store:
             raw.close()
 
     def delete_older_than(self, cutoff_us: int, chunk: int = 50_000) -> int:
-        """Delete messages captured before ``cutoff_us``; how many."""
+        """Delete messages (and RTCP reports) captured before ``cutoff_us``;
+        how many messages."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(rtcp_reports).where(rtcp_reports.c.ts_us < cutoff_us))
         total = 0
         while True:
             ids = sa.select(messages.c.id).where(messages.c.ts_us < cutoff_us).limit(chunk)
