@@ -257,3 +257,35 @@ def test_reports_stored_per_call_and_stream_and_searchable_by_mos(tmp_path: Path
         assert ids(mos_below=4.5, from_user="nobody") == []
     finally:
         store.close()
+
+
+def test_console_shows_streams_and_filters_by_mos(tmp_path: Path) -> None:
+    """The call page's media table, and ``mos_below`` on the API and the Calls page."""
+    from tests.unit.test_console_calls import call, make_client
+    from tests.unit.test_console_web import login
+
+    path = str(tmp_path / "capture.db")
+    store = Store(path)
+    try:
+        store.insert_rows(call("ok@x", T0) + call("poor@x", T0 + 10_000_000))
+        store.insert_rows(
+            [
+                packet_to_row(rtcp_packet("poor@x", report(block(source=0xB2, fraction=40,
+                                                                 lost=120, jitter=240))),
+                              None, T0),
+            ]
+        )  # fmt: skip
+    finally:
+        store.close()
+    with make_client(tmp_path, path) as client:
+        login(client)
+        page = client.get("/calls/poor@x").text
+        assert 'id="streams"' in page and "0x000000b2" in page
+        assert "15.6 %" in page and "30.0 ms" in page and ">120<" in page
+        assert "No RTCP reports" in client.get("/calls/ok@x").text
+        r = client.get("/api/v1/calls", params={"mos_below": "3.5"})
+        assert [c["call_id"] for c in r.json()["calls"]] == ["poor@x"]
+        r = client.get("/api/v1/calls", params={"mos_below": "zero"})
+        assert r.status_code == 400 and "MOS below 'zero'" in r.json()["detail"]
+        listing = client.get("/calls", params={"mos_below": "3.5"}).text
+        assert 'href="/calls/poor%40x"' in listing and 'href="/calls/ok%40x"' not in listing
