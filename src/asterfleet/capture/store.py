@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from asterfleet.errors import UsageError
+from asterfleet.storage import open_engine
 
 #: Column order of a row tuple handed to :meth:`Store.insert_rows`.
 COLUMNS = (
@@ -262,7 +263,7 @@ class Store:
     def __init__(self, url: str, create: bool = True) -> None:
         self.url = normalise_url(url)
         try:
-            self.engine: Engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self.engine: Engine = open_engine(url, extra_pragmas=("synchronous=NORMAL",))
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise UsageError(
                 f"database URL {url!r} is not usable ({exc}): give a SQLite file path "
@@ -271,8 +272,6 @@ class Store:
         self.dialect = self.engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
             raise UsageError(f"database URL {url!r}: only SQLite and PostgreSQL are supported")
-        if self.dialect == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             metadata.create_all(self.engine)
         _rename_node_column(self.engine)
@@ -436,8 +435,6 @@ class Store:
             .order_by(messages.c.ts_us, messages.c.id)
         )
         return self.select(query)
-
-
 def _rename_node_column(engine: Engine) -> None:
     """Databases written before the capture host had its own name call the
     column ``node`` (which, in the fleet, is an Asterisk box)."""
@@ -486,10 +483,3 @@ def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
         if column not in columns:
             raise
 
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()

@@ -345,7 +345,7 @@ def worker(
     """
     from prometheus_client import start_http_server
 
-    from asterfleet.db import open_database
+    from asterfleet.db import default_url, open_database
     from asterfleet.factory.worker import Worker, WorkerSettings
 
     with user_errors():
@@ -361,7 +361,9 @@ def worker(
         if buildah_root:
             settings.buildah_root = buildah_root / "root"
             settings.buildah_runroot = buildah_root / "run"
-        w = Worker(open_store(db), settings, open_database(console_db))
+        # ASTERFLEET_DB meant the factory's database for the worker, never this one.
+        identity = open_database(console_db or default_url(legacy=False))
+        w = Worker(open_store(db), settings, identity)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     if until_idle:
