@@ -435,6 +435,8 @@ class Store:
             .order_by(messages.c.ts_us, messages.c.id)
         )
         return self.select(query)
+
+
 def _rename_node_column(engine: Engine) -> None:
     """Databases written before the capture host had its own name call the
     column ``node`` (which, in the fleet, is an Asterisk box)."""
@@ -482,4 +484,3 @@ def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
         columns = {c["name"] for c in sa.inspect(engine).get_columns("sip_messages")}
         if column not in columns:
             raise
-
