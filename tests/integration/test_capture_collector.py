@@ -109,7 +109,8 @@ def test_malformed_and_unauthorised_packets_are_counted_and_skipped(
         "bad_magic": [b"\x00garbage\xff" * 5],
         "truncated": [hep(INVITE, auth_key="s3cret")[:5]],
         "bad_length": [hep(INVITE, auth_key="s3cret")[:-4]],
-        "not_sip": [hep(b'{"rtcp":1}', auth_key="s3cret", proto_type=5)],
+        "not_sip": [hep(b"a log line", auth_key="s3cret", proto_type=100)],
+        "bad_rtcp": [hep(b'{"rtcp":1}', auth_key="s3cret", proto_type=5, correlation_id="c1")],
         "bad_sip": [hep(b"INVITE sip:x SIP/2.0\r\n\r\n", auth_key="s3cret")],
     }
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
