@@ -4,6 +4,7 @@ the parser, the E-model, storage per call and stream, and the MOS filter."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,19 @@ def test_console_shows_streams_and_filters_by_mos(tmp_path: Path) -> None:
         assert r.status_code == 400 and "MOS below 'zero'" in r.json()["detail"]
         listing = client.get("/calls", params={"mos_below": "3.5"}).text
         assert 'href="/calls/poor%40x"' in listing and 'href="/calls/ok%40x"' not in listing
+
+
+def test_a_database_from_before_rtcp_gets_its_table(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE rtcp_reports")
+    store = Store(path, create=False)
+    try:
+        store.insert_rows(answered("c1", 0.0, 3.0))
+        assert store.stream_quality("c1") == []
+        assert [
+            c.call_id for c in page_calls(store, MessageQuery(mos_below=4.0), 50, None).calls
+        ] == []
+    finally:
+        store.close()

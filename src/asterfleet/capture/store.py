@@ -276,6 +276,9 @@ class Store:
             metadata.create_all(self.engine)
         _rename_node_column(self.engine)
         _add_opens_call(self.engine)
+        # Databases written before RTCP was stored lack its table (as do
+        # stores opened with create=False): add it, the messages stay.
+        rtcp_reports.create(self.engine, checkfirst=True)
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
