@@ -284,6 +284,13 @@ def test_console_shows_streams_and_filters_by_mos(tmp_path: Path) -> None:
         assert 'id="streams"' in page and "0x000000b2" in page
         assert "15.6 %" in page and "30.0 ms" in page and ">120<" in page
         assert "No RTCP reports" in client.get("/calls/ok@x").text
+        (stream,) = client.get("/api/v1/calls/poor@x").json()["streams"]
+        assert (stream["source_ssrc"], stream["packets_lost"], stream["jitter_ms"]) == (
+            0xB2,
+            120,
+            30.0,
+        )
+        assert client.get("/api/v1/calls/ok@x").json()["streams"] == []
         r = client.get("/api/v1/calls", params={"mos_below": "3.5"})
         assert [c["call_id"] for c in r.json()["calls"]] == ["poor@x"]
         r = client.get("/api/v1/calls", params={"mos_below": "zero"})

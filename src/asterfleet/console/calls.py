@@ -9,6 +9,7 @@ kept; queries run in a worker thread so a slow database never blocks pages.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ from asterfleet.capture.search import (
     parse_time,
     summarise_call,
 )
-from asterfleet.capture.store import Message, Store
+from asterfleet.capture.store import Message, Store, StreamQuality
 from asterfleet.console.live import sse_message
 from asterfleet.console.security import SESSION_COOKIE, Principal, api_user, page_user
 from asterfleet.console.state import console_state
@@ -474,9 +475,22 @@ class MessageOut(BaseModel):
     text: str = Field(description="the raw SIP message")
 
 
+class StreamOut(BaseModel):
+    source_ssrc: int = Field(description="SSRC of the RTP stream reported on")
+    reporter: str = Field(description="address of the stream's receiver that sent the report")
+    reports: int = Field(description="RTCP reports received for this stream")
+    fraction_lost: float = Field(description="share lost since the previous report, 0..1")
+    packets_lost: int = Field(description="packets lost since the stream began")
+    jitter_ms: float
+    rtt_ms: float | None = Field(description="round-trip time; null when it cannot be told")
+    mos: float = Field(description="estimated MOS (simplified E-model, G.711), latest report")
+    min_mos: float = Field(description="lowest estimated MOS of any report")
+
+
 class CallDetailOut(BaseModel):
     call: CallOut
     messages: list[MessageOut]
+    streams: list[StreamOut] = Field(description="media quality per stream, from RTCP (HEP 5)")
 
 
 def _need_read(who: Principal) -> None:
@@ -570,6 +584,7 @@ async def api_call(request: Request, call_id: str, who: Principal = Depends(api_
     _need_read(who)
     try:
         msgs: list[Message] = await _in_store(request, call_messages, call_id)
+        streams: list[StreamQuality] = await _in_store(request, Store.stream_quality, call_id)
     except CaptureUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     if not msgs:
@@ -577,4 +592,5 @@ async def api_call(request: Request, call_id: str, who: Principal = Depends(api_
     return CallDetailOut(
         call=CallOut.model_validate(summarise_call(msgs).as_dict()),
         messages=[_message_out(m) for m in msgs],
+        streams=[StreamOut.model_validate(dataclasses.asdict(s)) for s in streams],
     )
