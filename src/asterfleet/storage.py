@@ -48,16 +48,16 @@ def normalise_url(url: str, option: str = "--db") -> str:
     )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cur.close()
+PRAGMAS = ("foreign_keys=ON", "journal_mode=WAL", f"busy_timeout={BUSY_TIMEOUT_MS}")
 
 
-def open_engine(url: str, option: str = "--db", **engine_kwargs: Any) -> Engine:
-    """An engine for ``url`` (creating a SQLite file's directory)."""
+def open_engine(
+    url: str, option: str = "--db", extra_pragmas: tuple[str, ...] = (), **engine_kwargs: Any
+) -> Engine:
+    """An engine for ``url`` (creating a SQLite file's directory).
+
+    ``extra_pragmas`` are a store's own SQLite tuning (the capture store's
+    ``synchronous=NORMAL``), run after the common ones."""
     full = normalise_url(url, option)
     kwargs: dict[str, Any] = {"future": True}
     if full.startswith("sqlite"):
@@ -73,7 +73,15 @@ def open_engine(url: str, option: str = "--db", **engine_kwargs: Any) -> Engine:
     kwargs.update(engine_kwargs)
     engine = create_engine(full, **kwargs)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        pragmas = PRAGMAS + extra_pragmas
+
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            for pragma in pragmas:
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        event.listen(engine, "connect", _on_connect)
     check_opens(engine, option)
     return engine
 
@@ -96,13 +104,14 @@ def check_opens(engine: Engine, option: str = "--db") -> None:
         ) from None
 
 
-def store_url(variable: str, default: str) -> str:
+def store_url(variable: str, default: str, legacy: bool = True) -> str:
     """The URL in ``variable``, else the deprecated ``ASTERFLEET_DB`` (with a
-    one-line warning), else ``default``."""
+    one-line warning; only where it meant this store: ``legacy``), else
+    ``default``."""
     value = os.environ.get(variable)
     if value:
         return value
-    old = os.environ.get("ASTERFLEET_DB")
+    old = os.environ.get("ASTERFLEET_DB") if legacy else None
     if old:
         print(f"warning: ASTERFLEET_DB is deprecated: set {variable} instead", file=sys.stderr)
         return old

@@ -22,10 +22,10 @@ from typing import IO
 from fastapi import FastAPI
 
 from asterfleet.auth import Authenticator
-from asterfleet.db import open_database
+from asterfleet.db import default_url, open_database
 from asterfleet.factory.db import open_store
 from asterfleet.factory.web import knot_webhook_router
-from asterfleet.registry.app import create_app
+from asterfleet.registry.app import create_app, registry_routes
 from asterfleet.registry.config import read_settings
 from asterfleet.registry.schema import create_tables
 
@@ -49,15 +49,16 @@ class ServeOptions:
 
 def build_app(opts: ServeOptions, reconcile: bool = True) -> FastAPI:
     engine = create_tables(open_store(opts.db))
-    return create_app(
+    routes = registry_routes(
         read_settings(Path(opts.config_dir)),
         engine,
-        Authenticator(open_database(opts.console_db)),
+        # ASTERFLEET_DB meant the factory's database here, never the console's.
+        Authenticator(open_database(opts.console_db or default_url(legacy=False))),
         token_ttl=opts.token_ttl,
         reconcile_interval=opts.reconcile_interval if reconcile else NEVER,
         cache_seconds=opts.cache_seconds,
-        extra_routers=[knot_webhook_router(engine)],
     )
+    return create_app(routes, extra_routers=[knot_webhook_router(engine)])
 
 
 def _take_reconcile_lock(config_dir: str) -> bool:

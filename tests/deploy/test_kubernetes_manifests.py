@@ -111,3 +111,26 @@ def test_capture_and_console_run_from_the_asterfleet_image(rendered: list[dict[s
 def test_the_vrrp_password_fits_keepalived(rendered: list[dict[str, Any]]) -> None:
     # keepalived uses only 8 characters; asterfleet vip config refuses more.
     assert len(kube.secret_data(rendered)["vrrp"]["password"]) <= 8
+
+
+def test_the_asterisk_box_gets_what_its_start_script_needs(rendered: list[dict[str, Any]]) -> None:
+    from asterfleet.asterisk.boxconf import AMI_USER
+
+    box = kube.find(rendered, "StatefulSet", "asterisk")
+    # The rollout controller's Kubernetes replace action deletes pods itself.
+    assert box["spec"]["updateStrategy"]["type"] == "OnDelete"
+    asterisk = _containers(box)["asterisk"]
+    env = {e["name"]: e for e in asterisk["env"]}
+    # asterisk-box run renders the config: balancers from etcd (or ASTERFLEET_BALANCERS)
+    # and the same AMI secret as the node agent.
+    assert "ASTERFLEET_ETCD" in env or "ASTERFLEET_BALANCERS" in env
+    assert env["ASTERFLEET_AMI_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ami",
+        "key": "secret",
+    }
+    ami = next(d for d in rendered if d["kind"] == "Secret" and d["metadata"]["name"] == "ami")
+    if "stringData" in ami:
+        assert ami["stringData"]["username"] == AMI_USER
+    # Each balancer publishes the address the boxes identify it by.
+    balancer = _containers(kube.find(rendered, "DaemonSet", "kamailio-lb"))["balancer"]
+    assert "ASTERFLEET_BALANCER_SIP_ADDRESS" in _env_names(balancer)

@@ -85,8 +85,11 @@ def test_the_balancer_corrects_a_drained_box_made_active_over_rpc(stack: Stack) 
     port = free_port()
     stack.start_balancer(extra=("--metrics-listen", f"127.0.0.1:{port}"))
     box = stack.add_node("ast1")
-    stack.add_node("ast2")
+    other = stack.add_node("ast2")
     stack.wait_routable(box, timeout=60)
+    # Both routable first: a list change (ast2 joining) reloads Kamailio from
+    # the file, which would undo the drift before the balancer sees it.
+    stack.wait_routable(other, timeout=60)
     drain(stack, "ast1")
     wait_for(lambda: flags(stack, box.sip_uri) == "DX", 5, what="ast1 disabled")
 

@@ -109,7 +109,8 @@ def test_malformed_and_unauthorised_packets_are_counted_and_skipped(
         "bad_magic": [b"\x00garbage\xff" * 5],
         "truncated": [hep(INVITE, auth_key="s3cret")[:5]],
         "bad_length": [hep(INVITE, auth_key="s3cret")[:-4]],
-        "not_sip": [hep(b'{"rtcp":1}', auth_key="s3cret", proto_type=5)],
+        "not_sip": [hep(b"a log line", auth_key="s3cret", proto_type=100)],
+        "bad_rtcp": [hep(b'{"rtcp":1}', auth_key="s3cret", proto_type=5, correlation_id="c1")],
         "bad_sip": [hep(b"INVITE sip:x SIP/2.0\r\n\r\n", auth_key="s3cret")],
     }
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -161,5 +162,54 @@ def test_retention_removes_old_messages(tmp_path: Path) -> None:
             )
 
         wait_for(old_gone, timeout=20, what="retention to delete the old messages")
+    finally:
+        assert server.stop() == 0
+
+
+def test_rtcp_reports_are_stored_per_call_and_found_by_mos(tmp_path: Path) -> None:
+    """HEP type 5 (RTCP as JSON, as Asterisk's res_hep_rtcp sends it) over
+    UDP to a running collector: stored per call and stream, readable back,
+    and ``capture search --mos-below`` finds the call with the poor stream."""
+    from asterfleet.capture.store import Store
+    from tests.unit.test_capture_rtcp import block, report
+
+    server = CaptureServer(tmp_path).start()
+    try:
+        now = int(time.time())
+        good = INVITE.replace(b"call-1@test", b"good@test")
+        bad = INVITE.replace(b"call-1@test", b"poor@test")
+        reports = [
+            ("good@test", report(block(source=0xA1, jitter=80))),
+            ("poor@test", report(block(source=0xB2, fraction=40, lost=120), rtype=200)),
+        ]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for sip in (good, bad):
+                udp.sendto(hep(sip, ts_sec=now), ("127.0.0.1", server.port))
+            for call_id, doc in reports:
+                packet = hep(json.dumps(doc).encode(), proto_type=5, ts_sec=now + 5,
+                             correlation_id=call_id, capture_host="ast1")  # fmt: skip
+                udp.sendto(packet, ("127.0.0.1", server.port))
+            # no Call-ID: refused, counted
+            udp.sendto(hep(json.dumps(report()).encode(), proto_type=5), ("127.0.0.1", server.port))
+        counts = server.settled(5)
+        assert (counts["stored"], counts["rejected_no_call_id"]) == (4, 1)
+
+        store = Store(server.db, create=False)
+        try:
+            poor = store.stream_quality("poor@test")
+            fine = store.stream_quality("good@test")
+        finally:
+            store.close()
+        assert [(s.source_ssrc, s.packets_lost, s.fraction_lost) for s in poor] == [
+            (0xB2, 120, 40 / 256)
+        ]
+        assert [(s.source_ssrc, s.jitter_ms) for s in fine] == [(0xA1, 10.0)]
+        assert poor[0].mos < 3.5 < fine[0].mos
+
+        out = server.cli("search", "--mos-below", "3.5", "--json")
+        assert out.returncode == 0, out.stderr
+        assert [c["call_id"] for c in json.loads(out.stdout)] == ["poor@test"]
+        out = server.cli("search", "--mos-below", "9")
+        assert out.returncode == 2 and "--mos-below" in out.stderr
     finally:
         assert server.stop() == 0

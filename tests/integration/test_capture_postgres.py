@@ -113,3 +113,25 @@ def test_postgres_outage_is_counted_exactly(tmp_path: Path, postgres: PgSandbox)
             store.close()
     finally:
         capture.stop()
+
+
+def test_rtcp_reports_in_postgres(postgres: PgSandbox) -> None:
+    """RTCP rows share a batch with SIP rows; PostgreSQL stores both and the
+    MOS filter runs there too."""
+    from asterfleet.capture.collector import packet_to_row
+    from asterfleet.capture.pager import page_calls
+    from asterfleet.capture.search import MessageQuery
+    from tests.unit.test_capture_pager import T0, answered
+    from tests.unit.test_capture_rtcp import block, report, rtcp_packet
+
+    store = Store(postgres.url)
+    try:
+        poor = packet_to_row(rtcp_packet("p1", report(block(source=9, fraction=50))), None, T0)
+        store.insert_rows([*answered("p1", 0.0, 5.0), poor, *answered("ok1", 1.0, 5.0)])
+        (stream,) = store.stream_quality("p1")
+        assert (stream.source_ssrc, stream.fraction_lost) == (9, 50 / 256) and stream.mos < 3.5
+        calls = page_calls(store, MessageQuery(mos_below=3.5), 50, None).calls
+        assert [c.call_id for c in calls] == ["p1"]
+        assert store.count() == 14  # 7 SIP messages per call; the report is not among them
+    finally:
+        store.close()

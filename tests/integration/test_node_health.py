@@ -11,6 +11,7 @@ import pytest
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
+from asterfleet.fleet.model import NodeRecord
 from asterfleet.lab.stack import Stack
 from asterfleet.runtime.process import wait_for
 
@@ -57,7 +58,8 @@ def test_a_box_answering_503_is_draining(stack: Stack) -> None:
     healthy = stack.add_node("ast1")
     shutting_down = stack.add_node("ast2", scenario="uas_503.xml")
     stack.wait_routable(healthy)
-    wait_for(lambda: node_state(stack, "ast2") == ("draining", "draining"), 15, what="draining")
+    # No call on it: the fleet shows it drained (its agent says draining).
+    wait_for(lambda: node_state(stack, "ast2") == ("draining", "drained"), 15, what="drained")
     wait_for(
         lambda: stack.dispatcher_by_uri()[shutting_down.sip_uri].flags.startswith("D"),
         5,
@@ -66,3 +68,36 @@ def test_a_box_answering_503_is_draining(stack: Stack) -> None:
     uac = stack.start_calls(rate=20, hold_ms=0, max_calls=20)
     assert uac.wait(30) == 0
     assert shutting_down.uas.invites_received() == 0
+
+
+def test_a_box_that_does_not_identify_the_probe_is_a_configuration_error(stack: Stack) -> None:
+    """A box whose endpoints identify only the load balancers answers the
+    agent's unidentified OPTIONS with 401 (Asterisk 22 does): the agent must
+    not call that alive. The node is unhealthy and its record says why."""
+    healthy = stack.add_node("ast1")
+    stranger = stack.add_node("ast2", scenario="uas_401.xml")
+    stack.wait_routable(healthy)
+    wait_for(lambda: node_state(stack, "ast2") == ("unhealthy", "unhealthy"), 15, what="unhealthy")
+    record = node_record(stack, "ast2")
+    assert record.reason is not None
+    assert "probe answered 401" in record.reason
+    assert "identify" in record.reason
+    wait_for(
+        lambda: stack.dispatcher_by_uri()[stranger.sip_uri].flags.startswith("D"),
+        5,
+        what="ast2 listed as disabled in Kamailio",
+    )
+    uac = stack.start_calls(rate=20, hold_ms=0, max_calls=20)
+    assert uac.wait(30) == 0
+    assert stranger.uas.invites_received() == 0
+
+
+def node_record(stack: Stack, node_id: str) -> NodeRecord:
+    async def go() -> NodeRecord:
+        async with Etcd(stack.etcd_endpoint) as etcd:
+            view = await read_fleet(etcd, Keyspace(stack.options.cluster))
+        node = view.node(node_id)
+        assert node is not None, f"no record for {node_id}"
+        return node.record
+
+    return asyncio.run(go())

@@ -16,10 +16,12 @@ from asterfleet.asterisk.boxconf import (
     BALANCER_ENDPOINT,
     MODULES,
     BoxConfig,
+    balancer_addresses,
     render_box_config,
 )
 from asterfleet.capture.hepconf import HepConf
 from asterfleet.errors import UsageError
+from asterfleet.fleet.model import BalancerStatus
 
 BASE = BoxConfig(balancers=("10.0.0.2", "10.0.0.3"), ami_secret="s3cret", agent_address="10.0.0.11")
 
@@ -75,6 +77,35 @@ def test_only_the_balancers_reach_the_dialplan() -> None:
     # The agent's probe is identified too, in a context without extensions.
     assert "match = 10.0.0.11" in section(pjsip, AGENT_ENDPOINT, "identify")
     assert "context = asterfleet-probe" in section(pjsip, AGENT_ENDPOINT, "endpoint")
+
+
+@pytest.mark.parametrize(
+    ("published", "expected"),
+    [
+        ([], ()),
+        ([()], ()),
+        ([("10.0.0.3",), ("10.0.0.2",)], ("10.0.0.2", "10.0.0.3")),
+        ([("10.0.0.2", "fd00::2"), ("10.0.0.2",)], ("10.0.0.2", "fd00::2")),
+    ],
+)
+def test_balancer_addresses_from_their_records(
+    published: list[tuple[str, ...]], expected: tuple[str, ...]
+) -> None:
+    records = [BalancerStatus(id=f"lb{i}", sip_addresses=a) for i, a in enumerate(published)]
+    assert balancer_addresses(records) == expected
+
+
+def test_records_published_by_balancers_identify_them_in_pjsip() -> None:
+    records = [
+        BalancerStatus.model_validate_json(BalancerStatus(id=name, sip_addresses=(addr,)).to_json())
+        for name, addr in (("lb2", "10.0.0.3"), ("lb1", "10.0.0.2"))
+    ]
+    cfg = replace(BASE, balancers=balancer_addresses(records))
+    ident = section(render_box_config(cfg)["pjsip.conf"], BALANCER_ENDPOINT, "identify")
+    assert [line for line in ident if line.startswith("match")] == [
+        "match = 10.0.0.2",
+        "match = 10.0.0.3",
+    ]
 
 
 def test_an_agent_on_a_balancer_address_needs_no_endpoint_of_its_own() -> None:

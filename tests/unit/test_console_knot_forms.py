@@ -260,10 +260,25 @@ def test_a_co_owner_without_push_rights_cannot_edit_even_with_the_same_repositor
     assert r.status_code == 303, r.text
 
 
+def test_owners_are_users_who_may_push_to_the_repository(client: TestClient) -> None:
+    """Issue 10, finding 9: the worker pushes as an owner, so the creator
+    cannot list just anyone."""
+    csrf = login(client, "alice")
+    for owners, error in (
+        ("alice, bob", "owner bob may not push to alice/web"),
+        ("alice, nobody", "owner &#39;nobody&#39; is not a user"),
+    ):
+        r = client.post("/knots/new", data={**knot_form(owners=owners), "csrf_token": csrf})
+        assert r.status_code == 400 and error in r.text, r.text[-2000:]
+    r = client.post("/knots/new", data={**knot_form(owners="alice"), "csrf_token": csrf})
+    assert r.status_code == 303
+
+
 def test_an_edit_in_the_console_is_what_the_cli_shows(
     client: TestClient, app_parts: tuple[TestClient, FactoryState, str]
 ) -> None:
     factory_db = app_parts[2]
+    app_parts[1].ownership.grant("alice", "bob", ["pull", "push"])  # bob may be an owner
     csrf = login(client, "alice")
     form = client.get("/knots/app/edit")
     assert form.status_code == 200 and field_value(form.text, "git_url") == "/src/app"

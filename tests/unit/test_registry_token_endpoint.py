@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from asterfleet.auth import (
     Authenticator,
+    LoginLimiter,
     add_user,
     create_token,
     list_tokens,
@@ -23,7 +24,7 @@ from asterfleet.auth import (
 )
 from asterfleet.db import ApiToken, Database, open_database
 from asterfleet.registry import keys
-from asterfleet.registry.app import create_app
+from asterfleet.registry.app import create_app, registry_routes
 from asterfleet.registry.config import write_config
 from asterfleet.registry.ownership import Ownership
 from asterfleet.registry.schema import create_tables
@@ -53,7 +54,15 @@ def setup(tmp_path: Path) -> Iterator[Served]:
     db = open_database(str(tmp_path / "console.db"))
     add_user(db, "alice", "alice-password")
     add_user(db, "bob", "bob-password")
-    app = create_app(settings, engine, Authenticator(db), reconcile_interval=3600, cache_seconds=0)
+    routes = registry_routes(
+        settings,
+        engine,
+        # A window longer than any test here takes, however slow argon2 is.
+        Authenticator(db, LoginLimiter(window=3600)),
+        reconcile_interval=3600,
+        cache_seconds=0,
+    )
+    app = create_app(routes)
     issuer = Issuer(keys.load(tmp_path / "cfg"), SERVICE, SERVICE)
     with TestClient(app) as client:
         yield Served(client, db, Ownership(engine), issuer)

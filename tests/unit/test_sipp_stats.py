@@ -146,7 +146,7 @@ def test_read_stat_file_missing(tmp_path: Path) -> None:
 
 
 def test_scenarios_are_packaged(tmp_path: Path) -> None:
-    for name in ("uas.xml", "uas_503.xml", "uac.xml"):
+    for name in ("uas.xml", "uas_401.xml", "uas_503.xml", "uac.xml"):
         text = scenario_path(name, tmp_path).read_text()
         assert text.lstrip().startswith("<?xml")
     uas = scenario_path("uas.xml", tmp_path).read_text()

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from asterfleet.capture.hepconf import HepConf, render_hep_conf
 from asterfleet.errors import UsageError
+from asterfleet.fleet.model import BalancerStatus
 
 # Endpoint, context and user names (also used by the node agent and the docs).
 BALANCER_ENDPOINT = "fleet-balancers"
@@ -106,6 +108,12 @@ def _check_address(what: str, value: str, network: bool = False) -> None:
     except ValueError:
         kind = "an IP address or network (10.0.0.0/24)" if network else "an IP address"
         raise UsageError(f"{what} {value!r} is not {kind}") from None
+
+
+def balancer_addresses(records: Iterable[BalancerStatus]) -> tuple[str, ...]:
+    """The SIP addresses the balancers publish in their records, each once,
+    in a stable order (so the rendered pjsip.conf does not churn)."""
+    return tuple(sorted({a for r in records for a in r.sip_addresses}))
 
 
 def check(cfg: BoxConfig) -> None:

@@ -13,7 +13,7 @@ import time
 from sqlalchemy import delete, select
 
 from asterfleet.auth.principal import Principal, password_principal
-from asterfleet.auth.secrets_ import digest, new_secret
+from asterfleet.auth.secrets_ import digest, held_by, new_secret
 from asterfleet.db import ApiToken, Database, RefreshToken, User
 
 REFRESH_PREFIX = "afr_"
@@ -45,18 +45,14 @@ def create_refresh_token(
 
 def refresh_principal(db: Database, secret: str, service: str) -> Principal | None:
     """Who a refresh token stands for now, or None when it no longer does."""
-    if not secret.startswith(REFRESH_PREFIX) or len(secret) > 200:
+    if not secret.startswith(REFRESH_PREFIX):
         return None
     now = time.time()
     with db.session() as s:
-        row = s.execute(
-            select(RefreshToken, User)
-            .join(User, User.id == RefreshToken.user_id)
-            .where(RefreshToken.secret_hash == digest(secret))
-        ).first()
-        if row is None:
+        found = held_by(s, RefreshToken, "secret_hash", secret)
+        if found is None:
             return None
-        refresh, user = row
+        refresh, user = found
         if refresh.service != service or refresh.expires_at <= now:
             return None
         if refresh.token_id is None:

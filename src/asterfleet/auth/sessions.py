@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
-from asterfleet.auth.secrets_ import digest, new_secret
+from asterfleet.auth.secrets_ import digest, held_by, new_secret
 from asterfleet.db import Database, User
 from asterfleet.db import Session as DbSession
 
@@ -53,17 +53,11 @@ def create_session(
 
 
 def lookup_session(db: Database, cookie: str) -> SessionInfo | None:
-    if not cookie or len(cookie) > 200:
-        return None
     with db.session() as s:
-        row = s.execute(
-            select(DbSession, User)
-            .join(User, User.id == DbSession.user_id)
-            .where(DbSession.id_hash == digest(cookie))
-        ).first()
-        if row is None:
+        found = held_by(s, DbSession, "id_hash", cookie)
+        if found is None:
             return None
-        sess, user = row
+        sess, user = found
         if sess.expires_at < time.time():
             s.delete(sess)
             return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 
 from asterfleet.auth.principal import Principal
-from asterfleet.auth.secrets_ import digest, new_secret
+from asterfleet.auth.secrets_ import digest, held_by, new_secret
 from asterfleet.db import ApiToken, Database, RefreshToken, User
 from asterfleet.errors import UsageError
 from asterfleet.tokenscope import PLAIN_SCOPES, is_scope
@@ -168,17 +168,13 @@ def is_token(secret: str) -> bool:
 
 def verify_token(db: Database, secret: str) -> TokenInfo | None:
     """The token's info if ``secret`` is a live token; records its last use."""
-    if not is_token(secret) or len(secret) > 200:
+    if not is_token(secret):
         return None
     with db.session() as s:
-        row = s.execute(
-            select(ApiToken, User)
-            .join(User, User.id == ApiToken.user_id)
-            .where(ApiToken.token_hash == digest(secret))
-        ).first()
-        if row is None:
+        found = held_by(s, ApiToken, "token_hash", secret)
+        if found is None:
             return None
-        token, user = row
+        token, user = found
         info = _info(token, user)
         if not info.active:
             return None

@@ -61,6 +61,8 @@ class BalancerConfig:
     # How often Kamailio's in-memory dispatcher state is compared with the
     # rendered list (also right after each apply); 0 turns the check off.
     kamailio_reconcile_interval: float = 2.0
+    # The Kamailio's SIP address(es), published in the status record.
+    sip_addresses: tuple[str, ...] = ()
 
 
 class BalancerMetrics:
@@ -394,6 +396,7 @@ class BalancerAgent:
             last_error=self.last_error,
             algorithm=self.cfg.algorithm.value,
             agent_version=__version__,
+            sip_addresses=self.cfg.sip_addresses,
             updated_at=time.time(),
         )
 

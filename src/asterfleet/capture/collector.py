@@ -44,9 +44,10 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector as PromCollector
 
-from asterfleet.capture.hep import REASONS, HepError, StreamFramer, parse_hep
+from asterfleet.capture.hep import REASONS, HepError, HepPacket, StreamFramer, parse_hep
+from asterfleet.capture.rtcp import PROTO_RTCP, RtcpError, parse_rtcp
 from asterfleet.capture.sip_index import SipError, parse_sip
-from asterfleet.capture.store import Row, Store, normalise_url
+from asterfleet.capture.store import RTCP_TAG, Row, Store, normalise_url
 from asterfleet.errors import UsageError
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ def parse_listen(text: str) -> list[Listen]:
 def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
     """One HEP packet → a row for :class:`Store`; HepError/SipError otherwise."""
     pkt = parse_hep(data, auth_key)
+    if pkt.proto_type == PROTO_RTCP:
+        return rtcp_row(pkt, now_us)
     if pkt.proto_type != 1:
         raise HepError("not_sip", f"HEP protocol type {pkt.proto_type} is not SIP")
     sip = parse_sip(pkt.payload)
@@ -117,6 +120,37 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         pkt.correlation_id,
         pkt.payload,
         sip.opens_call,
+    )
+
+
+def rtcp_row(pkt: HepPacket, now_us: int) -> Row:
+    """An RTCP report (HEP type 5) → ``(RTCP_TAG, block rows)`` for :class:`Store`."""
+    if not pkt.correlation_id:
+        raise HepError("no_call_id", "HEP RTCP packet has no correlation id (Call-ID)")
+    ts = pkt.ts_sec * 1_000_000 + pkt.ts_usec if pkt.ts_sec else now_us
+    try:
+        blocks = parse_rtcp(pkt.payload, ts)
+    except RtcpError as exc:
+        raise HepError("bad_rtcp", str(exc)) from None
+    head = (ts, pkt.correlation_id, pkt.capture_host)
+    addr = (pkt.src_ip, pkt.src_port, pkt.dst_ip, pkt.dst_port)
+    return (
+        RTCP_TAG,
+        tuple(
+            (
+                *head,
+                *addr,
+                b.ssrc,
+                b.report_type,
+                b.source_ssrc,
+                b.fraction_lost,
+                b.packets_lost,
+                b.jitter_ms,
+                b.rtt_ms,
+                b.mos,
+            )
+            for b in blocks
+        ),
     )
 
 

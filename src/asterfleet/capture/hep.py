@@ -61,6 +61,8 @@ REASONS = (
     "not_sip",
     "bad_sip",
     "auth",
+    "bad_rtcp",
+    "no_call_id",
 )
 
 _U16 = struct.Struct("!H")

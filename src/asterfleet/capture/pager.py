@@ -30,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from asterfleet.capture.search import CallSummary, MessageQuery, escape_like, summarise_call
-from asterfleet.capture.store import Message, Store, messages
+from asterfleet.capture.store import Message, Store, messages, rtcp_reports
 from asterfleet.errors import UsageError
 
 MAX_PAGE = 500
@@ -128,6 +128,9 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
         else:
             pattern = b"%" + escape_like(q.text).encode() + b"%"
             conds.append(in_call(o.raw.like(sa.literal(pattern, sa.LargeBinary), escape="\\")))
+    if q.mos_below is not None:
+        r = rtcp_reports.c
+        conds.append(sa.exists().where(r.call_id == c.call_id, r.mos < q.mos_below))
     if dialect == "sqlite":
         for column, prefix in (
             (messages.c.from_user, q.from_user),

@@ -40,6 +40,8 @@ class MessageQuery:
     text: str | None = None
     #: List calls opened by OPTIONS (the balancers' probes), hidden otherwise.
     options: bool = False
+    #: Calls with a stream whose estimated MOS (RTCP, see capture.rtcp) fell below this.
+    mos_below: float | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from asterfleet.errors import UsageError
-from asterfleet.storage import check_opens
+from asterfleet.storage import open_engine
 
 #: Column order of a row tuple handed to :meth:`Store.insert_rows`.
 COLUMNS = (
@@ -79,6 +79,69 @@ messages = sa.Table(
     sa.Index("ix_sip_messages_from_user", "from_user"),
     sa.Index("ix_sip_messages_to_user", "to_user"),
 )
+
+
+#: Tag in a row's first place: an RTCP report (HEP type 5), not a SIP message.
+RTCP_TAG = "rtcp"
+
+#: Columns of ``rtcp_reports``: one row per report block (one stream, one report).
+RTCP_COLUMNS = (
+    "ts_us",
+    "call_id",
+    "capture_host",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "ssrc",
+    "report_type",
+    "source_ssrc",
+    "fraction_lost",
+    "packets_lost",
+    "jitter_ms",
+    "rtt_ms",
+    "mos",
+)
+
+rtcp_reports = sa.Table(
+    "rtcp_reports",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Column("call_id", sa.Text, nullable=False),
+    sa.Column("capture_host", sa.Text, nullable=False),
+    sa.Column("src_ip", sa.Text, nullable=False),
+    sa.Column("src_port", sa.Integer, nullable=False),
+    sa.Column("dst_ip", sa.Text, nullable=False),
+    sa.Column("dst_port", sa.Integer, nullable=False),
+    sa.Column("ssrc", sa.BigInteger, nullable=False),
+    sa.Column("report_type", sa.Integer, nullable=False),
+    sa.Column("source_ssrc", sa.BigInteger, nullable=False),
+    sa.Column("fraction_lost", sa.Float, nullable=False),
+    sa.Column("packets_lost", sa.BigInteger, nullable=False),
+    sa.Column("jitter_ms", sa.Float, nullable=False),
+    sa.Column("rtt_ms", sa.Float),
+    sa.Column("mos", sa.Float, nullable=False),
+    sa.Index("ix_rtcp_reports_call_id", "call_id", "mos"),
+    sa.Index("ix_rtcp_reports_ts", "ts_us"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamQuality:
+    """One stream of a call (its SSRC), from its latest RTCP report."""
+
+    source_ssrc: int
+    #: The reporter: the receiver of the stream (its address).
+    reporter: str
+    reports: int
+    fraction_lost: float
+    packets_lost: int
+    jitter_ms: float
+    rtt_ms: float | None
+    mos: float
+    #: The lowest MOS of any of its reports.
+    min_mos: float
 
 
 #: The Calls list's walk: call openings, newest first (covering the walk's columns).
@@ -200,7 +263,7 @@ class Store:
     def __init__(self, url: str, create: bool = True) -> None:
         self.url = normalise_url(url)
         try:
-            self.engine: Engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self.engine: Engine = open_engine(url, extra_pragmas=("synchronous=NORMAL",))
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise UsageError(
                 f"database URL {url!r} is not usable ({exc}): give a SQLite file path "
@@ -209,13 +272,13 @@ class Store:
         self.dialect = self.engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
             raise UsageError(f"database URL {url!r}: only SQLite and PostgreSQL are supported")
-        if self.dialect == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        check_opens(self.engine)
         if create:
             metadata.create_all(self.engine)
         _rename_node_column(self.engine)
         _add_opens_call(self.engine)
+        # Databases written before RTCP was stored lack its table (as do
+        # stores opened with create=False): add it, the messages stay.
+        rtcp_reports.create(self.engine, checkfirst=True)
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
@@ -228,9 +291,22 @@ class Store:
     # -- writing -----------------------------------------------------------
 
     def insert_rows(self, rows: Sequence[Row]) -> None:
-        """Insert a batch in one transaction (all or nothing)."""
+        """Insert a batch in one transaction (all or nothing).
+
+        SIP rows are in :data:`COLUMNS` order; an RTCP row is
+        ``(RTCP_TAG, block_rows)`` with block rows in :data:`RTCP_COLUMNS` order.
+        """
         if not rows:
             return
+        rtcp = [block for r in rows if r[0] == RTCP_TAG for block in r[1]]
+        if rtcp:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    rtcp_reports.insert(), [dict(zip(RTCP_COLUMNS, b, strict=True)) for b in rtcp]
+                )
+            rows = [r for r in rows if r[0] != RTCP_TAG]
+            if not rows:
+                return
         raw = self.engine.raw_connection()
         try:
             driver: Any = raw.driver_connection
@@ -251,7 +327,10 @@ class Store:
             raw.close()
 
     def delete_older_than(self, cutoff_us: int, chunk: int = 50_000) -> int:
-        """Delete messages captured before ``cutoff_us``; how many."""
+        """Delete messages (and RTCP reports) captured before ``cutoff_us``;
+        how many messages."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(rtcp_reports).where(rtcp_reports.c.ts_us < cutoff_us))
         total = 0
         while True:
             ids = sa.select(messages.c.id).where(messages.c.ts_us < cutoff_us).limit(chunk)
@@ -320,6 +399,34 @@ class Store:
         with self.engine.connect() as conn:
             return [message_from_row(r) for r in conn.execute(query)]
 
+    def stream_quality(self, call_id: str) -> list[StreamQuality]:
+        """A call's streams (by SSRC and reporter), latest report each."""
+        t = rtcp_reports.c
+        query = sa.select(rtcp_reports).where(t.call_id == call_id).order_by(t.ts_us, t.id)
+        latest: dict[tuple[int, str], Any] = {}
+        counts: dict[tuple[int, str], int] = {}
+        lowest: dict[tuple[int, str], float] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                key = (row.source_ssrc, _hostport(row.src_ip, row.src_port))
+                latest[key] = row
+                counts[key] = counts.get(key, 0) + 1
+                lowest[key] = min(lowest.get(key, 5.0), row.mos)
+        return [
+            StreamQuality(
+                source_ssrc=key[0],
+                reporter=key[1],
+                reports=counts[key],
+                fraction_lost=row.fraction_lost,
+                packets_lost=row.packets_lost,
+                jitter_ms=row.jitter_ms,
+                rtt_ms=row.rtt_ms,
+                mos=row.mos,
+                min_mos=lowest[key],
+            )
+            for key, row in latest.items()
+        ]
+
     def messages_of_calls(self, call_ids: Sequence[str]) -> list[Message]:
         """Every message of these calls, in capture order."""
         if not call_ids:
@@ -380,11 +487,3 @@ def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
         columns = {c["name"] for c in sa.inspect(engine).get_columns("sip_messages")}
         if column not in columns:
             raise
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()

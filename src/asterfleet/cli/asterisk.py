@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from asterfleet.capture.hepconf import UUID_TYPES, HepConf, render_hep_conf
-from asterfleet.cli.common import PortOpt, user_errors
+from asterfleet.cli.common import ENV, ClusterOpt, PortOpt, etcd_options, etcd_security, user_errors
 from asterfleet.errors import UsageError
 
 app = typer.Typer(
@@ -64,6 +64,7 @@ def hep_conf(
 
 
 @app.command("config")
+@etcd_options
 def config(
     out: Path = typer.Option(..., "--out", help="Directory to write the files into (created)."),
     balancer: list[str] = typer.Option(
@@ -71,8 +72,16 @@ def config(
         "--balancer",
         envvar="ASTERFLEET_BALANCERS",
         help="Address (or network) of a load balancer; repeat for each. Calls are accepted "
-        "only from these.",
+        "only from these. Without it, --etcd is read.",
     ),
+    etcd: str | None = typer.Option(
+        None,
+        "--etcd",
+        envvar=ENV + "ETCD",
+        help="etcd endpoints: without --balancer, take the balancers' SIP addresses from their "
+        "records (balancer run --sip-address).",
+    ),
+    cluster: str = ClusterOpt,
     agent_address: str = typer.Option(
         "127.0.0.1", "--agent-address", help="Address the node agent probes and counts from."
     ),
@@ -140,8 +149,11 @@ def config(
         if not sep or not start.isdigit() or not end.isdigit():
             raise UsageError(f"--rtp-ports {rtp_ports!r}: use START-END, e.g. 10000-20000")
         target = out.resolve()
+        balancers = tuple(b for item in balancer for b in item.split(",") if b)
+        if not balancers and etcd:
+            balancers = _balancers_from_etcd(etcd, cluster)
         cfg = BoxConfig(
-            balancers=tuple(b for item in balancer for b in item.split(",") if b),
+            balancers=balancers,
             ami_secret=ami_secret(os.environ),
             agent_address=agent_address,
             sip_bind=sip_bind,
@@ -174,3 +186,29 @@ def config(
         except OSError as exc:
             raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         typer.echo(f"wrote {', '.join(files)} to {target}")
+
+
+def _balancers_from_etcd(endpoints: str, cluster: str) -> tuple[str, ...]:
+    """The SIP addresses the running balancers publish in etcd."""
+    import asyncio
+
+    from asterfleet.asterisk.boxconf import balancer_addresses
+    from asterfleet.etcd_client import Etcd, parse_endpoints
+    from asterfleet.fleet.actions import read_fleet
+    from asterfleet.fleet.keys import Keyspace
+
+    parse_endpoints(endpoints)
+    security = etcd_security()
+
+    async def go() -> tuple[str, ...]:
+        async with Etcd(endpoints, security=security) as etcd:
+            view = await read_fleet(etcd, Keyspace(cluster))
+        return balancer_addresses(view.balancers)
+
+    addresses = asyncio.run(go())
+    if not addresses:
+        raise UsageError(
+            f"--etcd {endpoints}: no balancer of cluster {cluster!r} publishes a SIP address; "
+            "start them with 'asterfleet balancer run --sip-address ADDRESS' or give --balancer"
+        )
+    return addresses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -66,6 +67,14 @@ def run(
         help="Seconds between checks of Kamailio's in-memory dispatcher state against the list "
         "(also after each apply); drift such as a drained box turned active is corrected. 0: off.",
     ),
+    sip_address: list[str] = typer.Option(
+        [],
+        "--sip-address",
+        envvar=ENV + "BALANCER_SIP_ADDRESS",
+        help="Address this Kamailio sends SIP to the boxes from (repeat for several); published "
+        "in the balancer's record so 'asterfleet asterisk config --etcd' identifies it. "
+        "Default: the IP addresses of ASTERFLEET_SIP_LISTEN (Kamailio's listen sockets), if set.",
+    ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
@@ -95,6 +104,16 @@ def run(
         parse_endpoints(etcd)
         lb_id = balancer_id or default_node_id()
         check_node_id(lb_id)
+        sip_addresses = tuple(a for item in sip_address for a in item.split(",") if a)
+        if not sip_addresses and os.environ.get(ENV + "SIP_LISTEN"):
+            from asterfleet.kamailio.config import listen_addresses
+
+            sip_addresses = listen_addresses(os.environ[ENV + "SIP_LISTEN"])
+        for address in sip_addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                fail(f"--sip-address {address!r} is not an IP address: give Kamailio's SIP address")
         directory = list_file.parent if str(list_file.parent) else Path(".")
         if not directory.is_dir():
             fail(f"--list-file {list_file}: directory {directory} does not exist")
@@ -118,6 +137,7 @@ def run(
             ttl=ttl,
             min_apply_interval=min_apply_interval,
             kamailio_reconcile_interval=kamailio_reconcile_interval,
+            sip_addresses=sip_addresses,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))

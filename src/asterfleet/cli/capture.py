@@ -13,6 +13,7 @@ from asterfleet.capture.collector import CollectorSettings, parse_listen, run
 from asterfleet.capture.ladder import build_ladder
 from asterfleet.capture.pager import MAX_PAGE, STATUS_CLASSES, page_calls
 from asterfleet.capture.pcap import build_pcap
+from asterfleet.capture.rtcp import mos_threshold
 from asterfleet.capture.search import (
     MessageQuery,
     call_messages,
@@ -199,6 +200,12 @@ def search_cmd(
     options: bool = typer.Option(
         False, "--options", help="Also list OPTIONS probes (hidden otherwise)."
     ),
+    mos_below: float | None = typer.Option(
+        None,
+        "--mos-below",
+        help="Calls with a stream whose estimated MOS (from RTCP, 1.0-4.5) fell below this, "
+        "e.g. 3.5.",
+    ),
     messages: bool = typer.Option(
         False, "--messages", help="List matching messages instead of calls."
     ),
@@ -234,6 +241,7 @@ def search_cmd(
             status_class=status_class.lower() if status_class else None,
             text=text or None,
             options=options,
+            mos_below=mos_threshold(mos_below, "--mos-below"),
         )
         store = _open(db)
         try:

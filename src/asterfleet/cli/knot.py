@@ -346,7 +346,7 @@ def worker(
     """
     from prometheus_client import start_http_server
 
-    from asterfleet.db import open_database
+    from asterfleet.db import default_url, open_database
     from asterfleet.factory.worker import Worker, WorkerSettings
 
     with user_errors():
@@ -362,7 +362,9 @@ def worker(
         if buildah_root:
             settings.buildah_root = buildah_root / "root"
             settings.buildah_runroot = buildah_root / "run"
-        w = Worker(open_store(db), settings, open_database(console_db))
+        # ASTERFLEET_DB meant the factory's database for the worker, never this one.
+        identity = open_database(console_db or default_url(legacy=False))
+        w = Worker(open_store(db), settings, identity)
     if metrics_port:
         try:
             start_http_server(metrics_port, addr="127.0.0.1")

@@ -73,11 +73,12 @@ def _db(url: str | None) -> Database:
 
 
 def _ownership(url: str | None):  # type: ignore[no-untyped-def]
-    from asterfleet.factory.db import open_store
+    from asterfleet.factory.db import default_url, open_store
     from asterfleet.registry.ownership import Ownership
     from asterfleet.registry.schema import create_tables
 
-    return Ownership(create_tables(open_store(url, create=False)))
+    # ASTERFLEET_DB meant the console's database for `users`, never this one.
+    return Ownership(create_tables(open_store(url or default_url(legacy=False), create=False)))
 
 
 def _password(path: Path | None) -> str:

@@ -9,6 +9,7 @@ kept; queries run in a worker thread so a slow database never blocks pages.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from asterfleet.capture.pager import (
     page_calls,
 )
 from asterfleet.capture.pcap import build_pcap
+from asterfleet.capture.rtcp import mos_threshold
 from asterfleet.capture.search import (
     CallSummary,
     MessageQuery,
@@ -43,7 +45,7 @@ from asterfleet.capture.search import (
     parse_time,
     summarise_call,
 )
-from asterfleet.capture.store import Message, Store
+from asterfleet.capture.store import Message, Store, StreamQuality
 from asterfleet.console.live import sse_message
 from asterfleet.console.security import SESSION_COOKIE, Principal, api_user, page_user
 from asterfleet.console.state import console_state
@@ -112,6 +114,7 @@ def build_query(
     status_class: str = "",
     text: str = "",
     options: bool = False,
+    mos_below: str = "",
 ) -> MessageQuery:
     """The search form's fields as a query; ``method`` may be a status code (``486``)."""
     now = now_us if now_us is not None else int(datetime.now(UTC).timestamp() * 1_000_000)
@@ -135,6 +138,7 @@ def build_query(
         status_class=status_class or None,
         text=text.strip() or None,
         options=options,
+        mos_below=mos_threshold(mos_below, "MOS below"),
     )
 
 
@@ -183,6 +187,7 @@ async def calls_page(
     status_class: str = "",
     text: str = "",
     options: str = "",
+    mos_below: str = "",
     limit: int = 50,
     cursor: str = "",
     page: int = 1,
@@ -199,6 +204,7 @@ async def calls_page(
         "status_class": status_class,
         "text": text,
         "options": "1" if options else "",
+        "mos_below": mos_below,
     }
     error = ""
     result: CallPage | None = None
@@ -209,6 +215,7 @@ async def calls_page(
         q = build_query(
             since, until, call_id, from_user, to_user, method, None, capture_host,
             status_class=status_class, text=text, options=bool(options),
+            mos_below=mos_below,
         )  # fmt: skip
         result = await _in_store(
             request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
@@ -265,6 +272,7 @@ async def calls_live(
     status_class: str = "",
     text: str = "",
     options: str = "",
+    mos_below: str = "",
     after: int | None = None,
     user: Principal = Depends(page_user),
 ) -> Response:
@@ -274,6 +282,7 @@ async def calls_live(
         q = build_query(
             since, until, call_id, from_user, to_user, method, None, capture_host,
             status_class=status_class, text=text, options=bool(options),
+            mos_below=mos_below,
         )  # fmt: skip
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
@@ -376,6 +385,7 @@ async def call_page(
             configured=True,
         )
     summary = summarise_call(msgs)
+    streams = await _in_store(request, Store.stream_quality, call_id)
     flow = call_flow(msgs)
     start = min(f.ts_us for f in flow)
     rows = [
@@ -401,6 +411,7 @@ async def call_page(
         status_class=status_class(summary.final_status),
         ladder=Markup(render_svg(build_ladder(msgs))),  # render_svg escapes every text
         rows=rows,
+        streams=streams,
         pcap_href=call_href(call_id) + "/pcap",
     )
 
@@ -464,9 +475,22 @@ class MessageOut(BaseModel):
     text: str = Field(description="the raw SIP message")
 
 
+class StreamOut(BaseModel):
+    source_ssrc: int = Field(description="SSRC of the RTP stream reported on")
+    reporter: str = Field(description="address of the stream's receiver that sent the report")
+    reports: int = Field(description="RTCP reports received for this stream")
+    fraction_lost: float = Field(description="share lost since the previous report, 0..1")
+    packets_lost: int = Field(description="packets lost since the stream began")
+    jitter_ms: float
+    rtt_ms: float | None = Field(description="round-trip time; null when it cannot be told")
+    mos: float = Field(description="estimated MOS (simplified E-model, G.711), latest report")
+    min_mos: float = Field(description="lowest estimated MOS of any report")
+
+
 class CallDetailOut(BaseModel):
     call: CallOut
     messages: list[MessageOut]
+    streams: list[StreamOut] = Field(description="media quality per stream, from RTCP (HEP 5)")
 
 
 def _need_read(who: Principal) -> None:
@@ -520,6 +544,9 @@ async def api_calls(
     ),
     text: str = Query("", description="text anywhere in one of the call's messages"),
     options: bool = Query(False, description="also list OPTIONS probes (hidden otherwise)"),
+    mos_below: str = Query(
+        "", description="calls with a stream whose estimated MOS (RTCP) fell below this (3.5)"
+    ),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str = Query("", description="next_cursor of the previous page"),
     who: Principal = Depends(api_user),
@@ -532,6 +559,7 @@ async def api_calls(
         q = build_query(
             since, until, call_id, from_user, to_user, method, status_code, capture_host,
             status_class=status_class, text=text, options=options,
+            mos_below=mos_below,
         )  # fmt: skip
         result: CallPage = await _in_store(request, page_calls, q, limit, decode_cursor(cursor))
     except UsageError as exc:
@@ -556,6 +584,7 @@ async def api_call(request: Request, call_id: str, who: Principal = Depends(api_
     _need_read(who)
     try:
         msgs: list[Message] = await _in_store(request, call_messages, call_id)
+        streams: list[StreamQuality] = await _in_store(request, Store.stream_quality, call_id)
     except CaptureUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     if not msgs:
@@ -563,4 +592,5 @@ async def api_call(request: Request, call_id: str, who: Principal = Depends(api_
     return CallDetailOut(
         call=CallOut.model_validate(summarise_call(msgs).as_dict()),
         messages=[_message_out(m) for m in msgs],
+        streams=[StreamOut.model_validate(dataclasses.asdict(s)) for s in streams],
     )

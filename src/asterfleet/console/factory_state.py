@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from asterfleet.auth import Authenticator
 from asterfleet.console.images_settings import ImagesSettings
+from asterfleet.db import Database
 from asterfleet.factory.db import open_store
 from asterfleet.factory.web import knot_webhook_router
 from asterfleet.registry.app import RegistryRoutes, registry_routes, running
@@ -33,6 +34,7 @@ from asterfleet.registry.schema import create_tables
 class FactoryState:
     settings: ImagesSettings
     engine: Engine
+    identity: Database  # the one identity (the console's database)
     ownership: Ownership
     routes: RegistryRoutes
     registry_host: str
@@ -69,7 +71,7 @@ def mount_factory(
     app.include_router(routes.router)
     app.include_router(knot_webhook_router(engine))
     host = images.registry_host or urlparse(token_settings.registry_url).netloc
-    state = FactoryState(images, engine, routes.ownership, routes, host)
+    state = FactoryState(images, engine, logins.db, routes.ownership, routes, host)
     app.state.factory = state
     return state
 

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
+from asterfleet.auth import get_user, password_principal
 from asterfleet.console.factory_state import FactoryState, factory_state
 from asterfleet.console.knot_access import may_add, may_edit, may_see
 from asterfleet.console.security import Principal, api_user, page_user
@@ -100,6 +101,25 @@ def _load(fs: FactoryState, name: str) -> Knot:
 # -- saving (shared by the forms and the API) -----------------------------------
 
 
+def owners_problem(fs: FactoryState, knot: Knot) -> str | None:
+    """Why the knot's owners may not stand for its pushes, or None.
+
+    The worker pushes as an owner: each listed owner must be a user who may
+    push to the repository, so a knot's creator cannot pick just anyone.
+    """
+    for name in knot.owners:
+        owner = get_user(fs.identity, name)
+        if owner is None:
+            return f"owner {name!r} is not a user: see 'asterfleet users ls'"
+        principal = password_principal(owner.username, owner.role, via="service")
+        if not fs.ownership.may(principal, knot.repository, "push"):
+            return (
+                f"owner {name} may not push to {knot.repository}: list only owners "
+                "who own its namespace or were granted push in it"
+            )
+    return None
+
+
 def _check_repository(fs: FactoryState, user: Principal, knot: Knot, before: Knot | None) -> None:
     if user.role != "admin" and (problems := admin_only_changes(knot, before)):
         raise KnotInvalid(problems)
@@ -108,6 +128,9 @@ def _check_repository(fs: FactoryState, user: Principal, knot: Knot, before: Kno
     problem = push_problem(fs, user, knot.repository)
     if problem:
         raise KnotInvalid({"repository": problem})
+    problem = owners_problem(fs, knot)
+    if problem:
+        raise KnotInvalid({"owners": problem})
 
 
 def save_new(fs: FactoryState, user: Principal, knot: Knot) -> None:

@@ -23,11 +23,12 @@ ENV = "ASTERFLEET_CONSOLE_DB"
 __all__ = ["ENV", "Database", "default_url", "migrate", "normalise_url", "open_database"]
 
 
-def default_url() -> str:
-    """``ASTERFLEET_CONSOLE_DB`` (or the deprecated ``ASTERFLEET_DB``), else a
-    SQLite file under the user's state directory."""
+def default_url(legacy: bool = True) -> str:
+    """``ASTERFLEET_CONSOLE_DB`` (or the deprecated ``ASTERFLEET_DB`` where it
+    meant the console's database: ``legacy``), else a SQLite file under the
+    user's state directory."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return store_url(ENV, f"sqlite:///{Path(state) / 'asterfleet' / 'console.db'}")
+    return store_url(ENV, f"sqlite:///{Path(state) / 'asterfleet' / 'console.db'}", legacy)
 
 
 @dataclass

@@ -15,9 +15,10 @@ ENV = "ASTERFLEET_FACTORY_DB"
 __all__ = ["DEFAULT_DB", "ENV", "as_utc", "default_url", "is_postgres", "open_store", "utcnow"]
 
 
-def default_url() -> str:
-    """``ASTERFLEET_FACTORY_DB``, the deprecated ``ASTERFLEET_DB``, or the default file."""
-    return store_url(ENV, DEFAULT_DB)
+def default_url(legacy: bool = True) -> str:
+    """``ASTERFLEET_FACTORY_DB``, the deprecated ``ASTERFLEET_DB`` (where it
+    meant the factory's database: ``legacy``), or the default file."""
+    return store_url(ENV, DEFAULT_DB, legacy)
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -133,6 +133,9 @@ class BalancerStatus(_Record):
     last_error: str | None = None
     algorithm: str = "weight"
     agent_version: str | None = None
+    # Where this balancer's Kamailio sends SIP from: Asterisk boxes identify
+    # calls by these (asterfleet asterisk config --etcd reads them).
+    sip_addresses: tuple[str, ...] = ()
     updated_at: float = 0.0
 
 

@@ -248,6 +248,24 @@ def parse_socket(value: str, what: str = "listen socket") -> tuple[str, str, int
     return proto.lower(), host, port
 
 
+def listen_addresses(listen: str) -> tuple[str, ...]:
+    """The IP addresses a Kamailio listen list (``udp:10.0.0.2:5060
+    tcp:10.0.0.2:5060``, space or comma separated) sends SIP from, each
+    once; host names and wildcards (0.0.0.0, ::) are left out because an
+    Asterisk box cannot identify a balancer by them."""
+    found: list[str] = []
+    for token in listen.replace(",", " ").split():
+        _, host, _ = parse_socket(token, "ASTERFLEET_SIP_LISTEN socket")
+        host = host.strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if not address.is_unspecified and host not in found:
+            found.append(host)
+    return tuple(found)
+
+
 def _check_path(path: Path, what: str, unix_socket: bool = False) -> None:
     text = str(path)
     if not path.is_absolute():

@@ -17,7 +17,7 @@ import httpx
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -29,15 +29,12 @@ from asterfleet.registry.catalogue import (
     repositories_in_notification,
 )
 from asterfleet.registry.config import TokenServerSettings
+from asterfleet.registry.metrics import NOTIFICATIONS
 from asterfleet.registry.ownership import Ownership
 from asterfleet.registry.server import TokenService, token_router
 from asterfleet.registry.tokens import Issuer
 
 log = structlog.get_logger("asterfleet.registry.app")
-
-NOTIFICATIONS = Counter(
-    "asterfleet_registry_notifications_total", "Registry notification envelopes", ["result"]
-)
 
 
 def notifications_router(secret: str, notify: Callable[[set[str]], None]) -> APIRouter:
@@ -171,19 +168,10 @@ async def running(routes: RegistryRoutes) -> AsyncIterator[None]:
         routes.client.close()
 
 
-def create_app(
-    settings: TokenServerSettings,
-    engine: Engine,
-    logins: Authenticator,
-    token_ttl: int = 300,
-    reconcile_interval: float = 300.0,
-    cache_seconds: float = 5.0,
-    extra_routers: Sequence[APIRouter] = (),
-) -> FastAPI:
-    """The standalone app; ``extra_routers`` are what the composing caller
-    serves beside the registry (``asterfleet registry serve``: the knots'
-    webhooks)."""
-    routes = registry_routes(settings, engine, logins, token_ttl, reconcile_interval, cache_seconds)
+def create_app(routes: RegistryRoutes, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The standalone app around :func:`registry_routes`; ``extra_routers`` are
+    what the composing caller serves beside the registry (``asterfleet
+    registry serve``: the knots' webhooks)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -199,7 +187,7 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"ok": True, "service": settings.service}
+        return {"ok": True, "service": routes.service.issuer.service}
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -24,7 +24,6 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
 from asterfleet.auth import (
@@ -34,6 +33,7 @@ from asterfleet.auth import (
     create_refresh_token,
     refresh_principal,
 )
+from asterfleet.registry.metrics import LOGIN_FAILURES, TOKENS_ISSUED
 from asterfleet.registry.ownership import Ownership
 from asterfleet.registry.scope import (
     AccessView,
@@ -46,13 +46,6 @@ from asterfleet.registry.tokens import Issuer
 from asterfleet.storage import utcnow
 
 log = structlog.get_logger("asterfleet.registry.token")
-
-TOKENS_ISSUED = Counter(
-    "asterfleet_registry_tokens_issued_total", "Registry bearer tokens issued", ["grant"]
-)
-LOGIN_FAILURES = Counter(
-    "asterfleet_registry_login_failures_total", "Failed registry logins", ["reason"]
-)
 
 
 class TokenError(Exception):

@@ -37,7 +37,7 @@ from asterfleet.runtime.process import ManagedProcess, require_binary
 from asterfleet.sipp.stats import SippError, SippStats, read_stat_file
 
 SCENARIO_PACKAGE = "asterfleet.sipp"
-SCENARIOS = ("uas.xml", "uas_503.xml", "uas_ring_503.xml", "uac.xml")
+SCENARIOS = ("uas.xml", "uas_401.xml", "uas_503.xml", "uas_ring_503.xml", "uac.xml")
 TRANSPORT_MODES = {"udp": "u1", "tcp": "t1"}
 _SIPP_MODES = ("u1", "un", "ui", "t1", "tn")
 _START_ATTEMPTS = 3

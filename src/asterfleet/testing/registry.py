@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from asterfleet.auth import Authenticator
 from asterfleet.db import Database, open_database
-from asterfleet.registry.app import create_app
+from asterfleet.registry.app import create_app, registry_routes
 from asterfleet.registry.catalogue import CatalogueSync
 from asterfleet.registry.config import CONFIG_FILE, TokenServerSettings, write_config
 from asterfleet.registry.ownership import Ownership
@@ -79,14 +79,14 @@ def registry_lab(
     )
     engine = create_tables(open_engine(db_url or f"sqlite:///{directory / 'factory.db'}"))
     db = open_database(str(directory / "console.db"))
-    app = create_app(
+    routes = registry_routes(
         settings,
         engine,
         Authenticator(db),
         reconcile_interval=reconcile_interval,
         cache_seconds=cache_seconds,
-        extra_routers=extra_routers(engine),
     )
+    app = create_app(routes, extra_routers=extra_routers(engine))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=token_port, log_level="warning")
     )

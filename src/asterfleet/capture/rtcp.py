@@ -1,0 +1,193 @@
+"""RTCP reports (HEP type 5) and the media quality estimated from them.
+
+Asterisk's ``res_hep_rtcp`` sends every RTCP report it sends or receives as a
+HEP packet of protocol type 5 whose payload is a JSON object (the Call-ID is
+the HEP correlation id)::
+
+    {"ssrc": 1, "type": 200 | 201, "report_count": 1,
+     "sender_information": null | {"ntp_timestamp_sec", "ntp_timestamp_usec",
+                                   "rtp_timestamp", "packets", "octets"},
+     "report_blocks": [{"source_ssrc", "fraction_lost", "packets_lost",
+                        "highest_seq_no", "ia_jitter", "lsr", "dlsr"}]}
+
+Each report block describes one stream (``source_ssrc``) as its receiver saw
+it. Per block we keep:
+
+- loss: ``fraction_lost / 256`` since the previous report, and the
+  cumulative ``packets_lost``;
+- jitter in ms: ``ia_jitter`` is in RTP timestamp units; the clock rate is
+  not in the report, so 8,000 Hz (G.711, the fleet's codec) is assumed:
+  ``jitter_ms = ia_jitter / 8``;
+- round-trip time (RFC 3550 §6.4.1): ``A - LSR - DLSR`` in 1/65536 s, where
+  A is the capture time as the middle 32 bits of an NTP timestamp. It is
+  right for a report the capture agent *received* (A, LSR are both its own
+  clock); for a report it sent, LSR is the far end's clock, so a value
+  outside 0..10 s or ``lsr == 0`` gives no RTT;
+- an estimated MOS from a simplified ITU-T G.107 E-model for G.711
+  (after Cole & Rosenbluth, 2001)::
+
+      d      = RTT/2 + 2*jitter + 10 ms      (one-way delay: network, a jitter
+                                              buffer of twice the jitter, 10 ms
+                                              packetisation)
+      Id     = 0.024*d + 0.11*(d - 177.3)*H(d - 177.3)     H: step function
+      Ie,eff = Ie + (95 - Ie) * Ppl / (Ppl + Bpl)           Ppl: loss in %
+               Ie = 0, Bpl = 4.3 (G.711 without PLC, G.113 Appendix I,
+               random loss: BurstR = 1)
+      R      = 93.2 - Id - Ie,eff
+      MOS    = 1                                   if R <= 0
+               4.5                                 if R >= 100
+               1 + 0.035 R + 7e-6 R (R - 60)(100 - R)  otherwise
+
+  Without an RTT, d counts only jitter buffer and packetisation.
+
+Pure: bytes in, :class:`RtcpBlock` rows out; :class:`RtcpError` is the only
+exception :func:`parse_rtcp` raises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from asterfleet.errors import UsageError
+
+#: HEP protocol type of an RTCP report (JSON payload).
+PROTO_RTCP = 5
+
+#: The assumed RTP clock rate (G.711), for jitter in timestamp units.
+CLOCK_HZ = 8000
+#: E-model constants (see the module docstring).
+R0 = 93.2
+IE_G711 = 0.0
+BPL_G711 = 4.3
+PACKETISATION_MS = 10.0
+#: An RTT above this is taken as a clock mix-up, not a measurement.
+MAX_RTT_S = 10.0
+
+_NTP_UNIX_OFFSET = 2_208_988_800
+
+
+class RtcpError(ValueError):
+    """A payload that is not an RTCP report as res_hep_rtcp sends it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = "bad_rtcp"
+
+
+@dataclass(frozen=True, slots=True)
+class RtcpBlock:
+    """One report block: one stream's quality, as its receiver reported it."""
+
+    #: SSRC of the reporter (the receiver of the stream).
+    ssrc: int
+    #: 200 (sender report) or 201 (receiver report).
+    report_type: int
+    #: SSRC of the stream reported on.
+    source_ssrc: int
+    #: Fraction of packets lost since the previous report, 0..1.
+    fraction_lost: float
+    #: Packets lost since the stream began (may be negative: duplicates).
+    packets_lost: int
+    jitter_ms: float
+    rtt_ms: float | None
+    mos: float
+
+
+def r_factor(loss_pct: float, jitter_ms: float, rtt_ms: float | None) -> float:
+    """The simplified E-model rating R for G.711 (see the module docstring)."""
+    d = (rtt_ms or 0.0) / 2 + 2 * jitter_ms + PACKETISATION_MS
+    i_d = 0.024 * d + (0.11 * (d - 177.3) if d > 177.3 else 0.0)
+    ppl = max(0.0, min(100.0, loss_pct))
+    ie_eff = IE_G711 + (95 - IE_G711) * ppl / (ppl + BPL_G711)
+    return R0 - i_d - ie_eff
+
+
+def mos_from_r(r: float) -> float:
+    """ITU-T G.107's mapping of R to an estimated MOS (1.0 … 4.5)."""
+    if r <= 0:
+        return 1.0
+    if r >= 100:
+        return 4.5
+    return 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)
+
+
+def ntp_middle32(ts_us: int) -> int:
+    """A Unix time in µs as the middle 32 bits of its NTP timestamp (LSR's unit)."""
+    sec = ts_us // 1_000_000 + _NTP_UNIX_OFFSET
+    frac16 = (ts_us % 1_000_000) * 65536 // 1_000_000
+    return ((sec & 0xFFFF) << 16) | frac16
+
+
+def rtt_ms(arrival_us: int, lsr: int, dlsr: int) -> float | None:
+    """RFC 3550 round-trip time, or None when it cannot be told (see docstring)."""
+    if lsr == 0:
+        return None
+    rtt = (ntp_middle32(arrival_us) - lsr - dlsr) & 0xFFFFFFFF
+    seconds = rtt / 65536
+    if seconds > MAX_RTT_S:
+        return None
+    return seconds * 1000
+
+
+def mos_threshold(value: float | str | None, name: str) -> float | None:
+    """A ``mos_below`` filter value, checked: a number from 1 to 4.5 (or None)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        mos = float(value)
+    except ValueError:
+        mos = math.nan
+    if not 1.0 <= mos <= 5.0:
+        raise UsageError(f"{name} {value!r}: give an estimated MOS from 1.0 to 5.0, e.g. 3.5")
+    return mos
+
+
+def _int(obj: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RtcpError(f"RTCP report: {key!r} is {value!r}, not an integer")
+    if not low <= value <= high:
+        raise RtcpError(f"RTCP report: {key!r} = {value} is outside {low}..{high}")
+    return value
+
+
+def parse_rtcp(payload: bytes, ts_us: int) -> list[RtcpBlock]:
+    """The report blocks of one res_hep_rtcp payload captured at ``ts_us``."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise RtcpError(f"RTCP payload is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RtcpError("RTCP payload is not a JSON object")
+    ssrc = _int(doc, "ssrc", -(2**31), 2**32 - 1) & 0xFFFFFFFF
+    report_type = _int(doc, "type", 200, 201)
+    blocks = doc.get("report_blocks")
+    if not isinstance(blocks, list):
+        raise RtcpError("RTCP report: 'report_blocks' is not a list")
+    out = []
+    for block in blocks[:31]:  # RC is 5 bits
+        if not isinstance(block, dict):
+            raise RtcpError("RTCP report: a report block is not an object")
+        fraction = _int(block, "fraction_lost", 0, 255) / 256
+        lost = _int(block, "packets_lost", -(2**31), 2**32 - 1)
+        jitter = _int(block, "ia_jitter", -(2**31), 2**32 - 1) & 0xFFFFFFFF
+        lsr = _int(block, "lsr", -(2**31), 2**32 - 1) & 0xFFFFFFFF
+        dlsr = _int(block, "dlsr", -(2**31), 2**32 - 1) & 0xFFFFFFFF
+        jitter_ms = jitter * 1000 / CLOCK_HZ
+        rtt = rtt_ms(ts_us, lsr, dlsr)
+        out.append(
+            RtcpBlock(
+                ssrc=ssrc,
+                report_type=report_type,
+                source_ssrc=_int(block, "source_ssrc", -(2**31), 2**32 - 1) & 0xFFFFFFFF,
+                fraction_lost=fraction,
+                packets_lost=lost,
+                jitter_ms=jitter_ms,
+                rtt_ms=rtt,
+                mos=round(mos_from_r(r_factor(fraction * 100, jitter_ms, rtt)), 2),
+            )
+        )
+    return out

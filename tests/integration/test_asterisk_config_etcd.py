@@ -1,0 +1,106 @@
+"""`asterfleet asterisk config --etcd`: the balancers publish their SIP
+addresses in their records (balancer run --sip-address), and a box's
+pjsip.conf identifies exactly those, read from a real etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asterfleet.etcd_client import Etcd
+from asterfleet.etcdtools.server import start_single
+from asterfleet.fleet.actions import read_fleet
+from asterfleet.fleet.keys import Keyspace
+from asterfleet.lab.stack import agent_argv
+from asterfleet.runtime.process import ManagedProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def published(endpoint: str, cluster: str) -> dict[str, tuple[str, ...]]:
+    async def go() -> dict[str, tuple[str, ...]]:
+        async with Etcd(endpoint) as etcd:
+            view = await read_fleet(etcd, Keyspace(cluster))
+        return {b.id: b.sip_addresses for b in view.balancers}
+
+    return asyncio.run(go())
+
+
+def asterisk_config(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asterfleet", "asterisk", "config", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ASTERFLEET_AMI_SECRET": "s3cret", "ASTERFLEET_BALANCERS": ""},
+        timeout=120,
+    )
+
+
+def test_config_identifies_the_balancers_published_in_etcd(tmp_path: Path) -> None:
+    server = start_single(tmp_path / "etcd")
+    balancers: list[ManagedProcess] = []
+    try:
+        endpoint = server.endpoint
+        # Nothing published yet: one clear line, exit 2.
+        none = asterisk_config(tmp_path / "none", "--etcd", endpoint, "--cluster", "c1")
+        assert none.returncode == 2
+        assert "--sip-address" in none.stderr and len(none.stderr.strip().splitlines()) == 1
+
+        # lb1 takes the default (Kamailio's listen sockets), lb2 is told.
+        for lb_id, flags, env in (
+            ("lb1", [], {"ASTERFLEET_SIP_LISTEN": "udp:10.0.0.2:5060 tcp:10.0.0.2:5060"}),
+            ("lb2", ["--sip-address", "10.0.0.3", "--sip-address", "fd00::3"], {}),
+        ):
+            argv = agent_argv(
+                "balancer", "run", "--etcd", endpoint, "--cluster", "c1", "--id", lb_id,
+                "--list-file", str(tmp_path / f"{lb_id}.list"),
+                # No Kamailio here: the agent publishes its record all the same.
+                "--rpc", str(tmp_path / f"{lb_id}.sock"), *flags,
+            )  # fmt: skip
+            proc = ManagedProcess(lb_id, argv, tmp_path / f"{lb_id}.log", env=env)
+            balancers.append(proc.start())
+        wait_for(
+            lambda: (
+                published(endpoint, "c1") == {"lb1": ("10.0.0.2",), "lb2": ("10.0.0.3", "fd00::3")}
+            ),
+            30,
+            what="both balancers' records with their SIP addresses",
+        )
+
+        out = tmp_path / "etc"
+        done = asterisk_config(out, "--etcd", endpoint, "--cluster", "c1")
+        assert done.returncode == 0, done.stderr
+        pjsip = (out / "pjsip.conf").read_text()
+        matches = [line for line in pjsip.splitlines() if line.startswith("match = ")]
+        for address in ("10.0.0.2", "10.0.0.3", "fd00::3"):
+            assert f"match = {address}" in matches
+        # --balancer wins over etcd.
+        given = asterisk_config(
+            tmp_path / "given", "--etcd", endpoint, "--cluster", "c1", "--balancer", "10.9.9.9"
+        )
+        assert given.returncode == 0, given.stderr
+        pjsip = (tmp_path / "given" / "pjsip.conf").read_text()
+        assert "match = 10.9.9.9" in pjsip and "match = 10.0.0.2" not in pjsip
+    finally:
+        for proc in balancers:
+            proc.stop()
+        server.stop()
+
+
+def test_balancer_run_refuses_a_sip_address_that_is_not_one(tmp_path: Path) -> None:
+    done = subprocess.run(
+        agent_argv(
+            "balancer", "run", "--etcd", "127.0.0.1:1", "--list-file", str(tmp_path / "d.list"),
+            "--rpc", str(tmp_path / "k.sock"), "--sip-address", "lb.example",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "lb.example" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,315 @@
+"""RTCP reports (HEP type 5, JSON as Asterisk's res_hep_rtcp sends them):
+the parser, the E-model, storage per call and stream, and the MOS filter."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asterfleet.capture.collector import packet_to_row
+from asterfleet.capture.hep import HepError, HepPacket, encode_hep
+from asterfleet.capture.pager import page_calls
+from asterfleet.capture.rtcp import (
+    PROTO_RTCP,
+    RtcpError,
+    mos_from_r,
+    mos_threshold,
+    ntp_middle32,
+    parse_rtcp,
+    r_factor,
+    rtt_ms,
+)
+from asterfleet.capture.search import MessageQuery
+from asterfleet.capture.store import Store
+from asterfleet.errors import UsageError
+from tests.unit.test_capture_pager import T0, answered
+
+# -- the E-model ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("r", "mos"),
+    [
+        (-5.0, 1.0),
+        (0.0, 1.0),
+        (50.0, 2.575),  # 1 + 1.75 - 0.175
+        (60.0, 3.1),  # the cubic term vanishes
+        (80.0, 4.024),  # 1 + 2.8 + 0.224
+        (93.2, 4.409),  # G.711, no impairment
+        (100.0, 4.5),
+        (120.0, 4.5),
+    ],
+)
+def test_mos_from_r_known_points(r: float, mos: float) -> None:
+    assert mos_from_r(r) == pytest.approx(mos, abs=0.001)
+
+
+@pytest.mark.parametrize(
+    ("loss_pct", "jitter_ms", "rtt", "r"),
+    [
+        # d = 10 ms: Id = 0.24, no loss → 92.96
+        (0.0, 0.0, None, 92.96),
+        # d = 10 + 2*20 + 50 = 100 ms: Id = 2.4
+        (0.0, 20.0, 100.0, 90.8),
+        # d = 10 + 400/2 = 210 ms: Id = 5.04 + 0.11*32.7 = 8.637
+        (0.0, 0.0, 400.0, 84.563),
+        # 1 % loss: Ie,eff = 95 * 1 / 5.3 = 17.925
+        (1.0, 0.0, None, 75.035),
+        # 5 % loss: 95 * 5 / 9.3 = 51.075
+        (5.0, 0.0, None, 41.885),
+        # 100 % loss: Ie,eff = 95 * 100 / 104.3
+        (100.0, 0.0, None, 92.96 - 91.083),
+    ],
+)
+def test_r_factor_table(loss_pct: float, jitter_ms: float, rtt: float | None, r: float) -> None:
+    assert r_factor(loss_pct, jitter_ms, rtt) == pytest.approx(r, abs=0.001)
+
+
+def test_rtt_from_lsr_and_dlsr() -> None:
+    arrival = T0 + 500_000
+    sent = T0  # our SR left 500 ms before the RR arrived; the far end held it 400 ms
+    lsr = ntp_middle32(sent)
+    assert rtt_ms(arrival, lsr, 400 * 65536 // 1000) == pytest.approx(100.0, abs=0.1)
+    assert rtt_ms(arrival, 0, 0) is None  # no SR received yet
+    assert rtt_ms(arrival, lsr, 600 * 65536 // 1000) is None  # negative: another clock
+
+
+# -- the parser ----------------------------------------------------------------
+
+
+def report(*blocks: dict[str, Any], rtype: int = 201, ssrc: int = 0x1111) -> dict[str, Any]:
+    sender = (
+        {"ntp_timestamp_sec": 1, "ntp_timestamp_usec": 2, "rtp_timestamp": 3, "packets": 4,
+         "octets": 5}
+        if rtype == 200
+        else None
+    )  # fmt: skip
+    return {"ssrc": ssrc, "type": rtype, "report_count": len(blocks),
+            "sender_information": sender, "report_blocks": list(blocks)}  # fmt: skip
+
+
+def block(source: int = 0x2222, fraction: int = 0, lost: int = 0, jitter: int = 0,
+          lsr: int = 0, dlsr: int = 0) -> dict[str, Any]:  # fmt: skip
+    return {"source_ssrc": source, "fraction_lost": fraction, "packets_lost": lost,
+            "highest_seq_no": 70000, "ia_jitter": jitter, "lsr": lsr, "dlsr": dlsr}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("doc", "expect"),
+    [
+        # clean receiver report, 20 ms jitter (160 units at 8 kHz): d = 50 ms, R = 92.0
+        (report(block(jitter=160)), [(0x2222, 0.0, 0, 20.0, None, 4.38)]),
+        # sender report, 64/256 = 25 % lost: Ie,eff = 81.06, R = 11.90
+        (report(block(fraction=64, lost=250), rtype=200), [(0x2222, 0.25, 250, 0.0, None, 1.06)]),
+        # two streams in one report: 1.17 % lost (R = 72.61); 1 ms jitter (R = 92.91)
+        (
+            report(block(source=1, fraction=3, lost=3), block(source=2, jitter=8)),
+            [(1, 3 / 256, 3, 0.0, None, 3.72), (2, 0.0, 0, 1.0, None, 4.4)],
+        ),
+        # an SR with no report blocks (nothing received yet)
+        (report(rtype=200), []),
+        # negative SSRC as a signed int: kept as the unsigned 32-bit value
+        (report(block(source=-1)), [(0xFFFFFFFF, 0.0, 0, 0.0, None, 4.4)]),
+    ],
+)
+def test_parse_rtcp_table(doc: dict[str, Any], expect: list[tuple[Any, ...]]) -> None:
+    got = parse_rtcp(json.dumps(doc).encode(), T0)
+    assert [
+        (b.source_ssrc, b.fraction_lost, b.packets_lost, b.jitter_ms, b.rtt_ms, b.mos) for b in got
+    ] == [(s, pytest.approx(f), lost, pytest.approx(j), r, pytest.approx(m, abs=0.01))
+          for s, f, lost, j, r, m in expect]  # fmt: skip
+    assert all(b.ssrc == doc["ssrc"] & 0xFFFFFFFF and b.report_type == doc["type"] for b in got)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"ssrc": 1}',
+        json.dumps(report(block()) | {"type": 202}).encode(),
+        json.dumps(report(block()) | {"report_blocks": {}}).encode(),
+        json.dumps(report(block(fraction=256))).encode(),
+        json.dumps(report(block() | {"ia_jitter": "5"})).encode(),
+        json.dumps(report(block() | {"lsr": True})).encode(),
+        json.dumps(report(7)).encode(),  # type: ignore[arg-type]
+        b"[" * 100_000,
+    ],
+)
+def test_parse_rtcp_rejects_bad_payloads(payload: bytes) -> None:
+    with pytest.raises(RtcpError):
+        parse_rtcp(payload, T0)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                  max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+_keys = st.sampled_from(
+    ["ssrc", "type", "report_blocks", "source_ssrc", "fraction_lost", "packets_lost",
+     "ia_jitter", "lsr", "dlsr"]
+)  # fmt: skip
+_near = st.fixed_dictionaries(
+    {"ssrc": st.integers(), "type": st.sampled_from([200, 201, 0, "x"])},
+    optional={
+        "report_blocks": st.lists(
+            st.dictionaries(_keys, st.integers() | _json, max_size=9), max_size=3
+        )
+        | _json
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | _json.map(lambda d: json.dumps(d).encode())
+       | _near.map(lambda d: json.dumps(d).encode()), st.integers(0, 2**62))  # fmt: skip
+def test_parse_rtcp_raises_only_its_own_error(payload: bytes, ts_us: int) -> None:
+    try:
+        blocks = parse_rtcp(payload, ts_us)
+    except RtcpError:
+        return
+    for b in blocks:
+        assert 1.0 <= b.mos <= 4.5
+        assert 0.0 <= b.fraction_lost < 1.0
+        assert b.rtt_ms is None or 0 <= b.rtt_ms <= 10_000
+
+
+@pytest.mark.parametrize(
+    ("value", "expect"), [(None, None), ("", None), ("3.5", 3.5), (4, 4.0), ("5", 5.0)]
+)
+def test_mos_threshold(value: Any, expect: float | None) -> None:
+    assert mos_threshold(value, "--mos-below") == expect
+
+
+@pytest.mark.parametrize("value", ["x", "0.5", "6", "nan", "inf", -1])
+def test_mos_threshold_refuses(value: Any) -> None:
+    with pytest.raises(UsageError, match="--mos-below"):
+        mos_threshold(value, "--mos-below")
+
+
+# -- the collector's row, the store, the filter --------------------------------
+
+
+def rtcp_packet(call_id: str, doc: dict[str, Any], at_us: int = T0 + 2_000_000) -> bytes:
+    return encode_hep(
+        HepPacket(
+            payload=json.dumps(doc).encode(), proto_type=PROTO_RTCP, src_ip="10.0.0.3",
+            dst_ip="10.0.0.9", src_port=10001, dst_port=20001, ts_sec=at_us // 1_000_000,
+            ts_usec=at_us % 1_000_000, capture_id=2, capture_host="ast1",
+            correlation_id=call_id,
+        )
+    )  # fmt: skip
+
+
+def test_rtcp_needs_a_call_id_and_json() -> None:
+    with pytest.raises(HepError) as err:
+        packet_to_row(rtcp_packet("", report(block())), None, T0)
+    assert err.value.reason == "no_call_id"
+    bad = encode_hep(HepPacket(payload=b"{", proto_type=PROTO_RTCP, correlation_id="c1"))
+    with pytest.raises(HepError) as err:
+        packet_to_row(bad, None, T0)
+    assert err.value.reason == "bad_rtcp"
+
+
+def test_reports_stored_per_call_and_stream_and_searchable_by_mos(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "c.db"))
+    try:
+        store.insert_rows(answered("good", 0.0, 30.0) + answered("bad", 1.0, 30.0))
+        store.insert_rows(
+            [
+                packet_to_row(rtcp_packet("good", report(block(source=7, jitter=80))), None, T0),
+                packet_to_row(rtcp_packet("bad", report(block(source=8))), None, T0),
+                # the same stream later: 12.5 % lost
+                packet_to_row(
+                    rtcp_packet(
+                        "bad", report(block(source=8, fraction=32, lost=40)), T0 + 7_000_000
+                    ),
+                    None,
+                    T0,
+                ),
+            ]
+        )
+        good, bad = store.stream_quality("good"), store.stream_quality("bad")
+        assert [(s.source_ssrc, s.reports, s.jitter_ms, s.reporter) for s in good] == [
+            (7, 1, 10.0, "10.0.0.3:10001")
+        ]
+        assert [(s.source_ssrc, s.reports, s.fraction_lost, s.packets_lost) for s in bad] == [
+            (8, 2, 0.125, 40)
+        ]
+        assert bad[0].min_mos == bad[0].mos < 3.5 < good[0].mos
+        assert store.stream_quality("none") == []
+
+        def ids(**kw: Any) -> list[str]:
+            return [c.call_id for c in page_calls(store, MessageQuery(**kw), 50, None).calls]
+
+        assert ids() == ["bad", "good"]
+        assert ids(mos_below=3.5) == ["bad"]
+        assert ids(mos_below=4.5) == ["bad", "good"]
+        assert ids(mos_below=1.0) == []
+        assert ids(mos_below=4.5, from_user="nobody") == []
+    finally:
+        store.close()
+
+
+def test_console_shows_streams_and_filters_by_mos(tmp_path: Path) -> None:
+    """The call page's media table, and ``mos_below`` on the API and the Calls page."""
+    from tests.unit.test_console_calls import call, make_client
+    from tests.unit.test_console_web import login
+
+    path = str(tmp_path / "capture.db")
+    store = Store(path)
+    try:
+        store.insert_rows(call("ok@x", T0) + call("poor@x", T0 + 10_000_000))
+        store.insert_rows(
+            [
+                packet_to_row(rtcp_packet("poor@x", report(block(source=0xB2, fraction=40,
+                                                                 lost=120, jitter=240))),
+                              None, T0),
+            ]
+        )  # fmt: skip
+    finally:
+        store.close()
+    with make_client(tmp_path, path) as client:
+        login(client)
+        page = client.get("/calls/poor@x").text
+        assert 'id="streams"' in page and "0x000000b2" in page
+        assert "15.6 %" in page and "30.0 ms" in page and ">120<" in page
+        assert "No RTCP reports" in client.get("/calls/ok@x").text
+        (stream,) = client.get("/api/v1/calls/poor@x").json()["streams"]
+        assert (stream["source_ssrc"], stream["packets_lost"], stream["jitter_ms"]) == (
+            0xB2,
+            120,
+            30.0,
+        )
+        assert client.get("/api/v1/calls/ok@x").json()["streams"] == []
+        r = client.get("/api/v1/calls", params={"mos_below": "3.5"})
+        assert [c["call_id"] for c in r.json()["calls"]] == ["poor@x"]
+        r = client.get("/api/v1/calls", params={"mos_below": "zero"})
+        assert r.status_code == 400 and "MOS below 'zero'" in r.json()["detail"]
+        listing = client.get("/calls", params={"mos_below": "3.5"}).text
+        assert 'href="/calls/poor%40x"' in listing and 'href="/calls/ok%40x"' not in listing
+
+
+def test_a_database_from_before_rtcp_gets_its_table(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE rtcp_reports")
+    store = Store(path, create=False)
+    try:
+        store.insert_rows(answered("c1", 0.0, 3.0))
+        assert store.stream_quality("c1") == []
+        assert [
+            c.call_id for c in page_calls(store, MessageQuery(mos_below=4.0), 50, None).calls
+        ] == []
+    finally:
+        store.close()
