@@ -141,6 +141,9 @@ class BalancerAgent:
         self.stopping = asyncio.Event()
         self.reported_problems: set[str] = set()
         self.dests: list[Destination] = []
+        # What Kamailio was last told to load: drift is measured against this,
+        # never against a rendering that could not be written or reloaded.
+        self.applied_dests: list[Destination] = []
         self.lease: int | None = None
         self.apply_lock = asyncio.Lock()
 
@@ -185,6 +188,7 @@ class BalancerAgent:
                 return False
             elapsed = time.perf_counter() - started
             self.applied_text = text
+            self.applied_dests = dests
             self.last_reload_ok = True
             self.last_reload_at = time.time()
             self.metrics.applies.inc()
@@ -227,7 +231,7 @@ class BalancerAgent:
             except RpcError as exc:
                 self._error(f"dispatcher.list failed: {exc}")
                 return
-            found = drift(self.dests, held)
+            found = drift(self.applied_dests, held)
             if found.none:
                 return
             try:
