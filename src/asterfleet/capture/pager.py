@@ -29,7 +29,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from asterfleet.capture.search import CallSummary, MessageQuery, escape_like, summarise_call
+from asterfleet.capture.search import (
+    CallSummary,
+    MessageQuery,
+    escape_like,
+    summarise_call,
+    where_message,
+)
 from asterfleet.capture.store import Message, Store, messages, rtcp_reports
 from asterfleet.errors import UsageError
 
@@ -82,17 +88,7 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     """
     c = messages.c
     # Written as the partial index's own predicate, so the planner can use it.
-    conds: list[sa.ColumnElement[bool]] = [c.opens_call == sa.true()]
-    if q.call_id:
-        conds.append(c.call_id == q.call_id)
-    if q.from_user:
-        conds.append(c.from_user.like(escape_like(q.from_user) + "%", escape="\\"))
-    if q.to_user:
-        conds.append(c.to_user.like(escape_like(q.to_user) + "%", escape="\\"))
-    if q.since_us is not None:
-        conds.append(c.ts_us >= q.since_us)
-    if q.until_us is not None:
-        conds.append(c.ts_us <= q.until_us)
+    conds: list[sa.ColumnElement[bool]] = [c.opens_call == sa.true(), *where_message(q)]
     if not (q.options or q.call_id or (q.method or "").upper() == "OPTIONS"):
         # The balancers' keep-alive probes: 40 % of the rows, no one's call.
         conds.append(c.method != "OPTIONS")

@@ -121,7 +121,9 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
+def where_message(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
+    """The conditions on one message's own fields (Call-ID, users, time),
+    shared by the message search and the call pager."""
     c = messages.c
     conds: list[sa.ColumnElement[bool]] = []
     if q.call_id:
@@ -134,6 +136,12 @@ def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
         conds.append(c.ts_us >= q.since_us)
     if q.until_us is not None:
         conds.append(c.ts_us <= q.until_us)
+    return conds
+
+
+def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
+    c = messages.c
+    conds = where_message(q)
     if q.method:
         conds.append(c.method == q.method.upper())
     if q.status is not None:
