@@ -135,6 +135,11 @@ def test_four_nodes_rolled_under_load_drop_no_call_and_survive_a_killed_controll
         final_rollout = rollout_status(stack)
         assert final_rollout["state"] == "succeeded", final_rollout["reason"]
         assert [n["phase"] for n in final_rollout["nodes"]] == ["done"] * 4
+        # Every new box is back in rotation: it takes real calls, not only
+        # its 5 gate calls (the last one needs a moment after its undrain).
+        for node_id in nodes:
+            box = stack.nodes[node_id]
+            wait_for(lambda b=box: b.uas.invites_received() > 5, 30, what=f"calls on new {node_id}")
     finally:
         _stop(controller, restarted)
         watcher.stop()

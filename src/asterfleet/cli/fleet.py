@@ -176,11 +176,18 @@ def _print_intent(node_id: str, intent: AdminIntent, as_json: bool) -> None:
     )
 
 
+# A node agent refreshes its call count about once a second, and the count
+# it last wrote may predate calls that just started: "drained" is believed
+# only once it has held for longer than that.
+DRAINED_SETTLE_S = 2.0
+
+
 def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None:
     """Wait until the node is ``drained`` (or has left the fleet)."""
     deadline = time.monotonic() + timeout
     last_calls: int | None = None
     last_reason: str | None = None
+    drained_since: float | None = None
     while time.monotonic() < deadline:
         try:
             view = _read_fleet(etcd, cluster)
@@ -207,8 +214,14 @@ def _wait_drained(etcd: str, cluster: str, node_id: str, timeout: float) -> None
             continue
         last_reason = None
         if node.state is EffectiveState.DRAINED:
-            console.print(f"{node_id}: drained, no calls left")
-            return
+            now = time.monotonic()
+            drained_since = now if drained_since is None else drained_since
+            if now - drained_since >= DRAINED_SETTLE_S:
+                console.print(f"{node_id}: drained, no calls left")
+                return
+            time.sleep(0.25)
+            continue
+        drained_since = None
         if node.intent is None or not node.intent.drain:
             fail(f"node {node_id!r} was undrained while waiting: stopped waiting", 1)
         if calls == 0:  # idle in a stricter state than draining (unhealthy, maintenance)
