@@ -334,8 +334,8 @@ class Writer:
                     return
                 self._batch_tx.send_bytes(pickle.dumps(batch, protocol=5))
             except OSError:
-                if batch is not None:
-                    self._settle(len(batch), 0, None)
+                if batch is not None:  # the writer is gone: this batch was not stored
+                    self._settle(0, len(batch), None)
                 return
 
     def _ack_loop(self) -> None:
@@ -462,8 +462,15 @@ class _Database:
             try:
                 self.store.insert_rows(batch)
             except Exception as exc:
-                if not _is_connection_error(exc):
-                    log.error("batch_refused", rows=len(batch), error=str(exc)[:200])
+                # A database going away mid-batch does not always say so in
+                # the error's class: if it no longer answers, wait for it.
+                if not _is_connection_error(exc) and self._answers():
+                    log.error(
+                        "batch_refused",
+                        rows=len(batch),
+                        error_type=type(exc).__name__,
+                        error=str(exc)[:200],
+                    )
                     return 0, len(batch), None
                 if self.ok:
                     log.warning("database_unavailable", error=str(exc).splitlines()[0][:200])
@@ -476,6 +483,14 @@ class _Database:
             if self.abort.wait(delay):
                 return 0, len(batch), None
             delay = min(delay * 2, 2.0)
+
+    def _answers(self) -> bool:
+        try:
+            with self.store.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception:
+            return False
+        return True
 
     def retention(self) -> None:
         s = self.settings
