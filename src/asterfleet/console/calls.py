@@ -174,49 +174,53 @@ def _unavailable_page(request: Request, user: Principal, exc: CaptureUnavailable
     )
 
 
+@dataclasses.dataclass
+class CallFilters:
+    """The Calls page's filters as the query string carries them; the page
+    and its live tail read the same ones."""
+
+    since: str = ""
+    until: str = ""
+    call_id: str = ""
+    from_user: str = ""
+    to_user: str = ""
+    method: str = ""
+    capture_host: str = ""
+    status_class: str = ""
+    text: str = ""
+    options: str = ""
+    mos_below: str = ""
+
+    def form(self) -> dict[str, str]:
+        fields = dataclasses.asdict(self)
+        fields["options"] = "1" if self.options else ""
+        return fields
+
+    def query(self) -> MessageQuery:
+        return build_query(
+            self.since, self.until, self.call_id, self.from_user, self.to_user, self.method,
+            None, self.capture_host, status_class=self.status_class, text=self.text,
+            options=bool(self.options), mos_below=self.mos_below,
+        )  # fmt: skip
+
+
 @router.get("/calls", include_in_schema=False)
 async def calls_page(
     request: Request,
-    since: str = "",
-    until: str = "",
-    call_id: str = "",
-    from_user: str = "",
-    to_user: str = "",
-    method: str = "",
-    capture_host: str = "",
-    status_class: str = "",
-    text: str = "",
-    options: str = "",
-    mos_below: str = "",
+    filters: CallFilters = Depends(),
     limit: int = 50,
     cursor: str = "",
     page: int = 1,
     user: Principal = Depends(page_user),
 ) -> Response:
-    form = {
-        "since": since,
-        "until": until,
-        "call_id": call_id,
-        "from_user": from_user,
-        "to_user": to_user,
-        "method": method,
-        "capture_host": capture_host,
-        "status_class": status_class,
-        "text": text,
-        "options": "1" if options else "",
-        "mos_below": mos_below,
-    }
+    form = filters.form()
     error = ""
     result: CallPage | None = None
     newest = 0
     try:
         if page == 1 and not cursor:
             newest = await _in_store(request, newest_message_id)
-        q = build_query(
-            since, until, call_id, from_user, to_user, method, None, capture_host,
-            status_class=status_class, text=text, options=bool(options),
-            mos_below=mos_below,
-        )  # fmt: skip
+        q = filters.query()
         result = await _in_store(
             request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
         )
@@ -262,28 +266,14 @@ LIVE_MAX_S = 300.0
 @router.get("/calls/live", include_in_schema=False)
 async def calls_live(
     request: Request,
-    since: str = "",
-    until: str = "",
-    call_id: str = "",
-    from_user: str = "",
-    to_user: str = "",
-    method: str = "",
-    capture_host: str = "",
-    status_class: str = "",
-    text: str = "",
-    options: str = "",
-    mos_below: str = "",
+    filters: CallFilters = Depends(),
     after: int | None = None,
     user: Principal = Depends(page_user),
 ) -> Response:
     """New calls matching the filters, as rendered rows (server-sent events,
     ``event: call``); each event's id is where to continue from."""
     try:
-        q = build_query(
-            since, until, call_id, from_user, to_user, method, None, capture_host,
-            status_class=status_class, text=text, options=bool(options),
-            mos_below=mos_below,
-        )  # fmt: skip
+        q = filters.query()
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     resume = request.headers.get("last-event-id", "")
