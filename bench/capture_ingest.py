@@ -1,14 +1,25 @@
-"""How fast does `asterfleet capture run` store SIP messages?
+"""How fast does `asterfleet capture run` store SIP messages, and how much
+can the load generator offer?
 
-Starts the collector as its own process (SQLite in a temp dir, or a
-throwaway PostgreSQL cluster), then a separate sender process that pushes
-pre-encoded HEP v3 packets of realistic calls (INVITE, 100, 180, 200, ACK,
-BYE, 200) at a fixed rate over UDP or TCP for N seconds. Reports, from the
-collector's own Prometheus counters: messages stored per second, loss
-(sent - stored), drops and rejects, and the p99 batch write latency.
+The load generator: ``--senders`` processes, each with its own socket and
+its own pool of pre-encoded HEP v3 packets of realistic calls (INVITE, 100,
+180, 200, ACK, BYE, 200: unique Call-IDs per process). UDP goes out with
+``sendmmsg`` (64 datagrams per system call), TCP as large ``sendall`` writes
+of consecutive packets; both paced in 5 ms steps to ``--rate`` in total (0:
+as fast as they can).
 
-    .venv/bin/python bench/capture_ingest.py --rate 50000 --seconds 10 \
-        --transport tcp --db sqlite --db postgresql
+``--offer`` measures the generator alone, against a sink process that reads
+and discards (UDP with ``recvmmsg``). Otherwise the collector runs as its
+own process (SQLite in a temp dir, or a throwaway PostgreSQL cluster, with
+``--durability on`` = PostgreSQL's defaults: fsync and synchronous commit
+on, or ``off``), the senders push for ``--seconds``, and the figures come
+from the collector's own Prometheus counters: messages stored per second,
+loss (sent - stored), drops (the collector's and the kernel's) and the p99
+batch write latency.
+
+    .venv/bin/python bench/capture_ingest.py --offer --rate 0 --senders 2
+    .venv/bin/python bench/capture_ingest.py --rate 150000 --seconds 20 \\
+        --transport tcp --db postgresql --durability on
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from asterfleet.capture import mmsg  # noqa: E402
 from asterfleet.capture.hep import HepPacket, encode_hep  # noqa: E402
 from asterfleet.runtime.ports import free_port, free_port_both  # noqa: E402
 
@@ -45,6 +57,9 @@ SDP = (
     "m=audio 10000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
     "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
 )
+#: Calls in each sender's pool (7 packets each); the pool repeats after that.
+POOL_CALLS = 3000
+TICK = 0.005
 
 
 def sip_message(kind: str, cseq: str, call: int, call_id: str) -> bytes:
@@ -93,35 +108,153 @@ def packets(calls: int, transport: str) -> list[bytes]:
     return out
 
 
-def sender(transport: str, port: int, rate: int, seconds: float) -> None:
-    """The separate sending process: prints the number of packets sent."""
-    pool = packets(3000, transport)
-    total = int(rate * seconds)
-    tick = 0.005
-    sent = 0
-    started = time.monotonic()
+# -- the load generator ----------------------------------------------------------
+
+
+def sender(transport: str, port: int, rate: float, seconds: float) -> None:
+    """One sending process (rate 0: flat out); prints what it sent as JSON."""
+    pool = packets(POOL_CALLS, transport)
+    n = len(pool)
+    budget = int(rate * seconds) if rate else None
     if transport == "tcp":
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        blob = memoryview(b"".join(pool))
+        offsets = [0]
+        for p in pool:
+            offsets.append(offsets[-1] + len(p))
+
+        def send(start: int, count: int) -> int:
+            end = start + count
+            sock.sendall(blob[offsets[start] : offsets[end]])
+            return count
+
     else:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    n = len(pool)
-    while sent < total:
-        due = min(total, int((time.monotonic() - started) * rate) + 1)
-        if due > sent:
-            chunk = [pool[i % n] for i in range(sent, due)]
-            if transport == "tcp":
-                sock.sendall(b"".join(chunk))
-            else:
-                for pkt in chunk:
-                    sock.sendto(pkt, ("127.0.0.1", port))
-            sent = due
+        sock.connect(("127.0.0.1", port))
+        if mmsg.available():
+            send = mmsg.Sender(sock.fileno(), pool).send
+        else:  # pragma: no cover - not Linux
+
+            def send(start: int, count: int) -> int:
+                for p in pool[start : start + count]:
+                    sock.send(p)
+                return count
+
+    sent = 0
+    pos = 0
+    step = 2048
+    started = time.monotonic()
+    deadline = started + seconds
+    while True:
+        now = time.monotonic()
+        if now >= deadline or (budget is not None and sent >= budget):
+            break
+        if rate:
+            due = min(budget or 0, int((now - started) * rate) + 1)
+            if due <= sent:
+                time.sleep(TICK)
+                continue
+            want = due - sent
         else:
-            time.sleep(tick)
+            want = step
+        while want > 0:
+            count = min(want, n - pos)
+            done = send(pos, count)
+            sent += done
+            want -= done
+            pos = (pos + done) % n
     elapsed = time.monotonic() - started
     sock.close()
     print(json.dumps({"sent": sent, "seconds": elapsed}))
+
+
+def sink(transport: str, port_file: str, seconds: float) -> None:
+    """Reads and discards (the receiving end of ``--offer``); prints the count."""
+    received = 0
+    if transport == "udp":
+        # Not read: a UDP sender never waits for its receiver unless the
+        # receiver holds its buffers, and what the generator offers is the
+        # question here (the kernel discards what does not fit).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        sock.bind(("127.0.0.1", 0))
+        Path(port_file).write_text(str(sock.getsockname()[1]))
+        time.sleep(seconds)
+    else:
+        server = socket.create_server(("127.0.0.1", 0))
+        Path(port_file).write_text(str(server.getsockname()[1]))
+        server.settimeout(seconds)
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(server, selectors.EVENT_READ)
+        buf = bytearray(1 << 20)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
+                if key.fileobj is server:
+                    conn, _ = server.accept()
+                    conn.setblocking(False)
+                    sel.register(conn, selectors.EVENT_READ)
+                    continue
+                conn = key.fileobj  # type: ignore[assignment]
+                try:
+                    got = conn.recv_into(buf)
+                except BlockingIOError:
+                    continue
+                if not got:
+                    sel.unregister(conn)
+                    conn.close()
+                received += got
+    print(json.dumps({"received": received}))
+
+
+def run_senders(transport: str, port: int, rate: float, seconds: float, senders: int) -> dict:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--send", transport, str(port), str(rate / senders),
+             str(seconds)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for _ in range(senders)
+    ]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sender failed ({proc.returncode})")
+        results.append(json.loads(out))
+    sent = sum(r["sent"] for r in results)
+    return {"sent": sent, "seconds": max(r["seconds"] for r in results)}
+
+
+def offer(transport: str, seconds: float, senders: int, rate: float) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
+        port_file = Path(tmp) / "port"
+        sink_proc = subprocess.Popen(
+            [sys.executable, __file__, "--sink", transport, str(port_file), str(seconds + 15)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not port_file.exists() or not port_file.read_text():
+            if time.monotonic() > deadline:
+                raise RuntimeError("sink did not start")
+            time.sleep(0.05)
+        result = run_senders(transport, int(port_file.read_text()), rate, seconds, senders)
+        sink_proc.kill()
+        sink_proc.wait()
+    return {
+        "transport": transport,
+        "senders": senders,
+        "sent": result["sent"],
+        "seconds": round(result["seconds"], 2),
+        "offered_per_s": round(result["sent"] / result["seconds"]),
+    }
+
+
+# -- the collector under load ------------------------------------------------------
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -154,22 +287,31 @@ def total(metrics: dict[str, float], name: str) -> float:
     return sum(v for k, v in metrics.items() if k.startswith(name) and "_created" not in k)
 
 
-def run_one(db: str, transport: str, rate: int, seconds: float, workdir: Path) -> dict[str, object]:
+def run_one(
+    db: str,
+    durable: bool,
+    transport: str,
+    rate: float,
+    seconds: float,
+    senders: int,
+    extra: list[str],
+    workdir: Path,
+) -> dict[str, object]:
     pg = None
     if db == "postgresql":
         from asterfleet.testing.postgres import PgSandbox
 
-        pg = PgSandbox()
+        pg = PgSandbox(durable=durable)
         url = pg.start()
     else:
-        url = str(workdir / f"bench-{transport}.db")
+        url = str(workdir / f"bench-{transport}-{time.monotonic_ns()}.db")
     hep_port = free_port_both()
     metrics_port = free_port()
     log = open(workdir / f"collector-{db}-{transport}.log", "wb")  # noqa: SIM115
     collector = subprocess.Popen(
         [sys.executable, "-m", "asterfleet.cli.capture", "run",
          "--listen", f"udp:127.0.0.1:{hep_port},tcp:127.0.0.1:{hep_port}",
-         "--db", url, "--metrics-listen", f"127.0.0.1:{metrics_port}"],
+         "--db", url, "--metrics-listen", f"127.0.0.1:{metrics_port}", *extra],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )  # fmt: skip
     try:
@@ -183,49 +325,50 @@ def run_one(db: str, transport: str, rate: int, seconds: float, workdir: Path) -
                     raise RuntimeError("collector did not start") from None
                 time.sleep(0.1)
         started = time.monotonic()
-        out = subprocess.run(
-            [sys.executable, __file__, "--send", transport, str(hep_port), str(rate), str(seconds)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        sent = json.loads(out.stdout)["sent"]
-        send_seconds = json.loads(out.stdout)["seconds"]
+        result = run_senders(transport, hep_port, rate, seconds, senders)
+        sent = result["sent"]
         # Wait until every packet that arrived is accounted for and written.
-        deadline = time.monotonic() + 120
-        stable_since = time.monotonic()
+        deadline = time.monotonic() + 300
+        stable_since = finished = time.monotonic()
         last = -1.0
         while time.monotonic() < deadline:
             m = scrape(metrics_port)
             done = m["asterfleet_capture_stored_total"] + m["asterfleet_capture_dropped_total"]
             done += total(m, "asterfleet_capture_rejected_total")
+            done += m.get("asterfleet_capture_udp_kernel_drops_total", 0)
             if done != last:
                 last, stable_since = done, time.monotonic()
                 finished = time.monotonic()
             if m["asterfleet_capture_queued"] == 0 and (
-                done >= sent or time.monotonic() - stable_since > 2
+                done >= sent or time.monotonic() - stable_since > 3
             ):
                 break
             time.sleep(0.05)
         m = scrape(metrics_port)
         stored = m["asterfleet_capture_stored_total"]
-        wall = finished - started
+        wall = max(finished - started, 1e-9)
         return {
             "db": db,
+            "durability": ("on" if durable else "off") if db == "postgresql" else "-",
             "transport": transport,
+            "senders": senders,
             "rate_asked": rate,
             "sent": sent,
-            "send_seconds": round(send_seconds, 2),
+            "offered_per_s": round(sent / result["seconds"]),
             "received": m["asterfleet_capture_received_total"],
             "stored": stored,
             "dropped": m["asterfleet_capture_dropped_total"],
+            "kernel_udp_drops": m.get("asterfleet_capture_udp_kernel_drops_total", 0),
             "rejected": total(m, "asterfleet_capture_rejected_total"),
             "loss": sent - stored,
+            "loss_pct": round(100 * (sent - stored) / sent, 3) if sent else 0.0,
             "stored_per_s": round(stored / wall),
             "p99_batch_s": p99(m),
         }
     finally:
         collector.terminate()
         try:
-            collector.wait(30)
+            collector.wait(60)
         except subprocess.TimeoutExpired:
             collector.kill()
         log.close()
@@ -235,30 +378,61 @@ def run_one(db: str, transport: str, rate: int, seconds: float, workdir: Path) -
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--send":
-        sender(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+        sender(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=int, default=50_000, help="messages per second to send")
+    if len(sys.argv) > 1 and sys.argv[1] == "--sink":
+        sink(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=50_000, help="messages/s in total (0: max)")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--senders", type=int, default=2, help="sending processes")
     parser.add_argument("--transport", action="append", choices=["tcp", "udp"])
     parser.add_argument("--db", action="append", choices=["sqlite", "postgresql"])
+    parser.add_argument(
+        "--durability", action="append", choices=["on", "off"],
+        help="PostgreSQL fsync + synchronous_commit (default: both, on first)",
+    )  # fmt: skip
+    parser.add_argument("--offer", action="store_true", help="measure the generator alone")
+    parser.add_argument(
+        "--collector-arg", action="append", default=[], help="extra `capture run` argument"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = []
-    with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
-        for db in args.db or ["sqlite", "postgresql"]:
-            for transport in args.transport or ["tcp", "udp"]:
-                result = run_one(db, transport, args.rate, args.seconds, Path(tmp))
-                results.append(result)
-                if not args.json:
-                    print(
-                        f"{db:10} {transport}: asked {args.rate}/s, sent {result['sent']} "
-                        f"in {result['send_seconds']}s, stored {result['stored']:.0f} "
-                        f"({result['stored_per_s']}/s), loss {result['loss']:.0f} "
-                        f"(dropped {result['dropped']:.0f}, rejected {result['rejected']:.0f}), "
-                        f"p99 batch {result['p99_batch_s']}s",
-                        flush=True,
-                    )
+    results: list[dict[str, object]] = []
+    transports = args.transport or ["tcp", "udp"]
+    if args.offer:
+        for transport in transports:
+            result = offer(transport, args.seconds, args.senders, args.rate)
+            results.append(result)
+            if not args.json:
+                print(
+                    f"offer {transport}: {result['senders']} senders sent {result['sent']} "
+                    f"in {result['seconds']}s = {result['offered_per_s']}/s",
+                    flush=True,
+                )
+    else:
+        with tempfile.TemporaryDirectory(prefix="af-bench-") as tmp:
+            for db in args.db or ["sqlite", "postgresql"]:
+                modes = args.durability or ["on", "off"] if db == "postgresql" else ["on"]
+                for mode in modes:
+                    for transport in transports:
+                        result = run_one(
+                            db, mode == "on", transport, args.rate, args.seconds, args.senders,
+                            args.collector_arg, Path(tmp),
+                        )  # fmt: skip
+                        results.append(result)
+                        if not args.json:
+                            print(
+                                f"{db:10} durability={result['durability']:3} {transport}: "
+                                f"offered {result['offered_per_s']}/s, sent {result['sent']}, "
+                                f"stored {result['stored']:.0f} ({result['stored_per_s']}/s), "
+                                f"loss {result['loss']:.0f} = {result['loss_pct']}% "
+                                f"(dropped {result['dropped']:.0f}, kernel "
+                                f"{result['kernel_udp_drops']:.0f}, rejected "
+                                f"{result['rejected']:.0f}), p99 batch {result['p99_batch_s']}s",
+                                flush=True,
+                            )
     if args.json:
         print(json.dumps(results, indent=2))
 

@@ -1,8 +1,12 @@
 """The HEP v3 collector: UDP and TCP listeners feeding a database writer.
 
-The asyncio receive loop parses each packet (HEP, then just enough SIP) and
-appends a row to the current batch; full batches go through a bounded queue
-to one writer process that owns the database.
+The asyncio receive loop only cuts packets out of the sockets (TCP streams
+framed, UDP drained with ``recvmmsg``, TLS on its own listener) and appends
+them, as received, to the current batch; full batches go through a bounded
+queue to the writer processes (``writers``, two by default). Each one parses
+its batches (HEP, then just enough SIP) and stores them on its own database
+connection (binary ``COPY`` on PostgreSQL), so parsing and storing use every
+core instead of one interpreter's.
 
 When the queue is full, TCP is never dropped: the collector stops reading
 from every TCP connection (the kernel's windows fill and the senders slow
@@ -30,6 +34,7 @@ import pickle
 import queue
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -44,6 +49,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector as PromCollector
 
+from asterfleet.capture import mmsg
 from asterfleet.capture.hep import REASONS, HepError, HepPacket, StreamFramer, parse_hep
 from asterfleet.capture.rtcp import PROTO_RTCP, RtcpError, parse_rtcp
 from asterfleet.capture.sip_index import SipError, parse_sip
@@ -55,7 +61,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("asterfleet.capture")
 
-PROTOCOLS = ("udp", "tcp")
+PROTOCOLS = ("udp", "tcp", "tls")
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux value
 
 
@@ -81,8 +87,8 @@ def parse_listen(text: str) -> list[Listen]:
         host = host.strip("[]")
         if proto.lower() not in PROTOCOLS or not host or not port.isdigit():
             raise UsageError(
-                f"listen address {item!r}: expected udp:HOST:PORT or tcp:HOST:PORT, "
-                "e.g. udp:0.0.0.0:9060,tcp:0.0.0.0:9060"
+                f"listen address {item!r}: expected udp:HOST:PORT, tcp:HOST:PORT or "
+                "tls:HOST:PORT, e.g. udp:0.0.0.0:9060,tcp:0.0.0.0:9060,tls:0.0.0.0:9061"
             )
         if not 0 <= int(port) <= 65535:
             raise UsageError(f"listen address {item!r}: port must be 0..65535")
@@ -272,15 +278,27 @@ class CollectorSettings:
     max_write_rate: float | None = None
     #: Losses are logged at most once per this many seconds.
     loss_log_interval: float = 10.0
+    #: Writer processes: each parses its batches and stores them on its own connection.
+    writers: int = 2
+    #: Certificate chain and key (PEM) for ``tls:`` listeners.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+#: What a writer process acknowledges for one batch: stored, dropped, rejected
+#: by reason, and the seconds the database write took (None: not written).
+Ack = tuple[int, int, dict[str, int], float | None]
 
 
 class Writer:
-    """Hands batches to the database writer process and counts the outcome.
+    """Hands batches of received packets to the writer processes and counts
+    the outcome.
 
-    Parsing stays in the receiving process; inserting runs in a child
-    process with its own interpreter, so the two use both cores instead of
-    taking turns on one GIL. Batches travel pickled over a pipe (about
-    1.5 µs a row); the child answers each with an acknowledgement.
+    The receiving process only frames packets; each writer process parses
+    (HEP, SIP, RTCP) and inserts on its own database connection, so parsing
+    and storing run on every core instead of taking turns on one GIL.
+    Batches travel pickled over a pipe (raw packets: well under 1 µs each);
+    each process has at most two batches in flight, so a slow one gets fewer.
     """
 
     def __init__(self, settings: CollectorSettings, counters: Counters, latency: Histogram):
@@ -288,27 +306,18 @@ class Writer:
         self.counters = counters
         self.latency = latency
         self.lock = threading.Lock()
-        self._outbox: queue.Queue[list[Row] | None] = queue.Queue()
+        self._outbox: queue.Queue[list[bytes] | None] = queue.Queue()
         ctx = multiprocessing.get_context("spawn")
-        self._batch_rx, self._batch_tx = ctx.Pipe(duplex=False)
-        self._ack_rx, self._ack_tx = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(
-            target=_writer_process,
-            args=(settings, self._batch_rx, self._ack_tx),
-            name="capture-writer",
-            daemon=True,
-        )
-        self._sender = threading.Thread(target=self._send_loop, name="capture-send", daemon=True)
-        self._acks = threading.Thread(target=self._ack_loop, name="capture-acks", daemon=True)
-        self._finished = threading.Event()
+        self._workers: list[_WriterProcess] = [
+            _WriterProcess(ctx, settings, index, self) for index in range(max(1, settings.writers))
+        ]
 
     def start(self) -> None:
-        self._process.start()
-        self._sender.start()
-        self._acks.start()
+        for worker in self._workers:
+            worker.start()
 
     # Called from the receive loop: never blocks.
-    def offer(self, batch: list[Row], droppable: bool = True) -> bool:
+    def offer(self, batch: list[bytes], droppable: bool = True) -> bool:
         """Queue a batch; False when it was dropped (only ``droppable``
         batches are, when the queue is full). A batch that must not be
         dropped (TCP) is queued anyway: the caller stops reading instead."""
@@ -325,9 +334,71 @@ class Writer:
     def full(self) -> bool:
         return self.counters.queued >= self.settings.queue_rows
 
+    def settle(self, ack: Ack) -> None:
+        stored, dropped, rejected, seconds = ack
+        with self.lock:
+            self.counters.queued -= stored + dropped + sum(rejected.values())
+            self.counters.stored += stored
+            self.counters.dropped += dropped
+            self.counters.rejected.update(rejected)
+            if stored:
+                self.counters.batches += 1
+        if seconds is not None:
+            self.latency.observe(seconds)
+
+    def next_batch(self) -> list[bytes] | None:
+        batch = self._outbox.get()
+        if batch is None:
+            self._outbox.put(None)  # every sender sees the end
+        return batch
+
+    def finish(self, timeout: float) -> None:
+        """Write what is queued (up to ``timeout``), then stop. Whatever is
+        still unwritten after that is counted as dropped."""
+        self._outbox.put(None)
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.finished.wait(max(0.0, deadline - time.monotonic()))
+        for worker in self._workers:
+            worker.stop()
+        with self.lock:
+            self.counters.dropped += self.counters.queued
+            self.counters.queued = 0
+
+
+class _WriterProcess:
+    """One writer process and the two threads that feed it and read its acks."""
+
+    IN_FLIGHT = 2
+
+    def __init__(self, ctx: Any, settings: CollectorSettings, index: int, writer: Writer) -> None:
+        self.writer = writer
+        self._batch_rx, self._batch_tx = ctx.Pipe(duplex=False)
+        self._ack_rx, self._ack_tx = ctx.Pipe(duplex=False)
+        self._slots = threading.Semaphore(self.IN_FLIGHT)
+        self.process = ctx.Process(
+            target=_writer_process,
+            args=(settings, index, self._batch_rx, self._ack_tx),
+            name=f"capture-writer-{index}",
+            daemon=True,
+        )
+        self._sender = threading.Thread(
+            target=self._send_loop, name=f"capture-send-{index}", daemon=True
+        )
+        self._acks = threading.Thread(
+            target=self._ack_loop, name=f"capture-acks-{index}", daemon=True
+        )
+        self.finished = threading.Event()
+
+    def start(self) -> None:
+        self.process.start()
+        self._sender.start()
+        self._acks.start()
+
     def _send_loop(self) -> None:
         while True:
-            batch = self._outbox.get()
+            self._slots.acquire()
+            batch = self.writer.next_batch()
             try:
                 if batch is None:
                     self._batch_tx.send_bytes(b"")
@@ -335,7 +406,7 @@ class Writer:
                 self._batch_tx.send_bytes(pickle.dumps(batch, protocol=5))
             except OSError:
                 if batch is not None:  # the writer is gone: this batch was not stored
-                    self._settle(0, len(batch), None)
+                    self.writer.settle((0, len(batch), {}, None))
                 return
 
     def _ack_loop(self) -> None:
@@ -346,44 +417,44 @@ class Writer:
                 break
             if ack is None:
                 break
-            stored, dropped, seconds = ack
-            self._settle(stored, dropped, seconds)
-        self._finished.set()
+            self.writer.settle(ack)
+            self._slots.release()
+        self.finished.set()
 
-    def _settle(self, stored: int, dropped: int, seconds: float | None) -> None:
-        with self.lock:
-            self.counters.queued -= stored + dropped
-            self.counters.stored += stored
-            self.counters.dropped += dropped
-            if stored:
-                self.counters.batches += 1
-        if seconds is not None:
-            self.latency.observe(seconds)
-
-    def finish(self, timeout: float) -> None:
-        """Write what is queued (up to ``timeout``), then stop. Whatever is
-        still unwritten after that is counted as dropped."""
-        self._outbox.put(None)
-        self._finished.wait(timeout)
-        if not self._finished.is_set():
+    def stop(self) -> None:
+        if not self.finished.is_set():
             with contextlib.suppress(OSError):
                 self._batch_tx.close()
-            self._finished.wait(5)
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
-        with self.lock:
-            self.counters.dropped += self.counters.queued
-            self.counters.queued = 0
+            self.finished.wait(5)
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
 
 
-def _writer_process(settings: CollectorSettings, batches: Connection, acks: Connection) -> None:
-    """The database writer (child process): read batches, insert, acknowledge."""
+def parse_batch(
+    packets: Sequence[bytes], auth_key: bytes | None, now_us: int
+) -> tuple[list[Row], Counter[str]]:
+    """Rows of the packets that parse, and the others counted by reason."""
+    rows: list[Row] = []
+    rejected: Counter[str] = Counter()
+    append = rows.append
+    for data in packets:
+        try:
+            append(packet_to_row(data, auth_key, now_us))
+        except (HepError, SipError) as exc:
+            rejected[exc.reason] += 1
+    return rows, rejected
+
+
+def _writer_process(
+    settings: CollectorSettings, index: int, batches: Connection, acks: Connection
+) -> None:
+    """A database writer (child process): read batches, parse, insert, acknowledge."""
     # The parent decides when we stop (a signal to the process group included).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    inbox: queue.Queue[list[Row] | None] = queue.Queue()
+    inbox: queue.Queue[list[bytes] | None] = queue.Queue()
     abort = threading.Event()
 
     def reader() -> None:
@@ -400,8 +471,10 @@ def _writer_process(settings: CollectorSettings, batches: Connection, acks: Conn
             inbox.put(pickle.loads(data))
 
     threading.Thread(target=reader, name="capture-inbox", daemon=True).start()
-    db = _Database(settings, abort)
-    pace = _Pace(settings.max_write_rate)
+    db = _Database(settings, abort, retention=index == 0)
+    writers = max(1, settings.writers)
+    pace = _Pace(settings.max_write_rate / writers if settings.max_write_rate else None)
+    auth = settings.auth_key.encode() if settings.auth_key is not None else None
     try:
         while True:
             db.retention()
@@ -411,8 +484,10 @@ def _writer_process(settings: CollectorSettings, batches: Connection, acks: Conn
                 continue
             if batch is None:
                 break
-            pace.wait(len(batch), abort)
-            acks.send(db.write(batch))
+            rows, rejected = parse_batch(batch, auth, int(time.time() * 1_000_000))
+            pace.wait(len(rows), abort)
+            stored, dropped, seconds = db.write(rows) if rows else (0, 0, None)
+            acks.send((stored, dropped, dict(rejected), seconds))
     finally:
         with contextlib.suppress(OSError):
             acks.send(None)
@@ -443,9 +518,12 @@ class _Pace:
 class _Database:
     """Inserts with retry while the database is away; runs retention."""
 
-    def __init__(self, settings: CollectorSettings, abort: threading.Event) -> None:
+    def __init__(
+        self, settings: CollectorSettings, abort: threading.Event, retention: bool = True
+    ) -> None:
         self.settings = settings
         self.abort = abort
+        self.runs_retention = retention
         self.store = Store(settings.db_url)
         self.ok = True
         self._next_retention = time.monotonic()
@@ -495,6 +573,8 @@ class _Database:
     def retention(self) -> None:
         s = self.settings
         if (s.retention_s is None and s.max_bytes is None) or not self.ok:
+            return
+        if not self.runs_retention:  # one writer prunes: the others only insert
             return
         now = time.monotonic()
         if now < self._next_retention:
@@ -577,12 +657,11 @@ class Collector:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.writer = Writer(settings, self.counters, self.latency)
-        self._auth = settings.auth_key.encode() if settings.auth_key is not None else None
-        # UDP rows may be dropped when the queue is full; TCP rows never are.
-        self._udp_batch: list[Row] = []
-        self._tcp_batch: list[Row] = []
+        # UDP packets may be dropped when the queue is full; TCP (and TLS) never are.
+        self._udp_batch: list[bytes] = []
+        self._tcp_batch: list[bytes] = []
         self._servers: list[asyncio.AbstractServer] = []
-        self._transports: list[asyncio.BaseTransport] = []
+        self._udp_sockets: list[socket.socket] = []
         self._udp_inodes: list[int] = []
         self._kernel_drops_base = 0
         #: Open TCP connections, least recently active first.
@@ -594,19 +673,31 @@ class Collector:
 
     # -- hot path ------------------------------------------------------------
 
-    def ingest(self, packets: Iterable[bytes], stream: bool = False) -> None:
-        counters = self.counters
+    def ingest(self, packets: list[bytes], stream: bool = False) -> None:
+        """Queue received packets (the writer processes parse them)."""
+        self.counters.received += len(packets)
         batch = self._tcp_batch if stream else self._udp_batch
-        auth = self._auth
-        now_us = int(time.time() * 1_000_000)
-        for data in packets:
-            counters.received += 1
-            try:
-                batch.append(packet_to_row(data, auth, now_us))
-            except (HepError, SipError) as exc:
-                counters.rejected[exc.reason] += 1
+        batch += packets
         if len(batch) >= self.settings.batch_size:
             self.flush()
+
+    def _udp_ready(self, receiver: mmsg.Receiver | socket.socket) -> None:
+        # Drain what is waiting, many datagrams per system call, but boundedly
+        # so that TCP gets its turn.
+        for _ in range(16):
+            try:
+                packets = (
+                    receiver.receive()
+                    if isinstance(receiver, mmsg.Receiver)
+                    else _recv_some(receiver, 256)
+                )
+            except OSError as exc:
+                log.warning("udp_error", error=str(exc))
+                return
+            if packets:
+                self.ingest(packets)
+            if len(packets) < 64:
+                return
 
     def reject(self, reason: str) -> None:
         self.counters.received += 1
@@ -727,6 +818,8 @@ class Collector:
         # Open the database first: a bad URL fails before we listen.
         probe = Store(self.settings.db_url)
         probe.close()
+        wants_tls = any(spec.proto == "tls" for spec in self.settings.listen)
+        tls = self._tls_context() if wants_tls else None
         self.writer.start()
         loop = asyncio.get_running_loop()
         for spec in self.settings.listen:
@@ -747,12 +840,15 @@ class Collector:
                     sock.close()
                     raise UsageError(f"cannot listen on {spec}: {exc.strerror}") from None
                 self._udp_inodes.append(os.fstat(sock.fileno()).st_ino)
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpProtocol(self), sock=sock
+                sock.setblocking(False)
+                self._udp_sockets.append(sock)
+                source: mmsg.Receiver | socket.socket = (
+                    mmsg.Receiver(sock.fileno()) if mmsg.available() else sock
                 )
-                self._transports.append(transport)
+                loop.add_reader(sock.fileno(), self._udp_ready, source)
                 port = sock.getsockname()[1]
             else:
+                ssl_ctx = tls if spec.proto == "tls" else None
                 try:
                     server = await loop.create_server(
                         lambda: _TcpProtocol(self),
@@ -760,6 +856,7 @@ class Collector:
                         spec.port,
                         reuse_address=True,
                         backlog=1024,
+                        ssl=ssl_ctx,
                     )
                 except OSError as exc:
                     raise UsageError(f"cannot listen on {spec}: {exc.strerror}") from None
@@ -775,11 +872,29 @@ class Collector:
             auth=self.settings.auth_key is not None,
         )
 
+    def _tls_context(self) -> ssl.SSLContext:
+        cert, key = self.settings.tls_cert, self.settings.tls_key
+        if not cert:
+            raise UsageError(
+                "a tls: listener needs --tls-cert (and --tls-key unless the cert holds the key)"
+            )
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(cert, key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"TLS certificate {cert!r} / key {key!r} cannot be loaded ({exc}): give PEM files"
+            ) from None
+        return ctx
+
     async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
         for server in self._servers:
             server.close()
-        for transport in self._transports:
-            transport.close()
+        for sock in self._udp_sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
         for proto in list(self._tcp):
             proto.close()
         if self._flusher is not None:
@@ -792,15 +907,13 @@ class Collector:
         log.info("capture_stopped", **self.counters.snapshot())
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, collector: Collector) -> None:
-        self.collector = collector
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.collector.ingest((data,))
-
-    def error_received(self, exc: Exception) -> None:
-        log.warning("udp_error", error=str(exc))
+def _recv_some(sock: socket.socket, most: int) -> list[bytes]:
+    """Up to ``most`` datagrams waiting on a non-blocking socket (no recvmmsg)."""
+    out: list[bytes] = []
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while len(out) < most:
+            out.append(sock.recv(65535))
+    return out
 
 
 class _TcpProtocol(asyncio.Protocol):

@@ -1,10 +1,21 @@
 """Where captured SIP messages live: SQLite (default) or PostgreSQL.
 
 SQLAlchemy Core for the schema and the queries; the hot insert path goes to
-the driver directly (``executemany`` on SQLite, ``COPY`` on PostgreSQL),
-because at tens of thousands of rows a second the ORM-free Core insert is
-still the slowest part. SQLite runs in WAL mode so searches read while the
-collector writes.
+the driver directly (``executemany`` on SQLite, binary ``COPY`` on
+PostgreSQL), because at tens of thousands of rows a second the ORM-free Core
+insert is still the slowest part. SQLite runs in WAL mode so searches read
+while the collector writes.
+
+On PostgreSQL ``sip_messages`` is partitioned by capture time, one partition
+per UTC day (``sip_messages_pYYYYMMDD``, made when the first message of that
+day is stored; messages stamped more than :data:`PARTITION_PAST_DAYS` days
+in the past or :data:`PARTITION_FUTURE_DAYS` in the future go to
+``sip_messages_other``), so retention drops whole partitions instead of
+deleting rows. The users are indexed with ``text_pattern_ops`` on the
+messages that open a call, so a prefix search is an index range under any
+collation. A database made before partitioning is converted when a store
+opens it: the old table becomes the partition of everything up to the end
+of its newest day, with every row kept.
 """
 
 from __future__ import annotations
@@ -17,10 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Engine
 
 from asterfleet.errors import UsageError
 from asterfleet.storage import open_engine
+
+log = structlog.get_logger("asterfleet.capture")
 
 #: Column order of a row tuple handed to :meth:`Store.insert_rows`.
 COLUMNS = (
@@ -44,11 +58,24 @@ COLUMNS = (
     "opens_call",
 )
 
+#: PostgreSQL types of :data:`COLUMNS`, for the binary COPY.
+COPY_TYPES = (
+    "int8", "text", "int4", "text", "int4", "text", "int8", "text", "text", "text", "int4",
+    "text", "text", "text", "text", "text", "bytea", "bool",
+)  # fmt: skip
+
 #: A row: values in :data:`COLUMNS` order.
 Row = tuple[Any, ...]
 
 #: Rough bytes a row costs besides its raw message (indexes, other columns).
 ROW_OVERHEAD = 160
+
+#: PostgreSQL partitions: one per UTC day, in µs.
+DAY_US = 86_400_000_000
+#: Days before and after now that get their own partition; other times go
+#: to ``sip_messages_other`` (a sender's broken clock cannot make thousands).
+PARTITION_PAST_DAYS = 400
+PARTITION_FUTURE_DAYS = 7
 
 metadata = sa.MetaData()
 messages = sa.Table(
@@ -272,10 +299,22 @@ class Store:
         self.dialect = self.engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
             raise UsageError(f"database URL {url!r}: only SQLite and PostgreSQL are supported")
-        if create:
-            metadata.create_all(self.engine)
-        _rename_node_column(self.engine)
-        _add_opens_call(self.engine)
+        #: Days (since the epoch) known to have a partition (PostgreSQL).
+        self._days: set[int] = set()
+        self.partitioned = False
+        if self.dialect == "postgresql":
+            if create:
+                _create_partitioned(self.engine)
+            _rename_node_column(self.engine)
+            _add_opens_call(self.engine)
+            self.partitioned = _partition_existing(self.engine)
+            if self.partitioned:
+                _ensure_search_indexes(self.engine)
+        else:
+            if create:
+                metadata.create_all(self.engine)
+            _rename_node_column(self.engine)
+            _add_opens_call(self.engine)
         # Databases written before RTCP was stored lack its table (as do
         # stores opened with create=False): add it, the messages stay.
         rtcp_reports.create(self.engine, checkfirst=True)
@@ -283,7 +322,7 @@ class Store:
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
         )
-        self._copy_sql = f"COPY sip_messages ({', '.join(COLUMNS)}) FROM STDIN"
+        self._copy_sql = f"COPY sip_messages ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -313,9 +352,14 @@ class Store:
             if self.dialect == "sqlite":
                 driver.executemany(self._sqlite_insert, rows)
             else:
+                if self.partitioned:
+                    self._ensure_partitions(driver, rows)
+                # Binary COPY: no text escaping of the raw messages either way.
                 with driver.cursor() as cur, cur.copy(self._copy_sql) as copy:
+                    copy.set_types(COPY_TYPES)
+                    write = copy.write_row
                     for row in rows:
-                        copy.write_row(row)
+                        write(row)
             raw.commit()
         except BaseException:
             try:
@@ -326,11 +370,84 @@ class Store:
         finally:
             raw.close()
 
+    def _ensure_partitions(self, driver: Any, rows: Sequence[Row]) -> None:
+        """Make the day partitions these rows need (PostgreSQL), on the
+        connection of the batch (its transaction makes them with the rows)."""
+        days = {r[0] // DAY_US for r in rows} - self._days
+        if not days:
+            return
+        today = int(time.time() * 1_000_000) // DAY_US
+        wanted = [
+            d for d in days if today - PARTITION_PAST_DAYS <= d <= today + PARTITION_FUTURE_DAYS
+        ]
+        for day in sorted(wanted):
+            try:
+                with driver.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+                    cur.execute("SELECT 1 FROM pg_class WHERE relname = %s", (partition_name(day),))
+                    if cur.fetchone() is None:
+                        _create_day(cur, day)
+                driver.commit()
+            except Exception as exc:
+                # E.g. rows of that day already in sip_messages_other (stored
+                # while the day was beyond the window): they stay there, and
+                # so do the day's next rows.
+                driver.rollback()
+                if type(exc).__name__ in ("OperationalError", "InterfaceError"):
+                    raise
+                log.warning(
+                    "partition_not_made", partition=partition_name(day), error=str(exc)[:200]
+                )
+        self._days |= days
+
+    def partitions(self) -> list[tuple[str, int | None, int | None]]:
+        """The day partitions (PostgreSQL): name, first and last µs (None:
+        open-ended), oldest first; ``sip_messages_other`` is not listed."""
+        if not self.partitioned:
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(_LIST_PARTITIONS).all()
+        out: list[tuple[str, int | None, int | None]] = []
+        for name, bound in rows:
+            lo, hi = _parse_bound(bound)
+            if lo is None and hi is None:
+                continue  # the default partition
+            out.append((name, lo, hi))
+        out.sort(key=lambda p: (p[1] is not None, p[1] or 0))
+        return out
+
+    def drop_partitions_before(self, cutoff_us: int) -> int:
+        """Drop every partition whose messages are all older than ``cutoff_us``;
+        how many messages went with them."""
+        removed = 0
+        for name, _lo, hi in self.partitions():
+            if hi is None or hi > cutoff_us:
+                continue
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+                count = conn.exec_driver_sql(f'SELECT count(*) FROM "{name}"').scalar_one()
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+            removed += int(count)
+            self._days.clear()
+        return removed
+
     def delete_older_than(self, cutoff_us: int, chunk: int = 50_000) -> int:
         """Delete messages (and RTCP reports) captured before ``cutoff_us``;
-        how many messages."""
+        how many messages.
+
+        On PostgreSQL whole day partitions go: a day's messages are kept
+        until the whole day is older than the cutoff (at most a day longer
+        than asked), and only ``sip_messages_other`` is pruned row by row.
+        """
         with self.engine.begin() as conn:
             conn.execute(sa.delete(rtcp_reports).where(rtcp_reports.c.ts_us < cutoff_us))
+        if self.partitioned:
+            removed = self.drop_partitions_before(cutoff_us)
+            with self.engine.begin() as conn:
+                removed += conn.exec_driver_sql(
+                    "DELETE FROM sip_messages_other WHERE ts_us < %s", (cutoff_us,)
+                ).rowcount
+            return removed
         total = 0
         while True:
             ids = sa.select(messages.c.id).where(messages.c.ts_us < cutoff_us).limit(chunk)
@@ -348,6 +465,8 @@ class Store:
                 free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
                 size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
                 return int((pages - free) * size)
+            if self.partitioned:
+                return int(conn.exec_driver_sql(_PARTITIONED_SIZE).scalar_one() or 0)
             row = conn.execute(
                 sa.select(
                     sa.func.count(),
@@ -357,8 +476,15 @@ class Store:
             return int(row[0]) * ROW_OVERHEAD + int(row[1] or 0)
 
     def trim_to_size(self, max_bytes: int) -> int:
-        """Delete the oldest messages until the store is under ``max_bytes``."""
+        """Delete the oldest messages until the store is under ``max_bytes``
+        (on PostgreSQL whole day partitions first, oldest first, while more
+        than one is left)."""
         deleted = 0
+        while self.partitioned and self.size_bytes() > max_bytes:
+            parts = self.partitions()
+            if len(parts) < 2 or parts[0][2] is None:
+                break
+            deleted += self.drop_partitions_before(parts[0][2])
         for _ in range(20):
             size = self.size_bytes()
             if size <= max_bytes:
@@ -487,3 +613,167 @@ def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
         columns = {c["name"] for c in sa.inspect(engine).get_columns("sip_messages")}
         if column not in columns:
             raise
+
+
+# -- PostgreSQL: partitions by day ------------------------------------------------
+
+#: Advisory lock key taken while partitions are made, converted or dropped.
+_PARTITION_LOCK = 0x61737466  # "astf"
+
+_PG_COLUMNS = """
+    id bigint NOT NULL DEFAULT nextval('sip_messages_id_seq'),
+    ts_us bigint NOT NULL,
+    src_ip text NOT NULL,
+    src_port integer NOT NULL,
+    dst_ip text NOT NULL,
+    dst_port integer NOT NULL,
+    transport text NOT NULL,
+    capture_id bigint NOT NULL,
+    capture_host text NOT NULL,
+    call_id text NOT NULL,
+    method text,
+    status integer,
+    cseq text NOT NULL,
+    from_user text NOT NULL,
+    to_user text NOT NULL,
+    user_agent text NOT NULL,
+    correlation_id text NOT NULL,
+    raw bytea NOT NULL,
+    opens_call boolean NOT NULL DEFAULT false
+"""
+
+#: The partitioned table's indexes (each partition gets its own copy).
+#: Users: ``text_pattern_ops`` so ``LIKE 'abc%'`` is an index range whatever
+#: the database's collation; only on call openings, which is what the Calls
+#: search walks (the other six messages of a call need no user index).
+_PG_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_ts ON sip_messages (ts_us)",
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_call_id ON sip_messages (call_id)",
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_id ON sip_messages (id)",
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_opening_ts ON sip_messages "
+    "(ts_us, id, call_id) WHERE opens_call = true",
+)
+_PG_SEARCH_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_from_prefix ON sip_messages "
+    "(from_user text_pattern_ops) WHERE opens_call = true",
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_to_prefix ON sip_messages "
+    "(to_user text_pattern_ops) WHERE opens_call = true",
+)
+
+_LIST_PARTITIONS = """
+SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'sip_messages'::regclass
+"""
+
+_PARTITIONED_SIZE = """
+SELECT sum(pg_total_relation_size(i.inhrelid))
+FROM pg_inherits i WHERE i.inhparent = 'sip_messages'::regclass
+"""
+
+
+def partition_name(day: int) -> str:
+    """``sip_messages_p20240501`` for a day counted from the epoch (UTC)."""
+    return "sip_messages_p" + time.strftime("%Y%m%d", time.gmtime(day * 86_400))
+
+
+def _parse_bound(bound: str) -> tuple[int | None, int | None]:
+    """``FOR VALUES FROM ('1') TO ('2')`` → (1, 2); MINVALUE/MAXVALUE/DEFAULT → None."""
+    if "FROM" not in bound:
+        return None, None
+    lo_text, _, hi_text = bound.split("FROM", 1)[1].partition(" TO ")
+
+    def value(text: str) -> int | None:
+        text = text.strip().strip("()").strip("'")
+        return None if text.upper() in ("MINVALUE", "MAXVALUE") else int(text)
+
+    return value(lo_text), value(hi_text)
+
+
+def _create_day(cur: Any, day: int) -> None:
+    lo, hi = day * DAY_US, (day + 1) * DAY_US
+    cur.execute(
+        f'CREATE TABLE IF NOT EXISTS "{partition_name(day)}" PARTITION OF sip_messages '
+        f"FOR VALUES FROM ({lo}) TO ({hi})"
+    )
+
+
+def _relkind(conn: sa.Connection, name: str) -> str | None:
+    kind = conn.exec_driver_sql(
+        "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s AND n.nspname = current_schema()",
+        (name,),
+    ).scalar()
+    return None if kind is None else str(kind)
+
+
+def _create_partitioned(engine: Engine) -> None:
+    """A new database: the partitioned table, its indexes and the default partition."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        if _relkind(conn, "sip_messages") is None:
+            conn.exec_driver_sql("CREATE SEQUENCE IF NOT EXISTS sip_messages_id_seq")
+            conn.exec_driver_sql(
+                f"CREATE TABLE sip_messages ({_PG_COLUMNS}) PARTITION BY RANGE (ts_us)"
+            )
+            conn.exec_driver_sql("ALTER SEQUENCE sip_messages_id_seq OWNED BY sip_messages.id")
+            for sql in (*_PG_INDEXES, *_PG_SEARCH_INDEXES):
+                conn.exec_driver_sql(sql)
+            conn.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS sip_messages_other PARTITION OF sip_messages DEFAULT"
+            )
+    rtcp_reports.create(engine, checkfirst=True)
+
+
+def _partition_existing(engine: Engine) -> bool:
+    """Convert a store made before partitioning (every row kept); whether
+    the table is partitioned now (False: no table yet, with ``create=False``)."""
+    with engine.connect() as conn:
+        kind = _relkind(conn, "sip_messages")
+    if kind is None:
+        return False
+    if kind == "p":
+        return True
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        if _relkind(conn, "sip_messages") == "p":  # another process was first
+            return True
+        newest = conn.exec_driver_sql("SELECT max(ts_us) FROM sip_messages").scalar()
+        upper = ((int(newest) // DAY_US) + 1) * DAY_US if newest is not None else 0
+        legacy = "sip_messages_legacy"
+        conn.exec_driver_sql(f"ALTER TABLE sip_messages RENAME TO {legacy}")
+        # Its indexes keep their names unless renamed: the new table's take them.
+        for (index,) in conn.exec_driver_sql(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexname LIKE %s",
+            (legacy, "ix\\_sip\\_messages\\_%"),
+        ).all():
+            renamed = index.replace("ix_sip_messages_", "ix_sip_messages_legacy_", 1)
+            conn.exec_driver_sql(f'ALTER INDEX "{index}" RENAME TO "{renamed}"')
+        # The id sequence must outlive the old table (retention drops it).
+        conn.exec_driver_sql("ALTER SEQUENCE sip_messages_id_seq OWNED BY NONE")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {legacy} ALTER COLUMN id SET DEFAULT nextval('sip_messages_id_seq')"
+        )
+        conn.exec_driver_sql(
+            f"CREATE TABLE sip_messages ({_PG_COLUMNS}) PARTITION BY RANGE (ts_us)"
+        )
+        conn.exec_driver_sql("ALTER SEQUENCE sip_messages_id_seq OWNED BY sip_messages.id")
+        for sql in _PG_INDEXES:
+            conn.exec_driver_sql(sql)
+        # Everything stored so far, up to the end of its newest day, stays where it is.
+        conn.exec_driver_sql(
+            f"ALTER TABLE sip_messages ATTACH PARTITION {legacy} "
+            f"FOR VALUES FROM (MINVALUE) TO ({upper})"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS sip_messages_other PARTITION OF sip_messages DEFAULT"
+        )
+    return True
+
+
+def _ensure_search_indexes(engine: Engine) -> None:
+    """The prefix indexes (made after the conversion: on a big old table the
+    build takes a while, and the conversion itself should not wait for it)."""
+    with contextlib.suppress(sa.exc.DBAPIError), engine.begin() as conn:
+        for sql in _PG_SEARCH_INDEXES:
+            conn.exec_driver_sql(sql)

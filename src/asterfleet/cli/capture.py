@@ -68,7 +68,8 @@ def run_cmd(
         "--listen",
         envvar="ASTERFLEET_CAPTURE_LISTEN",
         parser=parsed_by(parse_listen),
-        help="Comma-separated udp:HOST:PORT and tcp:HOST:PORT sockets to receive HEP on.",
+        help="Comma-separated udp:HOST:PORT, tcp:HOST:PORT and tls:HOST:PORT sockets to "
+        "receive HEP on (tls: HEP over TLS, needs --tls-cert).",
     ),
     db: str = DbOption,
     auth_key: str | None = typer.Option(
@@ -127,6 +128,24 @@ def run_cmd(
     udp_rcvbuf: str = typer.Option(
         "32M", "--udp-rcvbuf", help="Kernel receive buffer per UDP socket (e.g. 32M)."
     ),
+    writers: int = typer.Option(
+        2,
+        "--writers",
+        help="Writer processes: each parses and stores batches on its own database "
+        "connection (about one per core).",
+    ),
+    tls_cert: str | None = typer.Option(
+        None,
+        "--tls-cert",
+        envvar="ASTERFLEET_CAPTURE_TLS_CERT",
+        help="PEM certificate chain for tls: listeners.",
+    ),
+    tls_key: str | None = typer.Option(
+        None,
+        "--tls-key",
+        envvar="ASTERFLEET_CAPTURE_TLS_KEY",
+        help="PEM private key for tls: listeners (when not in --tls-cert).",
+    ),
 ) -> None:
     """Receive HEP v3 over UDP and TCP and store every SIP message.
 
@@ -141,6 +160,8 @@ def run_cmd(
     with user_errors():
         if queue_size < 1 or batch_size < 1:
             raise UsageError("--queue-size and --batch-size must be at least 1")
+        if not 1 <= writers <= 64:
+            raise UsageError(f"--writers {writers}: give 1 to 64 writer processes")
         if max_tcp_connections < 1:
             raise UsageError(f"--max-tcp-connections {max_tcp_connections}: must be at least 1")
         if max_write_rate is not None and not 0 < max_write_rate < float("inf"):
@@ -160,6 +181,9 @@ def run_cmd(
             tcp_max_connections=max_tcp_connections,
             max_write_rate=max_write_rate,
             udp_rcvbuf=parse_size(udp_rcvbuf),
+            writers=writers,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         metrics = _host_port(metrics_listen, "--metrics-listen") if metrics_listen else None
         asyncio.run(

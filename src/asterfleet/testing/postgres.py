@@ -34,7 +34,10 @@ def pg_bin_dir() -> Path:
 class PgSandbox:
     """``start()`` → ``url``; ``stop()`` / ``start()`` again; ``destroy()``."""
 
-    def __init__(self, base: Path | None = None) -> None:
+    def __init__(self, base: Path | None = None, durable: bool = False) -> None:
+        #: False (tests): fsync, synchronous commit and full-page writes off.
+        #: True: PostgreSQL's defaults (every commit on disk), for benchmarks.
+        self.durable = durable
         self.bin = pg_bin_dir()
         self.dir = Path(tempfile.mkdtemp(prefix="af-pg-", dir=base))
         self.data = self.dir / "data"
@@ -65,10 +68,9 @@ class PgSandbox:
         return result
 
     def start(self) -> str:
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
              "-w", "-t", "60", "start"]
