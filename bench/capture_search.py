@@ -2,19 +2,28 @@
 takes for the Calls list's queries on a large capture store.
 
     .venv/bin/python bench/capture_search.py --calls 200000
-    .venv/bin/python bench/capture_search.py --db postgresql://… --calls 1000000
+    .venv/bin/python bench/capture_search.py --postgres --messages 10000000
+    .venv/bin/python bench/capture_search.py --db postgresql://… --keep --calls 1000000
 
-Fills a fresh store (SQLite in a temporary directory unless --db is given)
-with calls shaped like the lab's (caller → balancer → node and back, 7
-messages, plus one OPTIONS probe per call), then runs each query
-``--repeat`` times in-process and prints p50/p99 in milliseconds.
+Fills a fresh store (SQLite in a temporary directory, a throwaway
+PostgreSQL cluster with ``--postgres``, or the database ``--db``) with
+calls shaped like the lab's (caller → balancer → node and back, 7 messages,
+plus one OPTIONS probe per call) spread over the last ``--days`` days (so
+PostgreSQL has a partition per day), then runs each query ``--repeat``
+times in-process through the one paging search (``page_calls``, what the
+console, the API and the CLI call) and prints p50/p99 in milliseconds. With
+``--cli`` it also times the whole ``asterfleet capture search --call-id``
+command (process start-up included).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -22,16 +31,19 @@ from pathlib import Path
 
 from asterfleet.capture.pager import page_calls
 from asterfleet.capture.search import MessageQuery
-from asterfleet.capture.store import Row, Store
+from asterfleet.capture.store import DAY_US, Row, Store
 
+#: The first call; set by main() to ``--days`` before now.
 T0 = 1_700_000_000_000_000
+#: µs between two calls; set by main() so the calls span ``--days``.
+STEP_US = 10_000
 CALLER, LB = "10.0.0.1", "10.0.0.2"
 
 
 def call_rows(i: int) -> Iterator[Row]:
     """One call's rows in the store's column order (see store.COLUMNS)."""
     call_id = f"bench-{i:09d}@x"
-    start = T0 + i * 10_000  # a call every 10 ms
+    start = T0 + i * STEP_US
     node = f"10.0.1.{i % 50}"
     user = f"user{i % 1000:04d}"
     final = 486 if i % 10 == 0 else 200
@@ -88,27 +100,75 @@ def measure(fn: Callable[[], object], repeat: int) -> dict[str, float]:
     }
 
 
+def cli_call_id(url: str, call_id: str, repeat: int) -> dict[str, float]:
+    """The whole ``asterfleet capture search --call-id`` command, start-up included."""
+    exe = Path(sys.executable).with_name("asterfleet")
+    argv = [str(exe), "capture", "search", "--db", url, "--call-id", call_id, "--json"]
+
+    def once() -> None:
+        out = subprocess.run(argv, capture_output=True, text=True, check=True)
+        assert call_id in out.stdout, out.stdout[:200]
+
+    once()  # warm the page cache
+    return measure(once, repeat)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    global T0, STEP_US
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL")
     parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, help="fill to about this many messages instead")
+    parser.add_argument("--days", type=float, default=7.0, help="the calls span this many days")
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--cli", action="store_true", help="also time the CLI command")
+    parser.add_argument("--keep", action="store_true", help="the store is filled already")
     args = parser.parse_args()
+    calls = args.calls if args.messages is None else max(1, int(args.messages / 7.6))
+    now_us = int(time.time() * 1_000_000)
+    span_us = int(args.days * DAY_US)
+    T0 = (now_us - span_us) // 1_000_000 * 1_000_000
+    STEP_US = max(1, span_us // calls)
+    pg = None
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(args.db or str(Path(tmp) / "bench.db"))
+        url = args.db or str(Path(tmp) / "bench.db")
+        if args.postgres:
+            from asterfleet.testing.postgres import PgSandbox
+
+            pg = PgSandbox()
+            url = pg.start()
+        store = Store(url)
         try:
-            load_s = fill(store, args.calls)
+            if args.keep:
+                load_s = 0.0
+                with store.engine.connect() as conn:
+                    T0 = int(conn.exec_driver_sql("SELECT min(ts_us) FROM sip_messages").scalar())
+                    newest = conn.exec_driver_sql("SELECT max(ts_us) FROM sip_messages").scalar()
+                calls = max(1, int(store.count() / 7.6))
+                STEP_US = max(1, (int(newest) - T0) // calls)
+            else:
+                load_s = fill(store, calls)
+                if store.dialect == "postgresql":
+                    with store.engine.connect().execution_options(
+                        isolation_level="AUTOCOMMIT"
+                    ) as conn:
+                        conn.exec_driver_sql("VACUUM ANALYZE sip_messages")
             messages = store.count()
-            mid = T0 + args.calls * 5_000
+            mid = T0 + (calls // 2) * STEP_US
+            minute, h = 60_000_000, 3_600_000_000
+            call_id = f"bench-{calls // 2:09d}@x"
             queries: dict[str, MessageQuery] = {
                 "first page": MessageQuery(),
-                "call-id": MessageQuery(call_id=f"bench-{args.calls // 2:09d}@x"),
+                "call-id": MessageQuery(call_id=call_id),
                 "from-user prefix (1 user)": MessageQuery(from_user="user0042"),
+                "from-user prefix (10 users)": MessageQuery(from_user="user004"),
                 "from-user prefix (every user)": MessageQuery(from_user="user"),
-                "time range (1 min)": MessageQuery(since_us=mid, until_us=mid + 60_000_000),
-                "prefix + time": MessageQuery(
-                    from_user="user00", since_us=mid, until_us=mid + 600_000_000
-                ),
+                "time range (1 min)": MessageQuery(since_us=mid, until_us=mid + minute),
+                "time range (1 h)": MessageQuery(since_us=mid, until_us=mid + h),
+                "1 user + 1 h": MessageQuery(from_user="user0042", since_us=mid, until_us=mid + h),
+                "10 users + 1 h": MessageQuery(from_user="user004", since_us=mid, until_us=mid + h),
+                "from + to prefix": MessageQuery(from_user="user00", to_user="1"),
                 "answer class 4xx": MessageQuery(status_class="4xx"),
                 "text in a header": MessageQuery(text="X-Tenant: t42\r"),
             }
@@ -116,15 +176,23 @@ def main() -> None:
                 name: measure(lambda q=q: page_calls(store, q, 50), args.repeat)  # type: ignore[misc]
                 for name, q in queries.items()
             }
+            if args.cli:
+                results["call-id, whole CLI command"] = cli_call_id(
+                    url, call_id, min(args.repeat, 20)
+                )
         finally:
             store.close()
+            if pg is not None:
+                pg.destroy()
     print(
         json.dumps(
             {
                 "store": store.dialect,
-                "calls": args.calls,
+                "partitioned": store.partitioned,
+                "calls": calls,
                 "messages": messages,
                 "load_s": round(load_s, 1),
+                "load_average": os.getloadavg(),
                 "page_of_50": results,
             },
             indent=2,

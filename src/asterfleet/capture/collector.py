@@ -51,6 +51,9 @@ from prometheus_client.registry import Collector as PromCollector
 
 from asterfleet.capture import mmsg
 from asterfleet.capture.hep import REASONS, HepError, HepPacket, StreamFramer, parse_hep
+from asterfleet.capture.listen import PROTOCOLS as PROTOCOLS  # re-exported
+from asterfleet.capture.listen import Listen
+from asterfleet.capture.listen import parse_listen as parse_listen  # re-exported
 from asterfleet.capture.rtcp import PROTO_RTCP, RtcpError, parse_rtcp
 from asterfleet.capture.sip_index import SipError, parse_sip
 from asterfleet.capture.store import RTCP_TAG, Row, Store, normalise_url
@@ -61,41 +64,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("asterfleet.capture")
 
-PROTOCOLS = ("udp", "tcp", "tls")
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux value
-
-
-@dataclass(frozen=True)
-class Listen:
-    proto: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.proto}:{host}:{self.port}"
-
-
-def parse_listen(text: str) -> list[Listen]:
-    """``udp:127.0.0.1:9060,tcp:127.0.0.1:9060`` → listeners, or UsageError."""
-    out: list[Listen] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        proto, _, rest = item.partition(":")
-        host, _, port = rest.rpartition(":")
-        host = host.strip("[]")
-        if proto.lower() not in PROTOCOLS or not host or not port.isdigit():
-            raise UsageError(
-                f"listen address {item!r}: expected udp:HOST:PORT, tcp:HOST:PORT or "
-                "tls:HOST:PORT, e.g. udp:0.0.0.0:9060,tcp:0.0.0.0:9060,tls:0.0.0.0:9061"
-            )
-        if not 0 <= int(port) <= 65535:
-            raise UsageError(f"listen address {item!r}: port must be 0..65535")
-        out.append(Listen(proto.lower(), host, int(port)))
-    if not out:
-        raise UsageError("--listen is empty: give e.g. udp:0.0.0.0:9060,tcp:0.0.0.0:9060")
-    return out
 
 
 def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:

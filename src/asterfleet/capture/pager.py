@@ -122,8 +122,10 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
             needle = sa.literal(q.text.encode(), sa.LargeBinary)
             conds.append(in_call(sa.func.instr(o.raw, needle) > 0))
         else:
+            # Backslash is LIKE's default escape; an ESCAPE clause would have
+            # to be bytea itself, where a lone backslash is not valid input.
             pattern = b"%" + escape_like(q.text).encode() + b"%"
-            conds.append(in_call(o.raw.like(sa.literal(pattern, sa.LargeBinary), escape="\\")))
+            conds.append(in_call(o.raw.like(sa.literal(pattern, sa.LargeBinary))))
     if q.mos_below is not None:
         r = rtcp_reports.c
         conds.append(sa.exists().where(r.call_id == c.call_id, r.mos < q.mos_below))

@@ -28,13 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-import structlog
 from sqlalchemy.engine import Engine
 
 from asterfleet.errors import UsageError
 from asterfleet.storage import open_engine
-
-log = structlog.get_logger("asterfleet.capture")
 
 #: Column order of a row tuple handed to :meth:`Store.insert_rows`.
 COLUMNS = (
@@ -302,7 +299,12 @@ class Store:
         #: Days (since the epoch) known to have a partition (PostgreSQL).
         self._days: set[int] = set()
         self.partitioned = False
-        if self.dialect == "postgresql":
+        current = self.dialect == "postgresql" and _pg_schema_current(self.engine)
+        if current:
+            # The usual case, in one round trip: a CLI search opens the store
+            # and asks one question.
+            self.partitioned = True
+        elif self.dialect == "postgresql":
             if create:
                 _create_partitioned(self.engine)
             _rename_node_column(self.engine)
@@ -317,7 +319,8 @@ class Store:
             _add_opens_call(self.engine)
         # Databases written before RTCP was stored lack its table (as do
         # stores opened with create=False): add it, the messages stay.
-        rtcp_reports.create(self.engine, checkfirst=True)
+        if not current:
+            rtcp_reports.create(self.engine, checkfirst=True)
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
@@ -395,7 +398,9 @@ class Store:
                 driver.rollback()
                 if type(exc).__name__ in ("OperationalError", "InterfaceError"):
                     raise
-                log.warning(
+                import structlog  # rare, and the CLI's start-up need not pay for it
+
+                structlog.get_logger("asterfleet.capture").warning(
                     "partition_not_made", partition=partition_name(day), error=str(exc)[:200]
                 )
         self._days |= days
@@ -696,6 +701,20 @@ def _create_day(cur: Any, day: int) -> None:
         f'CREATE TABLE IF NOT EXISTS "{partition_name(day)}" PARTITION OF sip_messages '
         f"FOR VALUES FROM ({lo}) TO ({hi})"
     )
+
+
+_SCHEMA_PROBE = """
+SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('sip_messages')) = 'p'
+   AND to_regclass('ix_sip_messages_from_prefix') IS NOT NULL
+   AND to_regclass('ix_sip_messages_opening_ts') IS NOT NULL
+   AND to_regclass('rtcp_reports') IS NOT NULL
+"""
+
+
+def _pg_schema_current(engine: Engine) -> bool:
+    """Partitioned, with every index and table this version makes."""
+    with engine.connect() as conn:
+        return bool(conn.exec_driver_sql(_SCHEMA_PROBE).scalar())
 
 
 def _relkind(conn: sa.Connection, name: str) -> str | None:

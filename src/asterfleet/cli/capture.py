@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from asterfleet.capture.collector import CollectorSettings, parse_listen, run
-from asterfleet.capture.ladder import build_ladder
-from asterfleet.capture.pager import MAX_PAGE, STATUS_CLASSES, page_calls
-from asterfleet.capture.pcap import build_pcap
-from asterfleet.capture.rtcp import mos_threshold
-from asterfleet.capture.search import (
-    MessageQuery,
-    call_messages,
-    parse_time,
-    search_messages,
-)
-from asterfleet.capture.store import Store, parse_duration, parse_size
+from asterfleet.capture.listen import parse_listen
 from asterfleet.cli.common import (
     ClusterOpt,
     JsonOption,
@@ -33,6 +21,13 @@ from asterfleet.cli.common import (
     user_errors,
 )
 from asterfleet.errors import UsageError
+
+if TYPE_CHECKING:
+    from asterfleet.capture.store import Store
+
+# The capture stack (SQLAlchemy, the collector) is imported inside each
+# command: `capture search` answers within a few hundred milliseconds, start-up
+# included, and `--help` loads none of it.
 
 app = typer.Typer(
     help=(
@@ -157,6 +152,11 @@ def run_cmd(
     logged once per interval as `capture_loss`. Stop with Ctrl-C or SIGTERM:
     queued messages are written first.
     """
+    import asyncio
+
+    from asterfleet.capture.collector import CollectorSettings, run
+    from asterfleet.capture.store import parse_duration, parse_size
+
     with user_errors():
         if queue_size < 1 or batch_size < 1:
             raise UsageError("--queue-size and --batch-size must be at least 1")
@@ -242,6 +242,10 @@ def search_cmd(
     as the console's Calls page and `GET /api/v1/calls`. The balancers'
     OPTIONS probes are left out unless `--options` is given.
     """
+    from asterfleet.capture.pager import MAX_PAGE, STATUS_CLASSES, page_calls
+    from asterfleet.capture.rtcp import mos_threshold
+    from asterfleet.capture.search import MessageQuery, parse_time, search_messages
+
     with user_errors():
         if method and status is not None:
             raise UsageError("give --method or --status, not both")
@@ -331,6 +335,10 @@ def export_cmd(
     db: str = DbOption,
 ) -> None:
     """Write one call's messages as a PCAP file that Wireshark and tshark open."""
+    from asterfleet.capture.ladder import build_ladder
+    from asterfleet.capture.pcap import build_pcap
+    from asterfleet.capture.search import call_messages
+
     with user_errors():
         store = _open(db)
         try:
@@ -350,6 +358,8 @@ def export_cmd(
 
 
 def _open(db: str) -> Store:
+    from asterfleet.capture.store import Store
+
     if "://" not in db and not Path(db).exists():
         raise UsageError(f"capture database {db!r} does not exist: check --db")
     return Store(db, create=False)
