@@ -3,6 +3,7 @@ packet counted as stored, rejected (by reason) or dropped; retention."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from asterfleet.capture.store import Store
 from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, wait_for
 from tests.unit.test_hep_samples import INVITE, OK, hep
@@ -211,5 +213,83 @@ def test_rtcp_reports_are_stored_per_call_and_found_by_mos(tmp_path: Path) -> No
         assert [c["call_id"] for c in json.loads(out.stdout)] == ["poor@test"]
         out = server.cli("search", "--mos-below", "9")
         assert out.returncode == 2 and "--mos-below" in out.stderr
+    finally:
+        assert server.stop() == 0
+
+
+def test_hep_over_tls_on_its_own_listener(tmp_path: Path) -> None:
+    """A `tls:` listener takes HEP over TLS (what Asterisk and Kamailio can send
+    through a TLS tunnel); a plain-TCP client on it is refused, nothing stored."""
+    import ssl
+
+    from tests.integration.tls_certs import TestCa
+
+    ca = TestCa(tmp_path / "ca")
+    pair = ca.issue("127.0.0.1", server=True)
+    tls_port = free_port()
+    server = CaptureServer(
+        tmp_path,
+        args=[
+            "--listen", f"udp:127.0.0.1:{free_port_both()},tls:127.0.0.1:{tls_port}",
+            "--tls-cert", str(pair.cert), "--tls-key", str(pair.key),
+        ],
+    )  # fmt: skip
+    server.start()
+    try:
+        client = ssl.create_default_context(cafile=str(ca.path))
+        packets = [
+            hep(INVITE.replace(b"call-1@test", f"tls-{i}".encode()), ip_proto=6) for i in range(50)
+        ]
+        with (
+            socket.create_connection(("127.0.0.1", tls_port)) as raw,
+            client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            tls.sendall(b"".join(packets))
+        counts = server.settled(len(packets))
+        assert counts["stored"] == 50 and counts["rejected"] == 0
+        out = server.cli("search", "--call-id", "tls-7", "--json")
+        assert [c["call_id"] for c in json.loads(out.stdout)] == ["tls-7"]
+        # Plain HEP on the TLS port is not a TLS handshake: not stored.
+        with socket.create_connection(("127.0.0.1", tls_port)) as plain:
+            plain.settimeout(10)
+            plain.sendall(packets[0])
+            with contextlib.suppress(ConnectionResetError):
+                plain.recv(100)
+        assert server.counts()["stored"] == 50
+    finally:
+        assert server.stop() == 0
+    bad = subprocess.run(
+        [sys.executable, "-m", "asterfleet.cli.capture", "run", "--db", str(tmp_path / "x.db"),
+         "--listen", f"tls:127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--tls-cert" in bad.stderr
+
+
+def test_udp_bursts_are_drained_in_batches_by_parallel_writers(tmp_path: Path) -> None:
+    """A burst larger than one recvmmsg batch, parsed by three writer processes:
+    every datagram stored once (the sum over writers), rejects still counted."""
+    server = CaptureServer(tmp_path, args=["--writers", "3", "--batch-size", "300"])
+    server.start()
+    try:
+        good = [hep(INVITE.replace(b"call-1@test", f"burst-{i}".encode())) for i in range(3000)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for i, packet in enumerate(good):
+                udp.sendto(packet, ("127.0.0.1", server.port))
+                if i % 500 == 0:
+                    udp.sendto(b"HEP3garbage", ("127.0.0.1", server.port))
+        counts = server.settled(len(good) + 6)
+        kernel = server.metrics()["asterfleet_capture_udp_kernel_drops_total"]
+        assert counts["stored"] + kernel == 3000 and counts["rejected_bad_length"] == 6
+        store = Store(server.db, create=False)
+        try:
+            with store.engine.connect() as conn:
+                distinct = conn.exec_driver_sql(
+                    "SELECT count(DISTINCT call_id) FROM sip_messages"
+                ).scalar_one()
+        finally:
+            store.close()
+        assert distinct == counts["stored"]  # no message stored twice
     finally:
         assert server.stop() == 0

@@ -234,6 +234,11 @@ def search_cmd(
         False, "--messages", help="List matching messages instead of calls."
     ),
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many results."),
+    cursor: str | None = typer.Option(
+        None,
+        "--cursor",
+        help="Continue below this point (the previous page prints it): the next, older calls.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Find calls (or single messages) by Call-ID, users, time, method or status.
@@ -242,7 +247,13 @@ def search_cmd(
     as the console's Calls page and `GET /api/v1/calls`. The balancers'
     OPTIONS probes are left out unless `--options` is given.
     """
-    from asterfleet.capture.pager import MAX_PAGE, STATUS_CLASSES, page_calls
+    from asterfleet.capture.pager import (
+        MAX_PAGE,
+        STATUS_CLASSES,
+        decode_cursor,
+        encode_cursor,
+        page_calls,
+    )
     from asterfleet.capture.rtcp import mos_threshold
     from asterfleet.capture.search import MessageQuery, parse_time, search_messages
 
@@ -307,7 +318,7 @@ def search_cmd(
                     ),
                 )  # fmt: skip
                 return
-            page = page_calls(store, query, limit)
+            page = page_calls(store, query, limit, decode_cursor(cursor or ""))
             calls = [c.as_dict() for c in page.calls]
             emit(
                 as_json,
@@ -324,6 +335,13 @@ def search_cmd(
                     ],
                 ),
             )  # fmt: skip
+            if page.next_cursor is not None:
+                # On stderr: the JSON on stdout stays a list of calls.
+                more = "the search stopped early; " if page.truncated else ""
+                typer.echo(
+                    f"{more}older calls: add --cursor {encode_cursor(page.next_cursor)}",
+                    err=True,
+                )
         finally:
             store.close()
 
