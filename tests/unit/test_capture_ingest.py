@@ -8,6 +8,8 @@ import socket
 from collections import Counter
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from asterfleet.capture import mmsg
 from asterfleet.capture.collector import parse_batch
@@ -103,3 +105,53 @@ def test_partition_bounds_as_postgresql_prints_them(
     bound: str, expected: tuple[int | None, int | None]
 ) -> None:
     assert _parse_bound(bound) == expected
+
+
+def _parse_both(data: bytes) -> tuple[object, object]:
+    """parse_hep with the layouts it learnt, and with none (the chunk walk)."""
+    from asterfleet.capture import hep as hep_module
+
+    def outcome() -> object:
+        try:
+            return hep_module.parse_hep(data)
+        except hep_module.HepError as exc:
+            return exc.reason
+
+    fast = outcome()
+    saved = list(hep_module._layouts)
+    hep_module._layouts.clear()
+    try:
+        walked = outcome()
+    finally:
+        hep_module._layouts[:] = saved
+    return fast, walked
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    src=st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(str),
+    port=st.integers(0, 65535),
+    ts=st.integers(0, 2**32 - 1),
+    capture_id=st.integers(0, 2**32 - 1),
+    name=st.text(max_size=20).filter(lambda t: "\x00" not in t),
+    cut=st.integers(0, 200),
+    flip=st.integers(0, 255),
+)
+def test_a_learnt_layout_reads_exactly_what_the_chunk_walk_reads(
+    src: str, port: int, ts: int, capture_id: int, name: str, cut: int, flip: int
+) -> None:
+    from asterfleet.capture.hep import HepPacket, encode_hep
+
+    dst = "::1" if ":" in src else "10.9.8.7"
+    packet = encode_hep(
+        HepPacket(INVITE, src_ip=src, dst_ip=dst, src_port=port, dst_port=5060, ts_sec=ts,
+                  ts_usec=ts % 1_000_000, capture_id=capture_id, capture_host=name.strip())
+    )  # fmt: skip
+    fast, walked = _parse_both(packet)  # learns this sender's layout
+    assert fast == walked and not isinstance(fast, str)
+    fast, walked = _parse_both(packet)  # read through it
+    assert fast == walked
+    # A byte changed anywhere (a header, a length, a value): same answer both ways.
+    at = cut % len(packet)
+    mutated = packet[:at] + bytes([packet[at] ^ flip]) + packet[at + 1 :]
+    assert _parse_both(mutated)[0] == _parse_both(mutated)[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import operator
 import socket
 import struct
 import zlib
@@ -118,6 +119,61 @@ _INT_CHUNKS = frozenset(
 _TEXT_CHUNKS = frozenset((AUTH_KEY, CORRELATION_ID, CAPTURE_NAME))
 
 
+class _Layout:
+    """A run of fixed-size chunks at the start of a packet, as one struct."""
+
+    __slots__ = ("end", "headers", "headers_of", "struct", "types", "values_of")
+
+    def __init__(self, chunks: list[tuple[int, int]]) -> None:
+        fmt = "!"
+        headers: list[int] = []
+        header_at: list[int] = []
+        value_at: list[int] = []
+        for ctype, clen in chunks:
+            header_at += [len(headers) + len(value_at) + k for k in range(3)]
+            headers += [0, ctype, clen]
+            fmt += "HHH" + _FIXED[(ctype, clen)]
+            value_at.append(len(headers) + len(value_at))
+        self.struct = struct.Struct(fmt)
+        self.end = HEADER_LEN + self.struct.size
+        self.headers = tuple(headers)
+        self.headers_of = operator.itemgetter(*header_at)
+        self.values_of = operator.itemgetter(*value_at)
+        self.types = tuple(ctype for ctype, _ in chunks)
+
+
+#: Fixed-size generic chunks (type, length with header) → struct code.
+_FIXED = {
+    **{(t, 7): "B" for t in (IP_FAMILY, IP_PROTO, PROTO_TYPE, KEEPALIVE, SRC_PORT, DST_PORT,
+                             TS_SEC, TS_USEC, CAPTURE_ID, VLAN_ID)},
+    **{(t, 8): "H" for t in (IP_FAMILY, IP_PROTO, PROTO_TYPE, KEEPALIVE, SRC_PORT, DST_PORT,
+                             TS_SEC, TS_USEC, CAPTURE_ID, VLAN_ID)},
+    **{(t, 10): "I" for t in (IP_FAMILY, IP_PROTO, PROTO_TYPE, KEEPALIVE, SRC_PORT, DST_PORT,
+                              TS_SEC, TS_USEC, CAPTURE_ID, VLAN_ID)},
+    (IPV4_SRC, 10): "4s",
+    (IPV4_DST, 10): "4s",
+    (IPV6_SRC, 22): "16s",
+    (IPV6_DST, 22): "16s",
+}  # fmt: skip
+#: Layouts kept per process (a collector hears a few kinds of sender).
+_MAX_LAYOUTS = 4
+_layouts: list[_Layout] = []
+
+
+def _learn_layout(data: bytes) -> _Layout | None:
+    """The leading run of fixed-size generic chunks of ``data`` (at least
+    four), or None; only a layout, never a value, is taken from it."""
+    chunks: list[tuple[int, int]] = []
+    pos, size = HEADER_LEN, len(data)
+    while size - pos >= CHUNK_HEADER_LEN:
+        vendor, ctype, clen = _CHUNK.unpack_from(data, pos)
+        if vendor != 0 or (ctype, clen) not in _FIXED or pos + clen > size:
+            break
+        chunks.append((ctype, clen))
+        pos += clen
+    return _Layout(chunks) if len(chunks) >= 4 else None
+
+
 def _inflate(body: bytes) -> bytes:
     try:
         inflater = zlib.decompressobj(47)  # zlib or gzip header, auto-detected
@@ -155,6 +211,33 @@ def parse_hep(data: bytes, auth_key: bytes | None = None) -> HepPacket:
     payload: bytes | None = None
     zipped: bytes | None = None
     pos = HEADER_LEN
+    # A sender repeats its layout: the run of fixed-size chunks it starts
+    # with is read in one struct call when it matches a layout seen before.
+    for layout in _layouts:
+        if size < layout.end:
+            continue
+        values = layout.struct.unpack_from(data, HEADER_LEN)
+        if layout.headers_of(values) != layout.headers:
+            continue
+        fields = layout.values_of(values)
+        for ctype, value in zip(layout.types, fields, strict=True):
+            if ctype == IPV4_SRC:
+                src_ip = socket.inet_ntoa(value)
+            elif ctype == IPV4_DST:
+                dst_ip = socket.inet_ntoa(value)
+            elif ctype == IPV6_SRC:
+                src_ip = socket.inet_ntop(socket.AF_INET6, value)
+            elif ctype == IPV6_DST:
+                dst_ip = socket.inet_ntop(socket.AF_INET6, value)
+            else:
+                ints[ctype] = value
+        pos = layout.end
+        break
+    else:
+        if len(_layouts) < _MAX_LAYOUTS:
+            learned = _learn_layout(data)
+            if learned is not None:
+                _layouts.append(learned)
     unpack = _CHUNK.unpack_from
     from_bytes = int.from_bytes
     while pos < size:

@@ -14,6 +14,11 @@ from asterfleet.errors import AsterfleetError
 
 _SPACED = re.compile(rb"\n([a-z-]+)[ \t]+:[ \t]*")
 _MAX_HEAD = 16384
+#: ``b"\ncall-id:"`` for ``b"call-id"``: what a header looks like in the lowered head.
+_NEEDLES = {
+    name: b"\n" + name + b":"
+    for name in (b"call-id", b"i", b"to", b"t", b"from", b"f", b"cseq", b"user-agent", b"server")
+}
 #: Requests that never open a call, tag or no tag (ACK and CANCEL belong to
 #: the INVITE they follow).
 _IN_DIALOG = frozenset(("ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO"))
@@ -78,9 +83,10 @@ def uri_user(value: str) -> str:
 def _header(head: bytes, low: bytes, names: tuple[bytes, ...]) -> str:
     """The first value of a header (any of its ``names``), or ``""``."""
     for name in names:
-        at = low.find(b"\n" + name + b":")
+        needle = _NEEDLES[name]
+        at = low.find(needle)
         if at >= 0:
-            start = at + len(name) + 2
+            start = at + len(needle)
             break
     else:
         # Rare: whitespace before the colon ("Call-ID : x").
