@@ -41,7 +41,7 @@ from asterfleet.errors import UsageError
 
 MAX_PAGE = 500
 SCAN_LIMIT = 200_000
-_FIRST_CHUNK = 512
+_FIRST_CHUNK = 64
 _MAX_CHUNK = 16_384
 
 #: Where a walk stopped: ``(ts_us, id)`` of a message; walk strictly below it.
@@ -181,7 +181,9 @@ def find_call_ids(
     conds = conditions(q, store.dialect)
     found: list[tuple[str, Cursor]] = []
     seen: set[str] = set()
-    position, scanned, chunk = cursor, 0, _FIRST_CHUNK
+    # A call has an opening per hop (two through a balancer): the first
+    # chunk usually fills the page, and the walk grows when filters reject.
+    position, scanned, chunk = cursor, 0, max(_FIRST_CHUNK, 2 * limit + 8)
     with store.engine.connect() as conn:
         while True:
             rows = conn.execute(walk_query(conds, position, chunk)).all()

@@ -655,14 +655,20 @@ _PG_INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_sip_messages_ts ON sip_messages (ts_us)",
     "CREATE INDEX IF NOT EXISTS ix_sip_messages_call_id ON sip_messages (call_id)",
     "CREATE INDEX IF NOT EXISTS ix_sip_messages_id ON sip_messages (id)",
+    # The Calls search's walk, newest first: it reads only this index (the
+    # filters on the opening's own fields are in it).
     "CREATE INDEX IF NOT EXISTS ix_sip_messages_opening_ts ON sip_messages "
-    "(ts_us, id, call_id) WHERE opens_call = true",
+    "(ts_us, id) INCLUDE (call_id, from_user, to_user, method) WHERE opens_call = true",
 )
+#: They carry what the walk reads, so a selective prefix is answered from the
+#: index alone (sorted by time afterwards) instead of walking every opening.
 _PG_SEARCH_INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_sip_messages_from_prefix ON sip_messages "
-    "(from_user text_pattern_ops) WHERE opens_call = true",
+    "(from_user text_pattern_ops) INCLUDE (ts_us, id, call_id, to_user, method) "
+    "WHERE opens_call = true",
     "CREATE INDEX IF NOT EXISTS ix_sip_messages_to_prefix ON sip_messages "
-    "(to_user text_pattern_ops) WHERE opens_call = true",
+    "(to_user text_pattern_ops) INCLUDE (ts_us, id, call_id, from_user, method) "
+    "WHERE opens_call = true",
 )
 
 _LIST_PARTITIONS = """
