@@ -29,11 +29,13 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +62,8 @@ SDP = (
 #: Calls in each sender's pool (7 packets each); the pool repeats after that.
 POOL_CALLS = 3000
 TICK = 0.005
+#: Where the throwaway PostgreSQL cluster lives (None: the temp dir, on disk).
+PG_DIR: str | None = None
 
 
 def sip_message(kind: str, cseq: str, call: int, call_id: str) -> bytes:
@@ -114,8 +118,17 @@ def packets(calls: int, transport: str) -> list[bytes]:
 def sender(transport: str, port: int, rate: float, seconds: float) -> None:
     """One sending process (rate 0: flat out); prints what it sent as JSON."""
     pool = packets(POOL_CALLS, transport)
+    if transport == "udp":
+        # Datagrams of one size in a row: one segmentation-offload send each.
+        pool.sort(key=len)
     n = len(pool)
     budget = int(rate * seconds) if rate else None
+
+    def _fallback_send(start: int, count: int) -> int:
+        for p in pool[start : start + count]:
+            sock.send(p)
+        return count
+
     if transport == "tcp":
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -133,18 +146,18 @@ def sender(transport: str, port: int, rate: float, seconds: float) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         sock.connect(("127.0.0.1", port))
-        if mmsg.available():
+        if _gso_works(sock, pool[0]):
+            send = _gso_sender(sock, pool)
+        elif mmsg.available():
             send = mmsg.Sender(sock.fileno(), pool).send
         else:  # pragma: no cover - not Linux
+            send = _fallback_send
 
-            def send(start: int, count: int) -> int:
-                for p in pool[start : start + count]:
-                    sock.send(p)
-                return count
-
-    sent = 0
+    # The segmentation-offload probe sent one packet already.
+    sent = 1 if transport == "udp" and send is not _fallback_send else 0
     pos = 0
     step = 2048
+    cpu0 = time.process_time()
     started = time.monotonic()
     deadline = started + seconds
     while True:
@@ -167,7 +180,49 @@ def sender(transport: str, port: int, rate: float, seconds: float) -> None:
             pos = (pos + done) % n
     elapsed = time.monotonic() - started
     sock.close()
-    print(json.dumps({"sent": sent, "seconds": elapsed}))
+    print(json.dumps({"sent": sent, "seconds": elapsed, "cpu_s": time.process_time() - cpu0}))
+
+
+#: Linux UDP segmentation offload: one send, many datagrams of one size.
+UDP_SEGMENT = 103
+GSO_MAX = 64
+
+
+def _gso_works(sock: socket.socket, packet: bytes) -> bool:
+    try:
+        sock.sendmsg([packet], [(socket.IPPROTO_UDP, UDP_SEGMENT, struct.pack("=H", len(packet)))])
+    except OSError:
+        return False
+    return True
+
+
+def _gso_sender(sock: socket.socket, pool: list[bytes]) -> Callable[[int, int], int]:
+    """A send(start, count) that hands the kernel up to 64 same-size datagrams
+    in one system call (UDP_SEGMENT)."""
+    blob = memoryview(b"".join(pool))
+    offsets = [0]
+    for p in pool:
+        offsets.append(offsets[-1] + len(p))
+    # Where the run of same-size packets starting at i ends (at most GSO_MAX long).
+    run_end = [0] * len(pool)
+    for i in range(len(pool) - 1, -1, -1):
+        same = i + 1 < len(pool) and len(pool[i + 1]) == len(pool[i])
+        run_end[i] = min(run_end[i + 1], i + GSO_MAX) if same else i + 1
+    cmsgs = {len(p): [(socket.IPPROTO_UDP, UDP_SEGMENT, struct.pack("=H", len(p)))] for p in pool}
+
+    def send(start: int, count: int) -> int:
+        stop = start + count
+        i = start
+        while i < stop:
+            end = min(run_end[i], stop)
+            try:
+                sock.sendmsg([blob[offsets[i] : offsets[end]]], cmsgs[len(pool[i])])
+            except (ConnectionRefusedError, BlockingIOError, InterruptedError):
+                continue
+            i = end
+        return count
+
+    return send
 
 
 def sink(transport: str, port_file: str, seconds: float) -> None:
@@ -211,13 +266,12 @@ def sink(transport: str, port_file: str, seconds: float) -> None:
     print(json.dumps({"received": received}))
 
 
-def run_senders(transport: str, port: int, rate: float, seconds: float, senders: int) -> dict:
+def run_senders(
+    transport: str, port: int, rate: float, seconds: float, senders: int
+) -> dict[str, float]:
+    argv = [sys.executable, __file__, "--send", transport, str(port), str(rate / senders)]
     procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--send", transport, str(port), str(rate / senders),
-             str(seconds)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        subprocess.Popen([*argv, str(seconds)], stdout=subprocess.PIPE, text=True)
         for _ in range(senders)
     ]
     results = []
@@ -226,8 +280,45 @@ def run_senders(transport: str, port: int, rate: float, seconds: float, senders:
         if proc.returncode != 0:
             raise RuntimeError(f"sender failed ({proc.returncode})")
         results.append(json.loads(out))
-    sent = sum(r["sent"] for r in results)
-    return {"sent": sent, "seconds": max(r["seconds"] for r in results)}
+    return {
+        "sent": sum(r["sent"] for r in results),
+        "seconds": max(r["seconds"] for r in results),
+        "cpu_s": sum(r["cpu_s"] for r in results),
+    }
+
+
+# -- where the CPU goes ------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds) of a live process, from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds of a process and each of its descendants, by pid."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None:
+                parents[int(entry.name)], cpu[int(entry.name)] = stat
+    out: dict[str, float] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in cpu:
+            out[str(pid)] = cpu[pid]
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return out
 
 
 def offer(transport: str, seconds: float, senders: int, rate: float) -> dict[str, object]:
@@ -255,6 +346,15 @@ def offer(transport: str, seconds: float, senders: int, rate: float) -> dict[str
 
 
 # -- the collector under load ------------------------------------------------------
+
+
+def _wal_lsn(url: str) -> int:
+    """PostgreSQL's WAL position in bytes (what durability has to write)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else 0
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -301,7 +401,7 @@ def run_one(
     if db == "postgresql":
         from asterfleet.testing.postgres import PgSandbox
 
-        pg = PgSandbox(durable=durable)
+        pg = PgSandbox(Path(PG_DIR) if PG_DIR else None, durable=durable)
         url = pg.start()
     else:
         url = str(workdir / f"bench-{transport}-{time.monotonic_ns()}.db")
@@ -324,6 +424,11 @@ def run_one(
                 if time.monotonic() > deadline or collector.poll() is not None:
                     raise RuntimeError("collector did not start") from None
                 time.sleep(0.1)
+        pg_root = int((pg.data / "postmaster.pid").read_text().split()[0]) if pg else None
+        cpu_before = {"collector": tree_cpu(collector.pid)}
+        if pg_root is not None:
+            cpu_before["postgresql"] = tree_cpu(pg_root)
+        wal_before = _wal_lsn(url) if pg else 0
         started = time.monotonic()
         result = run_senders(transport, hep_port, rate, seconds, senders)
         sent = result["sent"]
@@ -347,6 +452,22 @@ def run_one(
         m = scrape(metrics_port)
         stored = m["asterfleet_capture_stored_total"]
         wall = max(finished - started, 1e-9)
+        # CPU µs per stored message, by part: what limits the rate on 2 cores.
+        cpu_after = {"collector": tree_cpu(collector.pid)}
+        if pg_root is not None:
+            cpu_after["postgresql"] = tree_cpu(pg_root)
+        per_msg: dict[str, float] = {}
+        for part, after in cpu_after.items():
+            before = cpu_before[part]
+            used = {pid: t - before.get(pid, 0.0) for pid, t in after.items()}
+            if part == "collector":
+                per_msg["receiver"] = used.pop(str(collector.pid), 0.0)
+                per_msg["writers"] = sum(used.values())
+            else:
+                per_msg[part] = sum(used.values())
+        per_msg["senders"] = result["cpu_s"]
+        cpu_us = {k: round(v / max(stored, 1) * 1e6, 2) for k, v in per_msg.items()}
+        wal_per_msg = round((_wal_lsn(url) - wal_before) / max(stored, 1)) if pg else None
         return {
             "db": db,
             "durability": ("on" if durable else "off") if db == "postgresql" else "-",
@@ -364,6 +485,9 @@ def run_one(
             "loss_pct": round(100 * (sent - stored) / sent, 3) if sent else 0.0,
             "stored_per_s": round(stored / wall),
             "p99_batch_s": p99(m),
+            "cpu_us_per_msg": cpu_us,
+            "cpu_bound_per_s": round(2e6 / sum(cpu_us.values())) if stored else 0,
+            "wal_bytes_per_msg": wal_per_msg,
         }
     finally:
         collector.terminate()
@@ -397,8 +521,15 @@ def main() -> None:
     parser.add_argument(
         "--collector-arg", action="append", default=[], help="extra `capture run` argument"
     )
+    parser.add_argument(
+        "--pg-dir",
+        help="make the PostgreSQL cluster under this directory (e.g. /dev/shm: takes the "
+        "disk out; fsync is then no protection, so report such runs as CPU-bound only)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    global PG_DIR
+    PG_DIR = args.pg_dir
     results: list[dict[str, object]] = []
     transports = args.transport or ["tcp", "udp"]
     if args.offer:
@@ -430,7 +561,10 @@ def main() -> None:
                                 f"loss {result['loss']:.0f} = {result['loss_pct']}% "
                                 f"(dropped {result['dropped']:.0f}, kernel "
                                 f"{result['kernel_udp_drops']:.0f}, rejected "
-                                f"{result['rejected']:.0f}), p99 batch {result['p99_batch_s']}s",
+                                f"{result['rejected']:.0f}), p99 batch {result['p99_batch_s']}s, "
+                                f"CPU µs/msg {result['cpu_us_per_msg']} → 2 cores bound "
+                                f"{result['cpu_bound_per_s']}/s, WAL "
+                                f"{result['wal_bytes_per_msg']} B/msg",
                                 flush=True,
                             )
     if args.json:

@@ -135,3 +135,13 @@ def test_rtcp_reports_in_postgres(postgres: PgSandbox) -> None:
         assert store.count() == 14  # 7 SIP messages per call; the report is not among them
     finally:
         store.close()
+
+
+def test_three_writers_store_a_burst_once(tmp_path: Path, postgres: PgSandbox) -> None:
+    """Three writer processes, each on its own PostgreSQL connection, share a
+    UDP burst: every datagram that arrived is stored exactly once."""
+    from tests.integration.test_capture_collector import udp_burst_is_stored_once
+
+    udp_burst_is_stored_once(
+        CaptureServer(tmp_path, db=postgres.url, args=["--writers", "3", "--batch-size", "300"])
+    )

@@ -259,6 +259,14 @@ class CollectorSettings:
 Ack = tuple[int, int, dict[str, int], float | None]
 
 
+def writer_count(settings: CollectorSettings) -> int:
+    """Writer processes to run: SQLite takes one writer at a time (a second
+    one would only wait for its lock), PostgreSQL as many as asked."""
+    if "://" not in settings.db_url or settings.db_url.startswith("sqlite"):
+        return 1
+    return max(1, settings.writers)
+
+
 class Writer:
     """Hands batches of received packets to the writer processes and counts
     the outcome.
@@ -278,7 +286,7 @@ class Writer:
         self._outbox: queue.Queue[list[bytes] | None] = queue.Queue()
         ctx = multiprocessing.get_context("spawn")
         self._workers: list[_WriterProcess] = [
-            _WriterProcess(ctx, settings, index, self) for index in range(max(1, settings.writers))
+            _WriterProcess(ctx, settings, index, self) for index in range(writer_count(settings))
         ]
 
     def start(self) -> None:
@@ -441,7 +449,7 @@ def _writer_process(
 
     threading.Thread(target=reader, name="capture-inbox", daemon=True).start()
     db = _Database(settings, abort, retention=index == 0)
-    writers = max(1, settings.writers)
+    writers = writer_count(settings)
     pace = _Pace(settings.max_write_rate / writers if settings.max_write_rate else None)
     auth = settings.auth_key.encode() if settings.auth_key is not None else None
     try:

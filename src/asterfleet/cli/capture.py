@@ -127,7 +127,7 @@ def run_cmd(
         2,
         "--writers",
         help="Writer processes: each parses and stores batches on its own database "
-        "connection (about one per core).",
+        "connection (about one per core; SQLite always uses one).",
     ),
     tls_cert: str | None = typer.Option(
         None,
