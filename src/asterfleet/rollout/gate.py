@@ -20,8 +20,8 @@ from asterfleet.sipp.runner import SippUac
 GATE_HEADER = "X-Asterfleet-Gate"
 PASSED = "passed"
 # A test call passes when its INVITE is answered 200: the counter of the 200
-# in the packaged uac.xml (step 4). What follows (a 180 overtaking the 200 on
-# a loaded balancer, a lost BYE) says nothing about the box's version.
+# in the packaged uac.xml (step 4). What follows (a BYE lost on a loaded
+# machine) says nothing about the box's version.
 ANSWERED = "4_200_Recv"
 
 
