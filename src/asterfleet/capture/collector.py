@@ -55,7 +55,7 @@ from asterfleet.capture.listen import PROTOCOLS as PROTOCOLS  # re-exported
 from asterfleet.capture.listen import Listen
 from asterfleet.capture.listen import parse_listen as parse_listen  # re-exported
 from asterfleet.capture.rtcp import PROTO_RTCP, RtcpError, parse_rtcp
-from asterfleet.capture.sip_index import SipError, parse_sip
+from asterfleet.capture.sip_index import SipError, sip_fields
 from asterfleet.capture.store import RTCP_TAG, Row, Store, normalise_url
 from asterfleet.errors import UsageError
 
@@ -74,7 +74,7 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         return rtcp_row(pkt, now_us)
     if pkt.proto_type != 1:
         raise HepError("not_sip", f"HEP protocol type {pkt.proto_type} is not SIP")
-    sip = parse_sip(pkt.payload)
+    method, status, call_id, cseq, from_user, to_user, user_agent, opens = sip_fields(pkt.payload)
     ts = pkt.ts_sec * 1_000_000 + pkt.ts_usec if pkt.ts_sec else now_us
     return (
         ts,
@@ -85,16 +85,16 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
         pkt.transport,
         pkt.capture_id,
         pkt.capture_host,
-        sip.call_id,
-        sip.method,
-        sip.status,
-        sip.cseq,
-        sip.from_user,
-        sip.to_user,
-        sip.user_agent,
+        call_id,
+        method,
+        status,
+        cseq,
+        from_user,
+        to_user,
+        user_agent,
         pkt.correlation_id,
         pkt.payload,
-        sip.opens_call,
+        opens,
     )
 
 

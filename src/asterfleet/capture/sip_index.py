@@ -103,6 +103,14 @@ def _header(head: bytes, low: bytes, names: tuple[bytes, ...]) -> str:
 
 def parse_sip(payload: bytes) -> SipSummary:
     """Index one SIP message; SipError when it is not SIP or has no Call-ID."""
+    return SipSummary(*sip_fields(payload))
+
+
+def sip_fields(
+    payload: bytes,
+) -> tuple[str | None, int | None, str, str, str, str, str, bool]:
+    """:class:`SipSummary`'s fields as a tuple (the collector's hot path
+    skips building the object)."""
     end = payload.find(b"\r\n\r\n", 0, _MAX_HEAD)
     head = payload[:end] if end >= 0 else payload[:_MAX_HEAD]
     if b"\x00" in head:
@@ -127,7 +135,7 @@ def parse_sip(payload: bytes) -> SipSummary:
         raise SipError("bad_sip", "no Call-ID header")
     to = _header(head, low, (b"to", b"t"))
     cseq = " ".join(_header(head, low, (b"cseq",)).split())
-    return SipSummary(
+    return (
         method,
         status,
         call_id,
