@@ -19,6 +19,7 @@ command (process start-up included).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -154,7 +155,9 @@ def postgres_cpu_probe(store: Store) -> Callable[[], float]:
                 except OSError:
                     continue
                 if int(stat[1]) == root:
-                    total += (int(stat[11]) + int(stat[12])) / _TICK
+                    # schedstat: nanoseconds on a CPU (stat's ticks are 10 ms).
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        total += int((entry / "schedstat").read_text().split()[0]) / 1e9
         return total
 
     return probe
