@@ -37,6 +37,7 @@ from asterfleet.factory.knot_input import (
     KnotInput,
     mask_url_credentials,
     public_spec,
+    resolve_secret_build_args,
     resolve_webhook_secret,
     to_input,
     validate_input,
@@ -177,6 +178,7 @@ def form_input(form: FormData, name: str | None = None) -> KnotInput:
         latest="latest" in form,
         sha_tag="sha_tag" in form,
         build_args=_lines(text("build_args")),
+        secret_build_args=_lines(text("secret_build_args")),
         test_command=text("test_command"),
         owners=re.split(r"[\s,]+", text("owners").strip()) if text("owners").strip() else [],
         webhook="webhook" in form,
@@ -189,6 +191,18 @@ def form_input(form: FormData, name: str | None = None) -> KnotInput:
         notify_url=text("notify_url"),
         builder=text("builder", "buildah"),
     )
+
+
+def secret_lines(f: KnotInput, stored: Knot | None) -> list[str]:
+    """The secret build args as the form shows them again: NAME=******** for
+    a value that is stored, NAME= for one typed but not saved (never a value)."""
+    kept = stored.secret_build_args if stored else {}
+    out = []
+    for line in f.secret_build_args:
+        name, _, value = line.partition("=")
+        name = name.strip()
+        out.append(f"{name}={MASK}" if name in kept and value in (MASK, kept[name]) else f"{name}=")
+    return out
 
 
 def _form(
@@ -205,6 +219,7 @@ def _form(
         user,
         area="knots",
         f=f,
+        secret_build_args=secret_lines(f, editing),
         editing=editing,
         has_secret=bool(editing and editing.triggers.webhook_secret),
         errors=errors or {},
@@ -283,7 +298,7 @@ async def edit_submit(
     wanted = (GENERATE if "regenerate" in form else MASK) if f.webhook else None
     secret, fresh = resolve_webhook_secret(wanted, before.triggers.webhook_secret)
     try:
-        knot = validate_input(f, secret)
+        knot = validate_input(f, secret, before.secret_build_args)
         knot = await asyncio.to_thread(save_edit, fs, user, before, knot)
     except KnotInvalid as exc:
         return _form(request, user, f, editing=before, errors=exc.errors)
@@ -358,7 +373,8 @@ _KNOT_BODY = {
         "description": (
             "The knot, as `asterfleet knot show --json` prints it. "
             f"triggers.webhook_secret: null (no webhook), {GENERATE!r} (a new secret, "
-            f"returned once), {MASK!r} (keep the current one) or your own secret."
+            f"returned once), {MASK!r} (keep the current one) or your own secret. "
+            f"secret_build_args: NAME -> value, {MASK!r} keeps the stored value."
         ),
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Knot"}}},
     }
@@ -389,8 +405,8 @@ def _invalid(exc: KnotInvalid) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "errors": exc.errors}, status_code=400)
 
 
-def _api_knot(body: Any, name: str, current: str | None) -> tuple[Knot, str | None]:
-    """(validated knot, the secret to show once) from an API body."""
+def _api_knot(body: Any, name: str, before: Knot | None) -> tuple[Knot, str | None]:
+    """(validated knot, the webhook secret to show once) from an API body."""
     if not isinstance(body, dict):
         raise KnotInvalid({"knot": "expected a JSON object"})
     if body.get("name", name) != name:
@@ -399,9 +415,19 @@ def _api_knot(body: Any, name: str, current: str | None) -> tuple[Knot, str | No
     triggers = dict(triggers) if isinstance(triggers, dict) else {}
     requested = triggers.get("webhook_secret")
     secret, fresh = resolve_webhook_secret(
-        requested if isinstance(requested, str) else None, current
+        requested if isinstance(requested, str) else None,
+        before.triggers.webhook_secret if before else None,
     )
-    knot = validate_knot({**body, "name": name, "triggers": {**triggers, "webhook_secret": secret}})
+    data = {**body, "name": name, "triggers": {**triggers, "webhook_secret": secret}}
+    secrets = body.get("secret_build_args")
+    if isinstance(secrets, dict) and all(isinstance(v, str) for v in secrets.values()):
+        try:
+            data["secret_build_args"] = resolve_secret_build_args(
+                secrets, before.secret_build_args if before else {}
+            )
+        except UsageError as exc:
+            raise KnotInvalid({"secret_build_args": str(exc)}) from None
+    knot = validate_knot(data)
     return knot, secret if fresh else None
 
 
@@ -473,7 +499,7 @@ async def api_put(
     _require_edit(who, before)
     body = await _json(request)
     try:
-        knot, secret = _api_knot(body, name, before.triggers.webhook_secret)
+        knot, secret = _api_knot(body, name, before)
         knot = await asyncio.to_thread(save_edit, fs, who, before, knot)
     except KnotInvalid as exc:
         return _invalid(exc)
