@@ -250,6 +250,7 @@ def token_ls(
             "last_used_at": t.last_used_at,
             "expires_at": t.expires_at,
             "active": t.active,
+            "status": t.status,
         }
         for t in tokens
     ]
@@ -258,7 +259,7 @@ def token_ls(
         data,
         lambda: print_table(
             None,
-            ["id", "user", "name", "prefix", "scopes", "created", "last used", "status"],
+            ["id", "user", "name", "prefix", "scopes", "created", "last used", "expires", "status"],
             [
                 [
                     t.id,
@@ -267,8 +268,9 @@ def token_ls(
                     t.prefix + "…",
                     ",".join(t.scopes),
                     _when(t.created_at),
-                    _when(t.last_used_at),
-                    "active" if t.active else "revoked/expired",
+                    _when(t.last_used_at) if t.last_used_at else "never",
+                    _when(t.expires_at) if t.expires_at else "never",
+                    t.status,
                 ]
                 for t in tokens
             ],

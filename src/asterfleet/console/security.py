@@ -164,6 +164,14 @@ async def api_writer(who: Principal = Depends(api_user)) -> Principal:
     return who
 
 
+async def metrics_reader(who: Principal = Depends(api_user)) -> Principal:
+    """Who may scrape /metrics: a token with scope ``metrics`` (or ``read``),
+    or a logged-in browser."""
+    if "metrics" not in who.scopes and "read" not in who.scopes:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks scope 'metrics'")
+    return who
+
+
 def require_write(p: Principal) -> None:
     if not p.can_act:
         raise HTTPException(
