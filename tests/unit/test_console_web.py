@@ -435,11 +435,8 @@ def test_metrics_listen_serves_metrics_without_a_login_on_its_own_address(
         port = probe.getsockname()[1]
     cli = typer.Typer()
     cli.command()(console_run)
-    done = CliRunner().invoke(
-        cli,
-        ["--db", str(tmp_path / "c.db"), "--listen", "127.0.0.1:0"]
-        + ["--metrics-listen", f"127.0.0.1:{port}"],
-    )
+    args = ["--db", str(tmp_path / "c.db"), "--listen", "127.0.0.1:0"]
+    done = CliRunner().invoke(cli, [*args, "--metrics-listen", f"127.0.0.1:{port}"])
     try:
         assert done.exit_code == 0, done.output
         r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
