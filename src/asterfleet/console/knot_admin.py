@@ -27,7 +27,14 @@ from starlette.datastructures import FormData
 from asterfleet.auth import get_user, password_principal
 from asterfleet.console.factory_state import FactoryState, factory_state
 from asterfleet.console.knot_access import may_add, may_edit, may_see
-from asterfleet.console.security import Principal, api_user, page_user
+from asterfleet.console.security import (
+    API_ERRORS,
+    ErrorOut,
+    Principal,
+    api_reader,
+    api_writer,
+    page_user,
+)
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
 from asterfleet.factory.knot import Knot, KnotInvalid, admin_only_changes, validate_knot
@@ -46,7 +53,7 @@ from asterfleet.factory.store import add_knot, edit_knot, get_knot, list_knots, 
 
 log = structlog.get_logger("asterfleet.console.knots")
 pages = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["knots"])
+api = APIRouter(prefix="/api/v1", tags=["knots"], responses=API_ERRORS)
 router = APIRouter()  # the area's router: pages first (before /knots/{name})
 
 PROVIDERS = ("github", "gitea", "gitlab")
@@ -364,7 +371,10 @@ class KnotOut(BaseModel):
 
 class KnotErrorOut(BaseModel):
     detail: str
-    errors: dict[str, str] = Field(description="field (as in the knot's JSON) -> problem")
+    errors: dict[str, str] = Field(
+        default_factory=dict,
+        description="field (as in the knot's JSON) -> problem (none when the body is not JSON)",
+    )
 
 
 _KNOT_BODY = {
@@ -380,13 +390,8 @@ _KNOT_BODY = {
     }
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": KnotErrorOut, "description": "not a valid knot"}
+    400: {"model": KnotErrorOut, "description": "not a valid knot, or not JSON"}
 }
-
-
-def _need(user: Principal, scope: str) -> None:
-    if scope not in user.scopes:
-        raise _forbidden(f"this token lacks scope {scope!r}")
 
 
 def _out(request: Request, knot: Knot, secret: str | None = None, hooks: bool = True) -> KnotOut:
@@ -433,9 +438,8 @@ def _api_knot(body: Any, name: str, before: Knot | None) -> tuple[Knot, str | No
 
 @api.get("/knots", response_model=list[Knot], summary="Every knot (secrets masked)")
 async def api_list(
-    who: Principal = Depends(api_user), fs: FactoryState = Depends(factory_state)
+    who: Principal = Depends(api_reader), fs: FactoryState = Depends(factory_state)
 ) -> Any:
-    _need(who, "read")
     knots = await asyncio.to_thread(list_knots, fs.engine)
     seen = [k for k in knots if await asyncio.to_thread(may_see, fs, who, k)]
     return [public_spec(k, hooks=may_edit(who, k)) for k in seen]
@@ -450,10 +454,11 @@ async def api_list(
     responses=_ERRORS,
 )
 async def api_add(
-    request: Request, who: Principal = Depends(api_user), fs: FactoryState = Depends(factory_state)
+    request: Request,
+    who: Principal = Depends(api_writer),
+    fs: FactoryState = Depends(factory_state),
 ) -> Any:
     """Operators and admins; the image repository must be one they may push to."""
-    _need(who, "write")
     _require_add(who)
     body = await _json(request)
     try:
@@ -470,10 +475,9 @@ async def api_add(
 async def api_get(
     request: Request,
     name: str,
-    who: Principal = Depends(api_user),
+    who: Principal = Depends(api_reader),
     fs: FactoryState = Depends(factory_state),
 ) -> Any:
-    _need(who, "read")
     knot = await asyncio.to_thread(_load, fs, name)
     if not await asyncio.to_thread(may_see, fs, who, knot):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no knot {name!r}")
@@ -490,11 +494,10 @@ async def api_get(
 async def api_put(
     request: Request,
     name: str,
-    who: Principal = Depends(api_user),
+    who: Principal = Depends(api_writer),
     fs: FactoryState = Depends(factory_state),
 ) -> Any:
     """Admins and the knot's owners. Fields left out take their defaults."""
-    _need(who, "write")
     before = await asyncio.to_thread(_load, fs, name)
     _require_edit(who, before)
     body = await _json(request)
@@ -507,12 +510,16 @@ async def api_put(
     return _out(request, knot, secret)
 
 
-@api.delete("/knots/{name}", status_code=204, summary="Remove a knot and its build history")
+@api.delete(
+    "/knots/{name}",
+    status_code=204,
+    summary="Remove a knot and its build history",
+    responses={409: {"model": ErrorOut, "description": "one of its builds is running"}},
+)
 async def api_delete(
-    name: str, who: Principal = Depends(api_user), fs: FactoryState = Depends(factory_state)
+    name: str, who: Principal = Depends(api_writer), fs: FactoryState = Depends(factory_state)
 ) -> Response:
     """Admins and the knot's owners; refused (409) while one of its builds runs."""
-    _need(who, "write")
     knot = await asyncio.to_thread(_load, fs, name)
     _require_edit(who, knot)
     try:

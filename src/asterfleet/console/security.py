@@ -31,11 +31,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 __all__ = [
     "API_ERRORS",
+    "ErrorOut",
     "Principal",
     "api_reader",
     "api_user",
     "api_writer",
     "csrf_guard",
+    "metrics_reader",
     "page_user",
     "require_write",
 ]
