@@ -38,7 +38,8 @@ app = typer.Typer(
 )
 token_app = typer.Typer(
     help=(
-        "API tokens: `Authorization: Bearer <token>` against /api/v1 (scopes read, write) "
+        "API tokens: `Authorization: Bearer <token>` against /api/v1 (scopes read, write), "
+        "for Prometheus on the console's /metrics (scope metrics) "
         "and the password of registry clients (scopes pull, push, delete, or "
         "repository:NAME:ACTIONS)."
     ),
@@ -185,8 +186,9 @@ def token_create(
     scopes: str = typer.Option(
         "read",
         "--scopes",
-        help="Comma list of read, write (the console API), pull, push, delete (the "
-        "registry); or repository:NAME:pull,push for one repository (NAME may end in /*).",
+        help="Comma list of read, write (the console API), metrics (the console's /metrics "
+        "only), pull, push, delete (the registry); or repository:NAME:pull,push for one "
+        "repository (NAME may end in /*).",
     ),
     ttl_days: float = typer.Option(None, "--ttl-days", help="Expire after this many days."),
     db: str = DbOpt,
