@@ -46,7 +46,10 @@ __all__ = [
 BEARER = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="an API token from 'asterfleet users token create' (scope read or write; metrics for /metrics)",
+    description=(
+        "an API token from 'asterfleet users token create' "
+        "(scope read or write; metrics for /metrics)"
+    ),
 )
 
 
