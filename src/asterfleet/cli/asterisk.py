@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from asterfleet.capture.hepconf import UUID_TYPES, HepConf, render_hep_conf
-from asterfleet.cli.common import ENV, ClusterOpt, PortOpt, etcd_options, etcd_security, user_errors
+from asterfleet.cli.common import (
+    ENV,
+    ClusterOpt,
+    LogJsonOpt,
+    LogLevelOpt,
+    PortOpt,
+    etcd_options,
+    etcd_security,
+    user_errors,
+)
 from asterfleet.errors import UsageError
+
+if TYPE_CHECKING:
+    from asterfleet.asterisk.boxconf import BoxConfig
 
 app = typer.Typer(
     help="Render configuration files for the Asterisk boxes of the fleet.",
@@ -123,6 +136,20 @@ def config(
     ),
     node: str | None = typer.Option(None, "--node", help="Node name, sent as capture_name."),
     capture_id: int = typer.Option(0, "--capture-id", help="Numeric capture agent id."),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        help="After writing, keep running: when the balancers' addresses in etcd change, "
+        "render again and reload the modules whose files changed (needs --etcd, no "
+        "--balancer).",
+    ),
+    asterisk_binary: str | None = typer.Option(
+        None,
+        "--asterisk",
+        help="The asterisk binary --follow reloads through (default: PREFIX/sbin/asterisk).",
+    ),
+    log_level: str = LogLevelOpt,
+    log_json: bool = LogJsonOpt,
 ) -> None:
     """Render a fleet box's complete Asterisk configuration into --out.
 
@@ -138,6 +165,12 @@ def config(
     Example:
 
         ASTERFLEET_AMI_SECRET_FILE=/run/secrets/ami asterfleet asterisk config --out /etc/asterisk --balancer 10.0.0.2 --balancer 10.0.0.3 --capture 10.0.0.5:9060 --node ast1
+
+    With --follow (beside a running Asterisk, as the asterfleet/asterisk
+    image does) it keeps watching the balancers' records in etcd: a balancer
+    added or moved is written into pjsip.conf and applied with "module reload
+    res_pjsip.so" over Asterisk's control socket, without a restart. With no
+    balancer record at all the last addresses stay.
     """
     import os
 
@@ -150,6 +183,10 @@ def config(
             raise UsageError(f"--rtp-ports {rtp_ports!r}: use START-END, e.g. 10000-20000")
         target = out.resolve()
         balancers = tuple(b for item in balancer for b in item.split(",") if b)
+        if follow and (balancers or not etcd):
+            raise UsageError(
+                "--follow follows the balancers' records in etcd: give --etcd and no --balancer"
+            )
         if not balancers and etcd:
             balancers = _balancers_from_etcd(etcd, cluster)
         cfg = BoxConfig(
@@ -186,6 +223,37 @@ def config(
         except OSError as exc:
             raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         typer.echo(f"wrote {', '.join(files)} to {target}")
+        if follow:
+            assert etcd is not None
+            binary = asterisk_binary or f"{prefix.rstrip('/')}/sbin/asterisk"
+            code = _follow(cfg, target, etcd, cluster, binary, log_level, log_json)
+            raise typer.Exit(code)
+
+
+def _follow(
+    cfg: BoxConfig,
+    target: Path,
+    endpoints: str,
+    cluster: str,
+    binary: str,
+    log_level: str,
+    log_json: bool,
+) -> int:
+    import asyncio
+
+    from asterfleet import logs
+    from asterfleet.asterisk.follow import Follower, reload_module
+    from asterfleet.cli.daemon import run_daemon
+
+    logs.configure(log_level, log_json)
+    security = etcd_security()
+    follower = Follower(cfg, target, lambda module: reload_module(binary, cfg.config_dir, module))
+
+    async def main(stopping: asyncio.Event) -> int:
+        await follower.run(endpoints, cluster, stopping, security=security)
+        return 0
+
+    return run_daemon(main, "asterisk.follow")
 
 
 def _balancers_from_etcd(endpoints: str, cluster: str) -> tuple[str, ...]:

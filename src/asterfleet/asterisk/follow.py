@@ -1,0 +1,246 @@
+"""Keep a running box's configuration in step with the fleet (``asterisk config --follow``).
+
+A box renders its configuration once at start; what an operator then changes
+in the fleet is the set of load balancers (one added, one moved to a new
+address). The follower runs beside Asterisk in the same container: it
+watches the balancers' records in etcd, renders the configuration again when
+their published SIP addresses change, writes only the files whose text
+changed, and reloads the module that reads each one through Asterisk's own
+control socket (``asterisk -rx "module reload res_pjsip.so"``, which applies
+a changed ``identify`` at once; checked against Asterisk 22.10.1).
+
+Why here and not from the node agent over AMI: the files live in the
+Asterisk container, and AMI's ``Reload`` action needs the ``system`` or
+``config`` privilege (which also allow restarting Asterisk or rewriting any
+configuration file); the agent's AMI user keeps ``read=call,write=reporting``.
+
+The pure part decides (:func:`follow_addresses`, :func:`plan`); the loop at
+the end does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from asterfleet import logs
+from asterfleet.asterisk.boxconf import BoxConfig, balancer_addresses, render_box_config
+from asterfleet.errors import AsterfleetError, RecordError
+from asterfleet.etcd_client import (
+    NO_SECURITY,
+    Etcd,
+    EtcdSecurity,
+    KeyValue,
+    WatchEvent,
+    WatchLost,
+)
+from asterfleet.fleet.keys import Keyspace
+from asterfleet.fleet.model import BalancerStatus, parse_balancer
+
+# What Asterisk reloads to read each file again. asterisk.conf and
+# modules.conf are read only at start: a change there needs a restart.
+RELOAD_MODULE: Mapping[str, str] = {
+    "pjsip.conf": "res_pjsip.so",
+    "manager.conf": "manager",
+    "extensions.conf": "pbx_config.so",
+    "rtp.conf": "res_rtp_asterisk.so",
+    "logger.conf": "logger",
+    "hep.conf": "res_hep.so",
+}
+RESTART_FILES = frozenset({"asterisk.conf", "modules.conf"})
+# manager.conf holds the AMI secret.
+SECRET_FILES = frozenset({"manager.conf"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a new render means for a running box."""
+
+    write: tuple[str, ...]  # files whose text changed (or that are missing)
+    reload: tuple[str, ...]  # modules to reload, in file order
+    restart: tuple[str, ...]  # changed files Asterisk reads only at start
+
+
+def plan(current: Mapping[str, str | None], wanted: Mapping[str, str]) -> Plan:
+    """Compare the files on disk (None: missing) with a new render."""
+    write = tuple(name for name, text in wanted.items() if current.get(name) != text)
+    reload: list[str] = []
+    for name in write:
+        module = RELOAD_MODULE.get(name)
+        if module is not None and module not in reload:
+            reload.append(module)
+    restart = tuple(name for name in write if name in RESTART_FILES)
+    return Plan(write, tuple(reload), restart)
+
+
+def follow_addresses(
+    current: tuple[str, ...], published: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """The balancer addresses to render now, or None to keep the current ones.
+
+    No published address at all is a fleet without balancers for a moment
+    (all restarting, etcd records expired): refusing every call then gains
+    nothing, so the last known addresses stay.
+    """
+    if not published or published == current:
+        return None
+    return published
+
+
+def read_files(directory: Path, names: Sequence[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = (directory / name).read_text()
+        except FileNotFoundError:
+            out[name] = None
+    return out
+
+
+def write_files(directory: Path, files: Mapping[str, str]) -> None:
+    """Write each file atomically (a reload never reads half a file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = directory / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o640 if name in SECRET_FILES else 0o644)
+        os.replace(tmp, path)
+
+
+def reload_argv(asterisk: str, config_dir: str, module: str) -> list[str]:
+    return [asterisk, "-C", f"{config_dir}/asterisk.conf", "-rx", f"module reload {module}"]
+
+
+def reload_module(asterisk: str, config_dir: str, module: str) -> str | None:
+    """Reload one module through the control socket; None, or why it failed."""
+    try:
+        done = subprocess.run(
+            reload_argv(asterisk, config_dir, module),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    text = (done.stdout + done.stderr).strip()
+    if done.returncode != 0 or "reloaded successfully" not in text:
+        return text.splitlines()[-1] if text else f"exit code {done.returncode}"
+    return None
+
+
+Reloader = Callable[[str], str | None]
+
+
+@dataclass
+class Follower:
+    """Re-render ``cfg`` into ``target`` whenever the balancers' addresses change."""
+
+    cfg: BoxConfig
+    target: Path
+    reloader: Reloader
+    debounce: float = 0.5
+    log: structlog.typing.FilteringBoundLogger = dataclasses.field(
+        default_factory=lambda: logs.get("asterisk.follow")
+    )
+    pending: list[str] = dataclasses.field(default_factory=list)  # reloads that failed
+
+    def apply(self, published: tuple[str, ...]) -> None:
+        """One step: render for ``published`` and reload what changed."""
+        addresses = follow_addresses(self.cfg.balancers, published)
+        if addresses is None and not published:
+            self.log.warning("no_balancer_address", keeping=",".join(self.cfg.balancers))
+        if addresses is not None:
+            old = self.cfg.balancers
+            self.cfg = dataclasses.replace(self.cfg, balancers=addresses)
+            files = render_box_config(self.cfg)
+            step = plan(read_files(self.target, list(files)), files)
+            write_files(self.target, {n: files[n] for n in step.write})
+            self.log.info(
+                "balancers_changed",
+                old=",".join(old),
+                new=",".join(addresses),
+                written=",".join(step.write),
+            )
+            if step.restart:
+                self.log.warning("restart_needed", files=",".join(step.restart))
+            self.pending += [m for m in step.reload if m not in self.pending]
+        self.reload_pending()
+
+    def reload_pending(self) -> None:
+        still: list[str] = []
+        for module in self.pending:
+            error = self.reloader(module)
+            if error is None:
+                self.log.info("module_reloaded", module=module)
+            else:
+                self.log.warning("module_reload_failed", module=module, error=error)
+                still.append(module)
+        self.pending = still
+
+    async def run(
+        self,
+        endpoints: str,
+        cluster: str,
+        stopping: asyncio.Event,
+        security: EtcdSecurity = NO_SECURITY,
+    ) -> None:
+        """Watch the balancers' records until ``stopping``; reconnect on any loss."""
+        ks = Keyspace(cluster)
+        backoff = 0.5
+        while not stopping.is_set():
+            try:
+                async with Etcd(endpoints, security=security) as client:
+                    snap = await client.get_prefix(ks.balancers)
+                    self.apply(_published(snap.items))
+                    backoff = 0.5
+                    async with client.watch_prefix(ks.balancers, snap.revision + 1) as queue:
+                        while not stopping.is_set():
+                            got = await _next(queue, stopping, 5.0 if self.pending else None)
+                            if isinstance(got, WatchLost):
+                                raise got
+                            if got is None and self.pending:
+                                self.reload_pending()
+                                continue
+                            # Several records change together (a balancer restarting):
+                            # settle, then read them all once.
+                            await asyncio.sleep(self.debounce)
+                            while not queue.empty():
+                                queue.get_nowait()
+                            snap = await client.get_prefix(ks.balancers)
+                            self.apply(_published(snap.items))
+            except (AsterfleetError, WatchLost, OSError) as exc:
+                self.log.warning("etcd_unavailable", error=str(exc), retry_in=backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff)
+                backoff = min(backoff * 2, 10.0)
+
+
+def _published(items: Sequence[KeyValue]) -> tuple[str, ...]:
+    records: list[BalancerStatus] = []
+    for kv in items:
+        try:
+            records.append(parse_balancer(kv.key, kv.value))
+        except RecordError:
+            continue  # a record another version wrote: not ours to judge here
+    return balancer_addresses(records)
+
+
+async def _next(
+    queue: asyncio.Queue[WatchEvent | WatchLost], stopping: asyncio.Event, timeout: float | None
+) -> WatchEvent | WatchLost | None:
+    """The next queue item; None when ``stopping`` is set or ``timeout`` passed."""
+    get = asyncio.ensure_future(queue.get())
+    stop = asyncio.ensure_future(stopping.wait())
+    done, pending = await asyncio.wait({get, stop}, timeout=timeout, return_when="FIRST_COMPLETED")
+    for task in pending:
+        task.cancel()
+    return get.result() if get in done else None
