@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -107,6 +108,9 @@ class Fleet:
         # The operator's dialplan, where asterisk-box looks for it.
         dialplan = self.work / "dialplan"
         spec = pod["spec"]
+        # A Pod being deleted is not restarted by the kubelet; podman would
+        # restart an agent that exits 0 after its drain (restartPolicy Always).
+        spec["restartPolicy"] = "OnFailure"
         spec["volumes"].append(
             {"name": "dialplan", "hostPath": {"path": str(dialplan), "type": "Directory"}}
         )
@@ -302,58 +306,12 @@ def test_asterisk_runs_unprivileged_with_the_rendered_config_and_is_healthy(
         assert f"match = {GATEWAY}" in pjsip
         # The agent probes and logs in from the Pod's address.
         assert f"match = {BOXES[box]}" in pjsip
-        health = fleet.exec(box, "asterisk", "/usr/local/bin/asterisk-box", "health")
+        # The image's health check, run as podman would (kube play leaves it aside).
+        test = json.loads(fleet.podman.out("image", "inspect", "--format",
+                                           "{{json .HealthCheck.Test}}", fleet.image))  # fmt: skip
+        assert test[0] == "CMD" and test[1:] == ["/usr/local/bin/asterisk-box", "health"]
+        health = fleet.exec(box, "asterisk", *test[1:])
         assert health.returncode == 0, health.stdout + health.stderr
-        check = fleet.podman.run("healthcheck", "run", container, check=False)
-        assert check.returncode == 0, check.stdout + check.stderr
-
-
-def test_calls_are_answered_counted_over_ami_and_a_drain_fails_none(fleet: Fleet) -> None:
-    assert fleet.kamailio is not None
-    port = int(fleet.kamailio.cfg.listen[0].rsplit(":", 1)[1])
-    uac = SippUac(
-        fleet.work / "caller", GATEWAY, port, rate=10, hold_ms=3000, host=GATEWAY,
-        recv_timeout_ms=8000, name="caller",
-    ).start()  # fmt: skip
-    try:
-        counted = wait_for(
-            lambda: all((r := fleet.record(b)) is not None and r.active_calls for b in BOXES),
-            60,
-            interval=0.5,
-            what="calls counted over AMI on both boxes",
-        )
-        assert counted
-        records = {box: fleet.record(box) for box in BOXES}
-        for record in records.values():
-            assert record is not None
-            assert record.asterisk_version is not None
-            assert record.asterisk_version.startswith("22."), record
-            assert record.calls_error is None, record
-        report("active calls per box under 10 calls/s, 3 s hold",
-               {b: r.active_calls for b, r in records.items() if r})  # fmt: skip
-        drained, other = "asterisk-0", "asterisk-1"
-        agent = fleet.container(drained, "node-agent")
-        started = time.monotonic()
-        fleet.podman.run("kill", "--signal", "TERM", agent)
-        code = fleet.podman.out("wait", agent, timeout=120)
-        report("SIGTERM to agent exit, drain (s)", round(time.monotonic() - started, 1))
-        assert code == "0", f"{drained}'s agent exited with {code}"
-        assert fleet.routable() == {BOXES[other]}
-        logs = fleet.podman.run("logs", agent, check=False)
-        assert "drained" in logs.stdout + logs.stderr
-        placed = uac.stats().total_calls_created
-        wait_for(
-            lambda: uac.stats().total_calls_created >= placed + 30,
-            30,
-            what="calls placed after the drain",
-        )
-    finally:
-        stats = uac.stop_gracefully(timeout=30)
-    report("calls placed, succeeded, failed",
-           (stats.total_calls_created, stats.successful_calls, stats.failed_calls))  # fmt: skip
-    assert stats.successful_calls >= 60
-    assert setup_failures(uac) == 0
-    assert stats.failed_calls == 0
 
 
 def test_a_balancer_joining_etcd_is_identified_by_the_running_boxes(fleet: Fleet) -> None:
@@ -391,3 +349,54 @@ def test_a_balancer_joining_etcd_is_identified_by_the_running_boxes(fleet: Fleet
         done = fleet.exec(box, "asterisk", "asterisk", "-C", "/etc/asterisk/asterisk.conf",
                           "-rx", "pjsip show identifies")  # fmt: skip
         assert f"{GATEWAY}/32" in done.stdout
+
+
+def test_calls_are_answered_counted_over_ami_and_a_drain_fails_none(fleet: Fleet) -> None:
+    assert fleet.kamailio is not None
+    port = int(fleet.kamailio.cfg.listen[0].rsplit(":", 1)[1])
+    uac = SippUac(
+        fleet.work / "caller", GATEWAY, port, rate=10, hold_ms=3000, host=GATEWAY,
+        recv_timeout_ms=8000, name="caller",
+    ).start()  # fmt: skip
+    try:
+        counted = wait_for(
+            lambda: all((r := fleet.record(b)) is not None and r.active_calls for b in BOXES),
+            60,
+            interval=0.5,
+            what="calls counted over AMI on both boxes",
+        )
+        assert counted
+        records = {box: fleet.record(box) for box in BOXES}
+        for record in records.values():
+            assert record is not None
+            assert record.asterisk_version is not None
+            assert record.asterisk_version.startswith("22."), record
+            assert record.calls_error is None, record
+        report("active calls per box under 10 calls/s, 3 s hold",
+               {b: r.active_calls for b, r in records.items() if r})  # fmt: skip
+        drained, other = "asterisk-0", "asterisk-1"
+        agent = fleet.container(drained, "node-agent")
+        started = time.monotonic()
+        fleet.podman.run("kill", "--signal", "TERM", agent)
+        code = fleet.podman.out("wait", agent, timeout=120)
+        report("SIGTERM to agent exit, drain (s)", round(time.monotonic() - started, 1))
+        assert code == "0", f"{drained}'s agent exited with {code}"
+        assert fleet.routable() == {BOXES[other]}
+        logs = fleet.podman.run("logs", agent, check=False)
+        assert "drained" in logs.stdout + logs.stderr
+        # Then, as the Asterisk container's preStop hook lets the kubelet do,
+        # Asterisk itself gets SIGTERM: it has no call left to lose.
+        fleet.podman.run("stop", "-t", "30", fleet.container(drained, "asterisk"), timeout=60)
+        placed = uac.stats().total_calls_created
+        wait_for(
+            lambda: uac.stats().total_calls_created >= placed + 30,
+            30,
+            what="calls placed after the drain",
+        )
+    finally:
+        stats = uac.stop_gracefully(timeout=30)
+    report("calls placed, succeeded, failed",
+           (stats.total_calls_created, stats.successful_calls, stats.failed_calls))  # fmt: skip
+    assert stats.successful_calls >= 60
+    assert setup_failures(uac) == 0
+    assert stats.failed_calls == 0
