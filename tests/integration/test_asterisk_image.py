@@ -312,6 +312,10 @@ def test_asterisk_runs_unprivileged_with_the_rendered_config_and_is_healthy(
         assert test[0] == "CMD" and test[1:] == ["/usr/local/bin/asterisk-box", "health"]
         health = fleet.exec(box, "asterisk", *test[1:])
         assert health.returncode == 0, health.stdout + health.stderr
+        # A clean start: every file Asterisk reads was rendered.
+        log = fleet.podman.run("logs", container, check=False)
+        errors = [line for line in (log.stdout + log.stderr).splitlines() if "ERROR[" in line]
+        assert errors == []
 
 
 def test_a_balancer_joining_etcd_is_identified_by_the_running_boxes(fleet: Fleet) -> None:

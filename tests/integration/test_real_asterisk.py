@@ -156,6 +156,9 @@ def test_the_generated_configuration_loads(box: Box) -> None:
     assert "fleet-dialplan" in box.cli("dialplan show from-balancers")
     log = box.process.log_path.read_text(errors="replace")
     assert "Stasis initialization failed" not in log
+    # Every file Asterisk's core reads is rendered: no ERROR line at start.
+    assert "Unable to load config file" not in log
+    assert "ERROR[" not in log, [line for line in log.splitlines() if "ERROR[" in line]
 
 
 def options_from(source: str, port: int, call_id: str = "cid-x") -> int | None:
