@@ -355,6 +355,23 @@ def test_a_balancer_joining_etcd_is_identified_by_the_running_boxes(fleet: Fleet
         assert f"{GATEWAY}/32" in done.stdout
 
 
+def test_a_changed_dialplan_is_loaded_by_the_running_boxes(fleet: Fleet) -> None:
+    """The mounted dialplan (a ConfigMap in Kubernetes) changes: the follower
+    copies it in and reloads pbx_config."""
+
+    def has(box: str, exten: str) -> bool:
+        done = fleet.exec(box, "asterisk", "asterisk", "-C", "/etc/asterisk/asterisk.conf",
+                          "-rx", f"dialplan show {exten}@fleet-dialplan")  # fmt: skip
+        return f"'{exten}' =>" in done.stdout
+
+    assert all(has(box, "asterfleet") and not has(box, "4711") for box in BOXES)
+    mounted = fleet.work / "dialplan" / "dialplan.conf"
+    mounted.write_text(DIALPLAN + "exten => 4711,1,Answer()\n same => n,Hangup()\n")
+    for box in BOXES:
+        wait_for(lambda box=box: has(box, "4711"), 30, interval=0.5, what=f"{box}'s new dialplan")  # type: ignore[misc]
+        assert has(box, "asterfleet")
+
+
 def test_calls_are_answered_counted_over_ami_and_a_drain_fails_none(fleet: Fleet) -> None:
     assert fleet.kamailio is not None
     port = int(fleet.kamailio.cfg.listen[0].rsplit(":", 1)[1])

@@ -360,6 +360,8 @@ def test_a_running_box_follows_the_balancers_in_etcd(tmp_path: Path) -> None:
         )  # fmt: skip
         procs[lb_id] = ManagedProcess(lb_id, argv, tmp_path / f"{lb_id}.log").start()
 
+    mounted = tmp_path / "dialplan.conf"  # the operator's, a ConfigMap in Kubernetes
+    mounted.write_text(DIALPLAN)
     try:
         for sub in ("run", "log", "spool", "db"):
             (state / sub).mkdir()
@@ -372,6 +374,7 @@ def test_a_running_box_follows_the_balancers_in_etcd(tmp_path: Path) -> None:
                 "--cluster", "c1", "--follow", "--prefix", str(prefix), "--container",
                 "--state-dir", str(state), "--sip-bind", BOX, "--sip-port", str(sip_port),
                 "--ami-port", str(ami_port), "--agent-address", AGENT,
+                "--dialplan-from", str(mounted),
             ),
             tmp_path / "follow.log",
             env={"ASTERFLEET_AMI_SECRET": SECRET, "ASTERFLEET_BALANCERS": ""},
@@ -393,6 +396,20 @@ def test_a_running_box_follows_the_balancers_in_etcd(tmp_path: Path) -> None:
         wait_for(lambda: options_status("127.0.0.2", sip_port) == 401, 30, what="lb1 dropped")
         assert options_status("127.0.0.5", sip_port) == 200
         assert "module_reloaded" in procs["follow"].log_path.read_text()
+
+        # The operator changes the dialplan: the running box takes it.
+        def dialplan_has(exten: str) -> bool:
+            done = subprocess.run(
+                [str(prefix / "sbin" / "asterisk"), "-C", str(etc / "asterisk.conf"), "-rx",
+                 f"dialplan show {exten}@fleet-dialplan"],
+                capture_output=True, text=True, timeout=20,
+            )  # fmt: skip
+            return f"'{exten}' =>" in done.stdout
+
+        assert dialplan_has("asterfleet") and not dialplan_has("4711")
+        mounted.write_text(DIALPLAN + "exten => 4711,1,Answer()\n same => n,Hangup()\n")
+        wait_for(lambda: dialplan_has("4711"), 30, what="the new dialplan loaded")
+        assert dialplan_has("asterfleet")
     finally:
         for proc in procs.values():
             proc.stop(grace=15)

@@ -104,3 +104,27 @@ def test_written_files_keep_the_secret_private(tmp_path: Path) -> None:
     assert (tmp_path / "manager.conf").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "pjsip.conf").stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manager.conf", "pjsip.conf"]
+
+
+def test_a_changed_dialplan_is_copied_in_and_reloaded(tmp_path: Path) -> None:
+    source = tmp_path / "mounted" / "dialplan.conf"
+    source.parent.mkdir()
+    source.write_text("[fleet-dialplan]\nexten => 100,1,Answer()\n")
+    target = tmp_path / "etc"
+    calls: list[str] = []
+    cfg = BoxConfig(balancers=("10.0.0.2",), ami_secret="s", config_dir=str(target))
+    follower = Follower(cfg, target, lambda m: calls.append(m) or None, dialplan_source=source)  # type: ignore[func-returns-value]
+    follower.check_dialplan()  # first copy
+    follower.reload_pending()
+    assert (target / "dialplan.conf").read_text() == source.read_text()
+    follower.check_dialplan()  # unchanged: nothing
+    follower.reload_pending()
+    source.write_text("[fleet-dialplan]\nexten => 200,1,Answer()\n")
+    follower.check_dialplan()
+    follower.reload_pending()
+    assert "200" in (target / "dialplan.conf").read_text()
+    assert calls == ["pbx_config.so", "pbx_config.so"]
+    source.unlink()  # a ConfigMap being swapped: keep the last copy
+    follower.check_dialplan()
+    follower.check_dialplan()
+    assert "200" in (target / "dialplan.conf").read_text() and follower.pending == []

@@ -1,13 +1,17 @@
 """Keep a running box's configuration in step with the fleet (``asterisk config --follow``).
 
 A box renders its configuration once at start; what an operator then changes
-in the fleet is the set of load balancers (one added, one moved to a new
-address). The follower runs beside Asterisk in the same container: it
-watches the balancers' records in etcd, renders the configuration again when
-their published SIP addresses change, writes only the files whose text
-changed, and reloads the module that reads each one through Asterisk's own
-control socket (``asterisk -rx "module reload res_pjsip.so"``, which applies
-a changed ``identify`` at once; checked against Asterisk 22.10.1).
+is the set of load balancers (one added, one moved to a new address) and
+their own dialplan (a ConfigMap updated in place). The follower runs beside
+Asterisk in the same container: it watches the balancers' records in etcd,
+renders the configuration again when their published SIP addresses change,
+writes only the files whose text changed, copies the dialplan in again when
+its text changed, and reloads the module that reads each one through
+Asterisk's own control socket (``asterisk -rx "module reload res_pjsip.so"``,
+which applies a changed ``identify`` at once; ``pbx_config.so`` for the
+dialplan; checked against Asterisk 22.10.1). Settings that come from the
+container's environment (the AMI secret, the capture server) change only
+with a new container.
 
 Why here and not from the node agent over AMI: the files live in the
 Asterisk container, and AMI's ``Reload`` action needs the ``system`` or
@@ -142,7 +146,8 @@ Reloader = Callable[[str], str | None]
 
 @dataclass
 class Follower:
-    """Re-render ``cfg`` into ``target`` whenever the balancers' addresses change."""
+    """Re-render ``cfg`` into ``target`` whenever the balancers' addresses change,
+    and copy the operator's dialplan in again whenever it changes."""
 
     cfg: BoxConfig
     target: Path
@@ -152,6 +157,11 @@ class Follower:
         default_factory=lambda: logs.get("asterisk.follow")
     )
     pending: list[str] = dataclasses.field(default_factory=list)  # reloads that failed
+    # The operator's dialplan as mounted (a ConfigMap): copied in again and
+    # reloaded when its text changes, checked every ``tick`` seconds.
+    dialplan_source: Path | None = None
+    tick: float = 2.0
+    _dialplan_error: str | None = None
 
     def apply(self, published: tuple[str, ...]) -> None:
         """One step: render for ``published`` and reload what changed."""
@@ -174,6 +184,28 @@ class Follower:
                 self.log.warning("restart_needed", files=",".join(step.restart))
             self.pending += [m for m in step.reload if m not in self.pending]
         self.reload_pending()
+
+    def check_dialplan(self) -> None:
+        """Copy the operator's dialplan in when it changed; reload pbx_config."""
+        if self.dialplan_source is None:
+            return
+        try:
+            text = self.dialplan_source.read_text()
+        except OSError as exc:
+            if self._dialplan_error != str(exc):  # once per change, keep the last copy
+                self.log.warning(
+                    "dialplan_unreadable", path=str(self.dialplan_source), error=str(exc)
+                )
+                self._dialplan_error = str(exc)
+            return
+        self._dialplan_error = None
+        name = self.cfg.dialplan_file
+        if read_files(self.target, [name])[name] == text:
+            return
+        write_files(self.target, {name: text})
+        self.log.info("dialplan_changed", path=str(self.dialplan_source), written=name)
+        if RELOAD_MODULE["extensions.conf"] not in self.pending:
+            self.pending.append(RELOAD_MODULE["extensions.conf"])
 
     def reload_pending(self) -> None:
         still: list[str] = []
@@ -204,10 +236,12 @@ class Follower:
                     backoff = 0.5
                     async with client.watch_prefix(ks.balancers, snap.revision + 1) as queue:
                         while not stopping.is_set():
-                            got = await _next(queue, stopping, 5.0 if self.pending else None)
+                            timed = self.pending or self.dialplan_source is not None
+                            got = await _next(queue, stopping, self.tick if timed else None)
                             if isinstance(got, WatchLost):
                                 raise got
-                            if got is None and self.pending:
+                            if got is None:  # a tick (or stopping)
+                                self.check_dialplan()
                                 self.reload_pending()
                                 continue
                             # Several records change together (a balancer restarting):
@@ -219,6 +253,8 @@ class Follower:
                             self.apply(_published(snap.items))
             except (AsterfleetError, WatchLost, OSError) as exc:
                 self.log.warning("etcd_unavailable", error=str(exc), retry_in=backoff)
+                self.check_dialplan()
+                self.reload_pending()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)

@@ -115,6 +115,13 @@ def config(
     dialplan_context: str = typer.Option(
         "fleet-dialplan", "--dialplan-context", help="The context in it that takes the calls."
     ),
+    dialplan_from: Path | None = typer.Option(
+        None,
+        "--dialplan-from",
+        envvar=ENV + "DIALPLAN_FROM",
+        help="Copy your dialplan from this file into --out as --dialplan-file (with --follow: "
+        "again, and reloaded, whenever it changes, e.g. a mounted ConfigMap).",
+    ),
     prefix: str = typer.Option("/usr", "--prefix", help="Where Asterisk is installed."),
     config_dir: str | None = typer.Option(
         None, "--config-dir", help="Where Asterisk will read these files (default: --out)."
@@ -170,7 +177,8 @@ def config(
     image does) it keeps watching the balancers' records in etcd: a balancer
     added or moved is written into pjsip.conf and applied with "module reload
     res_pjsip.so" over Asterisk's control socket, without a restart. With no
-    balancer record at all the last addresses stay.
+    balancer record at all the last addresses stay. With --dialplan-from, a
+    changed dialplan file is copied in again and reloaded (pbx_config).
     """
     import os
 
@@ -213,6 +221,14 @@ def config(
             else None,
         )
         files = render_box_config(cfg)
+        if dialplan_from is not None:
+            try:
+                files[dialplan_file] = dialplan_from.read_text()
+            except (OSError, UnicodeError) as exc:
+                raise UsageError(
+                    f"--dialplan-from {dialplan_from}: cannot read it ({exc}); "
+                    "give the file holding your [fleet-dialplan] context"
+                ) from None
         try:
             target.mkdir(parents=True, exist_ok=True)
             for name, text in files.items():
@@ -226,7 +242,7 @@ def config(
         if follow:
             assert etcd is not None
             binary = asterisk_binary or f"{prefix.rstrip('/')}/sbin/asterisk"
-            code = _follow(cfg, target, etcd, cluster, binary, log_level, log_json)
+            code = _follow(cfg, target, etcd, cluster, binary, dialplan_from, log_level, log_json)
             raise typer.Exit(code)
 
 
@@ -236,6 +252,7 @@ def _follow(
     endpoints: str,
     cluster: str,
     binary: str,
+    dialplan_from: Path | None,
     log_level: str,
     log_json: bool,
 ) -> int:
@@ -247,7 +264,12 @@ def _follow(
 
     logs.configure(log_level, log_json)
     security = etcd_security()
-    follower = Follower(cfg, target, lambda module: reload_module(binary, cfg.config_dir, module))
+    follower = Follower(
+        cfg,
+        target,
+        lambda module: reload_module(binary, cfg.config_dir, module),
+        dialplan_source=dialplan_from,
+    )
 
     async def main(stopping: asyncio.Event) -> int:
         await follower.run(endpoints, cluster, stopping, security=security)
