@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from asterfleet.asterisk.boxconf import BoxConfig, render_box_config
 from asterfleet.asterisk.follow import Follower, follow_addresses, plan, reload_argv, write_files
+from asterfleet.etcd_client import Snapshot, WatchEvent, WatchLost
+from asterfleet.fleet.keys import Keyspace
 
 
 @pytest.mark.parametrize(
@@ -128,3 +131,41 @@ def test_a_changed_dialplan_is_copied_in_and_reloaded(tmp_path: Path) -> None:
     follower.check_dialplan()
     follower.check_dialplan()
     assert "200" in (target / "dialplan.conf").read_text() and follower.pending == []
+
+
+def test_the_dialplan_is_checked_while_balancer_records_churn(tmp_path: Path) -> None:
+    """Balancers rewrite their records about every second: the dialplan check
+    runs on a clock, not only when the watch is quiet."""
+    source = tmp_path / "dialplan.conf"
+    source.write_text("[fleet-dialplan]\n")
+    target = tmp_path / "etc"
+    target.mkdir()
+    (target / "dialplan.conf").write_text("[fleet-dialplan]\n")
+    calls: list[str] = []
+
+    def reloader(module: str) -> None:
+        calls.append(module)
+
+    cfg = BoxConfig(balancers=("10.0.0.2",), ami_secret="s", config_dir=str(target))
+    follower = Follower(cfg, target, reloader, debounce=0.0, dialplan_source=source, tick=0.2)
+
+    class Records:  # what Etcd.get_prefix answers: no balancer record
+        async def get_prefix(self, prefix: str) -> Snapshot:
+            return Snapshot(1, [])
+
+    async def go() -> None:
+        queue: asyncio.Queue[WatchEvent | WatchLost] = asyncio.Queue()
+        stopping = asyncio.Event()
+        task = asyncio.create_task(
+            follower._follow_watch(Records(), Keyspace("c1"), queue, stopping)  # type: ignore[arg-type]
+        )
+        source.write_text("[fleet-dialplan]\nexten => 1,1,Answer()\n")
+        for _ in range(30):  # an event every 50 ms: the watch is never quiet for a tick
+            await queue.put(WatchEvent("put", "/x", b"", 1))
+            await asyncio.sleep(0.05)
+        stopping.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(go())
+    assert "exten => 1" in (target / "dialplan.conf").read_text()
+    assert calls == ["pbx_config.so"]

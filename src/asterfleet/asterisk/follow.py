@@ -235,22 +235,7 @@ class Follower:
                     self.apply(_published(snap.items))
                     backoff = 0.5
                     async with client.watch_prefix(ks.balancers, snap.revision + 1) as queue:
-                        while not stopping.is_set():
-                            timed = self.pending or self.dialplan_source is not None
-                            got = await _next(queue, stopping, self.tick if timed else None)
-                            if isinstance(got, WatchLost):
-                                raise got
-                            if got is None:  # a tick (or stopping)
-                                self.check_dialplan()
-                                self.reload_pending()
-                                continue
-                            # Several records change together (a balancer restarting):
-                            # settle, then read them all once.
-                            await asyncio.sleep(self.debounce)
-                            while not queue.empty():
-                                queue.get_nowait()
-                            snap = await client.get_prefix(ks.balancers)
-                            self.apply(_published(snap.items))
+                        await self._follow_watch(client, ks, queue, stopping)
             except (AsterfleetError, WatchLost, OSError) as exc:
                 self.log.warning("etcd_unavailable", error=str(exc), retry_in=backoff)
                 self.check_dialplan()
@@ -258,6 +243,37 @@ class Follower:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    async def _follow_watch(
+        self,
+        client: Etcd,
+        ks: Keyspace,
+        queue: asyncio.Queue[WatchEvent | WatchLost],
+        stopping: asyncio.Event,
+    ) -> None:
+        # Balancers rewrite their records often (a heartbeat): the dialplan
+        # check and reload retries run on a clock, not when the watch is idle.
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick
+        while not stopping.is_set():
+            timed = bool(self.pending) or self.dialplan_source is not None
+            wait = max(0.0, next_tick - loop.time()) if timed else None
+            got = await _next(queue, stopping, wait)
+            if isinstance(got, WatchLost):
+                raise got
+            if got is not None:
+                # Several records change together (a balancer restarting):
+                # settle, then read them all once.
+                await asyncio.sleep(self.debounce)
+                while not queue.empty():
+                    if isinstance(queue.get_nowait(), WatchLost):
+                        raise WatchLost("the watch ended")
+                snap = await client.get_prefix(ks.balancers)
+                self.apply(_published(snap.items))
+            if timed and loop.time() >= next_tick:
+                self.check_dialplan()
+                self.reload_pending()
+                next_tick = loop.time() + self.tick
 
 
 def _published(items: Sequence[KeyValue]) -> tuple[str, ...]:
