@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from asterfleet.etcdtools.server import start_single
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.stack import agent_argv
+from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -125,6 +127,7 @@ def test_follow_keeps_pjsip_in_step_with_the_balancers(tmp_path: Path) -> None:
     )
     fake.chmod(0o755)
     procs: dict[str, ManagedProcess] = {}
+    metrics_port = free_port()
 
     def balancer(lb_id: str, address: str) -> None:
         argv = agent_argv(
@@ -144,6 +147,7 @@ def test_follow_keeps_pjsip_in_step_with_the_balancers(tmp_path: Path) -> None:
             agent_argv(
                 "asterisk", "config", "--out", str(out), "--etcd", server.endpoint,
                 "--cluster", "c1", "--follow", "--asterisk", str(fake),
+                "--follow-metrics-listen", f"127.0.0.1:{metrics_port}",
             ),
             tmp_path / "follow.log",
             env={"ASTERFLEET_AMI_SECRET": "s3cret", "ASTERFLEET_BALANCERS": ""},
@@ -162,6 +166,12 @@ def test_follow_keeps_pjsip_in_step_with_the_balancers(tmp_path: Path) -> None:
         procs.pop("lb1").stop()
         wait_for(lambda: "10.0.0.2" not in _matches(pjsip), 30, what="lb1 gone from pjsip.conf")
         wait_for(lambda: len(reloads.read_text().splitlines()) == 2, 10, what="a second reload")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            scraped = r.read().decode()
+        assert 'asterfleet_box_config_reloads_total{module="res_pjsip.so",result="ok"} 2.0' in (
+            scraped
+        )
+        assert 'asterfleet_box_config_changes_total{what="balancers"} 2.0' in scraped
 
         procs.pop("lb2").stop()
         wait_for(lambda: not published(server.endpoint, "c1"), 30, what="no balancer record")

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,6 +345,14 @@ def test_a_balancer_joining_etcd_is_identified_by_the_running_boxes(fleet: Fleet
             wait_for(lambda box=box: identified(box), 60, interval=0.5, what=f"{box} reloaded")  # type: ignore[misc]
         report("balancer joined etcd to identified by both boxes (s)",
                round(time.monotonic() - started, 1))  # fmt: skip
+        # The follower's metrics, on the port the StatefulSet gives it.
+        for ip in BOXES.values():
+            with urllib.request.urlopen(f"http://{ip}:9102/metrics", timeout=5) as r:
+                scraped = r.read().decode()
+            assert 'asterfleet_box_config_reloads_total{module="res_pjsip.so",result="ok"}' in (
+                scraped
+            )
+            assert "asterfleet_box_config_balancers 2.0" in scraped
     finally:
         lb.stop()
     for box in BOXES:

@@ -97,6 +97,16 @@ def test_follower_writes_reloads_and_retries(tmp_path: Path) -> None:
     assert (tmp_path / "manager.conf").read_text() == before["manager.conf"]
     follower.reload_pending()
     assert calls == ["res_pjsip.so", "res_pjsip.so"] and follower.pending == []
+    m = follower.metrics.registry
+    assert m.get_sample_value("asterfleet_box_config_changes_total", {"what": "balancers"}) == 1
+    assert m.get_sample_value("asterfleet_box_config_balancers") == 2
+    reloads = {"module": "res_pjsip.so"}
+    assert m.get_sample_value("asterfleet_box_config_reloads_total", {**reloads, "result": "ok"})
+    assert (
+        m.get_sample_value("asterfleet_box_config_reloads_total", {**reloads, "result": "failed"})
+        == 1
+    )
+    assert m.get_sample_value("asterfleet_box_config_reloads_pending") == 0
     follower.apply(())  # every balancer record gone: keep the last addresses
     assert "match = 10.0.0.7" in (tmp_path / "pjsip.conf").read_text()
     assert not list(tmp_path.glob(".*.tmp"))

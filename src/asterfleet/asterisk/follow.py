@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterfleet import logs
 from asterfleet.asterisk.boxconf import BoxConfig, balancer_addresses, render_box_config
@@ -144,6 +145,36 @@ def reload_module(asterisk: str, config_dir: str, module: str) -> str | None:
 Reloader = Callable[[str], str | None]
 
 
+class FollowMetrics:
+    """What the follower did (served with --follow-metrics-listen)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.changes = Counter(
+            "asterfleet_box_config_changes",
+            "Changes written into the running box's configuration, by what changed",
+            ["what"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "asterfleet_box_config_reloads",
+            "Module reloads through Asterisk's control socket, by module and result",
+            ["module", "result"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "asterfleet_box_config_reloads_pending",
+            "Reloads that failed and are retried (Asterisk not up yet, or refusing)",
+            registry=r,
+        )
+        self.balancers = Gauge(
+            "asterfleet_box_config_balancers",
+            "Load balancer addresses pjsip.conf identifies",
+            registry=r,
+        )
+
+
 @dataclass
 class Follower:
     """Re-render ``cfg`` into ``target`` whenever the balancers' addresses change,
@@ -157,6 +188,7 @@ class Follower:
         default_factory=lambda: logs.get("asterisk.follow")
     )
     pending: list[str] = dataclasses.field(default_factory=list)  # reloads that failed
+    metrics: FollowMetrics = dataclasses.field(default_factory=FollowMetrics)
     # The operator's dialplan as mounted (a ConfigMap): copied in again and
     # reloaded when its text changes, checked every ``tick`` seconds.
     dialplan_source: Path | None = None
@@ -182,7 +214,9 @@ class Follower:
             )
             if step.restart:
                 self.log.warning("restart_needed", files=",".join(step.restart))
+            self.metrics.changes.labels("balancers").inc()
             self.pending += [m for m in step.reload if m not in self.pending]
+        self.metrics.balancers.set(len(self.cfg.balancers))
         self.reload_pending()
 
     def check_dialplan(self) -> None:
@@ -204,6 +238,7 @@ class Follower:
             return
         write_files(self.target, {name: text})
         self.log.info("dialplan_changed", path=str(self.dialplan_source), written=name)
+        self.metrics.changes.labels("dialplan").inc()
         if RELOAD_MODULE["extensions.conf"] not in self.pending:
             self.pending.append(RELOAD_MODULE["extensions.conf"])
 
@@ -213,10 +248,13 @@ class Follower:
             error = self.reloader(module)
             if error is None:
                 self.log.info("module_reloaded", module=module)
+                self.metrics.reloads.labels(module, "ok").inc()
             else:
                 self.log.warning("module_reload_failed", module=module, error=error)
+                self.metrics.reloads.labels(module, "failed").inc()
                 still.append(module)
         self.pending = still
+        self.metrics.pending.set(len(still))
 
     async def run(
         self,

@@ -16,6 +16,7 @@ from asterfleet.cli.common import (
     PortOpt,
     etcd_options,
     etcd_security,
+    host_port,
     user_errors,
 )
 from asterfleet.errors import UsageError
@@ -155,6 +156,13 @@ def config(
         "--asterisk",
         help="The asterisk binary --follow reloads through (default: PREFIX/sbin/asterisk).",
     ),
+    follow_metrics_listen: str | None = typer.Option(
+        None,
+        "--follow-metrics-listen",
+        envvar=ENV + "FOLLOW_METRICS_LISTEN",
+        parser=host_port,
+        help="With --follow: serve Prometheus metrics on host:port (reloads, changes).",
+    ),
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
 ) -> None:
@@ -242,7 +250,10 @@ def config(
         if follow:
             assert etcd is not None
             binary = asterisk_binary or f"{prefix.rstrip('/')}/sbin/asterisk"
-            code = _follow(cfg, target, etcd, cluster, binary, dialplan_from, log_level, log_json)
+            code = _follow(
+                cfg, target, etcd, cluster, binary, dialplan_from, follow_metrics_listen,
+                log_level, log_json,
+            )  # fmt: skip
             raise typer.Exit(code)
 
 
@@ -253,12 +264,13 @@ def _follow(
     cluster: str,
     binary: str,
     dialplan_from: Path | None,
+    metrics_listen: str | None,
     log_level: str,
     log_json: bool,
 ) -> int:
     import asyncio
 
-    from asterfleet import logs
+    from asterfleet import logs, metrics
     from asterfleet.asterisk.follow import Follower, reload_module
     from asterfleet.cli.daemon import run_daemon
 
@@ -270,6 +282,8 @@ def _follow(
         lambda module: reload_module(binary, cfg.config_dir, module),
         dialplan_source=dialplan_from,
     )
+    if metrics_listen:
+        metrics.serve(metrics_listen, follower.metrics.registry)
 
     async def main(stopping: asyncio.Event) -> int:
         await follower.run(endpoints, cluster, stopping, security=security)
