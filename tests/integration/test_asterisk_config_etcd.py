@@ -166,12 +166,16 @@ def test_follow_keeps_pjsip_in_step_with_the_balancers(tmp_path: Path) -> None:
         procs.pop("lb1").stop()
         wait_for(lambda: "10.0.0.2" not in _matches(pjsip), 30, what="lb1 gone from pjsip.conf")
         wait_for(lambda: len(reloads.read_text().splitlines()) == 2, 10, what="a second reload")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            scraped = r.read().decode()
-        assert 'asterfleet_box_config_reloads_total{module="res_pjsip.so",result="ok"} 2.0' in (
-            scraped
-        )
-        assert 'asterfleet_box_config_changes_total{what="balancers"} 2.0' in scraped
+
+        def scrape() -> str:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return str(r.read().decode())
+
+        # Counted once the reload has returned (just after the script wrote its line).
+        ok = 'asterfleet_box_config_reloads_total{module="res_pjsip.so",result="ok"} 2.0'
+        wait_for(lambda: ok in scrape(), 10, what="two reloads counted")
+        assert 'asterfleet_box_config_changes_total{what="balancers"} 2.0' in scrape()
 
         procs.pop("lb2").stop()
         wait_for(lambda: not published(server.endpoint, "c1"), 30, what="no balancer record")

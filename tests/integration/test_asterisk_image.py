@@ -345,14 +345,16 @@ def test_a_balancer_joining_etcd_is_identified_by_the_running_boxes(fleet: Fleet
             wait_for(lambda box=box: identified(box), 60, interval=0.5, what=f"{box} reloaded")  # type: ignore[misc]
         report("balancer joined etcd to identified by both boxes (s)",
                round(time.monotonic() - started, 1))  # fmt: skip
+
         # The follower's metrics, on the port the StatefulSet gives it.
-        for ip in BOXES.values():
+        def scrape(ip: str) -> str:
             with urllib.request.urlopen(f"http://{ip}:9102/metrics", timeout=5) as r:
-                scraped = r.read().decode()
-            assert 'asterfleet_box_config_reloads_total{module="res_pjsip.so",result="ok"}' in (
-                scraped
-            )
-            assert "asterfleet_box_config_balancers 2.0" in scraped
+                return str(r.read().decode())
+
+        ok = 'asterfleet_box_config_reloads_total{module="res_pjsip.so",result="ok"}'
+        for ip in BOXES.values():
+            wait_for(lambda ip=ip: ok in scrape(ip), 10, what=f"the reload counted at {ip}")  # type: ignore[misc]
+            assert "asterfleet_box_config_balancers 2.0" in scrape(ip)
     finally:
         lb.stop()
     for box in BOXES:
