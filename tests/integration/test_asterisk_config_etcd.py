@@ -133,7 +133,7 @@ def test_follow_keeps_pjsip_in_step_with_the_balancers(tmp_path: Path) -> None:
         argv = agent_argv(
             "balancer", "run", "--etcd", server.endpoint, "--cluster", "c1", "--id", lb_id,
             "--list-file", str(tmp_path / f"{lb_id}.list"),
-            "--rpc", str(tmp_path / f"{lb_id}.sock"), "--sip-address", address, "--ttl", "2",
+            "--rpc", str(tmp_path / f"{lb_id}.sock"), "--sip-address", address,
         )  # fmt: skip
         procs[lb_id] = ManagedProcess(lb_id, argv, tmp_path / f"{lb_id}.log").start()
 

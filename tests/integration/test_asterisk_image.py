@@ -327,7 +327,7 @@ def test_a_balancer_joining_etcd_is_identified_by_the_running_boxes(fleet: Fleet
         agent_argv(
             "balancer", "run", "--etcd", f"{ETCD_IP}:2379", "--cluster", CLUSTER,
             "--id", "lb-1", "--list-file", str(fleet.work / "lb-1.list"),
-            "--rpc", str(fleet.work / "lb-1.sock"), "--sip-address", address, "--ttl", "2",
+            "--rpc", str(fleet.work / "lb-1.sock"), "--sip-address", address,
         ),
         fleet.work / "balancer-2.log",
     ).start()  # fmt: skip

@@ -356,7 +356,7 @@ def test_a_running_box_follows_the_balancers_in_etcd(tmp_path: Path) -> None:
         argv = agent_argv(
             "balancer", "run", "--etcd", server.endpoint, "--cluster", "c1", "--id", lb_id,
             "--list-file", str(tmp_path / f"{lb_id}.list"),
-            "--rpc", str(tmp_path / f"{lb_id}.sock"), "--sip-address", address, "--ttl", "2",
+            "--rpc", str(tmp_path / f"{lb_id}.sock"), "--sip-address", address,
         )  # fmt: skip
         procs[lb_id] = ManagedProcess(lb_id, argv, tmp_path / f"{lb_id}.log").start()
 
