@@ -50,8 +50,8 @@ from asterfleet.etcd_client import (
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, parse_balancer
 
-# What Asterisk reloads to read each file again. asterisk.conf and
-# modules.conf are read only at start: a change there needs a restart.
+# What Asterisk reloads to read each file again. Any other file (asterisk.conf
+# and modules.conf above all) is read at start: a change there needs a restart.
 RELOAD_MODULE: Mapping[str, str] = {
     "pjsip.conf": "res_pjsip.so",
     "manager.conf": "manager",
@@ -60,7 +60,6 @@ RELOAD_MODULE: Mapping[str, str] = {
     "logger.conf": "logger",
     "hep.conf": "res_hep.so",
 }
-RESTART_FILES = frozenset({"asterisk.conf", "modules.conf"})
 # manager.conf holds the AMI secret.
 SECRET_FILES = frozenset({"manager.conf"})
 
@@ -82,7 +81,7 @@ def plan(current: Mapping[str, str | None], wanted: Mapping[str, str]) -> Plan:
         module = RELOAD_MODULE.get(name)
         if module is not None and module not in reload:
             reload.append(module)
-    restart = tuple(name for name in write if name in RESTART_FILES)
+    restart = tuple(name for name in write if name not in RELOAD_MODULE)
     return Plan(write, tuple(reload), restart)
 
 
