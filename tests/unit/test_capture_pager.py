@@ -198,3 +198,24 @@ def test_a_database_from_before_openings_were_flagged_is_listed(tmp_path: Path) 
         assert ids(old, MessageQuery(options=True)) == ["old-probe", "old-call"]
     finally:
         old.close()
+
+
+def test_a_call_id_lookup_answers_what_the_walk_answers(tmp_path: Path) -> None:
+    """A search by Call-ID alone takes a shortcut (the call's messages in one
+    query): same summary as the list shows, and a call whose opening was
+    never captured is not listed, as in the list."""
+    store = Store(str(tmp_path / "c.db"))
+    try:
+        headless = [r for r in answered("headless", 3.0, 5.0) if not r[-1]]
+        store.insert_rows([*answered("a1", 0.0, 5.0), *failed("f1", 1.0), *headless])
+        listed = {c.call_id: c for c in page_calls(store, MessageQuery(), 50).calls}
+        for call_id in ("a1", "f1"):
+            page = page_calls(store, MessageQuery(call_id=call_id), 50)
+            assert page.calls == [listed[call_id]] and page.next_cursor is None
+        assert "headless" not in listed
+        assert page_calls(store, MessageQuery(call_id="headless"), 50).calls == []
+        # With another filter the walk runs: still the same answers.
+        walked = page_calls(store, MessageQuery(call_id="f1", status_class="4xx"), 50)
+        assert walked.calls == [listed["f1"]]
+    finally:
+        store.close()

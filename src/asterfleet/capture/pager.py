@@ -237,6 +237,15 @@ def new_calls(
     return [summarise_call(m) for m in by_call.values() if m], int(rows[-1][1])
 
 
+def _one_call(store: Store, call_id: str) -> CallPage:
+    """A lookup by Call-ID alone: the call's messages in one query (what the
+    walk would find, listed only when an opening was captured)."""
+    msgs = store.messages_of_calls([call_id])
+    openings = sum(1 for m in msgs if m.opens_call)
+    calls = [summarise_call(msgs)] if openings else []
+    return CallPage(calls, None, openings, False)
+
+
 def page_calls(
     store: Store,
     q: MessageQuery,
@@ -247,6 +256,8 @@ def page_calls(
     """One page of calls matching ``q``, by start, newest first."""
     if not 1 <= limit <= MAX_PAGE:
         raise UsageError(f"limit {limit}: give 1 to {MAX_PAGE} calls per page")
+    if cursor is None and q.call_id and MessageQuery(call_id=q.call_id, limit=q.limit) == q:
+        return _one_call(store, q.call_id)
     found, next_cursor, scanned, truncated = find_call_ids(store, q, limit, cursor, scan_limit)
     by_call: dict[str, list[Message]] = {cid: [] for cid, _ in found}
     for msg in store.messages_of_calls(list(by_call)):
