@@ -90,24 +90,32 @@ def test_postgres_outage_is_counted_exactly(tmp_path: Path, postgres: PgSandbox)
         stop_sending.set()
         sender.join(60)
     try:
-
-        def tcp_settled() -> dict[str, float] | None:
-            c = capture.counts()
-            done = c["queued"] == 0 and c["stored"] + c["dropped"] + c["rejected"] == c["received"]
-            return c if done and c["received"] >= sent else None
-
-        counts = wait_for(tcp_settled, timeout=60, what=f"{sent} TCP packets accounted for")
-        assert isinstance(counts, dict)
-        assert counts["rejected"] == 0
-        assert counts["dropped"] > 0  # UDP only
         store = Store(pg.url, create=False)
         try:
+
+            def tcp_rows() -> int:
+                with store.engine.connect() as conn:
+                    return int(
+                        conn.exec_driver_sql(
+                            "SELECT count(*) FROM sip_messages WHERE transport = 'tcp'"
+                        ).scalar_one()
+                    )
+
+            # Every TCP message, none dropped (the UDP burst is in `received`
+            # too, so the counters alone cannot say when TCP is all in).
+            wait_for(lambda: tcp_rows() == sent, timeout=60, what=f"{sent} TCP messages stored")
+
+            def settled() -> dict[str, float] | None:
+                c = capture.counts()
+                done = c["stored"] + c["dropped"] + c["rejected"] == c["received"]
+                return c if done and c["queued"] == 0 else None
+
+            counts = wait_for(settled, timeout=60, what="every packet accounted for")
+            assert isinstance(counts, dict)
+            assert counts["rejected"] == 0
+            assert counts["dropped"] > 0  # UDP only
             assert store.count() == counts["stored"]
-            with store.engine.connect() as conn:
-                tcp_rows = conn.exec_driver_sql(
-                    "SELECT count(*) FROM sip_messages WHERE transport = 'tcp'"
-                ).scalar_one()
-            assert tcp_rows == sent  # every TCP message, none dropped
+            assert tcp_rows() == sent
             assert counts["received"] - sent <= 2000
         finally:
             store.close()
@@ -145,3 +153,57 @@ def test_three_writers_store_a_burst_once(tmp_path: Path, postgres: PgSandbox) -
     udp_burst_is_stored_once(
         CaptureServer(tmp_path, db=postgres.url, args=["--writers", "3", "--batch-size", "300"])
     )
+
+
+def test_a_writer_killed_mid_stream_loses_no_tcp_message(
+    tmp_path: Path, postgres: PgSandbox
+) -> None:
+    """SIGKILL one of two writer processes while TCP flows: the batches it
+    had taken go to the other writer, and every TCP message is stored."""
+    import os
+    import signal
+
+    # Paced, so that each writer holds batches when one is killed.
+    args = ["--batch-size", "200", "--max-write-rate", "4000"]
+    capture = CaptureServer(tmp_path, db=postgres.url, args=args)
+    capture.start()
+    try:
+        assert capture.process.proc is not None
+        children = [
+            int(pid)
+            for task in Path(f"/proc/{capture.process.proc.pid}/task").glob("*/children")
+            for pid in task.read_text().split()
+        ]
+        # The writers, not multiprocessing's resource tracker.
+        writers = [
+            pid
+            for pid in children
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            and b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(writers) >= 2, writers
+        packets = [
+            hep(INVITE.replace(b"call-1@test", f"k-{i}".encode()), ip_proto=6) for i in range(6000)
+        ]
+        with socket.create_connection(("127.0.0.1", capture.port)) as tcp:
+            for n, start in enumerate(range(0, len(packets), 200)):
+                tcp.sendall(b"".join(packets[start : start + 200]))
+                if n == 10:
+                    os.kill(writers[0], signal.SIGKILL)
+        store = Store(postgres.url, create=False)
+        try:
+
+            def stored() -> int:
+                with store.engine.connect() as conn:
+                    return int(
+                        conn.exec_driver_sql(
+                            "SELECT count(DISTINCT call_id) FROM sip_messages"
+                        ).scalar_one()
+                    )
+
+            wait_for(lambda: stored() == 6000, timeout=60, what="every TCP message stored")
+            assert store.count() == 6000  # and none twice
+        finally:
+            store.close()
+    finally:
+        capture.stop()

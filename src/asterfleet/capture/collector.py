@@ -27,6 +27,7 @@ closed to make room for a new one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import multiprocessing
 import os
@@ -323,6 +324,14 @@ class Writer:
         if seconds is not None:
             self.latency.observe(seconds)
 
+    def hand_on(self, batch: list[bytes], dead: _WriterProcess) -> None:
+        """A batch a writer process took and never stored: to another one,
+        or counted as dropped when none is left."""
+        if any(w is not dead and not w.finished.is_set() for w in self._workers):
+            self._outbox.put(batch)
+        else:
+            self.settle((0, len(batch), {}, None))
+
     def next_batch(self) -> list[bytes] | None:
         batch = self._outbox.get()
         if batch is None:
@@ -353,6 +362,10 @@ class _WriterProcess:
         self._batch_rx, self._batch_tx = ctx.Pipe(duplex=False)
         self._ack_rx, self._ack_tx = ctx.Pipe(duplex=False)
         self._slots = threading.Semaphore(self.IN_FLIGHT)
+        #: Batches sent and not yet acknowledged, oldest first (acks come in order).
+        self._pending: collections.deque[list[bytes]] = collections.deque()
+        self._pending_lock = threading.Lock()
+        self._orphaned = False
         self.process = ctx.Process(
             target=_writer_process,
             args=(settings, index, self._batch_rx, self._ack_tx),
@@ -369,6 +382,10 @@ class _WriterProcess:
 
     def start(self) -> None:
         self.process.start()
+        # The child has its own copies now. Ours would keep the pipes open
+        # after the child dies, hiding its death (no EOF, no broken pipe).
+        self._batch_rx.close()
+        self._ack_tx.close()
         self._sender.start()
         self._acks.start()
 
@@ -380,10 +397,20 @@ class _WriterProcess:
                 if batch is None:
                     self._batch_tx.send_bytes(b"")
                     return
+                with self._pending_lock:
+                    self._pending.append(batch)
                 self._batch_tx.send_bytes(pickle.dumps(batch, protocol=5))
             except OSError:
-                if batch is not None:  # the writer is gone: this batch was not stored
-                    self.writer.settle((0, len(batch), {}, None))
+                # The writer is gone: _ack_loop hands its unacknowledged batches
+                # on, unless it already has; then this late one is ours to.
+                with self._pending_lock:
+                    late = self._orphaned and any(b is batch for b in self._pending)
+                    if late:
+                        self._pending = collections.deque(
+                            b for b in self._pending if b is not batch
+                        )
+                if late and batch is not None:
+                    self.writer.hand_on(batch, self)
                 return
 
     def _ack_loop(self) -> None:
@@ -394,9 +421,21 @@ class _WriterProcess:
                 break
             if ack is None:
                 break
+            with self._pending_lock:
+                if self._pending:
+                    self._pending.popleft()
             self.writer.settle(ack)
             self._slots.release()
+        # A process that died (could not start, or crashed) leaves batches it
+        # never acknowledged: they go to the other writers, not to the floor.
+        with self._pending_lock:
+            orphans, self._pending = list(self._pending), collections.deque()
+            self._orphaned = True
         self.finished.set()
+        for batch in orphans:
+            self.writer.hand_on(batch, self)
+        if orphans:
+            log.warning("writer_lost", batches=len(orphans), exitcode=self.process.exitcode)
 
     def stop(self) -> None:
         if not self.finished.is_set():
@@ -501,12 +540,21 @@ class _Database:
         self.settings = settings
         self.abort = abort
         self.runs_retention = retention
-        self.store = Store(settings.db_url)
+        #: Opened at the first write: a database away when the writer starts
+        #: is waited for like one that goes away later.
+        self._store: Store | None = None
         self.ok = True
         self._next_retention = time.monotonic()
 
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.db_url)
+        return self._store
+
     def close(self) -> None:
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
 
     def write(self, batch: list[Row]) -> tuple[int, int, float | None]:
         """(stored, dropped, seconds) for one batch; retries until the
@@ -519,7 +567,9 @@ class _Database:
             except Exception as exc:
                 # A database going away mid-batch does not always say so in
                 # the error's class: if it no longer answers, wait for it.
-                if not _is_connection_error(exc) and self._answers():
+                # (UsageError: the store could not be opened at all yet.)
+                away = isinstance(exc, UsageError) or _is_connection_error(exc)
+                if not away and self._answers():
                     log.error(
                         "batch_refused",
                         rows=len(batch),
