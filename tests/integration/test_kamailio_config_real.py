@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -204,6 +206,21 @@ def test_restart_gives_a_fresh_uptime(server: KamailioServer) -> None:
     assert call_sync(server.rpc_target, "core.uptime")["uptime"] <= 2
     assert server.stop() is not None
     assert not server.alive()
+
+
+def test_the_vip_health_check_passes_under_keepalived_umask(server: KamailioServer) -> None:
+    """keepalived runs its check scripts with umask 0177: the RPC client's
+    private directory must still be usable (it came out 0600 once, and no
+    balancer in the podman cluster ever took the VIP)."""
+    server.start()
+    argv = [sys.executable, "-m", "asterfleet.vip.health", "--rpc", str(server.cfg.rpc_socket)]
+    if os.geteuid() == 0:
+        # Like keepalived's script_user: without root's permission override.
+        argv = [require_binary("setpriv"), "--bounding-set=-dac_override,-dac_read_search",
+                *argv]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, umask=0o177)
+    assert done.returncode == 0, done.stderr
+    assert "up for" in done.stdout
 
 
 def test_capture_sends_hep3(tmp_path: Path, short_dir: Path) -> None:

@@ -198,6 +198,10 @@ class _ClientSocket:
         self.path = os.path.join(self.dir, "c.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
+            # mkdtemp's 0700 is masked by the umask: under keepalived's 0177
+            # (its scripts inherit it) the directory came out 0600, nobody
+            # could bind in it, and every health check failed.
+            os.chmod(self.dir, 0o700)
             self.sock.bind(self.path)
             self.sock.setblocking(blocking)
         except OSError:
