@@ -25,7 +25,7 @@ from asterfleet.ship.podman import Podman, PodmanError
 from asterfleet.sipp.runner import parse_counts_csv
 
 REPO = Path(__file__).resolve().parents[2]
-PREFIX = "ship-cl"
+PREFIX = "cluster"
 SUBNET = "10.213.7.0/24"
 GATEWAY = "10.213.7.1"
 VIP = "10.213.7.100"
@@ -243,7 +243,6 @@ def _save_logs(cluster: Cluster) -> None:
 def _cleanup(podman: Podman, network: str, pods: list[str]) -> None:
     for pod in pods:
         podman.run("pod", "rm", "-f", "-t", "0", "--ignore", pod, check=False, timeout=60)
-    podman.run("volume", "prune", "-f", check=False)
     podman.run("network", "rm", "-f", network, check=False)
 
 

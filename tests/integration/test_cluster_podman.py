@@ -67,7 +67,7 @@ def cluster() -> Iterator[Cluster]:
     started = time.monotonic()
     ImageBuilder(REPO, quiet=True).build()  # cached: seconds when nothing changed
     report("images ready after (s)", round(time.monotonic() - started, 1))
-    work = Path(tempfile.mkdtemp(prefix="ship-cluster-"))
+    work = Path(tempfile.mkdtemp(prefix="cluster-test-"))
     try:
         started = time.monotonic()
         with podman_cluster(work) as running:
@@ -173,7 +173,7 @@ def test_an_etcd_member_cut_off_changes_nothing_and_catches_up(
     infra = cluster.infra(member)
     cluster.podman.run("network", "disconnect", cluster.network, infra)
     try:
-        cluster.etcdctl("put", "/ship-test/written-during-partition", "yes")
+        cluster.etcdctl("put", "/cluster-test/written-during-partition", "yes")
         deadline = time.monotonic() + 30
         checks = 0
         while time.monotonic() < deadline:
@@ -189,7 +189,7 @@ def test_an_etcd_member_cut_off_changes_nothing_and_catches_up(
     assert caught_up is not None, f"{member} did not catch up"
     report("cut-off etcd member caught up after (s)", round(caught_up, 2))
     got = cluster.etcdctl("get", "--consistency=s", "--print-value-only",
-                          "/ship-test/written-during-partition", member=member)  # fmt: skip
+                          "/cluster-test/written-during-partition", member=member)  # fmt: skip
     assert got.strip() == "yes"
     assert setup_failures(caller) == failed_before
 
