@@ -75,6 +75,14 @@ def run(
         "in the balancer's record so 'asterfleet asterisk config --etcd' identifies it. "
         "Default: the IP addresses of ASTERFLEET_SIP_LISTEN (Kamailio's listen sockets), if set.",
     ),
+    vip: str = typer.Option(
+        None,
+        "--vip",
+        envvar=ENV + "VIP",
+        help="The virtual IP the balancers share (10.0.0.100 or 10.0.0.100/24): export "
+        "whether this host holds it (asterfleet_balancer_vip_held; alert when the sum over "
+        "the balancers is not 1).",
+    ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
@@ -122,6 +130,11 @@ def run(
             typer.echo(
                 f"warning: --list-file {list_file}: directory {directory} is not writable", err=True
             )
+        vip_address = None
+        if vip:
+            from asterfleet.vip.holder import parse_vip
+
+            vip_address = parse_vip(vip)
         logs.configure(log_level, log_json)
         bal_metrics = BalancerMetrics()
         if metrics_listen:
@@ -138,6 +151,7 @@ def run(
             min_apply_interval=min_apply_interval,
             kamailio_reconcile_interval=kamailio_reconcile_interval,
             sip_addresses=sip_addresses,
+            vip=vip_address,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))
