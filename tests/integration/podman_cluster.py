@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from asterfleet.runtime.process import require_binary, wait_for
 from asterfleet.ship import kube
 from asterfleet.ship.podman import Podman, PodmanError
@@ -134,12 +137,37 @@ class Cluster:
             )
 
     def vip_holders(self) -> list[str]:
+        """Balancers with the VIP on their interface (a stopped one holds nothing)."""
         out = []
         for lb in LBS:
-            addrs = self.exec(lb, "keepalived", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+            try:
+                addrs = self.exec(lb, "keepalived", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+            except PodmanError:
+                if self.running(lb, "keepalived"):
+                    raise
+                continue
             if f" {VIP}/" in addrs:
                 out.append(lb)
         return out
+
+    def running(self, logical: str, name: str) -> bool:
+        state = self.podman.run(
+            "inspect", "--format", "{{.State.Running}}", self.container(logical, name), check=False
+        )
+        return state.stdout.strip() == "true"
+
+    def vip_held_metric(self, lb: str) -> float | None:
+        """asterfleet_balancer_vip_held as this balancer's agent exports it, None
+        when its metrics endpoint does not answer (a stopped balancer)."""
+        try:
+            text = httpx.get(f"http://{LBS[lb]}:9102/metrics", timeout=3).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "asterfleet_balancer_vip_held" and sample.labels == {"vip": VIP}:
+                    return sample.value
+        return None
 
     # ----- etcd -----
 

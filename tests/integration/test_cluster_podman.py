@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from asterfleet.runtime.process import wait_for
 from asterfleet.ship.images import ImageBuilder
 from asterfleet.sipp.runner import SippUac
 from tests.integration.calls import established_then_lost, setup_failures
@@ -125,8 +126,14 @@ def test_a_killed_box_loses_only_its_own_calls_and_leaves_both_balancers(
     for lb in LBS:
         gone = elapsed_until(lambda lb=lb: BOXES[box] not in cluster.routable(lb), TTL + 5)  # type: ignore[misc]
         assert gone is not None, f"{box} still routed by {lb}"
+    unrouted = time.monotonic() - killed
+    report("killed box takes no new call on either balancer after (s)", round(unrouted, 2))
+    # Its record expires with its lease: then it leaves both lists.
+    for lb in LBS:
+        gone = elapsed_until(lambda lb=lb: BOXES[box] not in cluster.dispatcher(lb), TTL + 5)  # type: ignore[misc]
+        assert gone is not None, f"{box} still listed by {lb}"
     left = time.monotonic() - killed
-    report(f"killed box gone from both balancers after (s), TTL {TTL}", round(left, 2))
+    report(f"killed box gone from both balancers' lists after (s), TTL {TTL}", round(left, 2))
     wait_calls(caller, 10)  # calls placed while it was gone, and their retries, have ended
     assert setup_failures(caller) == 0
     report("calls established on the killed box, lost with it",
@@ -143,6 +150,11 @@ def test_the_vip_moves_when_its_holder_stops_and_calls_after_the_move_succeed(
 ) -> None:
     (holder,) = cluster.vip_holders()
     (other,) = [lb for lb in LBS if lb != holder]
+    # What an operator's alert reads: each balancer agent's asterfleet_balancer_vip_held.
+    wait_for(
+        lambda: (cluster.vip_held_metric(holder), cluster.vip_held_metric(other)) == (1, 0),
+        10, interval=0.2, what="the balancer agents to export who holds the VIP",
+    )  # fmt: skip
     failed_before = setup_failures(caller)
     cluster.podman.run("pod", "stop", "-t", "5", cluster.pod_name(holder))
     stopped = time.monotonic()
@@ -151,6 +163,7 @@ def test_the_vip_moves_when_its_holder_stops_and_calls_after_the_move_succeed(
     moved_at = time.monotonic() - stopped
     report("VIP moved after (s)", round(moved_at, 2))
     assert moved_at <= 4
+    wait_for(lambda: cluster.vip_held_metric(other) == 1, 5, interval=0.2, what="metric moved")
     # Calls started before the move have settled after the caller's timeout.
     wait_calls(caller, 9)
     failed_at_move = setup_failures(caller)
@@ -162,6 +175,8 @@ def test_the_vip_moves_when_its_holder_stops_and_calls_after_the_move_succeed(
     cluster.podman.run("pod", "start", cluster.pod_name(holder))
     cluster.wait_routable(set(BOXES.values()), timeout=60)
     assert cluster.vip_holders() == [other]  # nopreempt: the VIP does not move back
+    wait_for(lambda: cluster.vip_held_metric(holder) == 0, 30, interval=0.5, what="metric back")
+    assert cluster.vip_held_metric(other) == 1
 
 
 def test_an_etcd_member_cut_off_changes_nothing_and_catches_up(
