@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -111,6 +112,14 @@ class Cluster:
             "pod", "inspect", "--format", "{{.InfraContainerID}}", self.pod_name(logical)
         )
 
+    def pids(self, logical: str) -> list[int]:
+        """The host pid of every container of a Pod (infra included)."""
+        ids = self.podman.out(
+            "pod", "inspect", "--format", "{{range .Containers}}{{.Id}} {{end}}",
+            self.pod_name(logical),
+        ).split()  # fmt: skip
+        return [int(self.podman.out("inspect", "--format", "{{.State.Pid}}", i)) for i in ids]
+
     def infra_pid(self, logical: str) -> int:
         return int(self.podman.out("inspect", "--format", "{{.State.Pid}}", self.infra(logical)))
 
@@ -150,6 +159,18 @@ class Cluster:
                 out.append(lb)
         return out
 
+    def netns_holds_vip(self, pid: int) -> bool:
+        """Whether the network namespace of process ``pid`` (a Pod's infra
+        container) has the VIP: read with nsenter, in milliseconds, where
+        ``podman exec`` takes up to a second on a loaded machine. A namespace
+        that is gone (its Pod stopped) holds nothing."""
+        done = subprocess.run(
+            [require_binary("nsenter"), "-t", str(pid), "-n",
+             require_binary("ip"), "-4", "-o", "addr", "show", "dev", "eth0"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        return done.returncode == 0 and f" {VIP}/" in done.stdout
+
     def running(self, logical: str, name: str) -> bool:
         state = self.podman.run(
             "inspect", "--format", "{{.State.Running}}", self.container(logical, name), check=False
@@ -167,6 +188,26 @@ class Cluster:
             for sample in family.samples:
                 if sample.name == "asterfleet_balancer_vip_held" and sample.labels == {"vip": VIP}:
                     return sample.value
+        return None
+
+    def applied_with(self, lb: str, nodes: int, since: float) -> float | None:
+        """Wall-clock time at which this balancer's agent first gave Kamailio a
+        list of ``nodes`` boxes after ``since`` (its "applied" log event), or
+        None. Polling Kamailio over ``podman exec`` adds up to a second on a
+        loaded machine; the agent's own timestamp does not."""
+        logs = self.podman.run(
+            "logs", "--since", f"{since:.3f}", self.container(lb, "balancer"), check=False
+        )
+        for line in (logs.stdout + logs.stderr).splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or event.get("event") != "applied":
+                continue
+            at = datetime.fromisoformat(str(event["ts"]).replace("Z", "+00:00")).timestamp()
+            if at >= since and event.get("nodes") == nodes:
+                return at
         return None
 
     # ----- etcd -----
