@@ -87,6 +87,9 @@ class Cluster:
             pod_ip=ip,
             volume_root=str(self.work / "volumes"),
             host_aliases=aliases,
+            # A box's agent that drained on SIGTERM exits 0 and must stay down
+            # (see asterfleet.ship.kube); a crash is still restarted.
+            restart_policy="OnFailure" if workload == "asterisk" else None,
         )
         for path in kube.host_paths(pod):
             # Empty and owned by the images' asterfleet user, like a fresh emptyDir.
@@ -219,6 +222,17 @@ class Cluster:
             capture_output=True, text=True, check=True, timeout=timeout,
             env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
         ).stdout  # fmt: skip
+
+    def try_put(self, key: str, value: str) -> bool:
+        try:
+            self.etcdctl("put", key, value)
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def is_leader(self, member: str) -> bool:
+        status = json.loads(self.etcdctl("endpoint", "status", "-w", "json", member=member))
+        return bool(status[0]["Status"]["leader"] == status[0]["Status"]["header"]["member_id"])
 
     def member_revision(self, member: str) -> int:
         status = json.loads(self.etcdctl("endpoint", "status", "-w", "json", member=member))
