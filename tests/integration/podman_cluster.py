@@ -9,6 +9,7 @@ with a fixed address on a network this module creates and removes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from asterfleet.runtime.process import require_binary, wait_for
 from asterfleet.ship import kube
+from asterfleet.ship.images import ImageBuilder
 from asterfleet.ship.podman import Podman, PodmanError
 from asterfleet.sipp.runner import parse_counts_csv
 
@@ -38,6 +40,15 @@ LBS = {f"lb-{i}": f"10.213.7.2{i + 1}" for i in range(2)}
 BOXES = {f"asterisk-{i}": f"10.213.7.3{i + 1}" for i in range(4)}
 TTL = 3
 _DISPATCHER_ENTRY = re.compile(r"URI:\s*sip:([0-9.]+):\d+[^\n]*\n\s*FLAGS:\s*(\w+)")
+
+
+@functools.cache
+def ensure_images() -> float:
+    """``make images`` once per test session (the layer cache makes it about a
+    minute when nothing changed, a cold build about nine); seconds it took."""
+    started = time.monotonic()
+    ImageBuilder(REPO, quiet=True).build()
+    return time.monotonic() - started
 
 
 def render_overlay() -> list[kube.Doc]:
@@ -102,6 +113,8 @@ class Cluster:
         self.podman.run("kube", "play", "--network", self.network, "--ip", ip, str(path))
 
     def remove_pod(self, logical: str) -> None:
+        """Remove a Pod (its containers' logs are kept in the work directory)."""
+        _save_logs(self, f"{self.pod_name(logical)}-")
         self.podman.run("pod", "rm", "-f", "-t", "0", self.pod_name(logical), check=False)
 
     def container(self, logical: str, name: str) -> str:
@@ -314,13 +327,20 @@ def _run_cluster(cluster: Cluster, podman: Podman, network: str) -> Iterator[Clu
         _cleanup(podman, network, sorted(cluster.pods))
 
 
-def _save_logs(cluster: Cluster) -> None:
+def _save_logs(cluster: Cluster, prefix: str = f"{PREFIX}-") -> None:
+    """Each container's log tail into the work directory (kept on failure
+    with ASTERFLEET_KEEP_LOGS); a replaced Pod's logs get a numbered name."""
     with contextlib.suppress(PodmanError, subprocess.TimeoutExpired):
         names = cluster.podman.out("ps", "-a", "--format", "{{.Names}}", "--filter",
-                                   f"name=^{PREFIX}-")  # fmt: skip
+                                   f"name=^{prefix}")  # fmt: skip
         for name in names.split():
-            done = cluster.podman.run("logs", "--tail", "300", name, check=False)
-            (cluster.work / f"{name}.log").write_text(done.stdout + done.stderr)
+            done = cluster.podman.run("logs", "--tail", "400", name, check=False)
+            path = cluster.work / f"{name}.log"
+            for n in range(1, 100):
+                if not path.exists():
+                    break
+                path = cluster.work / f"{name}.{n}.log"
+            path.write_text(done.stdout + done.stderr)
 
 
 def _cleanup(podman: Podman, network: str, pods: list[str]) -> None:

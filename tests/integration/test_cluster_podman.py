@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from asterfleet.runtime.process import wait_for
-from asterfleet.ship.images import ImageBuilder
 from asterfleet.sipp.runner import SippUac
 from tests.integration.calls import established_then_lost, setup_failures
 from tests.integration.podman_cluster import (
@@ -30,11 +29,11 @@ from tests.integration.podman_cluster import (
     ETCD,
     GATEWAY,
     LBS,
-    REPO,
     TTL,
     VIP,
     Cluster,
     elapsed_until,
+    ensure_images,
     podman_cluster,
 )
 
@@ -66,9 +65,7 @@ def cluster() -> Iterator[Cluster]:
     for program in ("podman", "kubectl", "etcdctl", "sipp", "nsenter", "ip"):
         if shutil.which(program) is None and shutil.which(program, path="/usr/sbin") is None:
             pytest.fail(f"{program} is missing: run scripts/ensure-deps.sh")
-    started = time.monotonic()
-    ImageBuilder(REPO, quiet=True).build()  # cached: seconds when nothing changed
-    report("images ready after (s)", round(time.monotonic() - started, 1))
+    report("images ready after (s)", round(ensure_images(), 1))
     work = Path(tempfile.mkdtemp(prefix="cluster-test-"))
     try:
         started = time.monotonic()

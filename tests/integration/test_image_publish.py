@@ -28,13 +28,13 @@ from asterfleet.factory.schema import metadata as factory_tables
 from asterfleet.factory.store import add_knot
 from asterfleet.factory.worker import Worker, WorkerSettings
 from asterfleet.runtime.process import require_binary
-from asterfleet.ship.images import ImageBuilder, image_ref
+from asterfleet.ship.images import image_ref
 from asterfleet.ship.podman import Podman
 from asterfleet.testing.registry import registry_lab
+from tests.integration.podman_cluster import ensure_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "cluster-publish-1"
 RELEASE_LABEL = "org.asterfleet.release"
 
@@ -59,7 +59,7 @@ def test_the_asterfleet_image_is_released_by_the_factory_and_runs_from_the_regis
     work: Path,
 ) -> None:
     require_binary("buildah")
-    ImageBuilder(REPO, quiet=True).build(["base", "asterfleet"])  # cached: seconds
+    ensure_images()
     podman = Podman.from_env()
     authfile = work / "auth.json"
     with registry_lab(work / "lab") as lab:
