@@ -37,20 +37,7 @@ from tests.integration.podman_cluster import (
     podman_cluster,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-    # Not yet passing: keepalived's Kamailio check fails inside the balancer
-    # Pods, so no balancer takes the virtual IP (issue 11 stays open until
-    # this test passes three runs in a row). Run it on purpose with
-    # ASTERFLEET_CLUSTER_TEST=1.
-    pytest.mark.skipif(
-        os.environ.get("ASTERFLEET_CLUSTER_TEST") != "1",
-        reason="cluster test not yet passing (VIP never taken in podman); "
-        "set ASTERFLEET_CLUSTER_TEST=1 to run it",
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 RATE = 20
 HOLD_MS = 1000
