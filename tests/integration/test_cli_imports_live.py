@@ -24,7 +24,7 @@ import pytest
 
 from asterfleet.etcdtools.server import EtcdServer, start_single
 from asterfleet.runtime.process import wait_for
-from tests.unit.test_cli_imports import PRODUCT_HEAVY, PROBE, loaded
+from tests.unit.test_cli_imports import PROBE, PRODUCT_HEAVY, loaded
 
 pytestmark = pytest.mark.integration
 
