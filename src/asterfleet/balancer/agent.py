@@ -63,6 +63,8 @@ class BalancerConfig:
     kamailio_reconcile_interval: float = 2.0
     # The Kamailio's SIP address(es), published in the status record.
     sip_addresses: tuple[str, ...] = ()
+    # The HEP capture id of its Kamailio, published in the status record.
+    capture_id: int | None = None
 
 
 class BalancerMetrics:
@@ -401,6 +403,7 @@ class BalancerAgent:
             algorithm=self.cfg.algorithm.value,
             agent_version=__version__,
             sip_addresses=self.cfg.sip_addresses,
+            capture_id=self.cfg.capture_id,
             updated_at=time.time(),
         )
 

@@ -75,6 +75,16 @@ def run(
         "in the balancer's record so 'asterfleet asterisk config --etcd' identifies it. "
         "Default: the IP addresses of ASTERFLEET_SIP_LISTEN (Kamailio's listen sockets), if set.",
     ),
+    capture_id: int | None = typer.Option(
+        None,
+        "--capture-id",
+        envvar=ENV + "BALANCER_CAPTURE_ID",
+        min=0,
+        max=2**32 - 1,
+        help="HEP capture id this Kamailio sends captured SIP with (its kamailio.cfg "
+        "capture_id); published in the balancer's record so the console names this balancer "
+        "on call ladders.",
+    ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
@@ -138,6 +148,7 @@ def run(
             min_apply_interval=min_apply_interval,
             kamailio_reconcile_interval=kamailio_reconcile_interval,
             sip_addresses=sip_addresses,
+            capture_id=capture_id,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))

@@ -28,6 +28,7 @@ from asterfleet.console import (
     node_page,
     rollouts,
 )
+from asterfleet.console.addressbook import AddressBook
 from asterfleet.console.areas import Area
 from asterfleet.console.bodylimit import BodyLimit
 from asterfleet.console.factory_state import (
@@ -103,6 +104,8 @@ def create_app(
         areas=list(AREAS),
     )
 
+    addresses = AddressBook(database, ks.cluster)
+
     async def record(drafts: Sequence[EventDraft]) -> None:
         await asyncio.to_thread(eventlog.record, database, ks.cluster, drafts)
         for d in drafts:
@@ -121,6 +124,7 @@ def create_app(
                 record,
                 metrics,
                 members=lambda: asyncio.to_thread(eventlog.members, database, ks.cluster),
+                observe=lambda view: asyncio.to_thread(addresses.observe, view),
             )
             state.tasks.append(asyncio.create_task(state.monitor.run(), name="fleet monitor"))
         log.info("console_started", cluster=ks.cluster, etcd=settings.etcd)

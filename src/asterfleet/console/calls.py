@@ -24,7 +24,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, Field
 
 from asterfleet.auth import lookup_session
-from asterfleet.capture.flow import call_flow, column_names
+from asterfleet.capture.flow import call_flow
 from asterfleet.capture.ladder import build_ladder, render_svg
 from asterfleet.capture.pager import (
     MAX_PAGE,
@@ -46,6 +46,7 @@ from asterfleet.capture.search import (
     summarise_call,
 )
 from asterfleet.capture.store import Message, Store, StreamQuality
+from asterfleet.console.call_fleet import CallFleet, call_fleet
 from asterfleet.console.live import sse_message
 from asterfleet.console.security import SESSION_COOKIE, Principal, api_user, page_user
 from asterfleet.console.state import console_state
@@ -376,6 +377,7 @@ async def call_page(
         )
     summary = summarise_call(msgs)
     streams = await _in_store(request, Store.stream_quality, call_id)
+    fleet = await _fleet_of(request, msgs, summary)
     flow = call_flow(msgs)
     start = min(f.ts_us for f in flow)
     rows = [
@@ -387,6 +389,8 @@ async def call_page(
             if f.message.status is not None
             else "info",
             "capture_hosts": ", ".join(f.capture_hosts),
+            "src_name": fleet.names.get(f.message.src, ""),
+            "dst_name": fleet.names.get(f.message.dst, ""),
         }
         for f in flow
     ]
@@ -396,14 +400,34 @@ async def call_page(
         user,
         area="calls",
         summary=summary,
-        node_name=column_names(msgs).get(summary.node or "", ""),
+        node_name=fleet.node or fleet.names.get(summary.node or "", ""),
+        node_state=fleet.state,
+        fleet_events=[
+            {"e": e, "time": fmt_us(int(e.at * 1_000_000))[:-3], "mine": e.id in fleet.mine}
+            for e in fleet.events
+        ],
         start=fmt_us(summary.start_us),
         status_class=status_class(summary.final_status),
-        ladder=Markup(render_svg(build_ladder(msgs))),  # render_svg escapes every text
+        # render_svg escapes every text
+        ladder=Markup(render_svg(build_ladder(msgs, fleet.names, fleet.notes))),
         rows=rows,
         streams=streams,
         pcap_href=call_href(call_id) + "/pcap",
     )
+
+
+async def _fleet_of(request: Request, msgs: list[Message], summary: CallSummary) -> CallFleet:
+    """The fleet around the call; without it (database trouble) addresses only."""
+    st = console_state(request)
+    view = st.monitor.view if st.monitor else None
+    try:
+        fleet: CallFleet = await asyncio.to_thread(
+            call_fleet, st.db, st.ks.cluster, view, msgs, summary
+        )
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("fleet_history_unavailable", error=str(exc).splitlines()[0])
+        return CallFleet({})
+    return fleet
 
 
 # -- JSON API ----------------------------------------------------------------
@@ -477,10 +501,36 @@ class StreamOut(BaseModel):
     min_mos: float = Field(description="lowest estimated MOS of any report")
 
 
+class NodeStateOut(BaseModel):
+    state: str = Field(description="active, draining, drained, maintenance, unhealthy, starting")
+    since: float | None = Field(description="when it took that state, seconds since the epoch")
+    by: str = Field(description="who made the change (agent: the node's own agent)")
+    event: str = Field(description="the event that set it (draining, undrained, joined, …)")
+
+
+class FleetEventOut(BaseModel):
+    id: int
+    at: float = Field(description="seconds since the epoch")
+    kind: str
+    node: str
+    actor: str
+    message: str
+
+
+class CallFleetOut(BaseModel):
+    names: dict[str, str] = Field(
+        description="address -> name: caller, balancer and node ids from the fleet's history"
+    )
+    node_name: str | None = Field(description="id of the node that took the call")
+    node_state: NodeStateOut | None = Field(description="that node's state at the call's start")
+    events: list[FleetEventOut] = Field(description="fleet events during the call, oldest first")
+
+
 class CallDetailOut(BaseModel):
     call: CallOut
     messages: list[MessageOut]
     streams: list[StreamOut] = Field(description="media quality per stream, from RTCP (HEP 5)")
+    fleet: CallFleetOut = Field(description="the call's hosts and node as the fleet knew them")
 
 
 def _need_read(who: Principal) -> None:
@@ -579,8 +629,11 @@ async def api_call(request: Request, call_id: str, who: Principal = Depends(api_
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     if not msgs:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no captured call with Call-ID {call_id!r}")
+    summary = summarise_call(msgs)
+    fleet = await _fleet_of(request, msgs, summary)
     return CallDetailOut(
-        call=CallOut.model_validate(summarise_call(msgs).as_dict()),
+        call=CallOut.model_validate(summary.as_dict()),
         messages=[_message_out(m) for m in msgs],
         streams=[StreamOut.model_validate(dataclasses.asdict(s)) for s in streams],
+        fleet=CallFleetOut.model_validate(fleet.as_dict()),
     )

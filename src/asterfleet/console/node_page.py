@@ -24,6 +24,7 @@ from asterfleet.console.transitions import AGENT
 from asterfleet.console.web import render
 from asterfleet.errors import EtcdUnavailable
 from asterfleet.fleet.actions import read_fleet
+from asterfleet.fleet.directory import sip_hostport
 from asterfleet.fleet.model import EffectiveState
 from asterfleet.fleet.view import FleetView, NodeView
 
@@ -67,15 +68,6 @@ def state_reasons(node: NodeView) -> list[Reason]:
             Reason("calls", f"{calls} in progress", state is EffectiveState.DRAINED and calls == 0)
         )
     return out
-
-
-def sip_hostport(sip_uri: str) -> str:
-    """``sip:10.0.0.5:5060;transport=udp`` -> ``10.0.0.5:5060`` (what capture calls the backend)."""
-    rest = sip_uri.split(":", 1)[1].split(";", 1)[0]
-    host, sep, port = rest.rpartition(":")
-    if sep and port.isdigit() and (not host.startswith("[") or host.endswith("]")):
-        return rest
-    return f"{rest}:5060"
 
 
 def _store(request: Request) -> Store | None:
