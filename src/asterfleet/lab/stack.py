@@ -52,6 +52,9 @@ class StackOptions:
     node_ttl: int = 3
     drain_timeout: float = 60.0
     capture: str | None = None
+    # The HEP capture id Kamailio sends, published by the balancer agent (the
+    # console names the balancer on call ladders by it).
+    capture_id: int = 1
     kamailio_children: int = 4
     etcd_members: int = 1  # 3 or 5 for a real cluster (agents get every endpoint)
     kamailio_shm_mb: int | None = None
@@ -110,6 +113,7 @@ class Stack:
             algorithm=self.options.algorithm.value,
             children=self.options.kamailio_children,
             capture=self.options.capture,
+            capture_id=self.options.capture_id,
             rpc_http=f"127.0.0.1:{free_port()}" if self.options.rpc_http else None,
             log_level=self.options.kamailio_log_level,
         )
@@ -144,6 +148,7 @@ class Stack:
                 self.options.algorithm.value,
                 "--log-level",
                 self.options.log_level,
+                *(("--capture-id", str(self.options.capture_id)) if self.options.capture else ()),
                 *extra,
             ),
             self.work_dir / "balancer.log",
