@@ -1,8 +1,11 @@
 """A call's page names its hosts after the fleet, says which node took the
-call and in what state, and shows the fleet's events during the call."""
+call and in what state, and shows the fleet's events during the call; the
+Calls list filters by node, balancer and duration, and keeps saved searches."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from asterfleet.db import Database, Event, FleetAddress
 from tests.unit.test_console_calls import T0, capture_db, make_client  # noqa: F401
-from tests.unit.test_console_web import login
+from tests.unit.test_console_web import PASSWORD, login
 
 START = T0 / 1_000_000  # c0@x: 10.0.0.1 → lb (10.0.0.2, capture id 7) → 10.0.0.3, 120 ms
 
@@ -95,3 +98,88 @@ def test_a_balancer_known_only_by_its_capture_id_is_named(tmp_path: Path) -> Non
         login(c)
         names = c.get("/api/v1/calls/k1@x").json()["fleet"]["names"]
     assert names == {"10.0.0.1:5060": "caller", "10.0.0.2:5060": "lb7", "10.0.0.3:5060": "ast3"}
+
+
+def ids(client: TestClient, **params: object) -> list[str]:
+    r = client.get("/api/v1/calls", params=params)
+    assert r.status_code == 200, r.text
+    return [c["call_id"] for c in r.json()["calls"]]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected", "why"),
+    [
+        ({"node": "ast3"}, ["c4@x", "c2@x", "c0@x"], "the calls sent to 10.0.0.3"),
+        ({"node": "ast9"}, ["c3/odd id@x", "c1@x"], "10.0.0.4, held by ast9 now"),
+        ({"node": "ast4"}, ["c3/odd id@x", "c1@x"], "10.0.0.4, held by ast4 before"),
+        ({"balancer": "lb7"}, ["c4@x", "c3/odd id@x", "c2@x", "c1@x", "c0@x"], "capture id 7"),
+        ({"node": "ast3", "balancer": "lb7"}, ["c4@x", "c2@x", "c0@x"], "both must match"),
+        ({"min_duration": "0.1"}, ["c4@x", "c2@x", "c0@x"], "answered calls last 120 ms"),
+        ({"max_duration": "0.1"}, ["c3/odd id@x", "c1@x"], "failed: 60 ms"),
+        ({"min_duration": "0.05", "max_duration": "0.07"}, ["c3/odd id@x", "c1@x"], "a range"),
+        ({"min_duration": "1m"}, [], "none lasts a minute"),
+        ({"text": "Via: SIP/2.0/UDP 10.0.0.4"}, ["c3/odd id@x", "c1@x"], "text in a header"),
+    ],
+)
+def test_calls_filter_by_node_balancer_duration_and_header_text(
+    client: TestClient, params: dict[str, object], expected: list[str], why: str
+) -> None:
+    assert ids(client, **params) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"node": "nobody"}, "node 'nobody': the fleet has had no node of that name"),
+        ({"balancer": "ast3"}, "balancer 'ast3': the fleet has had no balancer of that name"),
+        ({"min_duration": "long"}, "min duration 'long': give seconds or a number with s, m or h"),
+        ({"min_duration": "2m", "max_duration": "1m"}, "the minimum is above the maximum"),
+    ],
+)
+def test_bad_filters_are_named(client: TestClient, params: dict[str, str], message: str) -> None:
+    r = client.get("/api/v1/calls", params=params)
+    assert r.status_code == 400 and message in r.json()["detail"], r.text
+    page = client.get("/calls", params=params)
+    assert page.status_code == 200 and message in html.unescape(page.text)
+
+
+def test_a_saved_search_is_kept_per_user_and_opens_the_same_list(
+    tmp_path: Path,
+    capture_db: str,  # noqa: F811
+) -> None:
+    with make_client(tmp_path, capture_db) as c:
+        seed(c.app.state.test_db)  # type: ignore[attr-defined]
+        from asterfleet.auth import add_user
+
+        add_user(c.app.state.test_db, "bob", PASSWORD)  # type: ignore[attr-defined]
+        csrf = login(c)
+        page = c.get("/calls", params={"node": "ast3", "min_duration": "0.1", "junk": "x"})
+        query = re.search(r'name="query" value="([^"]*)"', page.text)
+        assert query and html.unescape(query.group(1)) == "node=ast3&min_duration=0.1"
+        r = c.post(
+            "/calls/saved",
+            data={"name": "long on ast3", "query": "node=ast3&min_duration=0.1&evil=1",
+                  "csrf_token": csrf},
+        )  # fmt: skip
+        assert r.status_code == 303
+        assert r.headers["location"] == "/calls?node=ast3&min_duration=0.1"
+        listing = c.get("/calls").text
+        link = re.search(r'<a href="([^"]+)" data-saved-id="(\d+)">long on ast3</a>', listing)
+        assert link, listing
+        opened = c.get(html.unescape(link.group(1))).text
+        assert [m for m in re.findall(r'data-call-id="([^"]+)"', opened)] == [
+            "c4@x", "c2@x", "c0@x",
+        ]  # fmt: skip
+        assert c.post("/calls/saved", data={"name": "x", "query": ""}).status_code == 403
+        # Another user neither sees nor deletes it.
+        c.cookies.clear()
+        bob_csrf = login(c, "bob")
+        assert "long on ast3" not in c.get("/calls").text
+        c.post("/calls/saved/delete", data={"saved_id": link.group(2), "csrf_token": bob_csrf})
+        c.cookies.clear()
+        csrf = login(c)
+        assert "long on ast3" in c.get("/calls").text
+        c.post("/calls/saved/delete", data={"saved_id": link.group(2), "csrf_token": csrf})
+        assert "long on ast3" not in c.get("/calls").text
+        bad = c.post("/calls/saved", data={"name": " ", "query": "", "csrf_token": csrf})
+        assert "search name" in c.get(bad.headers["location"]).text

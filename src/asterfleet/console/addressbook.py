@@ -9,8 +9,17 @@ from collections.abc import Iterable
 
 from sqlalchemy import select, update
 
+from asterfleet.capture.search import Party
 from asterfleet.db import Database, FleetAddress
-from asterfleet.fleet.directory import Directory, Holder, Sighting, changes, holders
+from asterfleet.errors import UsageError
+from asterfleet.fleet.directory import (
+    CAPTURE_ID,
+    Directory,
+    Holder,
+    Sighting,
+    changes,
+    holders,
+)
 from asterfleet.fleet.view import FleetView
 
 
@@ -77,3 +86,22 @@ def directory(db: Database, cluster: str, addresses: Iterable[str]) -> Directory
         return Directory(
             Sighting(Holder(a.address, a.kind, a.name), a.since, a.until) for a in s.scalars(q)
         )
+
+
+def party(db: Database, cluster: str, kind: str, name: str, view: FleetView | None = None) -> Party:
+    """Every address ``name`` (a node or balancer id) held, recorded or in
+    the current ``view``: what a Calls filter by node or balancer matches."""
+    q = select(FleetAddress.address).where(
+        FleetAddress.cluster == cluster, FleetAddress.kind == kind, FleetAddress.name == name
+    )
+    with db.session() as s:
+        found = set(s.scalars(q))
+    if view is not None:
+        found |= {h.address for h in holders(view) if h.kind == kind and h.name == name}
+    if not found:
+        raise UsageError(
+            f"{kind} {name!r}: the fleet has had no {kind} of that name (see the Fleet page)"
+        )
+    ids = tuple(sorted(int(a[len(CAPTURE_ID) :]) for a in found if a.startswith(CAPTURE_ID)))
+    addresses = tuple(sorted(a for a in found if not a.startswith(CAPTURE_ID)))
+    return Party(name, addresses, ids)

@@ -9,17 +9,18 @@ kept; queries run in a worker thread so a slow database never blocks pages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import sqlalchemy as sa
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
@@ -45,13 +46,16 @@ from asterfleet.capture.search import (
     parse_time,
     summarise_call,
 )
-from asterfleet.capture.store import Message, Store, StreamQuality
+from asterfleet.capture.store import Message, Store, StreamQuality, parse_duration
+from asterfleet.console import saved_searches
+from asterfleet.console.addressbook import party
 from asterfleet.console.call_fleet import CallFleet, call_fleet
 from asterfleet.console.live import sse_message
 from asterfleet.console.security import SESSION_COOKIE, Principal, api_user, page_user
 from asterfleet.console.state import console_state
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
+from asterfleet.fleet.directory import BALANCER, NODE
 
 log = structlog.get_logger("asterfleet.console.calls")
 router = APIRouter()
@@ -116,6 +120,8 @@ def build_query(
     text: str = "",
     options: bool = False,
     mos_below: str = "",
+    min_duration: str = "",
+    max_duration: str = "",
 ) -> MessageQuery:
     """The search form's fields as a query; ``method`` may be a status code (``486``)."""
     now = now_us if now_us is not None else int(datetime.now(UTC).timestamp() * 1_000_000)
@@ -127,6 +133,15 @@ def build_query(
     status_class = status_class.strip().lower()
     if status_class and status_class not in STATUS_CLASSES:
         raise UsageError(f"status class {status_class!r}: give one of {', '.join(STATUS_CLASSES)}")
+    shortest, longest = (
+        int(parse_duration_field(text, what) * 1_000_000) if text.strip() else None
+        for text, what in ((min_duration, "min duration"), (max_duration, "max duration"))
+    )
+    if shortest is not None and longest is not None and shortest > longest:
+        raise UsageError(
+            f"duration from {min_duration.strip()} to {max_duration.strip()}: "
+            "the minimum is above the maximum"
+        )
     return MessageQuery(
         call_id=call_id.strip() or None,
         from_user=from_user.strip() or None,
@@ -140,7 +155,40 @@ def build_query(
         text=text.strip() or None,
         options=options,
         mos_below=mos_threshold(mos_below, "MOS below"),
+        min_duration_us=shortest,
+        max_duration_us=longest,
     )
+
+
+def parse_duration_field(text: str, what: str) -> float:
+    """A duration filter (``90``, ``30s``, ``2m``) in seconds; bad input names the field."""
+    try:
+        return parse_duration(text)
+    except UsageError:
+        raise UsageError(
+            f"{what} {text.strip()!r}: give seconds or a number with s, m or h (30s, 2m)"
+        ) from None
+
+
+async def with_parties(request: Request, q: MessageQuery, node: str, balancer: str) -> MessageQuery:
+    """``q`` with the node and balancer filters resolved to their addresses
+    and capture ids (the fleet's address history); UsageError for a name the
+    fleet never had."""
+    node, balancer = node.strip(), balancer.strip()
+    if not node and not balancer:
+        return q
+    st = console_state(request)
+    view = st.monitor.view if st.monitor else None
+
+    def resolve() -> MessageQuery:
+        return dataclasses.replace(
+            q,
+            node=party(st.db, st.ks.cluster, NODE, node, view) if node else None,
+            balancer=party(st.db, st.ks.cluster, BALANCER, balancer, view) if balancer else None,
+        )
+
+    resolved: MessageQuery = await asyncio.to_thread(resolve)
+    return resolved
 
 
 def fmt_us(ts_us: int) -> str:
@@ -191,6 +239,10 @@ class CallFilters:
     text: str = ""
     options: str = ""
     mos_below: str = ""
+    node: str = ""
+    balancer: str = ""
+    min_duration: str = ""
+    max_duration: str = ""
 
     def form(self) -> dict[str, str]:
         fields = dataclasses.asdict(self)
@@ -198,11 +250,50 @@ class CallFilters:
         return fields
 
     def query(self) -> MessageQuery:
+        """The filters but node and balancer (see :func:`with_parties`)."""
         return build_query(
             self.since, self.until, self.call_id, self.from_user, self.to_user, self.method,
             None, self.capture_host, status_class=self.status_class, text=self.text,
             options=bool(self.options), mos_below=self.mos_below,
+            min_duration=self.min_duration, max_duration=self.max_duration,
         )  # fmt: skip
+
+    async def resolved(self, request: Request) -> MessageQuery:
+        return await with_parties(request, self.query(), self.node, self.balancer)
+
+
+FILTER_FIELDS = tuple(f.name for f in dataclasses.fields(CallFilters))
+
+
+@router.post("/calls/saved", include_in_schema=False)
+async def save_search(
+    request: Request,
+    name: str = Form(""),
+    query: str = Form(""),
+    user: Principal = Depends(page_user),
+) -> Response:
+    """Keep the search ``query`` (the Calls page's query string) as ``name``."""
+    st = console_state(request)
+    cleaned = saved_searches.clean_query(query, FILTER_FIELDS)
+    try:
+        await asyncio.to_thread(saved_searches.save, st.db, user.username, name, cleaned)
+    except UsageError as exc:
+        return RedirectResponse(
+            "/calls?" + urlencode({**dict(parse_qsl(cleaned)), "saved_error": str(exc)}),
+            status_code=303,
+        )
+    log.info("call_search_saved", user=user.username, name=name, query=cleaned)
+    return RedirectResponse("/calls?" + cleaned if cleaned else "/calls", status_code=303)
+
+
+@router.post("/calls/saved/delete", include_in_schema=False)
+async def delete_search(
+    request: Request, saved_id: int = Form(0), user: Principal = Depends(page_user)
+) -> Response:
+    st = console_state(request)
+    with contextlib.suppress(UsageError):  # not a console user: nothing of theirs to delete
+        await asyncio.to_thread(saved_searches.remove, st.db, user.username, saved_id)
+    return RedirectResponse("/calls", status_code=303)
 
 
 @router.get("/calls", include_in_schema=False)
@@ -212,16 +303,19 @@ async def calls_page(
     limit: int = 50,
     cursor: str = "",
     page: int = 1,
+    saved_error: str = "",
     user: Principal = Depends(page_user),
 ) -> Response:
     form = filters.form()
-    error = ""
+    error = saved_error[:300]
+    st = console_state(request)
+    saved = await asyncio.to_thread(saved_searches.list_saved, st.db, user.username)
     result: CallPage | None = None
     newest = 0
     try:
         if page == 1 and not cursor:
             newest = await _in_store(request, newest_message_id)
-        q = filters.query()
+        q = await filters.resolved(request)
         result = await _in_store(
             request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
         )
@@ -252,6 +346,9 @@ async def calls_page(
         status_classes=STATUS_CLASSES,
         live="/calls/live?" + urlencode({**filled, "after": newest}),
         now_us=_now_us(),
+        saved=saved,
+        share="/calls?" + urlencode(filled) if filled else "/calls",
+        query=urlencode(filled),
     )
 
 
@@ -274,7 +371,7 @@ async def calls_live(
     """New calls matching the filters, as rendered rows (server-sent events,
     ``event: call``); each event's id is where to continue from."""
     try:
-        q = filters.query()
+        q = await filters.resolved(request)
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     resume = request.headers.get("last-event-id", "")
@@ -587,6 +684,10 @@ async def api_calls(
     mos_below: str = Query(
         "", description="calls with a stream whose estimated MOS (RTCP) fell below this (3.5)"
     ),
+    node: str = Query("", description="node id: calls sent to or answered by it"),
+    balancer: str = Query("", description="balancer id: calls it captured or relayed"),
+    min_duration: str = Query("", description="calls lasting at least this long: 90, 30s, 2m"),
+    max_duration: str = Query("", description="calls lasting at most this long (so far)"),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str = Query("", description="next_cursor of the previous page"),
     who: Principal = Depends(api_user),
@@ -599,8 +700,9 @@ async def api_calls(
         q = build_query(
             since, until, call_id, from_user, to_user, method, status_code, capture_host,
             status_class=status_class, text=text, options=options,
-            mos_below=mos_below,
+            mos_below=mos_below, min_duration=min_duration, max_duration=max_duration,
         )  # fmt: skip
+        q = await with_parties(request, q, node, balancer)
         result: CallPage = await _in_store(request, page_calls, q, limit, decode_cursor(cursor))
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
