@@ -19,7 +19,9 @@ from tests.unit.test_console_web import PASSWORD, login
 START = T0 / 1_000_000  # c0@x: 10.0.0.1 → lb (10.0.0.2, capture id 7) → 10.0.0.3, 120 ms
 
 
-def seed(db: Database) -> None:
+def seed(db: Database, at: float = START) -> None:
+    """The fleet's address history and events around ``at`` (c0@x's start)."""
+    START = at
     with db.session() as s:
         for address, kind, name, since, until in [
             ("10.0.0.3:5060", "node", "ast3", START - 600, None),

@@ -27,6 +27,7 @@ from asterfleet.console import (
     knot_admin,
     node_page,
     rollouts,
+    stats,
 )
 from asterfleet.console.addressbook import AddressBook
 from asterfleet.console.areas import Area
@@ -58,6 +59,7 @@ AREAS = (
     Area("rollouts", "Rollouts", "/rollouts", rollouts.router),
     Area("events", "Events", "/events", events.router),
     Area("calls", "Calls", "/calls", calls.router),
+    Area("stats", "Statistics", "/stats", stats.router),
     Area("images", "Images", "/images", images.router),
     # Adding, editing, removing knots: before "knots" so /knots/new is not a knot.
     Area("knot_admin", "Add knot", "/knots/new", knot_admin.router, in_nav=False),
@@ -105,6 +107,7 @@ def create_app(
     )
 
     addresses = AddressBook(database, ks.cluster)
+    call_stats = stats.CallStatsMetrics(metrics.registry)
 
     async def record(drafts: Sequence[EventDraft]) -> None:
         await asyncio.to_thread(eventlog.record, database, ks.cluster, drafts)
@@ -127,6 +130,10 @@ def create_app(
                 observe=lambda view: asyncio.to_thread(addresses.observe, view),
             )
             state.tasks.append(asyncio.create_task(state.monitor.run(), name="fleet monitor"))
+        if settings.capture_db and settings.watch:
+            state.tasks.append(
+                asyncio.create_task(stats.refresh_metrics(state, call_stats), name="call stats")
+            )
         log.info("console_started", cluster=ks.cluster, etcd=settings.etcd)
         try:
             async with factory.running() if factory else contextlib.nullcontext():
