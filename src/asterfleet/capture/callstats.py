@@ -86,6 +86,7 @@ def call_facts(hops: Sequence[Hop]) -> CallFacts | None:
     ]
     same = [h for h in from_nodes if h.status == final] or from_nodes
     forwarded = [h for h in ordered if h.method == "INVITE" and h.src != caller]
+    node: str | None
     if same:
         node = same[-1].src  # the node whose answer the caller got
     elif forwarded:
