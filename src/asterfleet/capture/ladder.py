@@ -168,7 +168,7 @@ def render_svg(ladder: Ladder) -> str:
             out.append(
                 f'<g class="note" data-kind={quoteattr(arrow.kind)}>'
                 f'<text class="time" x="4" y="{y + 4}" fill="#8a5a00">+{offset:.1f}ms</text>'
-                f'<line x1="{MARGIN // 2}" y1="{y}" x2="{width - 10}" y2="{y}" stroke="#e0a000" '
+                f'<line x1="64" y1="{y}" x2="{width - 10}" y2="{y}" stroke="#e0a000" '
                 'stroke-dasharray="6 3"/>'
                 f'<text x="{width // 2}" y="{y - 5}" text-anchor="middle" fill="#8a5a00">'
                 f"{escape(arrow.text)}</text></g>"
