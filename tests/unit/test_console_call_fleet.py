@@ -185,3 +185,10 @@ def test_a_saved_search_is_kept_per_user_and_opens_the_same_list(
         assert "long on ast3" not in c.get("/calls").text
         bad = c.post("/calls/saved", data={"name": " ", "query": "", "csrf_token": csrf})
         assert "search name" in c.get(bad.headers["location"]).text
+
+
+def test_the_calls_list_names_the_node_of_each_call(client: TestClient) -> None:
+    page = client.get("/calls").text
+    nodes = dict(re.findall(r'<tr data-call-id="([^"]+)".*?<td class="id node"[^>]*>(.*?)</td>',
+                            page, re.S))  # fmt: skip
+    assert nodes["c0@x"] == "<b>ast3</b>" and nodes["c1@x"] == "<b>ast9</b>"

@@ -116,3 +116,14 @@ def call_fleet(
         for e in mine
     ]
     return CallFleet(names, node, state, events, notes, frozenset(e.id for e in mine))
+
+
+def node_names(db: Database, cluster: str, calls: Sequence[CallSummary]) -> dict[str, str]:
+    """Call-ID -> the id of the node that took it (at its start), for a list."""
+    book = directory(db, cluster, {c.node for c in calls if c.node})
+    out: dict[str, str] = {}
+    for c in calls:
+        held = book.holder(c.node, c.start_us / 1_000_000) if c.node else None
+        if held is not None and held.kind == NODE:
+            out[c.call_id] = held.name
+    return out

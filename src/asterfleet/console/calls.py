@@ -49,7 +49,7 @@ from asterfleet.capture.search import (
 from asterfleet.capture.store import Message, Store, StreamQuality, parse_duration
 from asterfleet.console import saved_searches
 from asterfleet.console.addressbook import party
-from asterfleet.console.call_fleet import CallFleet, call_fleet
+from asterfleet.console.call_fleet import CallFleet, call_fleet, node_names
 from asterfleet.console.live import sse_message
 from asterfleet.console.security import SESSION_COOKIE, Principal, api_user, page_user
 from asterfleet.console.state import console_state
@@ -329,7 +329,9 @@ async def calls_page(
         older = "/calls?" + urlencode(
             {**filled, "cursor": encode_cursor(result.next_cursor), "page": page + 1}
         )
-    rows = [call_row(c) for c in (result.calls if result else [])]
+    calls = result.calls if result else []
+    names = await _node_names(request, calls)
+    rows = [call_row(c, names.get(c.call_id, "")) for c in calls]
     return render(
         request,
         "calls.html",
@@ -406,13 +408,14 @@ async def calls_live(
                 yield ": capture database unavailable\n\n"
                 continue
             now = _now_us()
+            names = await _node_names(request, calls)
             for call in calls:
                 if call.call_id in sent:
                     continue
                 sent[call.call_id] = None
                 if len(sent) > 1000:
                     sent.pop(next(iter(sent)))
-                html = template.render(r=call_row(call), now_us=now)
+                html = template.render(r=call_row(call, names.get(call.call_id, "")), now_us=now)
                 yield f"id: {position}\n" + sse_message("call", html)
             if not calls:
                 yield ": keepalive\n\n"
@@ -424,10 +427,11 @@ async def calls_live(
     )
 
 
-def call_row(c: CallSummary) -> dict[str, Any]:
+def call_row(c: CallSummary, node_name: str = "") -> dict[str, Any]:
     """One row of the Calls list (the page and the live tail render the same)."""
     return {
         "call": c,
+        "node_name": node_name,
         "href": call_href(c.call_id),
         "start": fmt_us(c.start_us)[:-3],
         "status_class": status_class(c.final_status),
@@ -511,6 +515,16 @@ async def call_page(
         streams=streams,
         pcap_href=call_href(call_id) + "/pcap",
     )
+
+
+async def _node_names(request: Request, calls: list[CallSummary]) -> dict[str, str]:
+    st = console_state(request)
+    try:
+        names: dict[str, str] = await asyncio.to_thread(node_names, st.db, st.ks.cluster, calls)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("fleet_history_unavailable", error=str(exc).splitlines()[0])
+        return {}
+    return names
 
 
 async def _fleet_of(request: Request, msgs: list[Message], summary: CallSummary) -> CallFleet:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from markupsafe import Markup
 from prometheus_client import CollectorRegistry, Gauge
+from pydantic import BaseModel, Field
 
 from asterfleet.capture.callstats import (
     BALANCER,
@@ -311,8 +312,43 @@ async def stats_page(
     )
 
 
+class NumbersOut(BaseModel):
+    calls: int = Field(description="calls (INVITEs) started")
+    finished: int = Field(description="of which have a final answer")
+    answered: int = Field(description="of which were answered (2xx)")
+    asr: float | None = Field(description="answer-seizure ratio: answered / finished")
+    ner: float | None = Field(
+        description="network effectiveness ratio: answered or refused by the user / finished"
+    )
+    pdd_p50_ms: float | None = Field(description="post-dial delay, median")
+    pdd_p95_ms: float | None = Field(description="post-dial delay, 95th percentile")
+    codes: dict[str, int] = Field(description="final answers to callers, by code")
+    mos_mean: float | None = Field(description="mean estimated MOS of calls with RTCP")
+
+
+class BucketOut(NumbersOut):
+    start_us: int = Field(description="the bucket's start, µs since the epoch")
+
+
+class MemberOut(BaseModel):
+    kind: str = Field(description="node or balancer")
+    name: str = Field(description="its id (from the fleet's address history), else its address")
+    total: NumbersOut
+    buckets: list[BucketOut] = Field(description="buckets with calls, oldest first")
+
+
+class StatsOut(BaseModel):
+    window: str
+    start_us: int
+    end_us: int
+    bucket_s: int
+    total: NumbersOut
+    members: list[MemberOut]
+
+
 @router.get(
     "/api/v1/stats",
+    response_model=StatsOut,
     tags=["calls"],
     summary="Call statistics per node and per balancer, in time buckets",
 )
