@@ -142,7 +142,11 @@ def main() -> int:
         )  # fmt: skip
     mean = statistics.mean(r["overhead_s"] for r in rows)
     print(f"rollout {status['id']}: {status['state']} ({status['reason']})")
-    print(f"calls: {final.successful_calls} answered, {final.failed_calls} failed")
+    setup_failed, lost = uac.setup_failures(), uac.established_then_lost()
+    print(
+        f"calls: {uac.answered()} answered, {setup_failed} failed before the answer, "
+        f"{lost} answered then lost; SIPp counted {final.failed_calls} failed"
+    )
     print(f"{'node':8} {'rollout s':>10} {'box s':>8} {'gate s':>8} {'overhead s':>11}")
     for r in rows:
         print(
@@ -158,7 +162,12 @@ def main() -> int:
                 "options": vars(opts),
                 "rows": rows,
                 "mean_overhead_s": mean,
-                "calls": {"answered": final.successful_calls, "failed": final.failed_calls},
+                "calls": {
+                    "answered": uac.answered(),
+                    "setup_failed": setup_failed,
+                    "established_then_lost": lost,
+                    "sipp_failed": final.failed_calls,
+                },
                 "state": status["state"],
             },
             indent=2,

@@ -99,6 +99,34 @@ def test_uac_calls_uas(uas: SippUas, tmp_path: Path) -> None:
     )
 
 
+LATE_PROVISIONAL = Path(__file__).parent / "scenarios" / "uas_late_provisional.xml"
+
+
+@pytest.mark.parametrize("hold_ms", [0, 300])
+def test_uac_keeps_answered_calls_when_provisionals_arrive_late(
+    tmp_path: Path, hold_ms: int
+) -> None:
+    # A 180 relayed behind its 200 (or a 100 for a retransmitted INVITE)
+    # reaches the caller during the hold (300 ms) or during its BYE (0 ms).
+    box = SippUas(tmp_path / "late", scenario=LATE_PROVISIONAL, name="late")
+    box.start()
+    uac = SippUac(
+        tmp_path / "uac", "127.0.0.1", box.port, rate=50, hold_ms=hold_ms, max_calls=50, name="uac"
+    )
+    try:
+        uac.start()
+        assert uac.wait(timeout=60) == 0, uac.log_tail()
+        stats = uac.stats()
+        counts = uac.message_counts()
+    finally:
+        uac.stop()
+        box.stop()
+    assert stats.successful_calls == 50 and stats.failed_calls == 0, stats
+    # The late ones really came, after the answer.
+    assert counts["2_180_Recv"] == 50 and counts["1_100_Recv"] == 50, counts
+    assert counts["4_200_Recv"] == 50, counts
+
+
 def test_uac_graceful_stop_lets_calls_finish(uas: SippUas, tmp_path: Path) -> None:
     uac = SippUac(tmp_path / "uac", "127.0.0.1", uas.port, rate=20, hold_ms=2000, name="uac")
     try:

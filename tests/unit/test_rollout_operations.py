@@ -16,6 +16,7 @@ from asterfleet.rollout.replace import (
     parse_replace,
     systemd_argvs,
 )
+from asterfleet.sipp.runner import UAC_BYE_ANSWER, UAC_INVITE_ANSWER
 
 V1, V2 = Target(version="1"), Target(version="2", image="reg/ast:2")
 
@@ -124,11 +125,16 @@ def test_the_gate_call_names_the_box_for_the_balancer() -> None:
         gate_scenario("sip:a\r\nX: y")
 
 
-def test_the_answered_counter_is_the_200_of_the_invite() -> None:
+@pytest.mark.parametrize(
+    ("counter", "answers"), [(UAC_INVITE_ANSWER, "INVITE"), (UAC_BYE_ANSWER, "BYE")]
+)
+def test_the_outcome_counters_are_the_200s_of_invite_and_bye(counter: str, answers: str) -> None:
     import xml.etree.ElementTree as ET
 
-    from asterfleet.rollout.gate import ANSWERED
-
-    steps = list(ET.fromstring(gate_scenario("sip:127.0.0.1:5071").encode("iso-8859-1")))
-    index, kind, what = ANSWERED.split("_")
-    assert steps[int(index)].get("response") == kind and what == "Recv"
+    root = ET.fromstring(gate_scenario("sip:127.0.0.1:5071").encode("iso-8859-1"))
+    # SIPp numbers messages, pauses and the like; labels take no number.
+    steps = [e for e in root if e.tag != "label"]
+    index, status = counter.split("_")
+    assert steps[int(index)].get("response") == status
+    request = next(e for e in reversed(steps[: int(index)]) if e.tag == "send")
+    assert (request.text or "").strip().startswith(answers + " ")

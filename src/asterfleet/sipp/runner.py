@@ -354,9 +354,20 @@ class SippUas(_SippProcess):
         return self
 
 
+# Message indexes in the packaged uac.xml: the 200 answering the INVITE
+# (step 4) and the 200 answering the BYE (step 8).
+UAC_INVITE_ANSWER = "4_200"
+UAC_BYE_ANSWER = "8_200"
+
+
 class SippUac(_SippProcess):
     """A SIPp UAC placing calls at ``rate`` calls/s to ``target``, each held
-    for ``hold_ms`` milliseconds; stops after ``max_calls`` when given."""
+    for ``hold_ms`` milliseconds; stops after ``max_calls`` when given.
+
+    Its outcomes as an operator reads them (packaged ``uac.xml`` only):
+    :meth:`answered`, :meth:`setup_failures` (what failover must prevent) and
+    :meth:`established_then_lost` (answered, then lost with their box).
+    """
 
     role = "uac"
 
@@ -426,6 +437,20 @@ class SippUac(_SippProcess):
     def start(self, timeout: float = 10.0) -> SippUac:
         super().start(timeout)
         return self
+
+    def answered(self) -> int:
+        """Calls whose INVITE was answered 200."""
+        return self.message_counts().get(f"{UAC_INVITE_ANSWER}_Recv", 0)
+
+    def setup_failures(self) -> int:
+        """Calls that failed before being answered."""
+        counts = self.message_counts()
+        return sum(counts.get(f"{UAC_INVITE_ANSWER}_{k}", 0) for k in ("Unexp", "Timeout"))
+
+    def established_then_lost(self) -> int:
+        """Calls answered, then lost with their box (their BYE got no 200)."""
+        counts = self.message_counts()
+        return sum(counts.get(f"{UAC_BYE_ANSWER}_{k}", 0) for k in ("Unexp", "Timeout"))
 
     def stop_gracefully(self, timeout: float = 60.0) -> SippStats:
         """Place no new calls, let the calls in progress finish, and return
