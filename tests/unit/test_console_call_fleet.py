@@ -192,3 +192,21 @@ def test_the_calls_list_names_the_node_of_each_call(client: TestClient) -> None:
     nodes = dict(re.findall(r'<tr data-call-id="([^"]+)".*?<td class="id node"[^>]*>(.*?)</td>',
                             page, re.S))  # fmt: skip
     assert nodes["c0@x"] == "<b>ast3</b>" and nodes["c1@x"] == "<b>ast9</b>"
+
+
+def test_capture_search_filters_by_duration_on_the_same_path(capture_db: str) -> None:  # noqa: F811
+    import json
+    import subprocess
+    import sys
+
+    def search(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "asterfleet", "capture", "search", "--db", capture_db, *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    long = search("--min-duration", "0.1", "--json")
+    assert long.returncode == 0, long.stderr
+    assert [c["call_id"] for c in json.loads(long.stdout)] == ["c4@x", "c2@x", "c0@x"]
+    bad = search("--max-duration", "soon")
+    assert bad.returncode == 2 and "--max-duration 'soon'" in bad.stderr

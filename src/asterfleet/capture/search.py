@@ -115,6 +115,19 @@ class CallSummary:
         }
 
 
+def duration_us(text: str | None, what: str) -> int | None:
+    """A duration filter (``90``, ``30s``, ``2m``) in µs; None when not given;
+    bad input names the filter (``what``)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(parse_duration(text) * 1_000_000)
+    except UsageError:
+        raise UsageError(
+            f"{what} {text.strip()!r}: give seconds or a number with s, m or h (30s, 2m)"
+        ) from None
+
+
 def parse_time(text: str, now_us: int) -> int:
     """An ISO 8601 time, or a duration ago (``15m``, ``2h``), in µs since the epoch."""
     value = text.strip()

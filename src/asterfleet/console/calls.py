@@ -43,10 +43,11 @@ from asterfleet.capture.search import (
     CallSummary,
     MessageQuery,
     call_messages,
+    duration_us,
     parse_time,
     summarise_call,
 )
-from asterfleet.capture.store import Message, Store, StreamQuality, parse_duration
+from asterfleet.capture.store import Message, Store, StreamQuality
 from asterfleet.console import saved_searches
 from asterfleet.console.addressbook import party
 from asterfleet.console.call_fleet import CallFleet, call_fleet, node_names
@@ -133,10 +134,8 @@ def build_query(
     status_class = status_class.strip().lower()
     if status_class and status_class not in STATUS_CLASSES:
         raise UsageError(f"status class {status_class!r}: give one of {', '.join(STATUS_CLASSES)}")
-    shortest, longest = (
-        int(parse_duration_field(text, what) * 1_000_000) if text.strip() else None
-        for text, what in ((min_duration, "min duration"), (max_duration, "max duration"))
-    )
+    shortest = duration_us(min_duration, "min duration")
+    longest = duration_us(max_duration, "max duration")
     if shortest is not None and longest is not None and shortest > longest:
         raise UsageError(
             f"duration from {min_duration.strip()} to {max_duration.strip()}: "
@@ -158,16 +157,6 @@ def build_query(
         min_duration_us=shortest,
         max_duration_us=longest,
     )
-
-
-def parse_duration_field(text: str, what: str) -> float:
-    """A duration filter (``90``, ``30s``, ``2m``) in seconds; bad input names the field."""
-    try:
-        return parse_duration(text)
-    except UsageError:
-        raise UsageError(
-            f"{what} {text.strip()!r}: give seconds or a number with s, m or h (30s, 2m)"
-        ) from None
 
 
 async def with_parties(request: Request, q: MessageQuery, node: str, balancer: str) -> MessageQuery:
