@@ -120,3 +120,14 @@ def test_the_call_statistics_have_alerts() -> None:
         "asterfleet_calls_mos_mean",
     ):
         assert metric in exprs and metric in defined_metrics()
+
+
+def test_the_call_statistics_alerts_fire_on_bad_figures_only() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus)"
+    done = subprocess.run(
+        [promtool, "test", "rules", "calls_alerts_test.yml"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=MONITORING,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
