@@ -92,5 +92,13 @@ def test_the_statistics_page_shows_each_node_and_balancer(console_url: str) -> N
             node.locator("a").click()
             page.wait_for_url("**/calls?node=ast3")
             expect(page.locator("#calls-table tbody tr")).to_have_count(6)
+            # On a phone neither page scrolls sideways (charts shrink, tables scroll).
+            page.set_viewport_size({"width": 390, "height": 800})
+            for path in ("/stats", "/calls"):
+                page.goto(console_url + path)
+                overflow = page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 0, (path, overflow)
         finally:
             browser.close()
