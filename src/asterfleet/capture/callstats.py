@@ -27,6 +27,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -40,9 +41,9 @@ NODE, BALANCER = "node", "balancer"
 MAX_CALLS = 20_000
 
 
-@dataclass(frozen=True)
-class Hop:
-    """One message of a call's INVITE transactions, as statistics read it."""
+class Hop(NamedTuple):
+    """One message of a call's INVITE transactions, as statistics read it
+    (a tuple: tens of thousands are built per window)."""
 
     call_id: str
     ts_us: int
@@ -213,6 +214,7 @@ def read_facts(store: Store, since_us: int, until_us: int) -> list[CallFacts]:
     """The facts of the calls an INVITE opened from ``since_us`` to
     ``until_us`` (at most :data:`MAX_CALLS`, the newest), with their MOS."""
     c = messages.c
+    r = rtcp_reports.c
     opened = (
         sa.select(c.call_id)
         .where(
@@ -221,36 +223,31 @@ def read_facts(store: Store, since_us: int, until_us: int) -> list[CallFacts]:
             c.ts_us >= since_us,
             c.ts_us <= until_us,
         )
-        .order_by(c.ts_us.desc())
+        .group_by(c.call_id)
+        .order_by(sa.func.max(c.ts_us).desc())
         .limit(MAX_CALLS)
+        .scalar_subquery()
     )
+    hops_q = sa.select(
+        c.call_id, c.ts_us, c.method, c.status, c.src_ip, c.src_port,
+        c.dst_ip, c.dst_port, c.capture_host, c.capture_id,
+    ).where(c.call_id.in_(opened), c.cseq.like("% INVITE"))  # fmt: skip
+    mos_q = (
+        sa.select(r.call_id, sa.func.avg(r.mos)).where(r.call_id.in_(opened)).group_by(r.call_id)
+    )
+    hops: dict[str, list[Hop]] = {}
     with store.engine.connect() as conn:
-        ids = list(dict.fromkeys(r[0] for r in conn.execute(opened)))
-        hops: dict[str, list[Hop]] = {i: [] for i in ids}
-        moses: dict[str, float] = {}
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
-            rows = conn.execute(
-                sa.select(
-                    c.call_id, c.ts_us, c.method, c.status, c.src_ip, c.src_port,
-                    c.dst_ip, c.dst_port, c.capture_host, c.capture_id,
-                ).where(c.call_id.in_(part), c.cseq.like("% INVITE"))
+        for cid, ts, method, status, sip, sport, dip, dport, host, capture_id in conn.execute(
+            hops_q
+        ).all():
+            hops.setdefault(cid, []).append(
+                Hop(cid, ts, method, status, hostport(sip, sport), hostport(dip, dport),
+                    host or str(capture_id))
             )  # fmt: skip
-            for cid, ts, method, status, sip, sport, dip, dport, host, capture_id in rows:
-                hops[cid].append(
-                    Hop(cid, ts, method, status, hostport(sip, sport), hostport(dip, dport),
-                        host or str(capture_id))
-                )  # fmt: skip
-            r = rtcp_reports.c
-            for cid, mos in conn.execute(
-                sa.select(r.call_id, sa.func.avg(r.mos))
-                .where(r.call_id.in_(part))
-                .group_by(r.call_id)
-            ):
-                moses[cid] = float(mos)
+        moses = {cid: float(mos) for cid, mos in conn.execute(mos_q).all()}
     out = []
-    for cid in ids:
-        facts = call_facts(hops[cid])
+    for cid, call_hops in hops.items():
+        facts = call_facts(call_hops)
         if facts is not None:
-            out.append(replace(facts, mos=moses.get(cid)))
+            out.append(replace(facts, mos=moses[cid]) if cid in moses else facts)
     return out
