@@ -17,7 +17,6 @@ from asterfleet.capture.rtcp import mos_threshold
 from asterfleet.capture.search import (
     MessageQuery,
     call_messages,
-    duration_us,
     parse_time,
     search_messages,
 )
@@ -225,6 +224,8 @@ def search_cmd(
     as the console's Calls page and `GET /api/v1/calls`. The balancers'
     OPTIONS probes are left out unless `--options` is given.
     """
+    from asterfleet.capture.search import duration_us
+
     with user_errors():
         if method and status is not None:
             raise UsageError("give --method or --status, not both")
