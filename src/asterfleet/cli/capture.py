@@ -224,8 +224,6 @@ def search_cmd(
     as the console's Calls page and `GET /api/v1/calls`. The balancers'
     OPTIONS probes are left out unless `--options` is given.
     """
-    from asterfleet.capture.search import duration_us
-
     with user_errors():
         if method and status is not None:
             raise UsageError("give --method or --status, not both")
@@ -236,6 +234,8 @@ def search_cmd(
                 f"--status-class {status_class!r}: give one of {', '.join(STATUS_CLASSES)}"
             )
         now_us = int(time.time() * 1_000_000)
+        from asterfleet.capture.search import duration_us
+
         query = MessageQuery(
             call_id=call_id,
             from_user=from_user,
