@@ -49,6 +49,8 @@ class BalancerConfig:
     rpc: str
     etcd_security: EtcdSecurity = NO_SECURITY
     algorithm: Algorithm = Algorithm.WEIGHT
+    # The HEP capture id of its Kamailio, published in the status record.
+    capture_id: int | None = None
     ttl: int = 5
     kamailio_check_interval: float = 0.5
     status_interval: float = 1.0
@@ -63,8 +65,6 @@ class BalancerConfig:
     kamailio_reconcile_interval: float = 2.0
     # The Kamailio's SIP address(es), published in the status record.
     sip_addresses: tuple[str, ...] = ()
-    # The HEP capture id of its Kamailio, published in the status record.
-    capture_id: int | None = None
 
 
 class BalancerMetrics:

@@ -67,14 +67,6 @@ def run(
         help="Seconds between checks of Kamailio's in-memory dispatcher state against the list "
         "(also after each apply); drift such as a drained box turned active is corrected. 0: off.",
     ),
-    sip_address: list[str] = typer.Option(
-        [],
-        "--sip-address",
-        envvar=ENV + "BALANCER_SIP_ADDRESS",
-        help="Address this Kamailio sends SIP to the boxes from (repeat for several); published "
-        "in the balancer's record so 'asterfleet asterisk config --etcd' identifies it. "
-        "Default: the IP addresses of ASTERFLEET_SIP_LISTEN (Kamailio's listen sockets), if set.",
-    ),
     capture_id: int | None = typer.Option(
         None,
         "--capture-id",
@@ -84,6 +76,14 @@ def run(
         help="HEP capture id this Kamailio sends captured SIP with (its kamailio.cfg "
         "capture_id); published in the balancer's record so the console names this balancer "
         "on call ladders.",
+    ),
+    sip_address: list[str] = typer.Option(
+        [],
+        "--sip-address",
+        envvar=ENV + "BALANCER_SIP_ADDRESS",
+        help="Address this Kamailio sends SIP to the boxes from (repeat for several); published "
+        "in the balancer's record so 'asterfleet asterisk config --etcd' identifies it. "
+        "Default: the IP addresses of ASTERFLEET_SIP_LISTEN (Kamailio's listen sockets), if set.",
     ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
@@ -144,11 +144,11 @@ def run(
             list_file=list_file,
             rpc=rpc,
             algorithm=algorithm,
+            capture_id=capture_id,
             ttl=ttl,
             min_apply_interval=min_apply_interval,
             kamailio_reconcile_interval=kamailio_reconcile_interval,
             sip_addresses=sip_addresses,
-            capture_id=capture_id,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))
