@@ -2,6 +2,7 @@
 (:mod:`asterfleet.auth`), its store's migrations and the registry.
 
 A token has plain scopes (``read`` and ``write`` for the console's API;
+``metrics`` for the console's /metrics only (what Prometheus scrapes with);
 ``pull``, ``push``, ``delete`` for the registry, in the namespaces its user
 may use) or repository scopes (``repository:NAME:ACTIONS``, NAME ending in
 ``/*`` for a whole namespace). Repository names follow Distribution's
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-PLAIN_SCOPES = ("read", "write", "pull", "push", "delete")
+PLAIN_SCOPES = ("read", "write", "metrics", "pull", "push", "delete")
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")

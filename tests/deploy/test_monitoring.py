@@ -107,3 +107,7 @@ def test_scrape_config_loads_the_alert_rules() -> None:
     assert config["rule_files"] == ["alerts.yml"]
     jobs = {j["job_name"] for j in config["scrape_configs"]}
     assert {"asterfleet-pods", "asterfleet-hosts"} <= jobs
+    # The console's /metrics needs a token (scope `metrics`).
+    [console] = [j for j in config["scrape_configs"] if j["job_name"] == "asterfleet-console"]
+    assert console["authorization"]["type"] == "Bearer"
+    assert console["authorization"]["credentials_file"]

@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from asterfleet.etcdtools.server import start_single
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.stack import agent_argv
+from asterfleet.runtime.ports import free_port
 from asterfleet.runtime.process import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -104,3 +106,85 @@ def test_balancer_run_refuses_a_sip_address_that_is_not_one(tmp_path: Path) -> N
     )  # fmt: skip
     assert done.returncode == 2
     assert "lb.example" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def _matches(pjsip: Path) -> list[str]:
+    text = pjsip.read_text() if pjsip.is_file() else ""
+    return [line.removeprefix("match = ") for line in text.splitlines() if line.startswith("match")]
+
+
+def test_follow_keeps_pjsip_in_step_with_the_balancers(tmp_path: Path) -> None:
+    """A balancer added, then one gone, then none: pjsip.conf follows (the last
+    addresses stay when none is left), and each change is reloaded. A script
+    stands in for the asterisk binary here; test_real_asterisk checks the
+    reload against a real Asterisk."""
+    server = start_single(tmp_path / "etcd")
+    reloads = tmp_path / "reloads"
+    fake = tmp_path / "asterisk"
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" >> {reloads}\n'
+        "echo \"Module 'res_pjsip.so' reloaded successfully.\"\n"
+    )
+    fake.chmod(0o755)
+    procs: dict[str, ManagedProcess] = {}
+    metrics_port = free_port()
+
+    def balancer(lb_id: str, address: str) -> None:
+        argv = agent_argv(
+            "balancer", "run", "--etcd", server.endpoint, "--cluster", "c1", "--id", lb_id,
+            "--list-file", str(tmp_path / f"{lb_id}.list"),
+            "--rpc", str(tmp_path / f"{lb_id}.sock"), "--sip-address", address,
+        )  # fmt: skip
+        procs[lb_id] = ManagedProcess(lb_id, argv, tmp_path / f"{lb_id}.log").start()
+
+    try:
+        balancer("lb1", "10.0.0.2")
+        wait_for(lambda: published(server.endpoint, "c1"), 30, what="lb1's record")
+        out = tmp_path / "etc"
+        pjsip = out / "pjsip.conf"
+        procs["follow"] = ManagedProcess(
+            "follow",
+            agent_argv(
+                "asterisk", "config", "--out", str(out), "--etcd", server.endpoint,
+                "--cluster", "c1", "--follow", "--asterisk", str(fake),
+                "--follow-metrics-listen", f"127.0.0.1:{metrics_port}",
+            ),
+            tmp_path / "follow.log",
+            env={"ASTERFLEET_AMI_SECRET": "s3cret", "ASTERFLEET_BALANCERS": ""},
+        ).start()  # fmt: skip
+        wait_for(lambda: _matches(pjsip)[:1] == ["10.0.0.2"], 30, what="the first render")
+        assert not reloads.exists()  # nothing changed since the start: no reload
+
+        balancer("lb2", "10.0.0.3")
+        wait_for(lambda: "10.0.0.3" in _matches(pjsip), 30, what="lb2 in pjsip.conf")
+        assert _matches(pjsip)[:2] == ["10.0.0.2", "10.0.0.3"]
+        wait_for(lambda: reloads.exists(), 10, what="a reload")
+        assert reloads.read_text().splitlines() == [
+            f"-C {out}/asterisk.conf -rx module reload res_pjsip.so"
+        ]
+
+        procs.pop("lb1").stop()
+        wait_for(lambda: "10.0.0.2" not in _matches(pjsip), 30, what="lb1 gone from pjsip.conf")
+        wait_for(lambda: len(reloads.read_text().splitlines()) == 2, 10, what="a second reload")
+
+        def scrape() -> str:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return str(r.read().decode())
+
+        # Counted once the reload has returned (just after the script wrote its line).
+        ok = 'asterfleet_box_config_reloads_total{module="res_pjsip.so",result="ok"} 2.0'
+        wait_for(lambda: ok in scrape(), 10, what="two reloads counted")
+        assert 'asterfleet_box_config_changes_total{what="balancers"} 2.0' in scrape()
+
+        procs.pop("lb2").stop()
+        wait_for(lambda: not published(server.endpoint, "c1"), 30, what="no balancer record")
+        log = procs["follow"].log_path
+        wait_for(lambda: "no_balancer_address" in log.read_text(), 10, what="the follower's note")
+        assert _matches(pjsip)[:1] == ["10.0.0.3"]  # the last address stays
+        assert len(reloads.read_text().splitlines()) == 2
+        assert "balancers_changed" in log.read_text()
+    finally:
+        for proc in procs.values():
+            proc.stop()
+        server.stop()

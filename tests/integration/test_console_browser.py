@@ -240,7 +240,8 @@ def test_node_page_drained_and_events_credit_who_acted(console: Console, page: o
     wait_for(lambda: node_page_says("drained"), 15, what="node-5 drained on its page")
     why = page.inner_text("#node-why")  # type: ignore[attr-defined]
     assert "drain (by root@cli: disk)" in why and "0 in progress" in why
-    metrics = httpx.get(f"{console.url}/metrics", timeout=5).text
+    # /metrics needs a login: the browser's session is one.
+    metrics = page.request.get(f"{console.url}/metrics").text()  # type: ignore[attr-defined]
     assert 'asterfleet_console_fleet_nodes{state="drained"} 1.0' in metrics
     page.click("#node-actions button[value=undrain]")  # type: ignore[attr-defined]
     page.wait_for_url("**/fleet/nodes/node-5?msg=*")  # type: ignore[attr-defined]

@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from asterfleet.cli.etcd import app as etcd_app
 from asterfleet.errors import EtcdAccessDenied
 from asterfleet.etcd_client import Etcd, EtcdSecurity
-from asterfleet.etcdtools.server import EtcdServer, ServerTls
+from asterfleet.etcdtools.cluster import EtcdClient
+from asterfleet.etcdtools.server import EtcdServer, ServerTls, start_cluster, stop_all
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.stack import Stack, StackOptions
 from asterfleet.runtime.process import wait_for
@@ -190,3 +194,90 @@ def test_the_fleet_works_with_tls_and_roles_and_nothing_more(
     # A password on argv is not an option at all.
     argv_password = asterfleet("fleet", "ls", "--etcd-password", "x")
     assert argv_password.returncode == 2
+
+
+def test_the_member_tools_speak_tls_and_auth(tmp_path: Path) -> None:
+    """`etcd doctor`, `rejoin` and `discovery` on a 3-member etcd with
+    client-certificate TLS and authentication on, as root with a password
+    (membership changes need root); without the TLS options, one line."""
+    pki = Pki(tmp_path / "pki")
+    tls = ServerTls(pki.ca.path, pki.server.cert, pki.server.key, pki.root.cert, pki.root.key)
+    cluster = start_cluster(tmp_path / "c", 3, tls=tls, extra_args=["--enable-v2=true"])
+    runner = CliRunner()
+    try:
+        m0, m1, m2 = cluster
+        secrets_dir = tmp_path / "secrets"
+        secrets_dir.mkdir()
+        made = runner.invoke(
+            etcd_app,
+            ["secure", "--etcd", m0.endpoint, "--cluster", "t", "--out", str(secrets_dir),
+             *pki.args(pki.root)],
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        password = (secrets_dir / "root.password").read_text().strip()
+        as_root = [*pki.args(pki.root), "--etcd-user", "root"]
+        env = {"ASTERFLEET_ETCD_PASSWORD": password}
+        root = EtcdSecurity(pki.ca.path, pki.root.cert, pki.root.key, "root", password)
+
+        def doctor(*extra: str) -> tuple[int, dict[str, object]]:
+            done = runner.invoke(
+                etcd_app, ["doctor", "--endpoints", m0.endpoint, "--json", *extra], env=env
+            )
+            return done.exit_code, json.loads(done.output)
+
+        code, report = doctor(*as_root)
+        assert code == 0 and report["healthy"], json.dumps(report)[:1500]
+        assert sorted(m["name"] for m in report["members"]) == ["m0", "m1", "m2"]  # type: ignore[attr-defined]
+        code, report = doctor()  # no TLS options: nothing answers plain HTTP
+        assert code == 1 and not report["healthy"]
+
+        # Rejoin a wiped member, over TLS, as root.
+        keys = {f"/asterfleet/t/k{i}": f"v{i}" for i in range(10)}
+        for key, value in keys.items():
+            EtcdClient(m0.endpoint, security=root).put(key, value)
+        m2.kill()
+        shutil.rmtree(m2.data_dir)
+        rejoined = runner.invoke(
+            etcd_app,
+            ["rejoin", "--member", "m2", "--data-dir", str(m2.data_dir),
+             "--endpoints", f"{m0.endpoint},{m1.endpoint}", "--json", *as_root],
+            env=env,
+        )  # fmt: skip
+        assert rejoined.exit_code == 0, rejoined.output
+        back = EtcdServer(
+            m2.work_dir,
+            name="m2",
+            client_port=m2.client_port,
+            peer_port=m2.peer_port,
+            initial_cluster=json.loads(rejoined.output)["initial_cluster"],
+            initial_cluster_state="existing",
+            tls=tls,
+        )
+        back.log_path = m2.work_dir / "m2-rejoined.log"
+        cluster[2] = back
+        back.start().wait_healthy(30)
+        assert EtcdClient(back.endpoint, security=root).get_prefix("/asterfleet/t/") == keys
+        code, report = doctor(*as_root)
+        assert code == 0 and report["healthy"], json.dumps(report)[:1500]
+
+        # A discovery token on the TLS etcd (its v2 API has no users).
+        new = runner.invoke(
+            etcd_app,
+            ["discovery", "new", "--size", "3", "--etcd", m0.endpoint, "--json",
+             *pki.args(pki.root)],
+        )  # fmt: skip
+        assert new.exit_code == 0, new.output
+        url = json.loads(new.output)["url"]
+        assert url.startswith("https://")
+        shown = runner.invoke(etcd_app, ["discovery", "show", url, "--json", *pki.args(pki.root)])
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.output)["size"] == 3
+        rogue = runner.invoke(etcd_app, ["discovery", "show", url, *pki.args(pki.rogue)])
+        assert rogue.exit_code == 1 and "TLS handshake failed" in rogue.output
+        assert len(rogue.output.strip().splitlines()) == 1, rogue.output
+    except BaseException:
+        for member in cluster:
+            print(f"==== {member.name} ====\n{member.log_tail(15)}")
+        raise
+    finally:
+        stop_all(cluster)

@@ -3,11 +3,15 @@
 A build step has no network unless the knot declares it (it cannot reach a
 service on the worker's loopback); a symlinked Dockerfile or build context
 cannot lead outside the clone; a hook command sees none of the worker's
-secrets.
+secrets; a secret build arg reaches its RUN step and nothing else (not the
+log, not the builder's command line, not the pushed image).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 import os
 import shutil
 import socket
@@ -187,3 +191,41 @@ def test_a_commit_older_than_the_last_built_one_is_refused(
     assert replayed.reason is not None and "older than" in replayed.reason
     digest, _, _ = lab.catalogue.client.manifest("alice/old", "main")
     assert digest == newer.digest  # main still points at the newer image
+
+
+def test_a_secret_build_arg_reaches_its_step_and_nowhere_else(
+    lab: RegistryLab, worker: Worker, work: Path
+) -> None:
+    token = "tok-e2e-8c31f0a9b7d2"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    dockerfile = DOCKERFILE + (
+        "RUN --mount=type=secret,id=API_TOKEN "
+        "sha256sum /run/secrets/API_TOKEN > /etc/token.sha && cat /run/secrets/API_TOKEN\n"
+    )
+    make_repo(work / "repo-secret", dockerfile)
+    state, log_text = build_knot(
+        lab,
+        worker,
+        "secret",
+        git_url=str(work / "repo-secret"),
+        secret_build_args={"API_TOKEN": token},
+        # Passes only if the step saw the secret: its hash is in the image.
+        test_command=f"/bin/busybox grep -q {digest} /etc/token.sha",
+    )
+    assert state == "passed", log_text
+    assert token not in log_text  # the step printed it: redacted
+    # The logged command line is the builder's argv: the secret is not on it.
+    assert "--secret id=API_TOKEN,env=ASTERFLEET_BUILD_SECRET_API_TOKEN" in log_text
+    client = lab.catalogue.client
+    _, _, manifest = client.manifest("alice/secret", "main")
+    config = client.blob_json("alice/secret", manifest["config"]["digest"])
+    assert "API_TOKEN" in json.dumps(config)  # the step is in the history…
+    assert token not in json.dumps(config)  # …without the value (an ARG's would be)
+    for layer in manifest["layers"]:
+        resp = client.http.get(
+            f"/v2/alice/secret/blobs/{layer['digest']}",
+            headers=client._repo_auth("alice/secret"),
+            follow_redirects=True,
+        )
+        resp.raise_for_status()
+        assert token.encode() not in gzip.decompress(resp.content)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from asterfleet.factory import queue
 from asterfleet.factory.db import open_store
 from asterfleet.factory.logs import read_log
 from asterfleet.lab.factory import SAMPLE_KNOT, SAMPLE_REPOSITORY
-from asterfleet.lab.state import pid_alive, read_info
+from asterfleet.lab.state import LabInfo, pid_alive, read_info
 from asterfleet.registry.catalogue import list_tags
 from asterfleet.runtime.process import ManagedProcess, wait_for
 from asterfleet.testing.chromium import launch as launch_chromium
@@ -85,6 +86,27 @@ def every_area_works_in_the_demo(lab_dir: Path) -> None:
             browser.close()
 
 
+def etcd_needs_a_certificate(info: LabInfo) -> None:
+    """The lab's etcd speaks TLS with client certificates and auth on: the
+    operator's etcd.env gets in, a client without a certificate does not."""
+    assert info.etcd_env is not None
+    env = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in Path(info.etcd_env).read_text().splitlines()
+    )
+    fleet = [sys.executable, "-m", "asterfleet", "fleet", "ls", "--json"]
+
+    def run(argv: list[str], extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **extra}
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    allowed = run(fleet, env)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "ast1" in allowed.stdout
+    refused = run([*fleet, "--etcd", info.etcd, "--cluster", info.cluster], {})
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_lab_up_scale_3_5_2_answers_every_call_and_down_leaves_nothing(tmp_path: Path) -> None:
     lab_dir = tmp_path / "lab"
     up = ManagedProcess(
@@ -102,6 +124,7 @@ def test_lab_up_scale_3_5_2_answers_every_call_and_down_leaves_nothing(tmp_path:
         wait_for(lambda: status(lab_dir)["calls"].get("successful", 0) >= 20, 30, what="calls")
         first = status(lab_dir)
         assert sorted(n["id"] for n in first["nodes"]) == ["ast1", "ast2", "ast3"]
+        etcd_needs_a_certificate(info)
 
         for n in (5, 2):
             result = lab(lab_dir, "scale", str(n))

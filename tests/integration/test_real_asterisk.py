@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 from asterfleet.asterisk.boxconf import MODULES, BoxConfig, render_box_config
 from asterfleet.capture.hepconf import HepConf
 from asterfleet.etcd_client import Etcd
+from asterfleet.etcdtools.server import start_single
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import NodeRecord, parse_node
 from asterfleet.lab.stack import Stack, StackOptions, agent_argv
@@ -154,6 +156,9 @@ def test_the_generated_configuration_loads(box: Box) -> None:
     assert "fleet-dialplan" in box.cli("dialplan show from-balancers")
     log = box.process.log_path.read_text(errors="replace")
     assert "Stasis initialization failed" not in log
+    # Every file Asterisk's core reads is rendered: no ERROR line at start.
+    assert "Unable to load config file" not in log
+    assert "ERROR[" not in log, [line for line in log.splitlines() if "ERROR[" in line]
 
 
 def options_from(source: str, port: int, call_id: str = "cid-x") -> int | None:
@@ -318,5 +323,104 @@ def node_record(stack: Stack, node_id: str) -> NodeRecord | None:
             if kv is None
             else parse_node(Keyspace(stack.options.cluster).node(node_id), kv.value)
         )
+
+    return asyncio.run(go())
+
+
+def options_status(source: str, port: int) -> int | None:
+    """One OPTIONS from ``source`` (a fresh transaction each time), its answer."""
+    unique = f"{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.settimeout(3)
+        local_port = s.getsockname()[1]
+        s.sendto(
+            build_options(BOX, port, "udp", source, local_port, f"cid-{unique}", 1,
+                          f"z9hG4bK-{unique}", f"t-{unique}"),
+            (BOX, port),
+        )  # fmt: skip
+        return parse_status(s.recv(65535))
+
+
+def test_a_running_box_follows_the_balancers_in_etcd(tmp_path: Path) -> None:
+    """asterisk config --follow beside a running Asterisk: a balancer that
+    appears in etcd is identified without a restart, one that leaves is not."""
+    prefix = require_asterisk()
+    server = start_single(tmp_path / "etcd")
+    state = Path(tempfile.mkdtemp(prefix="af-ast-"))
+    etc = tmp_path / "etc"
+    procs: dict[str, ManagedProcess] = {}
+    sip_port, ami_port = free_port(), free_port()
+
+    def balancer(lb_id: str, address: str) -> None:
+        argv = agent_argv(
+            "balancer", "run", "--etcd", server.endpoint, "--cluster", "c1", "--id", lb_id,
+            "--list-file", str(tmp_path / f"{lb_id}.list"),
+            "--rpc", str(tmp_path / f"{lb_id}.sock"), "--sip-address", address,
+        )  # fmt: skip
+        procs[lb_id] = ManagedProcess(lb_id, argv, tmp_path / f"{lb_id}.log").start()
+
+    mounted = tmp_path / "dialplan.conf"  # the operator's, a ConfigMap in Kubernetes
+    mounted.write_text(DIALPLAN)
+    try:
+        for sub in ("run", "log", "spool", "db"):
+            (state / sub).mkdir()
+        balancer("lb1", "127.0.0.2")
+        wait_for(lambda: balancer_records(server.endpoint), 30, what="lb1's record")
+        procs["follow"] = ManagedProcess(
+            "follow",
+            agent_argv(
+                "asterisk", "config", "--out", str(etc), "--etcd", server.endpoint,
+                "--cluster", "c1", "--follow", "--prefix", str(prefix), "--container",
+                "--state-dir", str(state), "--sip-bind", BOX, "--sip-port", str(sip_port),
+                "--ami-port", str(ami_port), "--agent-address", AGENT,
+                "--dialplan-from", str(mounted),
+            ),
+            tmp_path / "follow.log",
+            env={"ASTERFLEET_AMI_SECRET": SECRET, "ASTERFLEET_BALANCERS": ""},
+        ).start()  # fmt: skip
+        wait_for(lambda: (etc / "hep.conf").is_file(), 60, what="the first render")
+        procs["asterisk"] = ManagedProcess(
+            "asterisk",
+            [str(prefix / "sbin" / "asterisk"), "-C", str(etc / "asterisk.conf"), "-f"],
+            tmp_path / "asterisk.log",
+        ).start()
+        wait_for(lambda: options_status("127.0.0.2", sip_port) == 200, 90, what="lb1 identified")
+        assert options_status("127.0.0.5", sip_port) == 401
+
+        balancer("lb2", "127.0.0.5")  # a balancer joins
+        started = time.monotonic()
+        wait_for(lambda: options_status("127.0.0.5", sip_port) == 200, 30, what="lb2 identified")
+        print(f"real asterisk: a new balancer identified after {time.monotonic() - started:.1f} s")
+        procs.pop("lb1").stop()  # a balancer leaves
+        wait_for(lambda: options_status("127.0.0.2", sip_port) == 401, 30, what="lb1 dropped")
+        assert options_status("127.0.0.5", sip_port) == 200
+        log = procs["follow"].log_path
+        wait_for(lambda: "module_reloaded" in log.read_text(), 10, what="the reload logged")
+
+        # The operator changes the dialplan: the running box takes it.
+        def dialplan_has(exten: str) -> bool:
+            done = subprocess.run(
+                [str(prefix / "sbin" / "asterisk"), "-C", str(etc / "asterisk.conf"), "-rx",
+                 f"dialplan show {exten}@fleet-dialplan"],
+                capture_output=True, text=True, timeout=20,
+            )  # fmt: skip
+            return f"'{exten}' =>" in done.stdout
+
+        assert dialplan_has("asterfleet") and not dialplan_has("4711")
+        mounted.write_text(DIALPLAN + "exten => 4711,1,Answer()\n same => n,Hangup()\n")
+        wait_for(lambda: dialplan_has("4711"), 30, what="the new dialplan loaded")
+        assert dialplan_has("asterfleet")
+    finally:
+        for proc in procs.values():
+            proc.stop(grace=15)
+        server.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def balancer_records(endpoint: str) -> int:
+    async def go() -> int:
+        async with Etcd(endpoint) as etcd:
+            return len((await etcd.get_prefix(Keyspace("c1").balancers)).items)
 
     return asyncio.run(go())

@@ -110,11 +110,15 @@ def test_a_bad_value_is_refused_while_parsing(path: str, option: str, value: str
 
 
 def test_every_etcd_command_takes_tls_and_a_user() -> None:
+    member_tools = {"etcd doctor", "etcd rejoin", "etcd discovery new", "etcd discovery show"}
+    checked = set()
     for path, cmd in COMMANDS.items():
         names = {o for p in cmd.params for o in getattr(p, "opts", [])}
-        if "--etcd" in names and path != "etcd discovery new":
+        if "--etcd" in names or "--endpoints" in names or path in member_tools:
             assert {"--etcd-cacert", "--etcd-cert", "--etcd-key", "--etcd-user"} <= names, path
             assert "--etcd-password" not in names, path  # never on argv
+            checked.add(path)
+    assert member_tools <= checked
 
 
 # Inputs only found bad when the command runs (a file, a database, a port):

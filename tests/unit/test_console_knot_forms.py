@@ -536,3 +536,93 @@ def test_knots_and_builds_are_shown_only_to_who_may_pull_them(
     full["triggers"]["webhook_secret"] = None
     assert client.put("/api/v1/knots/app", json=full, headers=alice_rw).status_code == 200
     assert get_knot(fs.engine, "app").git_url.startswith("https://alice:ghp_tokentoken@")
+
+
+# -- secret build args ----------------------------------------------------------------
+
+TOKEN = "tok-4f9a1c77e2b0d35a"  # a secret build arg's value: must never come back out
+
+
+def test_a_secret_build_arg_is_never_shown_again(
+    client: TestClient, fs: FactoryState, app_parts: tuple[TestClient, FactoryState, str]
+) -> None:
+    csrf = login(client, "alice")
+    r = client.post(
+        "/knots/new",
+        data={**knot_form(secret_build_args=f"API_TOKEN={TOKEN}"), "csrf_token": csrf},
+    )
+    assert r.status_code == 303, r.text
+    assert get_knot(fs.engine, "web").secret_build_args == {"API_TOKEN": TOKEN}
+    edit_page = client.get("/knots/web/edit").text
+    assert "API_TOKEN=********</textarea>" in edit_page
+    alice = bearer(client, "alice", ("read",))
+    outputs = [
+        edit_page,
+        *(client.get(p).text for p in ("/knots", "/knots/web", "/knots/web/remove")),
+        *(client.get(p, headers=alice).text for p in ("/api/v1/knots", "/api/v1/knots/web")),
+        json.dumps(cli_show(app_parts[2], "web")),
+        CliRunner().invoke(knot_cli, ["ls", "--json", "--db", app_parts[2]]).output,
+    ]
+    assert all(TOKEN not in text for text in outputs)
+    assert cli_show(app_parts[2], "web")["secret_build_args"] == {"API_TOKEN": "********"}
+    # A form that fails validation does not echo a value typed into it either.
+    bad = client.post(
+        "/knots/web/edit",
+        data={
+            **knot_form(git_url="-x", secret_build_args=f"API_TOKEN=********\nNEW={TOKEN}x"),
+            "csrf_token": csrf,
+        },
+    )
+    assert bad.status_code == 400 and TOKEN not in bad.text
+    assert "API_TOKEN=********\nNEW=</textarea>" in bad.text
+
+
+def test_saving_the_form_keeps_a_masked_secret_and_drops_a_removed_one(
+    client: TestClient, fs: FactoryState
+) -> None:
+    csrf = login(client, "alice")
+    lines = f"API_TOKEN={TOKEN}\nOTHER=two"
+    client.post("/knots/new", data={**knot_form(secret_build_args=lines), "csrf_token": csrf})
+    r = client.post(
+        "/knots/web/edit",
+        data={
+            **knot_form(secret_build_args="API_TOKEN=********", build_args="VERSION=2"),
+            "csrf_token": csrf,
+        },
+    )
+    assert r.status_code == 303, r.text
+    knot = get_knot(fs.engine, "web")
+    assert knot.secret_build_args == {"API_TOKEN": TOKEN}
+    assert knot.build_args == {"VERSION": "2"}  # FLAVOUR, removed from the form, is gone
+    # A mask with nothing stored behind it is an error next to the field.
+    r = client.post(
+        "/knots/web/edit",
+        data={**knot_form(secret_build_args="MISSING=********"), "csrf_token": csrf},
+    )
+    assert r.status_code == 400 and 'id="secret_build_args-error"' in r.text
+
+
+def test_the_knots_api_keeps_a_masked_secret_build_arg(
+    client: TestClient, fs: FactoryState
+) -> None:
+    alice = bearer(client, "alice", ("read", "write"))
+    body = {
+        "name": "api",
+        "git_url": "https://git.example/alice/api.git",
+        "repository": "alice/api",
+        "owners": ["alice"],
+        "secret_build_args": {"API_TOKEN": TOKEN},
+    }
+    r = client.post("/api/v1/knots", json=body, headers=alice)
+    assert r.status_code == 201 and TOKEN not in r.text
+    assert r.json()["knot"]["secret_build_args"] == {"API_TOKEN": "********"}
+    r = client.put(
+        "/api/v1/knots/api",
+        json={**body, "test_command": "true", "secret_build_args": {"API_TOKEN": "********"}},
+        headers=alice,
+    )
+    assert r.status_code == 200 and TOKEN not in r.text
+    assert get_knot(fs.engine, "api").secret_build_args == {"API_TOKEN": TOKEN}
+    both = {**body, "build_args": {"API_TOKEN": "x"}}
+    r = client.put("/api/v1/knots/api", json=both, headers=alice)
+    assert r.status_code == 400 and TOKEN not in r.text

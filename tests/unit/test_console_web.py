@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from asterfleet.auth import add_user, create_token
+from asterfleet.auth import add_user, create_token, list_tokens
 from asterfleet.console import ConsoleSettings, create_app
 from asterfleet.console.security import SESSION_COOKIE
 from asterfleet.db import Database, open_database
@@ -272,16 +273,65 @@ def test_the_openapi_document_describes_the_api(client: TestClient) -> None:
     assert not any(p.startswith(("/fleet", "/login")) for p in paths)  # pages stay out
 
 
-def test_metrics_and_security_headers(client: TestClient) -> None:
+def test_metrics_need_a_login_and_security_headers_are_set(
+    client: TestClient, db: Database
+) -> None:
     client.get("/login")
-    r = client.get("/metrics")
+    assert client.get("/metrics").status_code == 401
+    scraper = {"Authorization": f"Bearer {create_token(db, 'victor', 'prom', ('metrics',)).token}"}
+    r = client.get("/metrics", headers=scraper)
     assert r.status_code == 200
     assert (
         'asterfleet_console_http_requests_total{method="GET",route="/login",status="200"}' in r.text
     )
+    assert client.get("/api/v1/fleet", headers=scraper).status_code == 403  # /metrics only
+    login(client)
+    assert client.get("/metrics").status_code == 200  # a browser that logged in
     page = client.get("/login")
     assert page.headers["x-frame-options"] == "DENY"
     assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def token_row(html: str, token_id: int) -> dict[str, str]:
+    row = re.search(rf'<tr id="token-{token_id}">(.*?)</tr>', html, re.S)
+    assert row, f"no row for token {token_id}"
+    cells = dict(re.findall(r'<td class="([a-z-]+)">(.*?)</td>', row.group(1), re.S))
+    cells["status"] = re.sub(r"<[^>]+>", "", cells["status"])
+    return cells
+
+
+def test_the_account_page_shows_when_a_token_expires_and_was_last_used(
+    client: TestClient, db: Database
+) -> None:
+    csrf = login(client)
+    r = client.post(
+        "/account/tokens",
+        data={"csrf_token": csrf, "name": "ci", "scopes": "read", "expires_days": "30"},
+    )
+    token = re.search(r'id="new-token" class="token">([^<]+)<', r.text)
+    assert token is not None
+    [issued] = [t for t in list_tokens(db, "alice") if t.name == "ci"]
+    assert issued.expires_at is not None
+    assert 29.9 * 86400 < issued.expires_at - time.time() <= 30 * 86400
+    row = token_row(client.get("/account").text, issued.id)
+    assert row["expires"] == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(issued.expires_at))
+    assert row["last-used"] == "never" and row["status"] == "active"
+    before = time.time()
+    client.get("/api/v1/fleet", headers={"Authorization": f"Bearer {token.group(1)}"})
+    used = token_row(client.get("/account").text, issued.id)["last-used"]
+    assert used != "never"
+    assert time.mktime(time.strptime(used, "%Y-%m-%d %H:%M:%S")) >= int(before) - 1
+    # One that has run out says so; one made without a lifetime never expires.
+    old = create_token(db, "alice", "old", ("read",), ttl_seconds=0.001)
+    forever = create_token(db, "alice", "forever", ("read",))
+    page = client.get("/account").text
+    assert token_row(page, old.id)["status"] == "expired"
+    assert token_row(page, forever.id)["expires"] == "never"
+    bad = client.post(
+        "/account/tokens",
+        data={"csrf_token": csrf, "name": "x", "scopes": "read", "expires_days": "-3"},
+    )
+    assert bad.status_code == 303 and "1-3650" in bad.headers["location"].replace("%20", " ")
 
 
 def test_tokens_from_the_account_page_are_shown_once(client: TestClient) -> None:
@@ -352,3 +402,48 @@ def test_the_node_page_shows_why_and_acts_back_to_itself(
     )
     assert r.headers["location"].startswith("/fleet?msg=")
     assert client.get("/fleet/nodes/nobody").status_code == 404
+
+
+def test_metrics_listen_serves_metrics_without_a_login_on_its_own_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For a Prometheus on a private network: the listener the operator names
+    answers without a token; the console's own address still wants one."""
+    import socket
+
+    import httpx
+    import typer
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from asterfleet import metrics as metrics_module
+    from asterfleet.cli.console import run as console_run
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    servers = []
+    real_start = metrics_module.start_http_server
+
+    def start(*args: object, **kwargs: object) -> tuple[object, object]:
+        server, thread = real_start(*args, **kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server, thread
+
+    monkeypatch.setattr(metrics_module, "start_http_server", start)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cli = typer.Typer()
+    cli.command()(console_run)
+    args = ["--db", str(tmp_path / "c.db"), "--listen", "127.0.0.1:0"]
+    done = CliRunner().invoke(cli, [*args, "--metrics-listen", f"127.0.0.1:{port}"])
+    try:
+        assert done.exit_code == 0, done.output
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert r.status_code == 200 and "asterfleet_console_live_clients" in r.text
+        with TestClient(served["app"]) as c:  # type: ignore[arg-type]
+            assert c.get("/metrics").status_code == 401
+    finally:
+        for server in servers:
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]

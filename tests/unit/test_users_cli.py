@@ -78,3 +78,24 @@ def test_the_old_variable_is_read_with_a_warning(tmp_path: Path) -> None:
     assert "ASTERFLEET_DB is deprecated: set ASTERFLEET_CONSOLE_DB" in done.output
     assert (tmp_path / "old.db").exists()
     assert "ASTERFLEET_CONSOLE_DB" not in os.environ
+
+
+def test_the_token_listing_shows_expiry_last_use_and_status(tmp_path: Path) -> None:
+    from asterfleet.auth import add_user, create_token, verify_token
+
+    db_opt = ["--db", str(tmp_path / "console.db")]
+    db = open_database(str(tmp_path / "console.db"))
+    add_user(db, "alice", "long-password")
+    used = create_token(db, "alice", "used", ("read",), ttl_seconds=7 * 86400)
+    create_token(db, "alice", "gone", ("read",), ttl_seconds=0.001)
+    create_token(db, "alice", "forever", ("metrics",))
+    assert verify_token(db, used.token) is not None
+    code, out = users("token", "ls", "--json", *db_opt)
+    assert code == 0, out
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["used"]["status"] == "active" and rows["used"]["last_used_at"] is not None
+    assert rows["gone"]["status"] == "expired" and rows["forever"]["expires_at"] is None
+    code, table = users("token", "ls", *db_opt)
+    assert code == 0 and "expires" in table
+    lines = {line.split("│")[3].strip(): line for line in table.splitlines() if "alice" in line}
+    assert "never" in lines["forever"] and "expired" in lines["gone"]

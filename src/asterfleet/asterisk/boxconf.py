@@ -2,8 +2,11 @@
 
 :func:`render_box_config` returns file name -> text for ``asterisk.conf``,
 ``modules.conf``, ``pjsip.conf``, ``manager.conf``, ``extensions.conf``,
-``rtp.conf``, ``logger.conf`` and ``hep.conf``: everything Asterisk 22
-reads, so a box is set up by rendering into an empty directory.
+``rtp.conf``, ``logger.conf`` and ``hep.conf``, plus the small files
+Asterisk's core reads at every start (``cdr.conf``, ``cel.conf``,
+``indications.conf``…, so a fresh box logs no "Unable to load config file"
+errors): everything Asterisk 22 reads, so a box is set up by rendering into
+an empty directory.
 
 Traps this avoids (met with a real Asterisk 22.10.1): the sample
 ``[directories](!)`` section is a template whose paths are ignored, so the
@@ -393,6 +396,44 @@ def _hep_conf(cfg: BoxConfig) -> str:
     return render_hep_conf(cfg.capture)
 
 
+# Files Asterisk's core and the loaded modules always read: without them
+# every start logs "ERROR … Unable to load config file" five times (checked
+# with Asterisk 22.10.1). Their content is the box's policy, the same on
+# every box.
+_QUIET_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "cdr.conf": (
+        "; cdr.conf: no CDRs (no CDR backend is loaded; HEP capture records every call).",
+        "[general]",
+        "enable = no",
+    ),
+    "cel.conf": ("; cel.conf: no channel event logging.", "[general]", "enable = no"),
+    "features.conf": ("; features.conf: Asterisk's defaults (no call features).", "[general]"),
+    "ccss.conf": ("; ccss.conf: call completion is not used.", "[general]"),
+    "acl.conf": ("; acl.conf: no named ACLs (manager.conf and pjsip.conf carry their own).",),
+    "udptl.conf": ("; udptl.conf: no T.38 fax; Asterisk's defaults.", "[general]"),
+    "pjproject.conf": ("; pjproject.conf: pjproject's defaults.",),
+    "stasis.conf": ("; stasis.conf: Asterisk's defaults (message bus thread pool).",),
+    "indications.conf": (
+        "; indications.conf: tones played by this box itself (North American).",
+        "[general]",
+        "country = us",
+        "",
+        "[us]",
+        "description = United States / North America",
+        "ringcadence = 2000,4000",
+        "dial = 350+440",
+        "busy = 480+620/500,0/500",
+        "ring = 440+480/2000,0/4000",
+        "congestion = 480+620/250,0/250",
+    ),
+}
+
+
+def _quiet_default(name: str) -> str:
+    first, *rest = _QUIET_DEFAULTS[name]
+    return "\n".join([first, HEADER.rstrip("\n"), *rest]) + "\n"
+
+
 def render_box_config(cfg: BoxConfig) -> dict[str, str]:
     """Every configuration file of the box, by file name."""
     check(cfg)
@@ -405,4 +446,5 @@ def render_box_config(cfg: BoxConfig) -> dict[str, str]:
         "rtp.conf": _rtp_conf(cfg),
         "logger.conf": _logger_conf(cfg),
         "hep.conf": _hep_conf(cfg),
+        **{name: _quiet_default(name) for name in _QUIET_DEFAULTS},
     }

@@ -51,9 +51,16 @@ class TokenInfo:
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None and (
-            self.expires_at is None or self.expires_at > time.time()
-        )
+        return self.status == "active"
+
+    @property
+    def status(self) -> str:
+        """active, revoked or expired (revoked wins: it was someone's act)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= time.time():
+            return "expired"
+        return "active"
 
     def principal(self, via: str = "token") -> Principal:
         return Principal(

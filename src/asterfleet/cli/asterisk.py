@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from asterfleet.capture.hepconf import UUID_TYPES, HepConf, render_hep_conf
-from asterfleet.cli.common import ENV, ClusterOpt, PortOpt, etcd_options, etcd_security, user_errors
+from asterfleet.cli.common import (
+    ENV,
+    ClusterOpt,
+    LogJsonOpt,
+    LogLevelOpt,
+    PortOpt,
+    etcd_options,
+    etcd_security,
+    host_port,
+    user_errors,
+)
 from asterfleet.errors import UsageError
+
+if TYPE_CHECKING:
+    from asterfleet.asterisk.boxconf import BoxConfig
 
 app = typer.Typer(
     help="Render configuration files for the Asterisk boxes of the fleet.",
@@ -102,6 +116,13 @@ def config(
     dialplan_context: str = typer.Option(
         "fleet-dialplan", "--dialplan-context", help="The context in it that takes the calls."
     ),
+    dialplan_from: Path | None = typer.Option(
+        None,
+        "--dialplan-from",
+        envvar=ENV + "DIALPLAN_FROM",
+        help="Copy your dialplan from this file into --out as --dialplan-file (with --follow: "
+        "again, and reloaded, whenever it changes, e.g. a mounted ConfigMap).",
+    ),
     prefix: str = typer.Option("/usr", "--prefix", help="Where Asterisk is installed."),
     config_dir: str | None = typer.Option(
         None, "--config-dir", help="Where Asterisk will read these files (default: --out)."
@@ -123,6 +144,27 @@ def config(
     ),
     node: str | None = typer.Option(None, "--node", help="Node name, sent as capture_name."),
     capture_id: int = typer.Option(0, "--capture-id", help="Numeric capture agent id."),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        help="After writing, keep running: when the balancers' addresses in etcd change, "
+        "render again and reload the modules whose files changed (needs --etcd, no "
+        "--balancer).",
+    ),
+    asterisk_binary: str | None = typer.Option(
+        None,
+        "--asterisk",
+        help="The asterisk binary --follow reloads through (default: PREFIX/sbin/asterisk).",
+    ),
+    follow_metrics_listen: str | None = typer.Option(
+        None,
+        "--follow-metrics-listen",
+        envvar=ENV + "FOLLOW_METRICS_LISTEN",
+        parser=host_port,
+        help="With --follow: serve Prometheus metrics on host:port (reloads, changes).",
+    ),
+    log_level: str = LogLevelOpt,
+    log_json: bool = LogJsonOpt,
 ) -> None:
     """Render a fleet box's complete Asterisk configuration into --out.
 
@@ -138,6 +180,13 @@ def config(
     Example:
 
         ASTERFLEET_AMI_SECRET_FILE=/run/secrets/ami asterfleet asterisk config --out /etc/asterisk --balancer 10.0.0.2 --balancer 10.0.0.3 --capture 10.0.0.5:9060 --node ast1
+
+    With --follow (beside a running Asterisk, as the asterfleet/asterisk
+    image does) it keeps watching the balancers' records in etcd: a balancer
+    added or moved is written into pjsip.conf and applied with "module reload
+    res_pjsip.so" over Asterisk's control socket, without a restart. With no
+    balancer record at all the last addresses stay. With --dialplan-from, a
+    changed dialplan file is copied in again and reloaded (pbx_config).
     """
     import os
 
@@ -150,6 +199,10 @@ def config(
             raise UsageError(f"--rtp-ports {rtp_ports!r}: use START-END, e.g. 10000-20000")
         target = out.resolve()
         balancers = tuple(b for item in balancer for b in item.split(",") if b)
+        if follow and (balancers or not etcd):
+            raise UsageError(
+                "--follow follows the balancers' records in etcd: give --etcd and no --balancer"
+            )
         if not balancers and etcd:
             balancers = _balancers_from_etcd(etcd, cluster)
         cfg = BoxConfig(
@@ -176,6 +229,14 @@ def config(
             else None,
         )
         files = render_box_config(cfg)
+        if dialplan_from is not None:
+            try:
+                files[dialplan_file] = dialplan_from.read_text()
+            except (OSError, UnicodeError) as exc:
+                raise UsageError(
+                    f"--dialplan-from {dialplan_from}: cannot read it ({exc}); "
+                    "give the file holding your [fleet-dialplan] context"
+                ) from None
         try:
             target.mkdir(parents=True, exist_ok=True)
             for name, text in files.items():
@@ -186,6 +247,49 @@ def config(
         except OSError as exc:
             raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         typer.echo(f"wrote {', '.join(files)} to {target}")
+        if follow:
+            assert etcd is not None
+            binary = asterisk_binary or f"{prefix.rstrip('/')}/sbin/asterisk"
+            code = _follow(
+                cfg, target, etcd, cluster, binary, dialplan_from, follow_metrics_listen,
+                log_level, log_json,
+            )  # fmt: skip
+            raise typer.Exit(code)
+
+
+def _follow(
+    cfg: BoxConfig,
+    target: Path,
+    endpoints: str,
+    cluster: str,
+    binary: str,
+    dialplan_from: Path | None,
+    metrics_listen: str | None,
+    log_level: str,
+    log_json: bool,
+) -> int:
+    import asyncio
+
+    from asterfleet import logs, metrics
+    from asterfleet.asterisk.follow import Follower, reload_module
+    from asterfleet.cli.daemon import run_daemon
+
+    logs.configure(log_level, log_json)
+    security = etcd_security()
+    follower = Follower(
+        cfg,
+        target,
+        lambda module: reload_module(binary, cfg.config_dir, module),
+        dialplan_source=dialplan_from,
+    )
+    if metrics_listen:
+        metrics.serve(metrics_listen, follower.metrics.registry)
+
+    async def main(stopping: asyncio.Event) -> int:
+        await follower.run(endpoints, cluster, stopping, security=security)
+        return 0
+
+    return run_daemon(main, "asterisk.follow")
 
 
 def _balancers_from_etcd(endpoints: str, cluster: str) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from asterfleet.cli.common import (
     ClusterOpt,
     etcd_options,
     etcd_security,
+    host_port,
     parsed_by,
     print_json,
     user_errors,
@@ -123,6 +124,15 @@ def run(
         help="The Calls page: the database 'asterfleet capture run --db URL' writes to "
         "(a SQLite file path or postgresql://…).",
     ),
+    metrics_listen: str = typer.Option(
+        None,
+        "--metrics-listen",
+        envvar=ENV + "CONSOLE_METRICS_LISTEN",
+        parser=host_port,
+        help="Also serve /metrics on HOST:PORT without a login (a private address "
+        "Prometheus reaches). /metrics on --listen always needs a login: a token "
+        "with scope 'metrics'.",
+    ),
     show_config: bool = typer.Option(
         False, "--show-config", help="Print the settings as JSON and exit."
     ),
@@ -132,7 +142,9 @@ def run(
 
     Log in with a user made by `asterfleet users add NAME`; on a brand-new
     database, `--admin-password-file` creates the first one, `admin`.
-    Prometheus metrics are at /metrics.
+    Prometheus metrics are at /metrics, for a token with scope `metrics`
+    (`asterfleet users token create prometheus --scopes metrics`, used as
+    Prometheus' bearer token), or without a login on --metrics-listen.
     """
     import os
 
@@ -156,6 +168,7 @@ def run(
                 "secure_cookies": secure_cookies,
                 "images": _images(registry_dir, factory_db, registry_identity, registry_host),
                 "capture_db": capture_db,
+                "metrics_listen": metrics_listen,
             }
         )
         if show_config:
@@ -170,6 +183,10 @@ def run(
         app = create_app(
             settings, etcd_factory=lambda endpoints: Etcd(endpoints, security=security)
         )
+        if metrics_listen:
+            from asterfleet.metrics import serve
+
+            serve(metrics_listen, app.state.console.metrics.registry)
     out.print(
         f"asterfleet console for cluster {cluster!r} on http://{host}:{port}/", highlight=False
     )

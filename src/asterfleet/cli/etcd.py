@@ -110,6 +110,7 @@ def _render(report: Report) -> None:
 
 
 @app.command("doctor")
+@etcd_options
 def doctor(
     endpoints: list[str] = EndpointsOption,
     data_dir: list[str] = typer.Option(
@@ -129,7 +130,10 @@ def doctor(
     whose data directory belongs to another cluster. Every finding comes with
     the fix. Exit code 1 when the cluster is unhealthy."""
     with user_errors():
-        facts = gather_facts(split_endpoints(endpoints), _parse_data_dirs(data_dir), timeout)
+        security = etcd_security()
+        facts = gather_facts(
+            split_endpoints(endpoints, security.tls), _parse_data_dirs(data_dir), timeout, security
+        )
         report = diagnose(facts, quota_bytes)
     emit(as_json, report.to_json(), lambda: _render(report))
     if not report.healthy:
@@ -137,6 +141,7 @@ def doctor(
 
 
 @app.command("rejoin")
+@etcd_options
 def rejoin(
     member: str = typer.Option(..., "--member", help="Name of the member to rejoin."),
     data_dir: Path = typer.Option(
@@ -163,11 +168,15 @@ def rejoin(
     when that etcd still answers or when the other members would not keep a
     quorum. Otherwise: back up the data directory, remove the stale member
     through a healthy one, add it back, and print the flags to start it with
-    (`--initial-cluster-state existing`)."""
+    (`--initial-cluster-state existing`). With etcd auth on, run it as root
+    (changing membership needs it): --etcd-user root."""
     with user_errors():
-        facts = gather_facts(split_endpoints(endpoints), timeout=timeout)
+        security = etcd_security()
+        facts = gather_facts(
+            split_endpoints(endpoints, security.tls), timeout=timeout, security=security
+        )
         plan = plan_rejoin(facts, member, parse_peer_urls(peer_url))
-        result = execute(plan, data_dir, timeout=timeout)
+        result = execute(plan, data_dir, timeout=timeout, security=security)
         for path, text in ((write_env, env_file(result)), (write_dropin, systemd_dropin(result))):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +200,7 @@ def rejoin(
 
 
 @discovery_app.command("new")
+@etcd_options
 def discovery_new(
     size: int = typer.Option(..., "--size", help="Number of members that will bootstrap."),
     etcd: str = typer.Option(
@@ -205,18 +215,19 @@ def discovery_new(
     """Create a discovery token; give the printed URL to each new member as
     `etcd --discovery URL` (and no --initial-cluster)."""
     with user_errors():
-        created = disc.new_token(etcd, size, token)
+        created = disc.new_token(etcd, size, token, security=etcd_security())
     emit(as_json, {"url": created.url, "size": created.size}, lambda: typer.echo(created.url))
 
 
 @discovery_app.command("show")
+@etcd_options
 def discovery_show(
     url: str = typer.Argument(..., help="The discovery URL from `discovery new`."),
     as_json: bool = JsonOption,
 ) -> None:
     """The expected size and the members registered so far."""
     with user_errors():
-        found = disc.show(url)
+        found = disc.show(url, security=etcd_security())
     data = {
         "url": found.url,
         "size": found.size,

@@ -29,6 +29,7 @@ from asterfleet.factory.db import DEFAULT_DB, open_store
 from asterfleet.factory.knot import validate_knot
 from asterfleet.factory.knot_input import (
     KnotInput,
+    mask_url_credentials,
     new_webhook_secret,
     parse_pairs,
     public_spec,
@@ -58,6 +59,44 @@ DbOption = typer.Option(
 )
 
 
+SECRET_ARG_HELP = (
+    "NAME (its value from the environment variable NAME) or NAME=@FILE; repeatable. "
+    "Given to RUN steps as a build secret (RUN --mount=type=secret,id=NAME), stored "
+    "sealed, never shown. Never NAME=VALUE: the command line is visible to every local user."
+)
+
+
+def secret_args(values: list[str]) -> dict[str, str]:
+    """``--secret-build-arg`` values: NAME from the environment, NAME=@FILE
+    from a file; a value on the command line is refused (``ps`` shows it)."""
+    import os
+
+    out: dict[str, str] = {}
+    for text in values:
+        name, sep, source = text.partition("=")
+        if sep and not source.startswith("@"):
+            raise UsageError(
+                f"--secret-build-arg {name}=…: a value on the command line is visible to "
+                f"every local user: export {name} and give --secret-build-arg {name}, "
+                f"or give {name}=@FILE"
+            )
+        if sep:
+            try:
+                out[name] = Path(source[1:]).read_text().rstrip("\n")
+            except OSError as exc:
+                raise UsageError(
+                    f"--secret-build-arg {name}=@{source[1:]}: cannot read it: {exc.strerror}"
+                ) from None
+        elif name in os.environ:
+            out[name] = os.environ[name]
+        else:
+            raise UsageError(
+                f"--secret-build-arg {name}: the environment variable {name} is not set: "
+                f"export it, or give {name}=@FILE"
+            )
+    return out
+
+
 @app.command("add")
 def add(
     name: str,
@@ -69,6 +108,7 @@ def add(
     context: str = typer.Option(".", "--context"),
     test: str = typer.Option(None, "--test", help="Shell command run inside the built image."),
     build_arg: list[str] = typer.Option([], "--build-arg", help="KEY=VALUE, repeatable."),
+    secret_build_arg: list[str] = typer.Option([], "--secret-build-arg", help=SECRET_ARG_HELP),
     tag_rule: list[str] = typer.Option(
         [],
         "--tag-rule",
@@ -102,6 +142,11 @@ def add(
             except (OSError, ValueError) as exc:
                 raise UsageError(f"--from-file {from_file}: {exc}") from exc
             data["name"] = name
+            if secret_build_arg:
+                data["secret_build_args"] = {
+                    **(data.get("secret_build_args") or {}),
+                    **secret_args(secret_build_arg),
+                }
             knot = validate_knot(data)
         else:
             if not git or not repository:
@@ -118,6 +163,7 @@ def add(
                 latest=not no_latest,
                 sha_tag=sha_tag,
                 build_args=build_arg,
+                secret_build_args=[f"{k}={v}" for k, v in secret_args(secret_build_arg).items()],
                 test_command=test or "",
                 owners=owner,
                 webhook=webhook,
@@ -152,7 +198,7 @@ def ls(db: str = DbOption, as_json: bool = JsonOption) -> None:
     rows = [
         {
             "name": k.name,
-            "git_url": k.git_url,
+            "git_url": mask_url_credentials(k.git_url),
             "ref": k.branch or k.tag_pattern,
             "repository": k.repository,
             "last_build": last[k.name][0].number if last[k.name] else None,
@@ -209,12 +255,21 @@ def edit(
         help="FIELD=VALUE (VALUE as JSON when it parses), e.g. test_command='sh -c true', "
         "triggers.git_poll_seconds=60. Repeatable.",
     ),
+    secret_build_arg: list[str] = typer.Option([], "--secret-build-arg", help=SECRET_ARG_HELP),
+    drop_secret_build_arg: list[str] = typer.Option(
+        [], "--drop-secret-build-arg", metavar="NAME", help="Remove a secret build arg."
+    ),
     db: str = DbOption,
 ) -> None:
     """Change fields of a knot; the result is validated before it is saved."""
     with user_errors():
         changes: dict[str, Any] = {}
         for key, raw in parse_pairs(set_, "--set").items():
+            if key.partition(".")[0] == "secret_build_args" or key == "triggers.webhook_secret":
+                raise UsageError(
+                    f"--set {key}=…: a secret on the command line is visible to every local "
+                    "user: use --secret-build-arg NAME (from the environment) or NAME=@FILE"
+                )
             try:
                 value: Any = json.loads(raw)
             except ValueError:
@@ -224,9 +279,22 @@ def edit(
                 changes.setdefault(head, {})[rest] = value
             else:
                 changes[head] = value
-        if not changes:
-            raise UsageError("knot edit: give at least one --set FIELD=VALUE")
-        edit_knot(open_store(db), name, changes)
+        if not (changes or secret_build_arg or drop_secret_build_arg):
+            raise UsageError(
+                "knot edit: give at least one --set FIELD=VALUE, --secret-build-arg "
+                "or --drop-secret-build-arg"
+            )
+        engine = open_store(db)
+        if secret_build_arg or drop_secret_build_arg:
+            stored = dict(get_knot(engine, name).secret_build_args)
+            for gone in drop_secret_build_arg:
+                if stored.pop(gone, None) is None:
+                    raise UsageError(
+                        f"--drop-secret-build-arg {gone}: knot {name} has no such secret"
+                    )
+            stored.update(secret_args(secret_build_arg))
+            changes["secret_build_args"] = stored
+        edit_knot(engine, name, changes)
     console.print(f"knot {name} updated")
 
 

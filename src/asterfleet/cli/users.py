@@ -38,7 +38,8 @@ app = typer.Typer(
 )
 token_app = typer.Typer(
     help=(
-        "API tokens: `Authorization: Bearer <token>` against /api/v1 (scopes read, write) "
+        "API tokens: `Authorization: Bearer <token>` against /api/v1 (scopes read, write), "
+        "for Prometheus on the console's /metrics (scope metrics) "
         "and the password of registry clients (scopes pull, push, delete, or "
         "repository:NAME:ACTIONS)."
     ),
@@ -185,8 +186,9 @@ def token_create(
     scopes: str = typer.Option(
         "read",
         "--scopes",
-        help="Comma list of read, write (the console API), pull, push, delete (the "
-        "registry); or repository:NAME:pull,push for one repository (NAME may end in /*).",
+        help="Comma list of read, write (the console API), metrics (the console's /metrics "
+        "only), pull, push, delete (the registry); or repository:NAME:pull,push for one "
+        "repository (NAME may end in /*).",
     ),
     ttl_days: float = typer.Option(None, "--ttl-days", help="Expire after this many days."),
     db: str = DbOpt,
@@ -250,6 +252,7 @@ def token_ls(
             "last_used_at": t.last_used_at,
             "expires_at": t.expires_at,
             "active": t.active,
+            "status": t.status,
         }
         for t in tokens
     ]
@@ -258,7 +261,7 @@ def token_ls(
         data,
         lambda: print_table(
             None,
-            ["id", "user", "name", "prefix", "scopes", "created", "last used", "status"],
+            ["id", "user", "name", "prefix", "scopes", "created", "last used", "expires", "status"],
             [
                 [
                     t.id,
@@ -267,8 +270,9 @@ def token_ls(
                     t.prefix + "…",
                     ",".join(t.scopes),
                     _when(t.created_at),
-                    _when(t.last_used_at),
-                    "active" if t.active else "revoked/expired",
+                    _when(t.last_used_at) if t.last_used_at else "never",
+                    _when(t.expires_at) if t.expires_at else "never",
+                    t.status,
                 ]
                 for t in tokens
             ],

@@ -39,7 +39,13 @@ from asterfleet.console.factory_state import (
 )
 from asterfleet.console.metrics import ConsoleMetrics
 from asterfleet.console.monitor import FleetMonitor
-from asterfleet.console.security import LoginRequired, csrf_guard, login_url, page_user
+from asterfleet.console.security import (
+    LoginRequired,
+    csrf_guard,
+    login_url,
+    metrics_reader,
+    page_user,
+)
 from asterfleet.console.settings import ConsoleSettings
 from asterfleet.console.state import ConsoleState
 from asterfleet.console.transitions import EventDraft
@@ -198,7 +204,9 @@ def create_app(
             response.headers.setdefault(name, value)
         return response
 
-    @app.get("/metrics", include_in_schema=False)
+    # Behind a login: a token with scope `metrics` (Prometheus' bearer token),
+    # or `asterfleet console --metrics-listen` for a listener on a private address.
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_reader)])
     async def _metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

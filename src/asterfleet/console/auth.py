@@ -148,7 +148,16 @@ async def account_page(
 ) -> Response:
     st = console_state(request)
     tokens = await asyncio.to_thread(list_tokens, st.db, user.username)
-    return render(request, "account.html", user, area="account", tokens=tokens, msg=msg, err=err)
+    return render(
+        request,
+        "account.html",
+        user,
+        area="account",
+        tokens=tokens,
+        lifetimes=TOKEN_LIFETIMES,
+        msg=msg,
+        err=err,
+    )
 
 
 @router.post("/account/password")
@@ -177,11 +186,24 @@ async def change_password(
     return RedirectResponse("/login?next=/account", status_code=303)
 
 
+TOKEN_LIFETIMES = (30, 90, 365)  # days, offered on the Account page
+
+
+def _expiry(days: str) -> float | None:
+    """Seconds until a new token expires (None: never), from the form's days."""
+    if not days.strip():
+        return None
+    if not days.strip().isdigit() or not 1 <= int(days) <= 3650:
+        raise UsageError(f"expires after {days!r} days: give 1-3650 days, or never")
+    return int(days) * 86400.0
+
+
 @router.post("/account/tokens")
 async def new_token(
     request: Request,
     name: str = Form(""),
     scopes: str = Form("read"),
+    expires_days: str = Form("", description="days until it expires; empty: never"),
     user: Principal = Depends(page_user),
 ) -> Response:
     st = console_state(request)
@@ -189,12 +211,23 @@ async def new_token(
         wanted = parse_scopes(scopes)
         if "write" in wanted and not user.can_act:
             raise UsageError(f"{user.username} is a viewer: a token can only have scope 'read'")
-        issued = await asyncio.to_thread(create_token, st.db, user.username, name, wanted)
+        ttl = _expiry(expires_days)
+        issued = await asyncio.to_thread(
+            create_token, st.db, user.username, name, wanted, ttl_seconds=ttl
+        )
     except UsageError as exc:
         return RedirectResponse("/account?err=" + quote(str(exc)), status_code=303)
     log.info("token_created", user=user.username, token=issued.name, scopes=issued.scopes)
     tokens = await asyncio.to_thread(list_tokens, st.db, user.username)
-    return render(request, "account.html", user, area="account", tokens=tokens, issued=issued)
+    return render(
+        request,
+        "account.html",
+        user,
+        area="account",
+        tokens=tokens,
+        lifetimes=TOKEN_LIFETIMES,
+        issued=issued,
+    )
 
 
 @router.post("/account/tokens/{token_id}/revoke")

@@ -27,7 +27,14 @@ from starlette.datastructures import FormData
 from asterfleet.auth import get_user, password_principal
 from asterfleet.console.factory_state import FactoryState, factory_state
 from asterfleet.console.knot_access import may_add, may_edit, may_see
-from asterfleet.console.security import Principal, api_user, page_user
+from asterfleet.console.security import (
+    API_ERRORS,
+    ErrorOut,
+    Principal,
+    api_reader,
+    api_writer,
+    page_user,
+)
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
 from asterfleet.factory.knot import Knot, KnotInvalid, admin_only_changes, validate_knot
@@ -37,6 +44,7 @@ from asterfleet.factory.knot_input import (
     KnotInput,
     mask_url_credentials,
     public_spec,
+    resolve_secret_build_args,
     resolve_webhook_secret,
     to_input,
     validate_input,
@@ -45,7 +53,7 @@ from asterfleet.factory.store import add_knot, edit_knot, get_knot, list_knots, 
 
 log = structlog.get_logger("asterfleet.console.knots")
 pages = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["knots"])
+api = APIRouter(prefix="/api/v1", tags=["knots"], responses=API_ERRORS)
 router = APIRouter()  # the area's router: pages first (before /knots/{name})
 
 PROVIDERS = ("github", "gitea", "gitlab")
@@ -177,6 +185,7 @@ def form_input(form: FormData, name: str | None = None) -> KnotInput:
         latest="latest" in form,
         sha_tag="sha_tag" in form,
         build_args=_lines(text("build_args")),
+        secret_build_args=_lines(text("secret_build_args")),
         test_command=text("test_command"),
         owners=re.split(r"[\s,]+", text("owners").strip()) if text("owners").strip() else [],
         webhook="webhook" in form,
@@ -189,6 +198,18 @@ def form_input(form: FormData, name: str | None = None) -> KnotInput:
         notify_url=text("notify_url"),
         builder=text("builder", "buildah"),
     )
+
+
+def secret_lines(f: KnotInput, stored: Knot | None) -> list[str]:
+    """The secret build args as the form shows them again: NAME=******** for
+    a value that is stored, NAME= for one typed but not saved (never a value)."""
+    kept = stored.secret_build_args if stored else {}
+    out = []
+    for line in f.secret_build_args:
+        name, _, value = line.partition("=")
+        name = name.strip()
+        out.append(f"{name}={MASK}" if name in kept and value in (MASK, kept[name]) else f"{name}=")
+    return out
 
 
 def _form(
@@ -205,6 +226,7 @@ def _form(
         user,
         area="knots",
         f=f,
+        secret_build_args=secret_lines(f, editing),
         editing=editing,
         has_secret=bool(editing and editing.triggers.webhook_secret),
         errors=errors or {},
@@ -283,7 +305,7 @@ async def edit_submit(
     wanted = (GENERATE if "regenerate" in form else MASK) if f.webhook else None
     secret, fresh = resolve_webhook_secret(wanted, before.triggers.webhook_secret)
     try:
-        knot = validate_input(f, secret)
+        knot = validate_input(f, secret, before.secret_build_args)
         knot = await asyncio.to_thread(save_edit, fs, user, before, knot)
     except KnotInvalid as exc:
         return _form(request, user, f, editing=before, errors=exc.errors)
@@ -349,7 +371,10 @@ class KnotOut(BaseModel):
 
 class KnotErrorOut(BaseModel):
     detail: str
-    errors: dict[str, str] = Field(description="field (as in the knot's JSON) -> problem")
+    errors: dict[str, str] = Field(
+        default_factory=dict,
+        description="field (as in the knot's JSON) -> problem (none when the body is not JSON)",
+    )
 
 
 _KNOT_BODY = {
@@ -358,19 +383,15 @@ _KNOT_BODY = {
         "description": (
             "The knot, as `asterfleet knot show --json` prints it. "
             f"triggers.webhook_secret: null (no webhook), {GENERATE!r} (a new secret, "
-            f"returned once), {MASK!r} (keep the current one) or your own secret."
+            f"returned once), {MASK!r} (keep the current one) or your own secret. "
+            f"secret_build_args: NAME -> value, {MASK!r} keeps the stored value."
         ),
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Knot"}}},
     }
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": KnotErrorOut, "description": "not a valid knot"}
+    400: {"model": KnotErrorOut, "description": "not a valid knot, or not JSON"}
 }
-
-
-def _need(user: Principal, scope: str) -> None:
-    if scope not in user.scopes:
-        raise _forbidden(f"this token lacks scope {scope!r}")
 
 
 def _out(request: Request, knot: Knot, secret: str | None = None, hooks: bool = True) -> KnotOut:
@@ -389,8 +410,8 @@ def _invalid(exc: KnotInvalid) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "errors": exc.errors}, status_code=400)
 
 
-def _api_knot(body: Any, name: str, current: str | None) -> tuple[Knot, str | None]:
-    """(validated knot, the secret to show once) from an API body."""
+def _api_knot(body: Any, name: str, before: Knot | None) -> tuple[Knot, str | None]:
+    """(validated knot, the webhook secret to show once) from an API body."""
     if not isinstance(body, dict):
         raise KnotInvalid({"knot": "expected a JSON object"})
     if body.get("name", name) != name:
@@ -399,17 +420,26 @@ def _api_knot(body: Any, name: str, current: str | None) -> tuple[Knot, str | No
     triggers = dict(triggers) if isinstance(triggers, dict) else {}
     requested = triggers.get("webhook_secret")
     secret, fresh = resolve_webhook_secret(
-        requested if isinstance(requested, str) else None, current
+        requested if isinstance(requested, str) else None,
+        before.triggers.webhook_secret if before else None,
     )
-    knot = validate_knot({**body, "name": name, "triggers": {**triggers, "webhook_secret": secret}})
+    data = {**body, "name": name, "triggers": {**triggers, "webhook_secret": secret}}
+    secrets = body.get("secret_build_args")
+    if isinstance(secrets, dict) and all(isinstance(v, str) for v in secrets.values()):
+        try:
+            data["secret_build_args"] = resolve_secret_build_args(
+                secrets, before.secret_build_args if before else {}
+            )
+        except UsageError as exc:
+            raise KnotInvalid({"secret_build_args": str(exc)}) from None
+    knot = validate_knot(data)
     return knot, secret if fresh else None
 
 
 @api.get("/knots", response_model=list[Knot], summary="Every knot (secrets masked)")
 async def api_list(
-    who: Principal = Depends(api_user), fs: FactoryState = Depends(factory_state)
+    who: Principal = Depends(api_reader), fs: FactoryState = Depends(factory_state)
 ) -> Any:
-    _need(who, "read")
     knots = await asyncio.to_thread(list_knots, fs.engine)
     seen = [k for k in knots if await asyncio.to_thread(may_see, fs, who, k)]
     return [public_spec(k, hooks=may_edit(who, k)) for k in seen]
@@ -424,10 +454,11 @@ async def api_list(
     responses=_ERRORS,
 )
 async def api_add(
-    request: Request, who: Principal = Depends(api_user), fs: FactoryState = Depends(factory_state)
+    request: Request,
+    who: Principal = Depends(api_writer),
+    fs: FactoryState = Depends(factory_state),
 ) -> Any:
     """Operators and admins; the image repository must be one they may push to."""
-    _need(who, "write")
     _require_add(who)
     body = await _json(request)
     try:
@@ -444,10 +475,9 @@ async def api_add(
 async def api_get(
     request: Request,
     name: str,
-    who: Principal = Depends(api_user),
+    who: Principal = Depends(api_reader),
     fs: FactoryState = Depends(factory_state),
 ) -> Any:
-    _need(who, "read")
     knot = await asyncio.to_thread(_load, fs, name)
     if not await asyncio.to_thread(may_see, fs, who, knot):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no knot {name!r}")
@@ -464,16 +494,15 @@ async def api_get(
 async def api_put(
     request: Request,
     name: str,
-    who: Principal = Depends(api_user),
+    who: Principal = Depends(api_writer),
     fs: FactoryState = Depends(factory_state),
 ) -> Any:
     """Admins and the knot's owners. Fields left out take their defaults."""
-    _need(who, "write")
     before = await asyncio.to_thread(_load, fs, name)
     _require_edit(who, before)
     body = await _json(request)
     try:
-        knot, secret = _api_knot(body, name, before.triggers.webhook_secret)
+        knot, secret = _api_knot(body, name, before)
         knot = await asyncio.to_thread(save_edit, fs, who, before, knot)
     except KnotInvalid as exc:
         return _invalid(exc)
@@ -481,12 +510,16 @@ async def api_put(
     return _out(request, knot, secret)
 
 
-@api.delete("/knots/{name}", status_code=204, summary="Remove a knot and its build history")
+@api.delete(
+    "/knots/{name}",
+    status_code=204,
+    summary="Remove a knot and its build history",
+    responses={409: {"model": ErrorOut, "description": "one of its builds is running"}},
+)
 async def api_delete(
-    name: str, who: Principal = Depends(api_user), fs: FactoryState = Depends(factory_state)
+    name: str, who: Principal = Depends(api_writer), fs: FactoryState = Depends(factory_state)
 ) -> Response:
     """Admins and the knot's owners; refused (409) while one of its builds runs."""
-    _need(who, "write")
     knot = await asyncio.to_thread(_load, fs, name)
     _require_edit(who, knot)
     try:

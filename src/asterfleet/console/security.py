@@ -31,11 +31,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 __all__ = [
     "API_ERRORS",
+    "ErrorOut",
     "Principal",
     "api_reader",
     "api_user",
     "api_writer",
     "csrf_guard",
+    "metrics_reader",
     "page_user",
     "require_write",
 ]
@@ -44,7 +46,10 @@ __all__ = [
 BEARER = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="an API token from 'asterfleet users token create' (scope read or write)",
+    description=(
+        "an API token from 'asterfleet users token create' "
+        "(scope read or write; metrics for /metrics)"
+    ),
 )
 
 
@@ -161,6 +166,14 @@ async def api_writer(who: Principal = Depends(api_user)) -> Principal:
     """The API caller, who must hold scope ``write``: checked as a dependency, so
     before the body is validated (a read-only token's write is 403, never 422)."""
     need_scope(who, "write")
+    return who
+
+
+async def metrics_reader(who: Principal = Depends(api_user)) -> Principal:
+    """Who may scrape /metrics: a token with scope ``metrics`` (or ``read``),
+    or a logged-in browser."""
+    if "metrics" not in who.scopes and "read" not in who.scopes:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks scope 'metrics'")
     return who
 
 

@@ -24,6 +24,7 @@ class ConsoleSettings(BaseModel):
     watch: bool = True  # follow etcd live (tests of pages alone turn it off)
     images: ImagesSettings | None = None  # registry + factory served here too
     capture_db: str | None = None  # the capture server's database (Calls area)
+    metrics_listen: str | None = None  # HOST:PORT for /metrics without a login
 
     def shown(self) -> dict[str, Any]:
         """The settings as printed by --show-config (no secrets)."""

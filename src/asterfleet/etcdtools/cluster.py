@@ -1,22 +1,23 @@
 """A small typed client for etcd's cluster and maintenance API, and the
 gathering of facts that :mod:`~asterfleet.etcdtools.doctor` diagnoses.
 
-It speaks the grpc-gateway JSON API (``POST http://HOST:PORT/v3/…``) with
-httpx rather than gRPC through ``aetcd``. Both work against etcd 3.4.23;
-the JSON API was chosen because:
+It speaks etcd's gRPC API through :mod:`~asterfleet.etcdtools.transport`
+(the generated stubs, not ``aetcd.Client``), with replies in the JSON
+gateway's shape, because:
 
 - every answer carries its response header, and the header is what the
   doctor needs: ``cluster_id`` and ``member_id`` of the member that answered.
   ``aetcd.Client.status()`` drops the header (it returns version, DB size,
   leader, raft index and term only), so a member of another cluster would
   be invisible;
-- the calls are synchronous with one timeout per request, so probing a dead
-  member costs one bounded connect attempt and needs no event loop or gRPC
-  channel (aetcd waits for a channel to become ready first);
-- the same URLs work with curl, which is what an operator reaches for when
-  checking what the doctor says.
+- the calls are synchronous with one deadline per request, so probing a dead
+  member costs one bounded attempt and needs no event loop (aetcd waits for
+  a channel to become ready first);
+- the JSON gateway itself, which it spoke before, refuses every client
+  certificate with a common name under ``--client-cert-auth``; the paths
+  (``/v3/maintenance/status`` …) still name the calls, as in etcd's docs.
 
-64-bit ids arrive as decimal strings (grpc-gateway's encoding of uint64);
+64-bit ids arrive as decimal strings (the JSON encoding of uint64);
 they are kept as ints and shown in hex, like ``etcdctl``.
 """
 
@@ -26,32 +27,27 @@ import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from asterfleet.errors import EtcdUnavailable, UsageError
+from asterfleet.etcdtools.transport import EtcdRequestError, Transport
 
-from asterfleet.errors import AsterfleetError, EtcdUnavailable, UsageError
+if TYPE_CHECKING:
+    from asterfleet.etcd_client import EtcdSecurity
 
 DEFAULT_TIMEOUT = 2.0
 
-
-class EtcdRequestError(AsterfleetError):
-    """etcd answered a request with an error (e.g. "unhealthy cluster")."""
-
-    def __init__(self, endpoint: str, path: str, message: str) -> None:
-        super().__init__(f"etcd at {endpoint} refused {path}: {message}")
-        self.endpoint = endpoint
-        self.path = path
-        self.message = message
+__all__ = ["EtcdRequestError"]  # re-exported: callers catch it from here
 
 
-def normalize_endpoint(endpoint: str) -> str:
-    """``127.0.0.1:2379`` or ``http://127.0.0.1:2379/`` → ``http://127.0.0.1:2379``."""
+def normalize_endpoint(endpoint: str, tls: bool = False) -> str:
+    """``127.0.0.1:2379`` or ``http://127.0.0.1:2379/`` → ``http://127.0.0.1:2379``
+    (``https://`` for a bare HOST:PORT with ``tls``)."""
     text = endpoint.strip().rstrip("/")
     if not text:
         raise UsageError("empty etcd endpoint: give HOST:PORT, e.g. 127.0.0.1:2379")
     if "://" not in text:
-        text = f"http://{text}"
+        text = f"{'https' if tls else 'http'}://{text}"
     scheme, _, rest = text.partition("://")
     if scheme not in ("http", "https") or not rest or "/" in rest:
         raise UsageError(f"etcd endpoint {endpoint!r}: expected HOST:PORT or http(s)://HOST:PORT")
@@ -61,13 +57,13 @@ def normalize_endpoint(endpoint: str) -> str:
     return text
 
 
-def split_endpoints(values: Iterable[str]) -> list[str]:
+def split_endpoints(values: Iterable[str], tls: bool = False) -> list[str]:
     """Endpoints from repeated and/or comma-separated options, normalised, deduplicated."""
     out: list[str] = []
     for value in values:
         for part in value.split(","):
             if part.strip():
-                url = normalize_endpoint(part)
+                url = normalize_endpoint(part, tls)
                 if url not in out:
                     out.append(url)
     if not out:
@@ -174,25 +170,22 @@ def _prefix_end(prefix: str) -> str:
 
 
 class EtcdClient:
-    """One etcd endpoint, spoken to over the JSON API."""
+    """One etcd endpoint, with the command's TLS and user
+    (:mod:`asterfleet.etcdtools.transport`)."""
 
-    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.url = normalize_endpoint(endpoint)
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: EtcdSecurity | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.transport = transport or Transport(security, timeout)
+        self.url = normalize_endpoint(endpoint, self.transport.tls)
         self.timeout = timeout
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            reply = httpx.post(f"{self.url}{path}", json=body, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise EtcdUnavailable(f"etcd at {self.url} does not answer: {exc}") from exc
-        try:
-            data: Any = reply.json()
-        except ValueError:
-            data = {}
-        if reply.status_code != 200 or not isinstance(data, dict):
-            message = data.get("error") if isinstance(data, dict) else None
-            raise EtcdRequestError(self.url, path, str(message or f"HTTP {reply.status_code}"))
-        return data
+        return self.transport.call(self.url, path, body)
 
     def status(self) -> Status:
         return parse_status(self._post("/v3/maintenance/status", {}))
@@ -268,11 +261,16 @@ class ClusterFacts:
     data_dirs: tuple[DataDirFacts, ...] = field(default=())
 
 
-def probe_endpoint(endpoint: str, given: bool, timeout: float = DEFAULT_TIMEOUT) -> EndpointFacts:
+def probe_endpoint(
+    endpoint: str,
+    given: bool,
+    timeout: float = DEFAULT_TIMEOUT,
+    transport: Transport | None = None,
+) -> EndpointFacts:
     """What ``endpoint`` answers. Only status decides reachability: the alarm
     list goes through raft and blocks while there is no leader, which is
     itself a finding, not a reason to call the member unreachable."""
-    client = EtcdClient(endpoint, timeout)
+    client = EtcdClient(endpoint, timeout, transport=transport)
     try:
         status = client.status()
     except (EtcdUnavailable, EtcdRequestError) as exc:
@@ -309,13 +307,27 @@ def gather_facts(
     endpoints: Sequence[str],
     data_dirs: Sequence[tuple[str, Path]] = (),
     timeout: float = DEFAULT_TIMEOUT,
+    security: EtcdSecurity | None = None,
 ) -> ClusterFacts:
     """Probe every given endpoint, then every client URL their member lists name."""
+    transport = Transport(security, timeout)
+    try:
+        return _gather(transport, endpoints, data_dirs, timeout)
+    finally:
+        transport.close()
+
+
+def _gather(
+    transport: Transport,
+    endpoints: Sequence[str],
+    data_dirs: Sequence[tuple[str, Path]],
+    timeout: float,
+) -> ClusterFacts:
     seen: dict[str, EndpointFacts] = {}
     for endpoint in endpoints:
-        url = normalize_endpoint(endpoint)
+        url = normalize_endpoint(endpoint, transport.tls)
         if url not in seen:
-            seen[url] = probe_endpoint(url, True, timeout)
+            seen[url] = probe_endpoint(url, True, timeout, transport)
     listed: list[str] = []
     for facts in list(seen.values()):
         for member in facts.members or ():
@@ -326,7 +338,7 @@ def gather_facts(
         except UsageError:
             continue
         if url not in seen:
-            seen[url] = probe_endpoint(url, False, timeout)
+            seen[url] = probe_endpoint(url, False, timeout, transport)
     return ClusterFacts(
         endpoints=tuple(seen.values()),
         data_dirs=tuple(inspect_data_dir(name, path) for name, path in data_dirs),

@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from asterfleet.errors import AsterfleetError, EtcdUnavailable, UsageError
+from asterfleet.errors import AsterfleetError, UsageError
 from asterfleet.etcdtools.cluster import normalize_endpoint
+from asterfleet.etcdtools.transport import Transport
+
+if TYPE_CHECKING:
+    from asterfleet.etcd_client import EtcdSecurity
 
 REGISTRY = "/v2/keys/_etcd/registry"
 MAX_SIZE = 99
@@ -57,8 +61,8 @@ class Token:
     registered: tuple[Registration, ...] = ()
 
 
-def discovery_url(etcd: str, token: str) -> str:
-    return f"{normalize_endpoint(etcd)}{REGISTRY}/{token}"
+def discovery_url(etcd: str, token: str, tls: bool = False) -> str:
+    return f"{normalize_endpoint(etcd, tls)}{REGISTRY}/{token}"
 
 
 def _check_size(size: int) -> None:
@@ -66,45 +70,48 @@ def _check_size(size: int) -> None:
         raise UsageError(f"--size {size}: the cluster size must be from 1 to {MAX_SIZE} (3 or 5)")
 
 
-def _get(url: str, timeout: float) -> httpx.Response:
-    try:
-        return httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise EtcdUnavailable(f"discovery etcd at {url} does not answer: {exc}") from exc
+def _refused(reply: httpx.Response, what: str) -> AsterfleetError:
+    if reply.status_code == 401:
+        return UsageError(
+            f"{what}: the discovery etcd wants a v2 user: give --etcd-user (its password "
+            "in ASTERFLEET_ETCD_PASSWORD or --etcd-password-file)"
+        )
+    return DiscoveryError(f"{what} answered {reply.status_code} {reply.text.strip()[:200]}")
 
 
-def require_v2(etcd: str, timeout: float = 3.0) -> None:
+def require_v2(etcd: str, gateway: Transport) -> None:
     """UsageError unless ``etcd`` serves the v2 keys API."""
-    base = normalize_endpoint(etcd)
-    reply = _get(f"{base}/v2/keys/", timeout)
+    base = normalize_endpoint(etcd, gateway.tls)
+    reply = gateway.v2("GET", f"{base}/v2/keys/")
     if reply.status_code == 404:
         raise UsageError(
             f"etcd at {base} does not serve the v2 API that discovery needs: start that etcd "
             "with --enable-v2=true (etcd 3.4 turns it off by default)"
         )
     if reply.status_code != 200:
-        raise DiscoveryError(f"etcd at {base} answered {reply.status_code} to GET /v2/keys/")
+        raise _refused(reply, f"etcd at {base}: GET /v2/keys/")
 
 
-def new_token(etcd: str, size: int, token: str | None = None, timeout: float = 3.0) -> Token:
+def new_token(
+    etcd: str,
+    size: int,
+    token: str | None = None,
+    timeout: float = 3.0,
+    security: EtcdSecurity | None = None,
+) -> Token:
     """Create a token for ``size`` members on ``etcd``; its discovery URL."""
     _check_size(size)
-    require_v2(etcd, timeout)
+    gateway = Transport(security, timeout)
+    require_v2(etcd, gateway)
     token = token or secrets.token_hex(16)
-    url = discovery_url(etcd, token)
-    try:
-        reply = httpx.put(
-            f"{url}/_config/size",
-            data={"value": str(size)},
-            params={"prevExist": "false"},
-            timeout=timeout,
-        )
-    except httpx.HTTPError as exc:
-        raise EtcdUnavailable(f"discovery etcd at {etcd} does not answer: {exc}") from exc
+    url = discovery_url(etcd, token, gateway.tls)
+    reply = gateway.v2(
+        "PUT", f"{url}/_config/size", data={"value": str(size)}, params={"prevExist": "false"}
+    )
     if reply.status_code == 412:
         raise UsageError(f"discovery token {token!r} already exists: use a new token")
     if reply.status_code not in (200, 201):
-        raise DiscoveryError(f"creating {url} failed: {reply.status_code} {reply.text.strip()}")
+        raise _refused(reply, f"creating {url}")
     return Token(url, size)
 
 
@@ -125,25 +132,26 @@ def parse_registrations(node: dict[str, Any]) -> tuple[Registration, ...]:
     return tuple(sorted(regs, key=lambda r: (r.name, r.member_id)))
 
 
-def show(url: str, timeout: float = 3.0) -> Token:
+def show(url: str, timeout: float = 3.0, security: EtcdSecurity | None = None) -> Token:
     """The size and the members registered so far under a discovery URL."""
     url = url.rstrip("/")
     if "/v2/keys/" not in url:
         raise UsageError(
-            f"discovery URL {url!r}: expected http://HOST:PORT/v2/keys/_etcd/registry/TOKEN"
+            f"discovery URL {url!r}: expected http(s)://HOST:PORT/v2/keys/_etcd/registry/TOKEN"
         )
-    size_reply = _get(f"{url}/_config/size", timeout)
+    gateway = Transport(security, timeout)
+    size_reply = gateway.v2("GET", f"{url}/_config/size")
     if size_reply.status_code == 404:
         raise UsageError(
             f"discovery token {url} does not exist (or the v2 API is off on that etcd)"
         )
     if size_reply.status_code != 200:
-        raise DiscoveryError(f"GET {url}/_config/size answered {size_reply.status_code}")
+        raise _refused(size_reply, f"GET {url}/_config/size")
     try:
         size = int(size_reply.json()["node"]["value"])
     except (KeyError, TypeError, ValueError):
         raise DiscoveryError(f"{url}/_config/size is not a number: not a discovery token") from None
-    listing = _get(url, timeout)
+    listing = gateway.v2("GET", url)
     if listing.status_code != 200:
-        raise DiscoveryError(f"GET {url} answered {listing.status_code}")
+        raise _refused(listing, f"GET {url}")
     return Token(url, size, parse_registrations(listing.json().get("node") or {}))

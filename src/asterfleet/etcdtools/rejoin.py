@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asterfleet.errors import AsterfleetError, EtcdUnavailable, UsageError
 from asterfleet.etcdtools.cluster import (
@@ -34,6 +35,9 @@ from asterfleet.etcdtools.cluster import (
     normalize_endpoint,
 )
 from asterfleet.etcdtools.doctor import majority_cluster, member_list
+
+if TYPE_CHECKING:
+    from asterfleet.etcd_client import EtcdSecurity
 
 #: How long member add is retried while etcd answers "unhealthy cluster"
 #: (seen for ~5 s after a member remove on etcd 3.4.23).
@@ -172,9 +176,11 @@ def execute(
     data_dir: Path,
     timeout: float = 5.0,
     add_retry_seconds: float = ADD_RETRY_SECONDS,
+    security: EtcdSecurity | None = None,
 ) -> RejoinResult:
-    """Back up ``data_dir``, remove the stale member, add it back; the start flags."""
-    client = EtcdClient(plan.via, timeout)
+    """Back up ``data_dir``, remove the stale member, add it back; the start flags.
+    With auth on, ``security`` must name a user who may change membership (root)."""
+    client = EtcdClient(plan.via, timeout, security)
     backup = backup_data_dir(data_dir)
     if plan.stale is not None:
         client.remove_member(plan.stale.id)

@@ -262,8 +262,16 @@ def start_single(work_dir: Path, name: str = "etcd0", timeout: float = 20.0) -> 
         raise
 
 
-def plan_cluster(work_dir: Path, size: int = 3, prefix: str = "m") -> list[EtcdServer]:
-    """``size`` members (``m0``, ``m1``, …) that list each other; not started."""
+def plan_cluster(
+    work_dir: Path,
+    size: int = 3,
+    prefix: str = "m",
+    *,
+    tls: ServerTls | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[EtcdServer]:
+    """``size`` members (``m0``, ``m1``, …) that list each other; not started.
+    ``tls``: every member serves its clients over TLS (peers stay plain)."""
     if size < 1:
         raise ValueError(f"cluster size {size}: must be at least 1")
     token = f"af-{secrets.token_hex(6)}"
@@ -278,16 +286,24 @@ def plan_cluster(work_dir: Path, size: int = 3, prefix: str = "m") -> list[EtcdS
             peer_port=peer,
             initial_cluster=initial,
             cluster_token=token,
+            tls=tls,
+            extra_args=extra_args,
         )
         for i, (client, peer) in enumerate(ports)
     ]
 
 
 def start_cluster(
-    work_dir: Path, size: int = 3, prefix: str = "m", timeout: float = 30.0
+    work_dir: Path,
+    size: int = 3,
+    prefix: str = "m",
+    timeout: float = 30.0,
+    *,
+    tls: ServerTls | None = None,
+    extra_args: Sequence[str] = (),
 ) -> list[EtcdServer]:
     """Start :func:`plan_cluster` members together and wait until all are healthy."""
-    members = plan_cluster(work_dir, size, prefix)
+    members = plan_cluster(work_dir, size, prefix, tls=tls, extra_args=extra_args)
     try:
         for member in members:
             member.start()

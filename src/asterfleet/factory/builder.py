@@ -36,6 +36,22 @@ def step_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+SECRET_ENV_PREFIX = "ASTERFLEET_BUILD_SECRET_"
+
+
+def secret_options(secrets: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(builder options, builder environment) that hand ``secrets`` to a
+    build as ``--secret id=NAME,env=VAR``: the values travel in the
+    environment of the builder process, readable only by its own user."""
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    for name, value in sorted(secrets.items()):
+        var = SECRET_ENV_PREFIX + name
+        argv += ["--secret", f"id={name},env={var}"]
+        env[var] = value
+    return argv, env
+
+
 class BuildFailed(AsterfleetError):
     """A build step exited non-zero; the message says which."""
 
@@ -60,6 +76,9 @@ class BuildRequest:
     dockerfile: Path
     image: str  # local name, e.g. localhost/asterfleet/knot:build-12
     build_args: Mapping[str, str] = field(default_factory=dict)
+    # Build secrets: in the builder's environment only (never its argv, which
+    # every local user can read), mounted at /run/secrets/NAME for a RUN step.
+    secrets: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     network: bool = False  # RUN steps reach the network only when the knot says so
 
@@ -138,12 +157,13 @@ class BuildahBuilder:
         argv += ["-t", req.image]
         for key, value in sorted(req.build_args.items()):
             argv += ["--build-arg", f"{key}={value}"]
+        argv += secret_options(req.secrets)[0]
         if req.target:
             argv += ["--target", req.target]
         return [*argv, str(req.context)]
 
     def build(self, req: BuildRequest, run: CommandRunner) -> None:
-        if run(self.build_argv(req)) != 0:
+        if run(self.build_argv(req), env=secret_options(req.secrets)[1]) != 0:
             what = f"stage {req.target!r}" if req.target else "image"
             raise BuildFailed(f"building the {what} failed (buildah bud)")
 
@@ -211,9 +231,11 @@ class DockerBuilder:
         argv += ["--network", "host" if req.network else "none"]
         for key, value in sorted(req.build_args.items()):
             argv += ["--build-arg", f"{key}={value}"]
+        secret_argv, secret_env = secret_options(req.secrets)
+        argv += secret_argv
         if req.target:
             argv += ["--target", req.target]
-        if run([*argv, str(req.context)]) != 0:
+        if run([*argv, str(req.context)], env=secret_env) != 0:
             raise BuildFailed("docker build failed")
 
     def test(

@@ -1,4 +1,6 @@
-"""Opening the factory's store: SQLite by default, PostgreSQL by URL."""
+"""Opening the factory's store: SQLite by default, PostgreSQL by URL; and
+sealing what an older version stored in clear
+(:mod:`asterfleet.factory.knot_secrets`)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,22 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from asterfleet.factory.knot_secrets import seal_stored_secrets
 from asterfleet.factory.schema import metadata
 from asterfleet.storage import as_utc, open_engine, store_url, utcnow
 
 DEFAULT_DB = "sqlite:///" + str(Path.home() / ".local/share/asterfleet/factory.db")
 ENV = "ASTERFLEET_FACTORY_DB"
 
-__all__ = ["DEFAULT_DB", "ENV", "as_utc", "default_url", "is_postgres", "open_store", "utcnow"]
+__all__ = [
+    "DEFAULT_DB",
+    "ENV",
+    "as_utc",
+    "default_url",
+    "is_postgres",
+    "open_store",
+    "utcnow",
+]
 
 
 def default_url(legacy: bool = True) -> str:
@@ -26,8 +37,10 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def open_store(url: str | None = None, create: bool = True) -> Engine:
-    """An engine for ``url`` with the factory's tables created."""
+    """An engine for ``url`` with the factory's tables created and any
+    secret stored in clear by an older version sealed."""
     engine = open_engine(url or default_url())
     if create:
         metadata.create_all(engine)
+        seal_stored_secrets(engine)
     return engine

@@ -11,12 +11,20 @@ import string
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from asterfleet.errors import UsageError
 from asterfleet.registry.scope import REPOSITORY_RE
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _TEMPLATE_FIELDS = {"name", "sha", "short_sha", "version"}
 GIT_SCHEMES = ("https", "http", "ssh", "git", "file")
@@ -131,6 +139,11 @@ class Knot(BaseModel):
     latest: bool = True
     sha_tag: bool = False
     build_args: dict[str, str] = Field(default_factory=dict)
+    # Given to the build as build secrets (``RUN --mount=type=secret,id=NAME``
+    # reads /run/secrets/NAME), never as ARGs: an ARG's value is recorded in
+    # the image's history, which everyone who may pull the image reads.
+    # Sealed in the database; never logged, never shown (masked everywhere).
+    secret_build_args: dict[str, str] = Field(default_factory=dict)
     test_command: str | None = None
     triggers: Triggers = Field(default_factory=Triggers)
     owners: list[str] = Field(default_factory=list)
@@ -168,13 +181,22 @@ class Knot(BaseModel):
             raise ValueError("must be a path inside the repository")
         return value
 
-    @field_validator("build_args")
+    @field_validator("build_args", "secret_build_args")
     @classmethod
     def _args(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            if not ARG_NAME_RE.match(key):
                 raise ValueError(f"build arg name {key!r} is not a valid identifier")
         return value
+
+    @model_validator(mode="after")
+    def _secret_or_not(self) -> Knot:
+        both = sorted(set(self.build_args) & set(self.secret_build_args))
+        if both:
+            raise ValueError(
+                f"{', '.join(both)}: both a build arg and a secret build arg; keep one"
+            )
+        return self
 
     @field_validator("test_command")
     @classmethod
@@ -235,7 +257,7 @@ def knot_errors(exc: ValidationError) -> dict[str, str]:
     errors: dict[str, str] = {}
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        if loc[:1] in (["tag_rules"], ["build_args"]):
+        if loc[:1] in (["tag_rules"], ["build_args"], ["secret_build_args"]):
             loc = loc[:1]  # one field in the forms: the rule or argument is in the message
         errors.setdefault(".".join(loc) or "knot", _message(err["msg"]))
     return errors

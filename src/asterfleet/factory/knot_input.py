@@ -3,14 +3,17 @@ the same text (``KEY=VALUE`` build args, ``branch:GLOB=TAG`` tag rules, one
 per flag or line); :func:`validate_input` turns it into a :class:`Knot`
 through :func:`validate_knot`, once, for both.
 
-Webhook secrets are write-only: :func:`public_spec` masks them, and
-:func:`resolve_webhook_secret` keeps, generates or drops one without the
-caller ever having to send the stored secret back.
+Webhook secrets and secret build args are write-only: :func:`public_spec`
+masks them, :func:`resolve_webhook_secret` keeps, generates or drops a
+webhook secret and :func:`resolve_secret_build_args` keeps a secret build
+arg given as ``NAME=********``, without the caller ever having to send a
+stored secret back.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -52,6 +55,8 @@ class KnotInput:
     latest: bool = True
     sha_tag: bool = False
     build_args: list[str] = field(default_factory=list)
+    # NAME=VALUE; NAME=******** keeps the stored value (the form shows that).
+    secret_build_args: list[str] = field(default_factory=list)
     test_command: str = ""
     owners: list[str] = field(default_factory=list)
     webhook: bool = False
@@ -102,14 +107,50 @@ def _or_none(text: str) -> str | None:
     return text.strip() or None
 
 
-def knot_data(inp: KnotInput, webhook_secret: str | None) -> dict[str, Any]:
+def resolve_secret_build_args(
+    requested: Mapping[str, str], current: Mapping[str, str]
+) -> dict[str, str]:
+    """The secret build args to store: a value :data:`MASK` keeps the stored
+    one; a name left out is dropped; UsageError for a MASK with nothing stored."""
+    out: dict[str, str] = {}
+    for name, value in requested.items():
+        if value == MASK:
+            if name not in current:
+                raise UsageError(f"secret build arg {name}: nothing stored to keep: give its value")
+            out[name] = current[name]
+        else:
+            out[name] = value
+    return out
+
+
+def _secret_pairs(values: list[str]) -> dict[str, str]:
+    """Like :func:`parse_pairs`, but never echoes a value in the error."""
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"secret build arg {key.strip()[:40]!r}…: expected NAME=VALUE")
+        out[key.strip()] = val
+    return out
+
+
+def knot_data(
+    inp: KnotInput, webhook_secret: str | None, current_secrets: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The knot JSON for ``inp``; KnotInvalid for build args or tag rules
-    that do not parse (the rest is checked by :func:`validate_knot`)."""
+    that do not parse (the rest is checked by :func:`validate_knot`).
+    ``current_secrets``: the stored secret build args a MASK keeps."""
     errors: dict[str, str] = {}
     try:
         build_args = parse_pairs(inp.build_args, "build arg")
     except UsageError as exc:
         errors["build_args"], build_args = str(exc), {}
+    try:
+        secret_build_args = resolve_secret_build_args(
+            _secret_pairs(inp.secret_build_args), current_secrets or {}
+        )
+    except UsageError as exc:
+        errors["secret_build_args"], secret_build_args = str(exc), {}
     data: dict[str, Any] = {
         "name": inp.name.strip(),
         "git_url": inp.git_url.strip(),
@@ -121,6 +162,7 @@ def knot_data(inp: KnotInput, webhook_secret: str | None) -> dict[str, Any]:
         "latest": inp.latest,
         "sha_tag": inp.sha_tag,
         "build_args": build_args,
+        "secret_build_args": secret_build_args,
         "test_command": _or_none(inp.test_command),
         "owners": [o.strip() for o in inp.owners if o.strip()],
         "builder": inp.builder.strip() or "buildah",
@@ -156,18 +198,23 @@ def input_field(path: str) -> str:
     return _FIELD_OF.get(path, path.split(".", 1)[0])
 
 
-def validate_input(inp: KnotInput, webhook_secret: str | None) -> Knot:
+def validate_input(
+    inp: KnotInput, webhook_secret: str | None, current_secrets: Mapping[str, str] | None = None
+) -> Knot:
     """The knot ``inp`` describes, or KnotInvalid keyed by input field.
 
     Every problem is reported at once (parse errors and model errors), so a
-    form can show each one next to its field.
+    form can show each one next to its field. ``current_secrets``: the
+    stored secret build args (when editing), kept where ``inp`` says MASK.
     """
     errors: dict[str, str] = {}
     try:
-        data = knot_data(inp, webhook_secret)
+        data = knot_data(inp, webhook_secret, current_secrets)
     except KnotInvalid as exc:
         errors.update(exc.errors)
-        data = knot_data(replace(inp, build_args=[], tag_rules=[]), webhook_secret)
+        data = knot_data(
+            replace(inp, build_args=[], secret_build_args=[], tag_rules=[]), webhook_secret
+        )
     try:
         knot = validate_knot(data)
     except KnotInvalid as exc:
@@ -180,7 +227,8 @@ def validate_input(inp: KnotInput, webhook_secret: str | None) -> Knot:
 
 
 def to_input(knot: Knot) -> KnotInput:
-    """The form for editing ``knot`` (the webhook secret is not in it)."""
+    """The form for editing ``knot`` (no secret in it: the webhook secret is
+    left out, each secret build arg reads NAME=********)."""
     return KnotInput(
         name=knot.name,
         git_url=knot.git_url,
@@ -193,6 +241,7 @@ def to_input(knot: Knot) -> KnotInput:
         latest=knot.latest,
         sha_tag=knot.sha_tag,
         build_args=[f"{k}={v}" for k, v in knot.build_args.items()],
+        secret_build_args=[f"{k}={MASK}" for k in knot.secret_build_args],
         test_command=knot.test_command or "",
         owners=list(knot.owners),
         webhook=knot.triggers.webhook_secret is not None,
@@ -235,12 +284,13 @@ def mask_url_credentials(url: str) -> str:
 
 
 def public_spec(knot: Knot, *, hooks: bool = True) -> dict[str, Any]:
-    """The knot's JSON with its webhook secret and URL credentials masked;
-    without ``hooks`` (for those who may not edit it) no hook command, deploy
-    webhook or notification URL either."""
+    """The knot's JSON with its webhook secret, secret build args and URL
+    credentials masked; without ``hooks`` (for those who may not edit it) no
+    hook command, deploy webhook or notification URL either."""
     spec = knot.model_dump(mode="json")
     if spec["triggers"].get("webhook_secret"):
         spec["triggers"]["webhook_secret"] = MASK
+    spec["secret_build_args"] = dict.fromkeys(knot.secret_build_args, MASK)
     spec["git_url"] = mask_url_credentials(knot.git_url)
     if not hooks:
         spec["hooks"] = dict.fromkeys(spec["hooks"])

@@ -1,4 +1,8 @@
-"""Knots in the database: add, list, show, edit, remove."""
+"""Knots in the database: add, list, show, edit, remove.
+
+Their secrets are sealed on the way in and opened on the way out
+(:mod:`asterfleet.factory.knot_secrets`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from asterfleet.errors import UsageError
 from asterfleet.factory.db import utcnow
 from asterfleet.factory.knot import Knot, validate_knot
+from asterfleet.factory.knot_secrets import open_spec, seal_spec
 from asterfleet.factory.schema import factory_builds, factory_knots
 
 
@@ -22,7 +27,7 @@ def add_knot(engine: Engine, knot: Knot) -> None:
         conn.execute(
             insert(factory_knots).values(
                 name=knot.name,
-                spec=knot.model_dump(mode="json"),
+                spec=seal_spec(knot.model_dump(mode="json"), engine),
                 next_number=1,
                 created_at=now,
                 updated_at=now,
@@ -35,20 +40,23 @@ def get_knot(engine: Engine, name: str) -> Knot:
         row = conn.execute(select(factory_knots.c.spec).where(factory_knots.c.name == name)).first()
     if row is None:
         raise UsageError(f"knot {name!r} does not exist: see 'asterfleet knot ls'")
-    return Knot.model_validate(row.spec)
+    return Knot.model_validate(open_spec(row.spec, engine, name))
 
 
 def list_knots(engine: Engine) -> list[Knot]:
     with engine.connect() as conn:
-        rows = conn.execute(select(factory_knots.c.spec).order_by(factory_knots.c.name))
-        return [Knot.model_validate(r.spec) for r in rows]
+        rows = conn.execute(
+            select(factory_knots.c.name, factory_knots.c.spec).order_by(factory_knots.c.name)
+        ).all()
+    return [Knot.model_validate(open_spec(r.spec, engine, r.name)) for r in rows]
 
 
 def edit_knot(engine: Engine, name: str, changes: dict[str, Any]) -> Knot:
-    """Apply ``changes`` (top-level fields; nested ones as dicts) and validate."""
+    """Apply ``changes`` (top-level fields; the fields of ``triggers`` and
+    ``hooks`` one by one, build args whole) and validate."""
     current = get_knot(engine, name).model_dump(mode="json")
     for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(current.get(key), dict):
+        if key in ("triggers", "hooks") and isinstance(value, dict):
             current[key] = {**current[key], **value}
         else:
             current[key] = value
@@ -59,7 +67,10 @@ def edit_knot(engine: Engine, name: str, changes: dict[str, Any]) -> Knot:
         conn.execute(
             update(factory_knots)
             .where(factory_knots.c.name == name)
-            .values(spec=knot.model_dump(mode="json"), updated_at=utcnow())
+            .values(
+                spec=seal_spec(knot.model_dump(mode="json"), engine),
+                updated_at=utcnow(),
+            )
         )
     return knot
 

@@ -23,6 +23,7 @@ from asterfleet.factory.db import utcnow
 from asterfleet.factory.knot import wants_ref
 from asterfleet.factory.schema import factory_deliveries
 from asterfleet.factory.store import get_knot
+from asterfleet.sealing import SealedUnreadable
 
 log = structlog.get_logger("asterfleet.factory.web")
 
@@ -59,6 +60,9 @@ def handle_delivery(
     """The webhook logic without HTTP: (status, JSON body)."""
     try:
         knot = get_knot(engine, name)
+    except SealedUnreadable as exc:
+        log.error("webhook_secret_unreadable", knot=name, reason=str(exc))
+        return 503, {"error": f"knot {name!r}: its webhook secret cannot be read here"}
     except UsageError:
         return 404, {"error": f"no knot {name!r}"}
     secret = knot.triggers.webhook_secret

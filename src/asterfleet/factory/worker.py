@@ -210,6 +210,8 @@ class Worker:
         bound = log.bind(knot=build.knot, build=build.number)
         try:
             knot = get_knot(self.engine, build.knot)
+            for value in knot.secret_build_args.values():
+                blog.add_secret(value)  # a RUN step that prints one is redacted
             builder = self.builder_for(knot)
             blog.line(f"build {knot.name}#{build.number} of {build.ref} on {build.worker}")
             sha = self._checkout(knot, build, workdir / "src", runner)
@@ -233,6 +235,7 @@ class Worker:
                 dockerfile=dockerfile,
                 image=image,
                 build_args=knot.build_args,
+                secrets=knot.secret_build_args,
                 target=image_target,
                 network=knot.network,
             )
@@ -249,6 +252,7 @@ class Worker:
                                 dockerfile=dockerfile,
                                 image=f"{image}-test",
                                 build_args=knot.build_args,
+                                secrets=knot.secret_build_args,
                                 target=test_target,
                                 network=knot.network,
                             ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shlex
 import socket
 import threading
 import time
@@ -23,7 +24,7 @@ from asterfleet import logs
 from asterfleet.balancer.listfile import write_atomic
 from asterfleet.console.process import start_console
 from asterfleet.errors import AsterfleetError
-from asterfleet.etcd_client import Etcd
+from asterfleet.etcd_client import NO_SECURITY, Etcd, EtcdSecurity
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.keys import Keyspace
 from asterfleet.lab.factory import LabFactory, missing_binaries
@@ -82,6 +83,7 @@ class Lab:
                 log_level="info",
                 # Kamailio sends every SIP message it handles to the capture.
                 capture=f"127.0.0.1:{self.capture_port}" if self.capture_port else None,
+                secure_etcd=True,
             ),
         )
         self.log = logs.get("lab")
@@ -117,6 +119,7 @@ class Lab:
                 self.options.calls_per_second, hold_ms=self.options.hold_ms, name="calls"
             )
         assert self.stack.etcd is not None
+        etcd_env = self._write_etcd_env()
         self.info = LabInfo(
             pid=_own_pid(),
             started_at=time.time(),
@@ -132,9 +135,25 @@ class Lab:
             registry=self.factory.registry_host if self.factory else None,
             factory_db=self.factory.factory_db if self.factory else None,
             calls_per_second=self.options.calls_per_second,
+            etcd_env=str(etcd_env) if etcd_env else None,
         )
         self._record_processes()
         return self.info
+
+    def _write_etcd_env(self) -> Path | None:
+        """``etcd.env``: what a shell sources to reach the lab's etcd as its
+        operator (`. etcd.env; asterfleet fleet ls`)."""
+        credentials = self.stack.credentials
+        if credentials is None:
+            return None
+        values = {
+            "ASTERFLEET_ETCD": self.stack.etcd_endpoint,
+            "ASTERFLEET_CLUSTER": self.options.cluster,
+            **credentials.env("operator"),
+        }
+        path = self.options.lab_dir / "etcd.env"
+        path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
+        return path
 
     @property
     def capture_db(self) -> str:
@@ -186,6 +205,7 @@ class Lab:
                 str(password_file),
                 *(["--capture-db", self.capture_db] if self.capture else []),
                 *factory_args,
+                *self.stack.etcd_args("operator"),
             ],
             port=port,
             timeout=120,  # a loaded machine: imports alone can take half a minute
@@ -258,7 +278,13 @@ class Lab:
         """Everything the live view and `lab status` show."""
         view: dict[str, Any] = {"nodes": [], "balancers": [], "problems": [], "etcd": "ok"}
         try:
-            fleet = asyncio.run(_read(self.stack.etcd_endpoint, self.options.cluster))
+            fleet = asyncio.run(
+                _read(
+                    self.stack.etcd_endpoint,
+                    self.options.cluster,
+                    self.stack.etcd_security("operator"),
+                )
+            )
             view["nodes"] = [n.as_dict() for n in fleet.nodes]
             view["balancers"] = [b.model_dump() for b in fleet.balancers]
             view["problems"] = fleet.problems
@@ -335,8 +361,8 @@ class Lab:
         return final
 
 
-async def _read(endpoint: str, cluster: str) -> Any:
-    async with Etcd(endpoint, timeout=1.0) as etcd:
+async def _read(endpoint: str, cluster: str, security: EtcdSecurity | None) -> Any:
+    async with Etcd(endpoint, timeout=1.0, security=security or NO_SECURITY) as etcd:
         return await read_fleet(etcd, Keyspace(cluster))
 
 

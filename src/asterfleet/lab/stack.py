@@ -15,8 +15,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from asterfleet.etcdtools.server import EtcdServer, start_cluster, start_single
+from asterfleet.etcdtools.server import (
+    EtcdServer,
+    ServerTls,
+    start_cluster,
+    start_single,
+)
 from asterfleet.fleet.dispatcher_list import Algorithm
 from asterfleet.kamailio.config import KamailioConfig
 from asterfleet.kamailio.rpc import DispatcherDestination, call_sync, parse_dispatcher_list
@@ -24,6 +30,9 @@ from asterfleet.kamailio.server import KamailioServer
 from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import ManagedProcess, wait_for
 from asterfleet.sipp.runner import SippUac, SippUas
+
+if TYPE_CHECKING:
+    from asterfleet.etcd_client import EtcdSecurity
 
 
 def agent_argv(*args: str) -> list[str]:
@@ -63,6 +72,38 @@ class StackOptions:
     rpc_http: bool = False
     kamailio_log_level: str = "info"
     log_level: str = "info"
+    # etcd with client-certificate TLS and auth on (`etcd secure`'s roles):
+    # each part logs in with a certificate whose common name is its user.
+    secure_etcd: bool = False
+
+
+#: The roles `asterfleet etcd secure` makes, as CLUSTER-ROLE users.
+ETCD_ROLES = ("node", "balancer", "operator", "capture")
+
+
+@dataclass(frozen=True)
+class EtcdCredentials:
+    """The lab's local CA and a certificate per etcd user (CLUSTER-ROLE, root)."""
+
+    ca: Path
+    directory: Path
+    cluster: str
+
+    def pair(self, role: str) -> tuple[Path, Path]:
+        name = "root" if role == "root" else f"{self.cluster}-{role}"
+        return self.directory / f"{name}.crt", self.directory / f"{name}.key"
+
+    def args(self, role: str) -> tuple[str, ...]:
+        cert, key = self.pair(role)
+        return ("--etcd-cacert", str(self.ca), "--etcd-cert", str(cert), "--etcd-key", str(key))
+
+    def env(self, role: str) -> dict[str, str]:
+        cert, key = self.pair(role)
+        return {
+            "ASTERFLEET_ETCD_CACERT": str(self.ca),
+            "ASTERFLEET_ETCD_CERT": str(cert),
+            "ASTERFLEET_ETCD_KEY": str(key),
+        }
 
 
 @dataclass
@@ -77,17 +118,84 @@ class Stack:
     callers: list[SippUac] = field(default_factory=list)
     sip_port: int = 0
     run_dir: Path | None = None  # short path for unix sockets
+    credentials: EtcdCredentials | None = None  # with options.secure_etcd
 
     # -- parts -------------------------------------------------------------
 
     def start_etcd(self) -> EtcdServer:
-        if self.options.etcd_members > 1:
-            self.etcd_cluster = start_cluster(self.work_dir / "etcd", self.options.etcd_members)
+        tls = self._make_credentials() if self.options.secure_etcd else None
+        if self.options.etcd_members > 1 or tls is not None:
+            self.etcd_cluster = start_cluster(
+                self.work_dir / "etcd",
+                self.options.etcd_members,
+                tls=tls,
+                # Its users log in by certificate; their passwords are random
+                # tokens no one types, so etcd's default bcrypt cost (10, made
+                # for human passwords) would only slow `lab up` (by ~1 s).
+                extra_args=["--bcrypt-cost=4"] if tls is not None else [],
+            )
             self.etcd = self.etcd_cluster[0]
         else:
             self.etcd = start_single(self.work_dir / "etcd")
             self.etcd_cluster = [self.etcd]
+        if tls is not None:
+            self._secure_etcd()
         return self.etcd
+
+    def _make_credentials(self) -> ServerTls:
+        from asterfleet.etcdtools.pki import LocalCa
+
+        directory = self.work_dir / "etcd-pki"
+        ca = LocalCa(directory, "asterfleet lab CA", days=365)
+        member = ca.issue("etcd-member", server=True)
+        root = ca.issue("root")
+        for role in ETCD_ROLES:
+            ca.issue(f"{self.options.cluster}-{role}")
+        self.credentials = EtcdCredentials(ca.path, directory, self.options.cluster)
+        return ServerTls(ca.path, member.cert, member.key, root.cert, root.key)
+
+    def _secure_etcd(self) -> None:
+        """`asterfleet etcd secure` for the lab's cluster, as root (its certificate)."""
+        import asyncio
+
+        from asterfleet.etcdtools import roles
+        from asterfleet.secretfile import write_secret
+
+        assert self.credentials is not None
+        root = self.etcd_security("root")
+        assert root is not None
+
+        async def apply() -> roles.Outcome:
+            from asterfleet.etcd_client import Etcd
+
+            async with Etcd(self.etcd_endpoint, timeout=10.0, security=root) as client:
+                return await roles.apply(client, roles.plan(self.options.cluster))
+
+        # Idempotent, so a first connection lost to a slow TLS handshake on a
+        # busy machine is simply tried again (bounded).
+        from asterfleet.errors import EtcdUnavailable
+
+        for attempt in range(3):
+            try:
+                outcome = asyncio.run(apply())
+                break
+            except EtcdUnavailable:
+                if attempt == 2:
+                    raise
+        for user, password in outcome.created.items():
+            write_secret(self.credentials.directory / f"{user}.password", password + "\n")
+
+    def etcd_args(self, role: str) -> tuple[str, ...]:
+        """The options that log a part in to the lab's etcd as ``role``."""
+        return self.credentials.args(role) if self.credentials is not None else ()
+
+    def etcd_security(self, role: str) -> EtcdSecurity | None:
+        if self.credentials is None:
+            return None
+        from asterfleet.etcd_client import EtcdSecurity
+
+        cert, key = self.credentials.pair(role)
+        return EtcdSecurity(cacert=self.credentials.ca, cert=cert, key=key)
 
     @property
     def etcd_endpoint(self) -> str:
@@ -149,6 +257,7 @@ class Stack:
                 self.options.algorithm.value,
                 "--log-level",
                 self.options.log_level,
+                *self.etcd_args("balancer"),
                 *extra,
             ),
             self.work_dir / "balancer.log",
@@ -189,6 +298,7 @@ class Stack:
                 str(drain_timeout or self.options.drain_timeout),
                 "--log-level",
                 self.options.log_level,
+                *self.etcd_args("node"),
                 *extra,
             ),
             bdir / "agent.log",

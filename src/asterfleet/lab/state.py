@@ -41,6 +41,7 @@ class LabInfo:
     calls_per_second: float
     registry: str | None = None  # HOST:PORT of the lab's registry
     factory_db: str | None = None
+    etcd_env: str | None = None  # source it to reach the lab's etcd (TLS) as operator
     pids: dict[str, int] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
 

@@ -161,6 +161,7 @@ def start_controller(
             "--gate-via", f"127.0.0.1:{stack.sip_port}",
             "--interval", "0.2",
             "--log-level", stack.options.log_level,
+            *stack.etcd_args("operator"),
             *extra,
         ),
         stack.work_dir / f"{name}.log",

@@ -23,9 +23,14 @@ def banner(info: dict[str, Any], password: str | None) -> str:
     lines = [
         "asterfleet lab is up",
         f"  SIP address to call : {info['sip']}",
-        f"  etcd endpoint       : {info['etcd']}",
-        f"  fleet from a shell  : asterfleet fleet ls --etcd {info['etcd']}"
-        f" --cluster {info['cluster']}",
+        f"  etcd endpoint       : {info['etcd']}"
+        + (" (TLS, client certificates, auth on)" if info.get("etcd_env") else ""),
+        (
+            f"  fleet from a shell  : . {info['etcd_env']}; asterfleet fleet ls"
+            if info.get("etcd_env")
+            else f"  fleet from a shell  : asterfleet fleet ls --etcd {info['etcd']}"
+            f" --cluster {info['cluster']}"
+        ),
     ]
     if info.get("console_url"):
         lines.append(f"  console             : {info['console_url']}")
