@@ -25,11 +25,12 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from asterfleet.errors import RpcError
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Largest reply read from the datagram socket (jsonrpcs answers in one datagram).
 MAX_DATAGRAM = 1 << 20
@@ -256,6 +257,10 @@ class KamailioRpc:
             client.close()
 
     async def _call_http(self, method: str, payload: bytes) -> str:
+        # httpx (about 11 MB) only for an HTTP target: a balancer on the
+        # unix socket, as deployed, never loads it.
+        import httpx
+
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self.timeout)
         try:
@@ -327,6 +332,8 @@ def call_sync(target: str | Path, method: str, *params: Any, timeout: float = 5.
     request_id, payload = _request(method, params)
     path = _unix_path(target)
     if path is None:
+        import httpx
+
         try:
             response = httpx.post(
                 target,
