@@ -71,9 +71,7 @@ def holders(view: FleetView) -> frozenset[Holder]:
     return frozenset(out)
 
 
-def changes(
-    held: Iterable[Holder], now: Iterable[Holder]
-) -> tuple[list[Holder], list[Holder]]:
+def changes(held: Iterable[Holder], now: Iterable[Holder]) -> tuple[list[Holder], list[Holder]]:
     """(sightings to close, sightings to open), each sorted: what takes the
     open sightings ``held`` to the holders of the view ``now``."""
     before, after = set(held), set(now)

@@ -25,9 +25,7 @@ def upgrade() -> None:
         sa.Column("since", sa.Float, nullable=False),
         sa.Column("until", sa.Float, nullable=True),
     )
-    op.create_index(
-        "ix_fleet_addresses_cluster_address", "fleet_addresses", ["cluster", "address"]
-    )
+    op.create_index("ix_fleet_addresses_cluster_address", "fleet_addresses", ["cluster", "address"])
     op.create_table(
         "saved_searches",
         sa.Column("id", sa.Integer, primary_key=True),
