@@ -49,6 +49,8 @@ class BalancerConfig:
     rpc: str
     etcd_security: EtcdSecurity = NO_SECURITY
     algorithm: Algorithm = Algorithm.WEIGHT
+    # The HEP capture id of its Kamailio, published in the status record.
+    capture_id: int | None = None
     ttl: int = 5
     kamailio_check_interval: float = 0.5
     status_interval: float = 1.0
@@ -440,6 +442,7 @@ class BalancerAgent:
             algorithm=self.cfg.algorithm.value,
             agent_version=__version__,
             sip_addresses=self.cfg.sip_addresses,
+            capture_id=self.cfg.capture_id,
             updated_at=time.time(),
         )
 

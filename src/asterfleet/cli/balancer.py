@@ -67,6 +67,16 @@ def run(
         help="Seconds between checks of Kamailio's in-memory dispatcher state against the list "
         "(also after each apply); drift such as a drained box turned active is corrected. 0: off.",
     ),
+    capture_id: int | None = typer.Option(
+        None,
+        "--capture-id",
+        envvar=ENV + "BALANCER_CAPTURE_ID",
+        min=0,
+        max=2**32 - 1,
+        help="HEP capture id this Kamailio sends captured SIP with (its kamailio.cfg "
+        "capture_id); published in the balancer's record so the console names this balancer "
+        "on call ladders.",
+    ),
     sip_address: list[str] = typer.Option(
         [],
         "--sip-address",
@@ -147,6 +157,7 @@ def run(
             list_file=list_file,
             rpc=rpc,
             algorithm=algorithm,
+            capture_id=capture_id,
             ttl=ttl,
             min_apply_interval=min_apply_interval,
             kamailio_reconcile_interval=kamailio_reconcile_interval,
