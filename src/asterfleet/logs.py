@@ -5,7 +5,26 @@ from __future__ import annotations
 import logging
 import sys
 
-import structlog
+# structlog's package imports, when they are installed, Rich (and so
+# Pygments) for coloured console tracebacks, and greenlet for its deprecated
+# thread-local context. Our logs are key=value or JSON lines and use neither,
+# and an agent beside every Asterisk box would carry about 6 MB for them. A
+# None entry in sys.modules makes `import rich` raise ImportError, which
+# structlog takes as "not installed"; the entries are removed at once, so the
+# CLI can still import Rich for its tables. (A module already loaded is left
+# alone: then nothing is saved, and nothing changes.)
+_NOT_FOR_STRUCTLOG = ("rich", "greenlet")
+
+if "structlog" not in sys.modules:
+    _blocked = [name for name in _NOT_FOR_STRUCTLOG if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(_blocked))  # type: ignore[arg-type]
+    try:
+        import structlog
+    finally:
+        for _name in _blocked:
+            del sys.modules[_name]
+
+import structlog  # noqa: E402  (loaded above, or already loaded before)
 
 
 def configure(level: str = "info", json: bool = False) -> None:

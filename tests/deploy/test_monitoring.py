@@ -111,3 +111,54 @@ def test_scrape_config_loads_the_alert_rules() -> None:
     [console] = [j for j in config["scrape_configs"] if j["job_name"] == "asterfleet-console"]
     assert console["authorization"]["type"] == "Bearer"
     assert console["authorization"]["credentials_file"]
+
+
+def test_the_vip_alert_fires_for_no_holder_and_two_holders_only(tmp_path: Path) -> None:
+    """promtool test rules: one holder is quiet; none, or two, fire after 15 s."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus)"
+    vip = '{vip="10.0.0.100", instance="%s"}'
+    tests = {
+        "rule_files": [str(MONITORING / "alerts.yml")],
+        "evaluation_interval": "5s",
+        "tests": [
+            {
+                "interval": "5s",
+                # lb1 holds it; from minute 1 nobody; from minute 2 both.
+                "input_series": [
+                    {"series": "asterfleet_balancer_vip_held" + vip % "lb1",
+                     "values": "1x11 0x11 1x11"},
+                    {"series": "asterfleet_balancer_vip_held" + vip % "lb2",
+                     "values": "0x11 0x11 1x11"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "50s", "alertname": "VipHoldersNotOne", "exp_alerts": []},
+                    # 5 s after the VIP vanished: a move in progress, no alert yet.
+                    {"eval_time": "65s", "alertname": "VipHoldersNotOne", "exp_alerts": []},
+                    {"eval_time": "110s", "alertname": "VipHoldersNotOne", "exp_alerts": [
+                        {"exp_labels": {"vip": "10.0.0.100", "severity": "critical"},
+                         "exp_annotations": _vip_annotations("0")}]},
+                    {"eval_time": "170s", "alertname": "VipHoldersNotOne", "exp_alerts": [
+                        {"exp_labels": {"vip": "10.0.0.100", "severity": "critical"},
+                         "exp_annotations": _vip_annotations("2")}]},
+                ],
+            }
+        ],
+    }  # fmt: skip
+    path = tmp_path / "vip_test.yml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def _vip_annotations(holders: str) -> dict[str, str]:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    (rule,) = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "VipHoldersNotOne"]
+    return {
+        "summary": f"Virtual IP 10.0.0.100 has {holders} holders (must be 1)",
+        "description": rule["annotations"]["description"],
+    }

@@ -9,6 +9,7 @@ with a fixed address on a network this module creates and removes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -17,15 +18,20 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from asterfleet.runtime.process import require_binary, wait_for
 from asterfleet.ship import kube
+from asterfleet.ship.images import ImageBuilder
 from asterfleet.ship.podman import Podman, PodmanError
 from asterfleet.sipp.runner import parse_counts_csv
 
 REPO = Path(__file__).resolve().parents[2]
-PREFIX = "ship-cl"
+PREFIX = "cluster"
 SUBNET = "10.213.7.0/24"
 GATEWAY = "10.213.7.1"
 VIP = "10.213.7.100"
@@ -34,6 +40,15 @@ LBS = {f"lb-{i}": f"10.213.7.2{i + 1}" for i in range(2)}
 BOXES = {f"asterisk-{i}": f"10.213.7.3{i + 1}" for i in range(4)}
 TTL = 3
 _DISPATCHER_ENTRY = re.compile(r"URI:\s*sip:([0-9.]+):\d+[^\n]*\n\s*FLAGS:\s*(\w+)")
+
+
+@functools.cache
+def ensure_images() -> float:
+    """``make images`` once per test session (the layer cache makes it about a
+    minute when nothing changed, a cold build about nine); seconds it took."""
+    started = time.monotonic()
+    ImageBuilder(REPO, quiet=True).build()
+    return time.monotonic() - started
 
 
 def render_overlay() -> list[kube.Doc]:
@@ -83,6 +98,9 @@ class Cluster:
             pod_ip=ip,
             volume_root=str(self.work / "volumes"),
             host_aliases=aliases,
+            # A box's agent that drained on SIGTERM exits 0 and must stay down
+            # (see asterfleet.ship.kube); a crash is still restarted.
+            restart_policy="OnFailure" if workload == "asterisk" else None,
         )
         for path in kube.host_paths(pod):
             # Empty and owned by the images' asterfleet user, like a fresh emptyDir.
@@ -95,6 +113,8 @@ class Cluster:
         self.podman.run("kube", "play", "--network", self.network, "--ip", ip, str(path))
 
     def remove_pod(self, logical: str) -> None:
+        """Remove a Pod (its containers' logs are kept in the work directory)."""
+        _save_logs(self, f"{self.pod_name(logical)}-")
         self.podman.run("pod", "rm", "-f", "-t", "0", self.pod_name(logical), check=False)
 
     def container(self, logical: str, name: str) -> str:
@@ -107,6 +127,14 @@ class Cluster:
         return self.podman.out(
             "pod", "inspect", "--format", "{{.InfraContainerID}}", self.pod_name(logical)
         )
+
+    def pids(self, logical: str) -> list[int]:
+        """The host pid of every container of a Pod (infra included)."""
+        ids = self.podman.out(
+            "pod", "inspect", "--format", "{{range .Containers}}{{.Id}} {{end}}",
+            self.pod_name(logical),
+        ).split()  # fmt: skip
+        return [int(self.podman.out("inspect", "--format", "{{.State.Pid}}", i)) for i in ids]
 
     def infra_pid(self, logical: str) -> int:
         return int(self.podman.out("inspect", "--format", "{{.State.Pid}}", self.infra(logical)))
@@ -134,12 +162,69 @@ class Cluster:
             )
 
     def vip_holders(self) -> list[str]:
+        """Balancers with the VIP on their interface (a stopped one holds nothing)."""
         out = []
         for lb in LBS:
-            addrs = self.exec(lb, "keepalived", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+            try:
+                addrs = self.exec(lb, "keepalived", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+            except PodmanError:
+                if self.running(lb, "keepalived"):
+                    raise
+                continue
             if f" {VIP}/" in addrs:
                 out.append(lb)
         return out
+
+    def netns_holds_vip(self, pid: int) -> bool:
+        """Whether the network namespace of process ``pid`` (a Pod's infra
+        container) has the VIP: read with nsenter, in milliseconds, where
+        ``podman exec`` takes up to a second on a loaded machine. A namespace
+        that is gone (its Pod stopped) holds nothing."""
+        done = subprocess.run(
+            [require_binary("nsenter"), "-t", str(pid), "-n",
+             require_binary("ip"), "-4", "-o", "addr", "show", "dev", "eth0"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        return done.returncode == 0 and f" {VIP}/" in done.stdout
+
+    def running(self, logical: str, name: str) -> bool:
+        state = self.podman.run(
+            "inspect", "--format", "{{.State.Running}}", self.container(logical, name), check=False
+        )
+        return state.stdout.strip() == "true"
+
+    def vip_held_metric(self, lb: str) -> float | None:
+        """asterfleet_balancer_vip_held as this balancer's agent exports it, None
+        when its metrics endpoint does not answer (a stopped balancer)."""
+        try:
+            text = httpx.get(f"http://{LBS[lb]}:9102/metrics", timeout=3).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "asterfleet_balancer_vip_held" and sample.labels == {"vip": VIP}:
+                    return sample.value
+        return None
+
+    def applied_with(self, lb: str, nodes: int, since: float) -> float | None:
+        """Wall-clock time at which this balancer's agent first gave Kamailio a
+        list of ``nodes`` boxes after ``since`` (its "applied" log event), or
+        None. Polling Kamailio over ``podman exec`` adds up to a second on a
+        loaded machine; the agent's own timestamp does not."""
+        logs = self.podman.run(
+            "logs", "--since", f"{since:.3f}", self.container(lb, "balancer"), check=False
+        )
+        for line in (logs.stdout + logs.stderr).splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or event.get("event") != "applied":
+                continue
+            at = datetime.fromisoformat(str(event["ts"]).replace("Z", "+00:00")).timestamp()
+            if at >= since and event.get("nodes") == nodes:
+                return at
+        return None
 
     # ----- etcd -----
 
@@ -150,6 +235,17 @@ class Cluster:
             capture_output=True, text=True, check=True, timeout=timeout,
             env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
         ).stdout  # fmt: skip
+
+    def try_put(self, key: str, value: str) -> bool:
+        try:
+            self.etcdctl("put", key, value)
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def is_leader(self, member: str) -> bool:
+        status = json.loads(self.etcdctl("endpoint", "status", "-w", "json", member=member))
+        return bool(status[0]["Status"]["leader"] == status[0]["Status"]["header"]["member_id"])
 
     def member_revision(self, member: str) -> int:
         status = json.loads(self.etcdctl("endpoint", "status", "-w", "json", member=member))
@@ -231,19 +327,25 @@ def _run_cluster(cluster: Cluster, podman: Podman, network: str) -> Iterator[Clu
         _cleanup(podman, network, sorted(cluster.pods))
 
 
-def _save_logs(cluster: Cluster) -> None:
+def _save_logs(cluster: Cluster, prefix: str = f"{PREFIX}-") -> None:
+    """Each container's log tail into the work directory (kept on failure
+    with ASTERFLEET_KEEP_LOGS); a replaced Pod's logs get a numbered name."""
     with contextlib.suppress(PodmanError, subprocess.TimeoutExpired):
         names = cluster.podman.out("ps", "-a", "--format", "{{.Names}}", "--filter",
-                                   f"name=^{PREFIX}-")  # fmt: skip
+                                   f"name=^{prefix}")  # fmt: skip
         for name in names.split():
-            done = cluster.podman.run("logs", "--tail", "300", name, check=False)
-            (cluster.work / f"{name}.log").write_text(done.stdout + done.stderr)
+            done = cluster.podman.run("logs", "--tail", "400", name, check=False)
+            path = cluster.work / f"{name}.log"
+            for n in range(1, 100):
+                if not path.exists():
+                    break
+                path = cluster.work / f"{name}.{n}.log"
+            path.write_text(done.stdout + done.stderr)
 
 
 def _cleanup(podman: Podman, network: str, pods: list[str]) -> None:
     for pod in pods:
         podman.run("pod", "rm", "-f", "-t", "0", "--ignore", pod, check=False, timeout=60)
-    podman.run("volume", "prune", "-f", check=False)
     podman.run("network", "rm", "-f", network, check=False)
 
 

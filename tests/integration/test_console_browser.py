@@ -50,7 +50,7 @@ def put_node(
 
     async def go() -> None:
         async with Etcd(endpoint) as etcd:
-            lease = await etcd.grant(120)
+            lease = await etcd.grant(600)  # outlives a slow module on a busy machine
             rec = NodeRecord.model_validate(
                 {
                     "id": node_id,
@@ -71,7 +71,7 @@ def put_node(
 def put_balancer(endpoint: str, lb_id: str, list_hash: str) -> None:
     async def go() -> None:
         async with Etcd(endpoint) as etcd:
-            lease = await etcd.grant(120)
+            lease = await etcd.grant(600)  # outlives a slow module on a busy machine
             status = BalancerStatus(id=lb_id, revision=7, list_hash=list_hash, nodes=3, routable=3)
             await etcd.put(KS.balancer(lb_id), status.to_json(), lease=lease)
 
@@ -321,5 +321,42 @@ def test_counts_filter_and_the_page_never_scrolls_sideways(
                 "rs => rs.map(r => r.dataset.state)"
             )
             assert states and set(states) == {"active"}
+        finally:
+            context.close()
+
+
+def test_a_long_value_is_cut_shown_whole_on_hover_and_copied_whole(
+    console: Console, browser: object
+) -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    image = f"registry.example.org:5000/telephony/asterisk-22-certified@{digest}"
+    put_node(console.etcd.endpoint, "node-8", version=image, labels={"digest": digest})
+    for width in (1280, 390):
+        context = browser.new_context(  # type: ignore[attr-defined]
+            viewport={"width": width, "height": 800},
+            permissions=["clipboard-read", "clipboard-write"],
+        )
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        try:
+            log_in(page, console.url)
+            page.goto(console.url + "/fleet/nodes/node-8")
+            value = page.locator("[data-field=version] .long .clip")
+            value.wait_for()
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, (width, overflow)
+            # Cut on screen (the text is wider than its box), whole on hover.
+            cut = value.evaluate("e => e.scrollWidth > e.clientWidth")
+            assert cut, (width, value.bounding_box())
+            assert value.get_attribute("title") == image
+            box = page.locator("[data-field=version] button.copy").bounding_box()
+            assert box is not None and box["x"] + box["width"] <= width, (width, box)
+            page.click("[data-field=version] button.copy")
+            page.locator("[data-field=version] button.copy", has_text="Copied").wait_for()
+            assert page.evaluate("navigator.clipboard.readText()") == image
+            page.click("[data-field=labels] button.copy")
+            assert page.evaluate("navigator.clipboard.readText()") == f"digest={digest}"
         finally:
             context.close()

@@ -1,7 +1,8 @@
 """The Calls list in headless Chromium, as an operator reads it: by start,
 newest first; calls in progress marked with a ticking duration; OPTIONS
-probes hidden until asked for; filters that survive as a shareable link;
-and new calls appearing live."""
+probes hidden until asked for; filters (node, duration, text, answer) that
+survive as a shareable link and as a saved search; and new calls appearing
+live."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from asterfleet.capture.store import Row, Store
 from asterfleet.console.process import start_console
+from asterfleet.db import FleetAddress, open_database
 from asterfleet.runtime.ports import free_port
 from asterfleet.testing.chromium import launch as launch_chromium
 from asterfleet.testing.chromium import log_in as sign_in
@@ -48,6 +50,15 @@ def capture_db(tmp_path: Path) -> Iterator[tuple[str, int]]:
 
 @pytest.fixture
 def console_url(tmp_path: Path, capture_db: tuple[str, int]) -> Iterator[str]:
+    # The fleet's address history, as the console's etcd watch records it:
+    # node ast3 has held 10.0.0.3:5060 (the calls' node) for an hour.
+    db = open_database(str(tmp_path / "console.db"))
+    try:
+        with db.session() as s:
+            s.add(FleetAddress(cluster="default", address="10.0.0.3:5060", kind="node",
+                               name="ast3", since=time.time() - 3600))  # fmt: skip
+    finally:
+        db.close()
     running = start_console(
         tmp_path / "console.log",
         etcd=f"127.0.0.1:{free_port()}",
@@ -111,6 +122,30 @@ def test_the_calls_list_tells_the_truth(console_url: str, capture_db: tuple[str,
             page.goto(f"{console_url}/calls?text=X-Tenant%3A+acme")
             expect(rows).to_have_count(1)
             expect(rows.first).to_have_attribute("data-call-id", "long-call")
+
+            # By node and duration; the search is saved under a name and
+            # opens again from the list of saved searches.
+            page.goto(f"{console_url}/calls")
+            page.fill("#call-search input[name=node]", "ast3")
+            page.click("#call-search button[type=submit]")
+            expect(rows).to_have_count(3)  # busy-call and ringing-call never reached a node
+            page.fill("#call-search input[name=min_duration]", "10s")
+            page.click("#call-search button[type=submit]")
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_have_attribute("data-call-id", "long-call")
+            assert page.get_attribute("#share-link", "href") == "/calls?node=ast3&min_duration=10s"
+            page.fill("#save-search input[name=name]", "long calls on ast3")
+            page.click("#save-search button[type=submit]")
+            saved = page.locator("#saved-searches a", has_text="long calls on ast3")
+            expect(saved).to_have_count(1)
+            page.goto(f"{console_url}/calls")
+            expect(rows).to_have_count(5)
+            saved.click()
+            expect(rows).to_have_count(1)
+            expect(page.locator("#call-search input[name=node]")).to_have_value("ast3")
+            page.fill("#call-search input[name=node]", "ast99")
+            page.click("#call-search button[type=submit]")
+            expect(page.locator(".flash.bad")).to_contain_text("node 'ast99'")
 
             # Live: a call captured now appears at the top without a reload.
             page.goto(f"{console_url}/calls")

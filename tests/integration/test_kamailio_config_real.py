@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import grp
+import json
+import os
+import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -16,7 +21,7 @@ import pytest
 
 from asterfleet.kamailio.config import KamailioConfig, render_config
 from asterfleet.kamailio.rpc import DispatcherDestination, KamailioRpc, call_sync
-from asterfleet.kamailio.server import KamailioServer
+from asterfleet.kamailio.server import KamailioServer, KamailioStartError
 from asterfleet.runtime.ports import free_port, free_port_both
 from asterfleet.runtime.process import require_binary
 
@@ -204,6 +209,48 @@ def test_restart_gives_a_fresh_uptime(server: KamailioServer) -> None:
     assert call_sync(server.rpc_target, "core.uptime")["uptime"] <= 2
     assert server.stop() is not None
     assert not server.alive()
+
+
+def test_the_vip_health_check_passes_under_keepalived_umask(server: KamailioServer) -> None:
+    """keepalived runs its check scripts with umask 0177: the RPC client's
+    private directory must still be usable (it came out 0600 once, and no
+    balancer in the podman cluster ever took the VIP)."""
+    server.start()
+    argv = [sys.executable, "-m", "asterfleet.vip.health", "--rpc", str(server.cfg.rpc_socket)]
+    if os.geteuid() == 0:
+        # Like keepalived's script_user: without root's permission override.
+        argv = [require_binary("setpriv"), "--bounding-set=-dac_override,-dac_read_search",
+                *argv]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, umask=0o177)
+    assert done.returncode == 0, done.stderr
+    assert "up for" in done.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a socket to another user needs root")
+def test_a_backup_balancer_listens_on_an_address_it_does_not_hold(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """--free-bind and --rpc-socket-owner, as the kamailio-lb image uses them:
+    Kamailio binds the VIP before keepalived brings it here, and hands its
+    JSON-RPC socket to the user the balancer agent runs as."""
+    port = free_port_both()
+    not_here = "192.0.2.77"  # TEST-NET-1: on no interface of this host; nothing is sent to it
+    listen = [f"udp:127.0.0.1:{port}", f"udp:{not_here}:{port}"]
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    cfg = make_config(
+        tmp_path, short_dir, listen=listen, free_bind=True, rpc_socket_user="nobody",
+        rpc_socket_group=group,
+    )  # fmt: skip
+    with KamailioServer(cfg, tmp_path) as srv:
+        owner = cfg.rpc_socket.stat()
+        assert (owner.st_uid, owner.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+        assert sip_udp(port, "OPTIONS").startswith("SIP/2.0 ")
+        sockets = call_sync(srv.rpc_target, "corex.list_sockets")
+        assert not_here in json.dumps(sockets)
+    refused = make_config(tmp_path, short_dir, listen=listen)
+    with pytest.raises(KamailioStartError, match=not_here):
+        KamailioServer(refused, tmp_path / "refused").start()
 
 
 def test_capture_sends_hep3(tmp_path: Path, short_dir: Path) -> None:

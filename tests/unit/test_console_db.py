@@ -21,7 +21,7 @@ def test_opening_twice_migrates_once(tmp_path: Path) -> None:
     assert {"users", "api_tokens", "sessions", "events", "alembic_version_console"} <= names
     with db.engine.connect() as conn:
         assert (
-            conn.execute(text("select version_num from alembic_version_console")).scalar() == "0002"
+            conn.execute(text("select version_num from alembic_version_console")).scalar() == "0003"
         )
 
 

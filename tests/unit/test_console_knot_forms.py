@@ -626,3 +626,54 @@ def test_the_knots_api_keeps_a_masked_secret_build_arg(
     both = {**body, "build_args": {"API_TOKEN": "x"}}
     r = client.put("/api/v1/knots/api", json=both, headers=alice)
     assert r.status_code == 400 and TOKEN not in r.text
+
+
+def test_the_rollout_cluster_is_set_in_the_form_as_with_knot_add_rollout(
+    client: TestClient, app_parts: tuple[TestClient, FactoryState, str]
+) -> None:
+    factory_db = app_parts[2]
+    csrf = login(client, "alice")
+    form = client.get("/knots/new")
+    assert field_value(form.text, "deploy_rollout") == ""
+    r = client.post(
+        "/knots/new", data={**knot_form(deploy_rollout="no such/cluster"), "csrf_token": csrf}
+    )
+    assert r.status_code == 400
+    error = re.search(r'id="deploy_rollout-error"[^>]*>([^<]*)<', r.text)
+    assert error and error.group(1), "the bad cluster name is reported next to its field"
+    assert field_value(r.text, "deploy_rollout") == "no such/cluster"
+
+    r = client.post("/knots/new", data={**knot_form(deploy_rollout="prod"), "csrf_token": csrf})
+    assert r.status_code == 303, r.text
+    assert cli_show(factory_db, "web")["hooks"]["rollout"] == "prod"
+
+    # Set from the CLI, it shows in the form, and a console edit keeps it.
+    edited = CliRunner().invoke(
+        knot_cli, ["edit", "app", "--set", "hooks.rollout=staging", "--db", factory_db]
+    )
+    assert edited.exit_code == 0, edited.output
+    page = client.get("/knots/app/edit").text
+    assert field_value(page, "deploy_rollout") == "staging"
+    r = client.post(
+        "/knots/app/edit",
+        data={
+            **knot_form(
+                repository="alice/app",
+                git_url="/src/app",
+                deploy_rollout=field_value(page, "deploy_rollout"),
+            ),
+            "csrf_token": csrf,
+        },
+    )
+    assert r.status_code == 303, r.text
+    assert cli_show(factory_db, "app")["hooks"]["rollout"] == "staging"
+    # Emptied in the form: no rollout any more.
+    r = client.post(
+        "/knots/app/edit",
+        data={
+            **knot_form(repository="alice/app", git_url="/src/app", deploy_rollout=""),
+            "csrf_token": csrf,
+        },
+    )
+    assert r.status_code == 303, r.text
+    assert cli_show(factory_db, "app")["hooks"]["rollout"] is None

@@ -147,6 +147,6 @@ def test_a_starting_console_records_joins_and_leaves_against_the_known_members()
     ],
 )
 def test_a_node_is_found_in_capture_by_its_sip_host_and_port(uri: str, hostport: str) -> None:
-    from asterfleet.console.node_page import sip_hostport
+    from asterfleet.fleet.directory import sip_hostport
 
     assert sip_hostport(uri) == hostport

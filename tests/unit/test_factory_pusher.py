@@ -53,3 +53,15 @@ def test_no_owner_who_may_push_fails_the_build_with_a_reason(worker: Worker) -> 
         worker.pusher(knot(["mallory"]))  # type: ignore[arg-type]
     worker.ownership.grant("alice", "mallory", ["push"])
     assert worker.pusher(knot(["mallory"])) == "mallory"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("tls_verify", "flag"), [(True, False), (False, True)])
+def test_a_worker_without_tls_pulls_from_images_without_it_too(
+    tls_verify: bool, flag: bool
+) -> None:
+    from asterfleet.factory.builder import BuildahBuilder, BuildRequest
+
+    req = BuildRequest(Path("/ctx"), Path("/ctx/Containerfile"), "localhost/knot:build-1")
+    argv = BuildahBuilder(tls_verify=tls_verify).build_argv(req)
+    assert ("--tls-verify=false" in argv) is flag
+    assert argv[-1] == "/ctx"

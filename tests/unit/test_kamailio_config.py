@@ -143,6 +143,9 @@ def test_rendering_is_deterministic_and_config_hashable() -> None:
         ({"list_file": Path("relative/dispatcher.list")}, "must be an absolute path"),
         ({"rpc_socket": Path("/tmp/with space/rpc.sock")}, "must not contain spaces"),
         ({"rpc_socket": Path("/tmp/" + "x" * 120 + "/rpc.sock")}, "unix socket paths"),
+        ({"rpc_socket_user": "Bad User"}, "rpc socket user 'Bad User'"),
+        ({"rpc_socket_user": "a", "rpc_socket_group": 'g"'}, "rpc socket group"),
+        ({"rpc_socket_group": "asterfleet"}, "group given without a user"),
     ],
 )
 def test_validation_errors(changes: dict[str, Any], message: str) -> None:
@@ -160,3 +163,53 @@ def test_ipv6_listen_is_rendered_with_its_advertised_address() -> None:
     # Kamailio binds [::1] and writes 2001:db8::1 into Via and Record-Route.
     # (tests/integration/test_kamailio_config_real.py runs it over IPv6.)
     assert "listen=udp:[::1]:5060 advertise [2001:db8::1]:5060" in lines
+
+
+@pytest.mark.parametrize(
+    ("user", "group", "expected"),
+    [
+        (None, None, None),
+        ("asterfleet", None, ("asterfleet", "asterfleet")),
+        ("asterfleet", "kamailio", ("asterfleet", "kamailio")),
+        ("10001", "10001", ("10001", "10001")),
+    ],
+)
+def test_the_rpc_socket_owner_is_rendered_when_given(
+    user: str | None, group: str | None, expected: tuple[str, str] | None
+) -> None:
+    params = modparams(render_config(make(rpc_socket_user=user, rpc_socket_group=group)))
+    owner = (params.get(("jsonrpcs", "dgram_user")), params.get(("jsonrpcs", "dgram_group")))
+    assert owner == (tuple(f'"{v}"' for v in expected) if expected else (None, None))
+
+
+def test_free_bind_comes_before_the_listen_sockets_and_only_when_asked() -> None:
+    assert "ip_free_bind" not in render_config(make())
+    lines = render_config(make(free_bind=True)).splitlines()
+    first_listen = next(i for i, line in enumerate(lines) if line.startswith("listen="))
+    assert lines.index("ip_free_bind=1") < first_listen
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "expected"),
+    [
+        (["--free-bind", "--rpc-socket-owner", "asterfleet"], 0,
+         ['ip_free_bind=1', 'modparam("jsonrpcs", "dgram_user", "asterfleet")',
+          'modparam("jsonrpcs", "dgram_group", "asterfleet")']),
+        (["--rpc-socket-owner", "asterfleet:kamailio"], 0,
+         ['modparam("jsonrpcs", "dgram_group", "kamailio")']),
+        (["--rpc-socket-owner", "asterfleet:"], 2, ["expected USER or USER:GROUP"]),
+        (["--rpc-socket-owner", ":kamailio"], 2, ["expected USER or USER:GROUP"]),
+        (["--rpc-socket-owner", "Bad User"], 2, ["rpc socket user 'Bad User'"]),
+    ],
+)  # fmt: skip
+def test_cli_free_bind_and_rpc_socket_owner(
+    argv: list[str], code: int, expected: list[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from asterfleet.cli.kamailio import app
+
+    done = CliRunner().invoke(app, argv)  # its only command: no name
+    assert done.exit_code == code, done.output
+    for text in expected:
+        assert text in done.output

@@ -151,3 +151,22 @@ def test_cli_takes_the_password_from_the_environment_only() -> None:
     assert "--auth-pass" not in done.output
     failed = runner.invoke(vip_app, ["check-kamailio", "--rpc", "/nonexistent/af.sock", "-q"])
     assert failed.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "user"), [([], "root"), (["--script-user", "asterfleet"], "asterfleet")]
+)
+def test_cli_script_user(argv: list[str], user: str) -> None:
+    args = ["config", "--interface", "eth0", "--vip", "10.0.0.100/24", "--peer", "10.0.0.12"]
+    args += ["--priority", "100", "--rpc", "/run/k.sock", *argv]
+    done = CliRunner().invoke(vip_app, args, env={"ASTERFLEET_VRRP_PASS": "pw"})
+    assert done.exit_code == 0, done.output
+    assert _block(done.output, "global_defs")[0] == f"script_user {user}"
+
+
+def test_cli_refuses_a_bad_script_user() -> None:
+    args = ["config", "--interface", "eth0", "--vip", "10.0.0.100/24", "--peer", "10.0.0.12"]
+    args += ["--priority", "100", "--script-user", "no body"]
+    done = CliRunner().invoke(vip_app, args, env={"ASTERFLEET_VRRP_PASS": "pw"})
+    assert done.exit_code == 2
+    assert "script user 'no body'" in done.output

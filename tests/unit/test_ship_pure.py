@@ -132,6 +132,24 @@ def test_a_pod_from_a_statefulset_has_what_the_control_plane_would_fill_in() -> 
     assert [d["kind"] for d in played] == ["ConfigMap", "Pod"]
 
 
+@pytest.mark.parametrize("policy", [None, "OnFailure"])
+def test_a_restart_policy_is_set_only_when_given(policy: str | None) -> None:
+    docs = kube.load_docs(MANIFESTS)
+    pod = kube.pod_from_workload(
+        docs, "StatefulSet", "box", pod_name="t-box-0", logical_name="box-0",
+        pod_ip="10.0.0.5", volume_root="/v", restart_policy=policy,
+    )  # fmt: skip
+    assert pod["spec"].get("restartPolicy") == policy
+
+
+def test_a_bad_restart_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="restartPolicy 'Sometimes'"):
+        kube.pod_from_workload(
+            kube.load_docs(MANIFESTS), "StatefulSet", "box", pod_name="p", logical_name="b",
+            pod_ip="10.0.0.5", volume_root="/v", restart_policy="Sometimes",
+        )  # fmt: skip
+
+
 def test_an_unknown_workload_is_named() -> None:
     with pytest.raises(KeyError, match="no Deployment named 'nope'"):
         kube.find(kube.load_docs(MANIFESTS), "Deployment", "nope")

@@ -49,6 +49,8 @@ class BalancerConfig:
     rpc: str
     etcd_security: EtcdSecurity = NO_SECURITY
     algorithm: Algorithm = Algorithm.WEIGHT
+    # The HEP capture id of its Kamailio, published in the status record.
+    capture_id: int | None = None
     ttl: int = 5
     kamailio_check_interval: float = 0.5
     status_interval: float = 1.0
@@ -63,6 +65,11 @@ class BalancerConfig:
     kamailio_reconcile_interval: float = 2.0
     # The Kamailio's SIP address(es), published in the status record.
     sip_addresses: tuple[str, ...] = ()
+    # The virtual IP the balancers share (an address): when set, whether this
+    # host holds it is exported (asterfleet_balancer_vip_held) every
+    # vip_check_interval seconds.
+    vip: str | None = None
+    vip_check_interval: float = 0.5
 
 
 class BalancerMetrics:
@@ -108,6 +115,13 @@ class BalancerMetrics:
         self.events = Counter("asterfleet_balancer_watch_events", "etcd watch events", registry=r)
         self.revision = Gauge(
             "asterfleet_balancer_revision", "etcd revision of the snapshot applied", registry=r
+        )
+        self.vip_held = Gauge(
+            "asterfleet_balancer_vip_held",
+            "1 when the virtual IP is on this balancer's interfaces, else 0 (summed over the "
+            "balancers of one VIP it must be 1)",
+            ["vip"],
+            registry=r,
         )
         self.corrections = Counter(
             "asterfleet_balancer_kamailio_corrections",
@@ -360,6 +374,33 @@ class BalancerAgent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
+    # -- the virtual IP -----------------------------------------------------------
+
+    async def vip_loop(self) -> None:
+        """Export whether the VIP is here; a change is logged (the VIP moved)."""
+        vip = self.cfg.vip
+        if vip is None:
+            return
+        from asterfleet.vip.holder import holds
+
+        gauge = self.metrics.vip_held.labels(vip=vip)
+        held: bool | None = None
+        failed: str | None = None
+        while not self.stopping.is_set():
+            try:
+                now = holds(vip)
+            except OSError as exc:
+                if str(exc) != failed:  # logged once, not every half second
+                    self.log.warning("vip_check_failed", vip=vip, error=str(exc))
+                    failed = str(exc)
+            else:
+                failed = None
+                gauge.set(1 if now else 0)
+                if now != held:
+                    self.log.info("vip_held" if now else "vip_not_held", vip=vip)
+                    held = now
+            await self._sleep(self.cfg.vip_check_interval)
+
     # -- Kamailio ---------------------------------------------------------------
 
     async def kamailio_loop(self) -> None:
@@ -401,6 +442,7 @@ class BalancerAgent:
             algorithm=self.cfg.algorithm.value,
             agent_version=__version__,
             sip_addresses=self.cfg.sip_addresses,
+            capture_id=self.cfg.capture_id,
             updated_at=time.time(),
         )
 
@@ -459,6 +501,7 @@ class BalancerAgent:
             asyncio.create_task(self.kamailio_loop(), name="kamailio"),
             asyncio.create_task(self.status_loop(), name="status"),
             asyncio.create_task(self.drift_loop(), name="drift"),
+            asyncio.create_task(self.vip_loop(), name="vip"),
         ]
         try:
             await shutdown.wait()

@@ -122,14 +122,14 @@ def merge_copies(msgs: Sequence[Message], window_us: int = COPY_WINDOW_US) -> li
             branches.append(branch)
         else:
             groups[target].append(msg)
-    addresses = _capture_host_addresses(ordered)
+    addresses = capture_host_addresses(ordered)
     return [
         FlowMessage(_sender_copy(g, addresses), tuple(g), b)
         for g, b in zip(groups, branches, strict=True)
     ]
 
 
-def _capture_host_addresses(msgs: Sequence[Message]) -> dict[str, set[str]]:
+def capture_host_addresses(msgs: Sequence[Message]) -> dict[str, set[str]]:
     """Per capture host, the addresses in every message it captured: its own."""
     out: dict[str, set[str]] = {}
     for m in msgs:
@@ -145,7 +145,7 @@ def column_names(msgs: Sequence[Message]) -> dict[str, str]:
     of other capture hosts are set aside), and ``caller`` for the sender of
     the first request that came from no named host. Addresses left unnamed are
     not in the result."""
-    own = _capture_host_addresses(msgs)
+    own = capture_host_addresses(msgs)
     names: dict[str, str] = {}
     progress = True
     while progress:

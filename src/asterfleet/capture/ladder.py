@@ -9,7 +9,7 @@ Both are pure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
@@ -37,6 +37,16 @@ class Arrow:
 
 
 @dataclass(frozen=True)
+class Note:
+    """Something that happened beside the call (a fleet event), drawn across
+    the ladder where it falls in time."""
+
+    ts_us: int
+    text: str
+    kind: str = ""
+
+
+@dataclass(frozen=True)
 class Ladder:
     hosts: tuple[str, ...]
     arrows: tuple[Arrow, ...]
@@ -44,6 +54,8 @@ class Ladder:
     duplicates: int = 0
     #: A name per column ("caller", a capture host's name) or "" (see flow.column_names).
     names: tuple[str, ...] = ()
+    #: Notes on the same time axis, oldest first.
+    notes: tuple[Note, ...] = ()
 
 
 def _label(msg: Message) -> str:
@@ -57,8 +69,16 @@ def _label(msg: Message) -> str:
     return f"{msg.status}{reason}"
 
 
-def build_ladder(msgs: Sequence[Message]) -> Ladder:
-    """Hosts as columns in first-seen order, one arrow per message, causal order."""
+def build_ladder(
+    msgs: Sequence[Message],
+    names: Mapping[str, str] | None = None,
+    notes: Sequence[Note] = (),
+) -> Ladder:
+    """Hosts as columns in first-seen order, one arrow per message, causal order.
+
+    ``names`` names the columns by address (the fleet's names, see
+    capture.naming); without it capture hosts name them (flow.column_names).
+    """
     flow = call_flow(msgs)
     hosts: list[str] = []
     index: dict[str, int] = {}
@@ -87,13 +107,25 @@ def build_ladder(msgs: Sequence[Message]) -> Ladder:
                 capture_hosts=item.capture_hosts,
             )
         )
-    known = column_names(msgs)
+    known = column_names(msgs) if names is None else names
     return Ladder(
         tuple(hosts),
         tuple(arrows),
         duplicates=len(msgs) - len(flow),
         names=tuple(known.get(h, "") for h in hosts),
+        notes=tuple(sorted(notes, key=lambda n: n.ts_us)),
     )
+
+
+def rows(ladder: Ladder) -> list[Arrow | Note]:
+    """Arrows in their order, each note before the first arrow later than it."""
+    out: list[Arrow | Note] = []
+    pending = list(ladder.notes)
+    for arrow in ladder.arrows:
+        while pending and pending[0].ts_us < arrow.ts_us:
+            out.append(pending.pop(0))
+        out.append(arrow)
+    return out + pending
 
 
 def _x(col: int) -> int:
@@ -103,7 +135,9 @@ def _x(col: int) -> int:
 def render_svg(ladder: Ladder) -> str:
     """The ladder as SVG; each arrow is a ``<g class="msg" data-message-id=…>``."""
     width = MARGIN * 2 + max(len(ladder.hosts) - 1, 0) * COLUMN_WIDTH
-    height = TOP + (len(ladder.arrows) + 1) * ROW_HEIGHT
+    drawn = rows(ladder)
+    height = TOP + (len(drawn) + 1) * ROW_HEIGHT
+    start = min((a.ts_us - round(a.delta_ms * 1000) for a in ladder.arrows), default=0)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="ladder" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" font-family="monospace" '
@@ -127,8 +161,19 @@ def render_svg(ladder: Ladder) -> str:
             f'<line class="lifeline" x1="{x}" y1="32" x2="{x}" y2="{height - 10}" '
             'stroke="#999" stroke-dasharray="4 3"/>'
         )
-    for row, arrow in enumerate(ladder.arrows):
+    for row, arrow in enumerate(drawn):
         y = TOP + row * ROW_HEIGHT
+        if isinstance(arrow, Note):
+            offset = (arrow.ts_us - start) / 1000
+            out.append(
+                f'<g class="note" data-kind={quoteattr(arrow.kind)}>'
+                f'<text class="time" x="4" y="{y + 4}" fill="#8a5a00">+{offset:.1f}ms</text>'
+                f'<line x1="64" y1="{y}" x2="{width - 10}" y2="{y}" stroke="#e0a000" '
+                'stroke-dasharray="6 3"/>'
+                f'<text x="{width // 2}" y="{y - 5}" text-anchor="middle" fill="#8a5a00">'
+                f"{escape(arrow.text)}</text></g>"
+            )
+            continue
         x1, x2 = _x(arrow.src), _x(arrow.dst)
         colour = (
             "#1565c0"

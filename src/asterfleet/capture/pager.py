@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from asterfleet.capture.search import (
     CallSummary,
     MessageQuery,
+    Party,
     escape_like,
     summarise_call,
     where_message,
@@ -129,6 +130,22 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     if q.mos_below is not None:
         r = rtcp_reports.c
         conds.append(sa.exists().where(r.call_id == c.call_id, r.mos < q.mos_below))
+    for party in (q.node, q.balancer):
+        if party is not None:
+            conds.append(in_call(party_condition(o, party)))
+    if q.min_duration_us is not None or q.max_duration_us is not None:
+        # First to last message, as the Calls list shows it (two look-ups
+        # along the Call-ID index for the calls the walk meets).
+        span = messages.alias("span").c
+        lasted = (
+            sa.select(sa.func.max(span.ts_us) - sa.func.min(span.ts_us))
+            .where(span.call_id == c.call_id)
+            .scalar_subquery()
+        )
+        if q.min_duration_us is not None:
+            conds.append(lasted >= q.min_duration_us)
+        if q.max_duration_us is not None:
+            conds.append(lasted <= q.max_duration_us)
     if dialect == "sqlite":
         for column, prefix in (
             (messages.c.from_user, q.from_user),
@@ -137,6 +154,25 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
             if prefix:
                 conds += [column >= prefix, column < prefix_upper_bound(prefix)]
     return conds
+
+
+def party_condition(o: Any, party: Party) -> sa.ColumnElement[bool]:
+    """A message sent from or to one of the party's addresses, or captured
+    with one of its capture ids (``o``: the columns of a messages alias)."""
+    either: list[sa.ColumnElement[bool]] = []
+    for address in party.addresses:
+        host, sep, port = address.rpartition(":")
+        if sep and port.isdigit() and host:
+            host = host.strip("[]")
+            either += [
+                sa.and_(o.src_ip == host, o.src_port == int(port)),
+                sa.and_(o.dst_ip == host, o.dst_port == int(port)),
+            ]
+        else:
+            either += [o.src_ip == address, o.dst_ip == address]
+    if party.capture_ids:
+        either.append(o.capture_id.in_(party.capture_ids))
+    return sa.or_(*either) if either else sa.false()
 
 
 def _below(cursor: Cursor) -> sa.ColumnElement[bool]:

@@ -20,6 +20,17 @@ from asterfleet.errors import UsageError
 
 
 @dataclass(frozen=True)
+class Party:
+    """Where a member of the fleet shows in captures: the addresses it held
+    (``host:port``, or a bare IP: any port) and the HEP capture ids it sends.
+    ``name`` is for messages only; the console resolves it."""
+
+    name: str
+    addresses: tuple[str, ...] = ()
+    capture_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class MessageQuery:
     """Filters; every one given must match. Users match by prefix."""
 
@@ -42,6 +53,13 @@ class MessageQuery:
     options: bool = False
     #: Calls with a stream whose estimated MOS (RTCP, see capture.rtcp) fell below this.
     mos_below: float | None = None
+    #: Calls with a message from or to this node (its addresses over time).
+    node: Party | None = None
+    #: Calls a balancer captured or relayed (its capture ids, its addresses).
+    balancer: Party | None = None
+    #: Calls that lasted at least / at most this long (from their opening, as captured).
+    min_duration_us: int | None = None
+    max_duration_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,19 @@ class CallSummary:
             "state": self.state,
             "in_progress": self.in_progress,
         }
+
+
+def duration_us(text: str | None, what: str) -> int | None:
+    """A duration filter (``90``, ``30s``, ``2m``) in µs; None when not given;
+    bad input names the filter (``what``)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(parse_duration(text) * 1_000_000)
+    except UsageError:
+        raise UsageError(
+            f"{what} {text.strip()!r}: give seconds or a number with s, m or h (30s, 2m)"
+        ) from None
 
 
 def parse_time(text: str, now_us: int) -> int:

@@ -67,6 +67,16 @@ def run(
         help="Seconds between checks of Kamailio's in-memory dispatcher state against the list "
         "(also after each apply); drift such as a drained box turned active is corrected. 0: off.",
     ),
+    capture_id: int | None = typer.Option(
+        None,
+        "--capture-id",
+        envvar=ENV + "BALANCER_CAPTURE_ID",
+        min=0,
+        max=2**32 - 1,
+        help="HEP capture id this Kamailio sends captured SIP with (its kamailio.cfg "
+        "capture_id); published in the balancer's record so the console names this balancer "
+        "on call ladders.",
+    ),
     sip_address: list[str] = typer.Option(
         [],
         "--sip-address",
@@ -74,6 +84,14 @@ def run(
         help="Address this Kamailio sends SIP to the boxes from (repeat for several); published "
         "in the balancer's record so 'asterfleet asterisk config --etcd' identifies it. "
         "Default: the IP addresses of ASTERFLEET_SIP_LISTEN (Kamailio's listen sockets), if set.",
+    ),
+    vip: str = typer.Option(
+        None,
+        "--vip",
+        envvar=ENV + "VIP",
+        help="The virtual IP the balancers share (10.0.0.100 or 10.0.0.100/24): export "
+        "whether this host holds it (asterfleet_balancer_vip_held; alert when the sum over "
+        "the balancers is not 1).",
     ),
     metrics_listen: str = MetricsOpt,
     log_level: str = LogLevelOpt,
@@ -122,6 +140,11 @@ def run(
             typer.echo(
                 f"warning: --list-file {list_file}: directory {directory} is not writable", err=True
             )
+        vip_address = None
+        if vip:
+            from asterfleet.vip.holder import parse_vip
+
+            vip_address = parse_vip(vip)
         logs.configure(log_level, log_json)
         bal_metrics = BalancerMetrics()
         if metrics_listen:
@@ -134,10 +157,12 @@ def run(
             list_file=list_file,
             rpc=rpc,
             algorithm=algorithm,
+            capture_id=capture_id,
             ttl=ttl,
             min_apply_interval=min_apply_interval,
             kamailio_reconcile_interval=kamailio_reconcile_interval,
             sip_addresses=sip_addresses,
+            vip=vip_address,
         )
     agent = BalancerAgent(cfg, bal_metrics)
     raise typer.Exit(run_daemon(agent.run, "balancer"))

@@ -230,6 +230,12 @@ def search_cmd(
         help="Calls with a stream whose estimated MOS (from RTCP, 1.0-4.5) fell below this, "
         "e.g. 3.5.",
     ),
+    min_duration: str | None = typer.Option(
+        None, "--min-duration", help="Calls lasting at least this long: 90, 30s, 2m."
+    ),
+    max_duration: str | None = typer.Option(
+        None, "--max-duration", help="Calls lasting at most this long (so far, if in progress)."
+    ),
     messages: bool = typer.Option(
         False, "--messages", help="List matching messages instead of calls."
     ),
@@ -267,6 +273,8 @@ def search_cmd(
                 f"--status-class {status_class!r}: give one of {', '.join(STATUS_CLASSES)}"
             )
         now_us = int(time.time() * 1_000_000)
+        from asterfleet.capture.search import duration_us
+
         query = MessageQuery(
             call_id=call_id,
             from_user=from_user,
@@ -281,6 +289,8 @@ def search_cmd(
             text=text or None,
             options=options,
             mos_below=mos_threshold(mos_below, "--mos-below"),
+            min_duration_us=duration_us(min_duration, "--min-duration"),
+            max_duration_us=duration_us(max_duration, "--max-duration"),
         )
         store = _open(db)
         try:

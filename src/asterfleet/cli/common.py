@@ -14,21 +14,43 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from asterfleet.errors import AsterfleetError, EtcdUnavailable, RecordError, UsageError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from asterfleet.etcd_client import EtcdSecurity
 
-# Piped output (less, grep) gets wide lines instead of Rich's 80-column
-# default, so URIs and ids are never cut; scripts should use --json anyway.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+
+class _ConsoleOnFirstUse:
+    """A Rich console made when something is first printed through it.
+
+    Importing Rich costs about 7 MB and 20 ms: `--json` listings and the
+    agents (which only log) never pay for it. tests/unit/test_cli_imports.py
+    checks that they do not."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            # Piped output (less, grep) gets wide lines instead of Rich's
+            # 80-column default, so URIs and ids are never cut; scripts
+            # should use --json anyway.
+            width = None if self._stderr or sys.stdout.isatty() else 200
+            self._console = Console(width=width, stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+console = cast("Console", _ConsoleOnFirstUse(stderr=False))
+err_console = cast("Console", _ConsoleOnFirstUse(stderr=True))
 
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 
@@ -317,6 +339,8 @@ def print_table(
     rows: Sequence[Sequence[Any]],
     styles: dict[str, str] | None = None,
 ) -> None:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
         table.add_column(col, style=(styles or {}).get(col))

@@ -48,6 +48,19 @@ def config(
     children: int = typer.Option(4, help="Kamailio worker processes per UDP socket."),
     capture: str = typer.Option(None, help="Send every SIP message as HEP v3 to host:port."),
     capture_id: int = typer.Option(1, help="HEP capture id of this balancer."),
+    free_bind: bool = typer.Option(
+        False,
+        "--free-bind",
+        help="Listen on addresses this host does not hold yet (the virtual IP on the "
+        "backup balancer) without the host-wide ip_nonlocal_bind sysctl.",
+    ),
+    rpc_socket_owner: str = typer.Option(
+        None,
+        "--rpc-socket-owner",
+        metavar="USER[:GROUP]",
+        help="Give the JSON-RPC socket to this user (and group): Kamailio creates it "
+        "as root before -u drops to that user, and the balancer agent must reach it.",
+    ),
 ) -> None:
     """Render a complete, commented kamailio.cfg for the load-balancer role.
 
@@ -57,6 +70,7 @@ def config(
     and optional HEP tracing. Check it with 'kamailio -c -f FILE'.
     """
     with user_errors():
+        owner_user, owner_group = _owner(rpc_socket_owner)
         cfg = KamailioConfig(
             list_file=list_file,
             rpc_socket=rpc_socket,
@@ -71,6 +85,9 @@ def config(
             children=children,
             capture=capture,
             capture_id=capture_id,
+            free_bind=free_bind,
+            rpc_socket_user=owner_user,
+            rpc_socket_group=owner_group,
         )
         validate(cfg)
         text = render_config(cfg)
@@ -86,3 +103,15 @@ def config(
                 f"--out {out}: cannot write ({exc.strerror or exc}): choose a writable path"
             ) from None
         typer.echo(f"wrote {out}", err=True)
+
+
+def _owner(value: str | None) -> tuple[str | None, str | None]:
+    """``USER[:GROUP]`` of --rpc-socket-owner (checked by validate)."""
+    if value is None:
+        return None, None
+    user, sep, group = value.partition(":")
+    if not user or (sep and not group):
+        raise UsageError(
+            f"--rpc-socket-owner {value!r}: expected USER or USER:GROUP, e.g. asterfleet"
+        )
+    return user, group or None

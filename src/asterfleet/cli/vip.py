@@ -65,6 +65,12 @@ def config(
         help="Health-check command; {rpc} is replaced by --rpc. The default is the "
         "fast-starting form of `asterfleet vip check-kamailio` for this installation.",
     ),
+    script_user: str = typer.Option(
+        "root",
+        "--script-user",
+        help="User that runs the health check and --notify. Give Kamailio's user when "
+        "Kamailio drops root (-u): it answers JSON-RPC only on sockets that user may reach.",
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write here instead of standard output."
     ),
@@ -92,6 +98,7 @@ def config(
                 notify=notify,
                 nopreempt=not preempt,
                 check_command=check_command,
+                script_user=script_user,
             )
         )
         if output is None:

@@ -27,7 +27,9 @@ from asterfleet.console import (
     knot_admin,
     node_page,
     rollouts,
+    stats,
 )
+from asterfleet.console.addressbook import AddressBook
 from asterfleet.console.areas import Area
 from asterfleet.console.bodylimit import BodyLimit
 from asterfleet.console.factory_state import (
@@ -63,6 +65,7 @@ AREAS = (
     Area("rollouts", "Rollouts", "/rollouts", rollouts.router),
     Area("events", "Events", "/events", events.router),
     Area("calls", "Calls", "/calls", calls.router),
+    Area("stats", "Statistics", "/stats", stats.router),
     Area("images", "Images", "/images", images.router),
     # Adding, editing, removing knots: before "knots" so /knots/new is not a knot.
     Area("knot_admin", "Add knot", "/knots/new", knot_admin.router, in_nav=False),
@@ -109,6 +112,9 @@ def create_app(
         areas=list(AREAS),
     )
 
+    addresses = AddressBook(database, ks.cluster)
+    call_stats = stats.CallStatsMetrics(metrics.registry)
+
     async def record(drafts: Sequence[EventDraft]) -> None:
         await asyncio.to_thread(eventlog.record, database, ks.cluster, drafts)
         for d in drafts:
@@ -127,8 +133,13 @@ def create_app(
                 record,
                 metrics,
                 members=lambda: asyncio.to_thread(eventlog.members, database, ks.cluster),
+                observe=lambda view: asyncio.to_thread(addresses.observe, view),
             )
             state.tasks.append(asyncio.create_task(state.monitor.run(), name="fleet monitor"))
+        if settings.capture_db and settings.watch:
+            state.tasks.append(
+                asyncio.create_task(stats.refresh_metrics(state, call_stats), name="call stats")
+            )
         log.info("console_started", cluster=ks.cluster, etcd=settings.etcd)
         try:
             async with factory.running() if factory else contextlib.nullcontext():

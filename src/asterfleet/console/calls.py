@@ -9,22 +9,23 @@ kept; queries run in a worker thread so a slow database never blocks pages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import sqlalchemy as sa
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
 from asterfleet.auth import lookup_session
-from asterfleet.capture.flow import call_flow, column_names
+from asterfleet.capture.flow import call_flow
 from asterfleet.capture.ladder import build_ladder, render_svg
 from asterfleet.capture.pager import (
     MAX_PAGE,
@@ -42,15 +43,20 @@ from asterfleet.capture.search import (
     CallSummary,
     MessageQuery,
     call_messages,
+    duration_us,
     parse_time,
     summarise_call,
 )
 from asterfleet.capture.store import Message, Store, StreamQuality
+from asterfleet.console import saved_searches
+from asterfleet.console.addressbook import party
+from asterfleet.console.call_fleet import CallFleet, call_fleet, node_names
 from asterfleet.console.live import sse_message
 from asterfleet.console.security import SESSION_COOKIE, Principal, api_user, page_user
 from asterfleet.console.state import console_state
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
+from asterfleet.fleet.directory import BALANCER, NODE
 
 log = structlog.get_logger("asterfleet.console.calls")
 router = APIRouter()
@@ -115,6 +121,8 @@ def build_query(
     text: str = "",
     options: bool = False,
     mos_below: str = "",
+    min_duration: str = "",
+    max_duration: str = "",
 ) -> MessageQuery:
     """The search form's fields as a query; ``method`` may be a status code (``486``)."""
     now = now_us if now_us is not None else int(datetime.now(UTC).timestamp() * 1_000_000)
@@ -126,6 +134,13 @@ def build_query(
     status_class = status_class.strip().lower()
     if status_class and status_class not in STATUS_CLASSES:
         raise UsageError(f"status class {status_class!r}: give one of {', '.join(STATUS_CLASSES)}")
+    shortest = duration_us(min_duration, "min duration")
+    longest = duration_us(max_duration, "max duration")
+    if shortest is not None and longest is not None and shortest > longest:
+        raise UsageError(
+            f"duration from {min_duration.strip()} to {max_duration.strip()}: "
+            "the minimum is above the maximum"
+        )
     return MessageQuery(
         call_id=call_id.strip() or None,
         from_user=from_user.strip() or None,
@@ -139,7 +154,30 @@ def build_query(
         text=text.strip() or None,
         options=options,
         mos_below=mos_threshold(mos_below, "MOS below"),
+        min_duration_us=shortest,
+        max_duration_us=longest,
     )
+
+
+async def with_parties(request: Request, q: MessageQuery, node: str, balancer: str) -> MessageQuery:
+    """``q`` with the node and balancer filters resolved to their addresses
+    and capture ids (the fleet's address history); UsageError for a name the
+    fleet never had."""
+    node, balancer = node.strip(), balancer.strip()
+    if not node and not balancer:
+        return q
+    st = console_state(request)
+    view = st.monitor.view if st.monitor else None
+
+    def resolve() -> MessageQuery:
+        return dataclasses.replace(
+            q,
+            node=party(st.db, st.ks.cluster, NODE, node, view) if node else None,
+            balancer=party(st.db, st.ks.cluster, BALANCER, balancer, view) if balancer else None,
+        )
+
+    resolved: MessageQuery = await asyncio.to_thread(resolve)
+    return resolved
 
 
 def fmt_us(ts_us: int) -> str:
@@ -190,6 +228,10 @@ class CallFilters:
     text: str = ""
     options: str = ""
     mos_below: str = ""
+    node: str = ""
+    balancer: str = ""
+    min_duration: str = ""
+    max_duration: str = ""
 
     def form(self) -> dict[str, str]:
         fields = dataclasses.asdict(self)
@@ -197,11 +239,50 @@ class CallFilters:
         return fields
 
     def query(self) -> MessageQuery:
+        """The filters but node and balancer (see :func:`with_parties`)."""
         return build_query(
             self.since, self.until, self.call_id, self.from_user, self.to_user, self.method,
             None, self.capture_host, status_class=self.status_class, text=self.text,
             options=bool(self.options), mos_below=self.mos_below,
+            min_duration=self.min_duration, max_duration=self.max_duration,
         )  # fmt: skip
+
+    async def resolved(self, request: Request) -> MessageQuery:
+        return await with_parties(request, self.query(), self.node, self.balancer)
+
+
+FILTER_FIELDS = tuple(f.name for f in dataclasses.fields(CallFilters))
+
+
+@router.post("/calls/saved", include_in_schema=False)
+async def save_search(
+    request: Request,
+    name: str = Form(""),
+    query: str = Form(""),
+    user: Principal = Depends(page_user),
+) -> Response:
+    """Keep the search ``query`` (the Calls page's query string) as ``name``."""
+    st = console_state(request)
+    cleaned = saved_searches.clean_query(query, FILTER_FIELDS)
+    try:
+        await asyncio.to_thread(saved_searches.save, st.db, user.username, name, cleaned)
+    except UsageError as exc:
+        return RedirectResponse(
+            "/calls?" + urlencode({**dict(parse_qsl(cleaned)), "saved_error": str(exc)}),
+            status_code=303,
+        )
+    log.info("call_search_saved", user=user.username, name=name, query=cleaned)
+    return RedirectResponse("/calls?" + cleaned if cleaned else "/calls", status_code=303)
+
+
+@router.post("/calls/saved/delete", include_in_schema=False)
+async def delete_search(
+    request: Request, saved_id: int = Form(0), user: Principal = Depends(page_user)
+) -> Response:
+    st = console_state(request)
+    with contextlib.suppress(UsageError):  # not a console user: nothing of theirs to delete
+        await asyncio.to_thread(saved_searches.remove, st.db, user.username, saved_id)
+    return RedirectResponse("/calls", status_code=303)
 
 
 @router.get("/calls", include_in_schema=False)
@@ -211,16 +292,19 @@ async def calls_page(
     limit: int = 50,
     cursor: str = "",
     page: int = 1,
+    saved_error: str = "",
     user: Principal = Depends(page_user),
 ) -> Response:
     form = filters.form()
-    error = ""
+    error = saved_error[:300]
+    st = console_state(request)
+    saved = await asyncio.to_thread(saved_searches.list_saved, st.db, user.username)
     result: CallPage | None = None
     newest = 0
     try:
         if page == 1 and not cursor:
             newest = await _in_store(request, newest_message_id)
-        q = filters.query()
+        q = await filters.resolved(request)
         result = await _in_store(
             request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
         )
@@ -234,7 +318,9 @@ async def calls_page(
         older = "/calls?" + urlencode(
             {**filled, "cursor": encode_cursor(result.next_cursor), "page": page + 1}
         )
-    rows = [call_row(c) for c in (result.calls if result else [])]
+    calls = result.calls if result else []
+    names = await _node_names(request, calls)
+    rows = [call_row(c, names.get(c.call_id, "")) for c in calls]
     return render(
         request,
         "calls.html",
@@ -251,6 +337,9 @@ async def calls_page(
         status_classes=STATUS_CLASSES,
         live="/calls/live?" + urlencode({**filled, "after": newest}),
         now_us=_now_us(),
+        saved=saved,
+        share="/calls?" + urlencode(filled) if filled else "/calls",
+        query=urlencode(filled),
     )
 
 
@@ -273,7 +362,7 @@ async def calls_live(
     """New calls matching the filters, as rendered rows (server-sent events,
     ``event: call``); each event's id is where to continue from."""
     try:
-        q = filters.query()
+        q = await filters.resolved(request)
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     resume = request.headers.get("last-event-id", "")
@@ -308,13 +397,14 @@ async def calls_live(
                 yield ": capture database unavailable\n\n"
                 continue
             now = _now_us()
+            names = await _node_names(request, calls)
             for call in calls:
                 if call.call_id in sent:
                     continue
                 sent[call.call_id] = None
                 if len(sent) > 1000:
                     sent.pop(next(iter(sent)))
-                html = template.render(r=call_row(call), now_us=now)
+                html = template.render(r=call_row(call, names.get(call.call_id, "")), now_us=now)
                 yield f"id: {position}\n" + sse_message("call", html)
             if not calls:
                 yield ": keepalive\n\n"
@@ -326,10 +416,11 @@ async def calls_live(
     )
 
 
-def call_row(c: CallSummary) -> dict[str, Any]:
+def call_row(c: CallSummary, node_name: str = "") -> dict[str, Any]:
     """One row of the Calls list (the page and the live tail render the same)."""
     return {
         "call": c,
+        "node_name": node_name,
         "href": call_href(c.call_id),
         "start": fmt_us(c.start_us)[:-3],
         "status_class": status_class(c.final_status),
@@ -376,6 +467,7 @@ async def call_page(
         )
     summary = summarise_call(msgs)
     streams = await _in_store(request, Store.stream_quality, call_id)
+    fleet = await _fleet_of(request, msgs, summary)
     flow = call_flow(msgs)
     start = min(f.ts_us for f in flow)
     rows = [
@@ -387,6 +479,8 @@ async def call_page(
             if f.message.status is not None
             else "info",
             "capture_hosts": ", ".join(f.capture_hosts),
+            "src_name": fleet.names.get(f.message.src, ""),
+            "dst_name": fleet.names.get(f.message.dst, ""),
         }
         for f in flow
     ]
@@ -396,14 +490,44 @@ async def call_page(
         user,
         area="calls",
         summary=summary,
-        node_name=column_names(msgs).get(summary.node or "", ""),
+        node_name=fleet.node or fleet.names.get(summary.node or "", ""),
+        node_state=fleet.state,
+        fleet_events=[
+            {"e": e, "time": fmt_us(int(e.at * 1_000_000))[:-3], "mine": e.id in fleet.mine}
+            for e in fleet.events
+        ],
         start=fmt_us(summary.start_us),
         status_class=status_class(summary.final_status),
-        ladder=Markup(render_svg(build_ladder(msgs))),  # render_svg escapes every text
+        # render_svg escapes every text
+        ladder=Markup(render_svg(build_ladder(msgs, fleet.names, fleet.notes))),
         rows=rows,
         streams=streams,
         pcap_href=call_href(call_id) + "/pcap",
     )
+
+
+async def _node_names(request: Request, calls: list[CallSummary]) -> dict[str, str]:
+    st = console_state(request)
+    try:
+        names: dict[str, str] = await asyncio.to_thread(node_names, st.db, st.ks.cluster, calls)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("fleet_history_unavailable", error=str(exc).splitlines()[0])
+        return {}
+    return names
+
+
+async def _fleet_of(request: Request, msgs: list[Message], summary: CallSummary) -> CallFleet:
+    """The fleet around the call; without it (database trouble) addresses only."""
+    st = console_state(request)
+    view = st.monitor.view if st.monitor else None
+    try:
+        fleet: CallFleet = await asyncio.to_thread(
+            call_fleet, st.db, st.ks.cluster, view, msgs, summary
+        )
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("fleet_history_unavailable", error=str(exc).splitlines()[0])
+        return CallFleet({})
+    return fleet
 
 
 # -- JSON API ----------------------------------------------------------------
@@ -477,10 +601,36 @@ class StreamOut(BaseModel):
     min_mos: float = Field(description="lowest estimated MOS of any report")
 
 
+class NodeStateOut(BaseModel):
+    state: str = Field(description="active, draining, drained, maintenance, unhealthy, starting")
+    since: float | None = Field(description="when it took that state, seconds since the epoch")
+    by: str = Field(description="who made the change (agent: the node's own agent)")
+    event: str = Field(description="the event that set it (draining, undrained, joined, …)")
+
+
+class FleetEventOut(BaseModel):
+    id: int
+    at: float = Field(description="seconds since the epoch")
+    kind: str
+    node: str
+    actor: str
+    message: str
+
+
+class CallFleetOut(BaseModel):
+    names: dict[str, str] = Field(
+        description="address -> name: caller, balancer and node ids from the fleet's history"
+    )
+    node_name: str | None = Field(description="id of the node that took the call")
+    node_state: NodeStateOut | None = Field(description="that node's state at the call's start")
+    events: list[FleetEventOut] = Field(description="fleet events during the call, oldest first")
+
+
 class CallDetailOut(BaseModel):
     call: CallOut
     messages: list[MessageOut]
     streams: list[StreamOut] = Field(description="media quality per stream, from RTCP (HEP 5)")
+    fleet: CallFleetOut = Field(description="the call's hosts and node as the fleet knew them")
 
 
 def _need_read(who: Principal) -> None:
@@ -537,6 +687,10 @@ async def api_calls(
     mos_below: str = Query(
         "", description="calls with a stream whose estimated MOS (RTCP) fell below this (3.5)"
     ),
+    node: str = Query("", description="node id: calls sent to or answered by it"),
+    balancer: str = Query("", description="balancer id: calls it captured or relayed"),
+    min_duration: str = Query("", description="calls lasting at least this long: 90, 30s, 2m"),
+    max_duration: str = Query("", description="calls lasting at most this long (so far)"),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str = Query("", description="next_cursor of the previous page"),
     who: Principal = Depends(api_user),
@@ -549,8 +703,9 @@ async def api_calls(
         q = build_query(
             since, until, call_id, from_user, to_user, method, status_code, capture_host,
             status_class=status_class, text=text, options=options,
-            mos_below=mos_below,
+            mos_below=mos_below, min_duration=min_duration, max_duration=max_duration,
         )  # fmt: skip
+        q = await with_parties(request, q, node, balancer)
         result: CallPage = await _in_store(request, page_calls, q, limit, decode_cursor(cursor))
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
@@ -579,8 +734,11 @@ async def api_call(request: Request, call_id: str, who: Principal = Depends(api_
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     if not msgs:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no captured call with Call-ID {call_id!r}")
+    summary = summarise_call(msgs)
+    fleet = await _fleet_of(request, msgs, summary)
     return CallDetailOut(
-        call=CallOut.model_validate(summarise_call(msgs).as_dict()),
+        call=CallOut.model_validate(summary.as_dict()),
         messages=[_message_out(m) for m in msgs],
         streams=[StreamOut.model_validate(dataclasses.asdict(s)) for s in streams],
+        fleet=CallFleetOut.model_validate(fleet.as_dict()),
     )

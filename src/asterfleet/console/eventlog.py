@@ -115,3 +115,72 @@ def members(db: Database, cluster: str) -> set[str]:
             else:
                 present.difference_update(ids)
     return present
+
+
+def between(
+    db: Database, cluster: str, since: float, until: float, limit: int = 100
+) -> list[EventRow]:
+    """Events from ``since`` to ``until`` (seconds), oldest first: what
+    happened to the fleet during a call."""
+    q = (
+        select(Event)
+        .where(Event.cluster == cluster, Event.at >= since, Event.at <= until)
+        .order_by(Event.at, Event.id)
+        .limit(limit)
+    )
+    with db.session() as s:
+        return [EventRow(e.id, e.at, e.kind, e.node_id, e.actor, e.message) for e in s.scalars(q)]
+
+
+def node_history(db: Database, cluster: str, node_id: str, until: float) -> list[EventRow]:
+    """The node's own events up to ``until``, oldest first (its state then)."""
+    q = (
+        select(Event)
+        .where(Event.cluster == cluster, Event.node_id == node_id, Event.at <= until)
+        .order_by(Event.at.desc(), Event.id.desc())
+        .limit(200)
+    )
+    with db.session() as s:
+        rows = [EventRow(e.id, e.at, e.kind, e.node_id, e.actor, e.message) for e in s.scalars(q)]
+    return rows[::-1]
+
+
+@dataclass(frozen=True)
+class StateAt:
+    """A node's effective state at a moment, and the event that set it."""
+
+    state: str
+    since: float | None  # when it took that state (None: not recorded)
+    actor: str  # who made the change ("agent" for its own record)
+    kind: str  # the event's word (draining, undrained, ...)
+
+
+# The effective state each kind of event leaves a node in.
+_STATE_OF_KIND = {
+    "draining": "draining",
+    "drained": "drained",
+    "maintenance": "maintenance",
+    "unhealthy": "unhealthy",
+    "starting": "starting",
+    "active": "active",
+    "recovered": "active",
+    "undrained": "active",
+    "left": "gone",
+}
+
+
+def state_at(events: Sequence[EventRow], at: float) -> StateAt | None:
+    """The state the node's events (oldest first) leave it in at ``at`` (pure).
+
+    A ``joined`` event names the state in its message's last parentheses."""
+    found: StateAt | None = None
+    for e in events:
+        if e.at > at:
+            break
+        state = _STATE_OF_KIND.get(e.kind)
+        if e.kind == "joined":
+            _, _, tail = e.message.rpartition("(")
+            state = tail.rstrip(")") or "active"
+        if state is not None:
+            found = StateAt(state, e.at, e.actor, e.kind)
+    return found

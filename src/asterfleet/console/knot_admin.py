@@ -196,6 +196,7 @@ def form_input(form: FormData, name: str | None = None) -> KnotInput:
         deploy_webhook=text("deploy_webhook"),
         deploy_command=text("deploy_command"),
         notify_url=text("notify_url"),
+        deploy_rollout=text("deploy_rollout"),
         builder=text("builder", "buildah"),
     )
 

@@ -34,6 +34,8 @@ log = structlog.get_logger("asterfleet.console")
 Recorder = Callable[[Sequence[EventDraft]], Awaitable[None]]
 # The nodes the events table says are in the fleet (for the first view).
 Members = Callable[[], Awaitable[set[str]]]
+# Called with every fresh view (the address history keeps who held what).
+Observer = Callable[[FleetView], Awaitable[object]]
 
 
 class _Lost(Exception):
@@ -49,8 +51,10 @@ class FleetMonitor:
         metrics: ConsoleMetrics,
         max_backoff: float = 5.0,
         members: Members | None = None,
+        observe: Observer | None = None,
     ) -> None:
         self.etcd = etcd
+        self.observe = observe
         self.members = members
         self.ks = ks
         self.record = record
@@ -115,6 +119,11 @@ class FleetMonitor:
                 await self.record(drafts)
         except Exception as exc:  # the store failing must not stop the watch
             log.error("events_not_recorded", error=str(exc))
+        if self.observe is not None:
+            try:
+                await self.observe(view)
+            except Exception as exc:
+                log.error("addresses_not_recorded", error=str(exc))
 
     def _lost(self, why: str) -> None:
         if self.connected or self.error != why:

@@ -14,16 +14,17 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from asterfleet.capture.pager import MAX_PAGE, page_calls
-from asterfleet.capture.search import CallSummary, MessageQuery
+from asterfleet.capture.pager import page_calls
+from asterfleet.capture.search import CallSummary, MessageQuery, Party
 from asterfleet.capture.store import Store
-from asterfleet.console import eventlog
+from asterfleet.console import addressbook, eventlog
 from asterfleet.console.security import Principal, page_user
 from asterfleet.console.state import console_state
 from asterfleet.console.transitions import AGENT
 from asterfleet.console.web import render
 from asterfleet.errors import EtcdUnavailable
 from asterfleet.fleet.actions import read_fleet
+from asterfleet.fleet.directory import NODE
 from asterfleet.fleet.model import EffectiveState
 from asterfleet.fleet.view import FleetView, NodeView
 
@@ -69,15 +70,6 @@ def state_reasons(node: NodeView) -> list[Reason]:
     return out
 
 
-def sip_hostport(sip_uri: str) -> str:
-    """``sip:10.0.0.5:5060;transport=udp`` -> ``10.0.0.5:5060`` (what capture calls the backend)."""
-    rest = sip_uri.split(":", 1)[1].split(";", 1)[0]
-    host, sep, port = rest.rpartition(":")
-    if sep and port.isdigit() and (not host.startswith("[") or host.endswith("]")):
-        return rest
-    return f"{rest}:5060"
-
-
 def _store(request: Request) -> Store | None:
     url = console_state(request).settings.capture_db
     if not url:
@@ -89,11 +81,11 @@ def _store(request: Request) -> Store | None:
     return store
 
 
-def recent_calls(store: Store, hostport: str, now: float) -> list[CallSummary]:
-    """The node's calls among the last hour's captured calls (the Calls page's search)."""
-    q = MessageQuery(since_us=int((now - CALLS_WINDOW_S) * 1_000_000))
-    page = page_calls(store, q, limit=MAX_PAGE)
-    return [c for c in page.calls if c.node == hostport][:RECENT_CALLS]
+def recent_calls(store: Store, node: Party, now: float) -> list[CallSummary]:
+    """The node's calls of the last hour, newest first: the Calls page's
+    search by node (every address it held, from the fleet's address history)."""
+    q = MessageQuery(since_us=int((now - CALLS_WINDOW_S) * 1_000_000), node=node)
+    return page_calls(store, q, limit=RECENT_CALLS).calls
 
 
 @router.get("/fleet/nodes/{node_id}")
@@ -122,9 +114,10 @@ async def node_page(
         calls_note = "capture is not configured (see the Calls page)"
     else:
         try:
-            calls = await asyncio.to_thread(
-                recent_calls, store, sip_hostport(node.record.sip_uri), time.time()
+            party = await asyncio.to_thread(
+                addressbook.party, st.db, st.ks.cluster, NODE, node_id, view
             )
+            calls = await asyncio.to_thread(recent_calls, store, party, time.time())
         except sa.exc.SQLAlchemyError as exc:
             log.warning("capture_db_error", error=str(exc).splitlines()[0])
             calls_note = "the capture database is unavailable: try again shortly"

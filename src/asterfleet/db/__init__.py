@@ -7,14 +7,25 @@ migration history, so this history uses its own version table.
 """
 
 from asterfleet.db.engine import Database, default_url, normalise_url, open_database
-from asterfleet.db.schema import ApiToken, Base, Event, RefreshToken, Session, User
+from asterfleet.db.schema import (
+    ApiToken,
+    Base,
+    Event,
+    FleetAddress,
+    RefreshToken,
+    SavedSearch,
+    Session,
+    User,
+)
 
 __all__ = [
     "ApiToken",
     "Base",
     "Database",
     "Event",
+    "FleetAddress",
     "RefreshToken",
+    "SavedSearch",
     "Session",
     "User",
     "default_url",

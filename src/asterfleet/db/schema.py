@@ -87,3 +87,32 @@ class Event(Base):
     node_id: Mapped[str] = mapped_column(String(64), nullable=False, default="", index=True)
     actor: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     message: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class FleetAddress(Base):
+    """A sighting of the fleet's address history (asterfleet.fleet.directory):
+    ``name`` (a node or balancer) held ``address`` from ``since`` to ``until``."""
+
+    __tablename__ = "fleet_addresses"
+    __table_args__ = (Index("ix_fleet_addresses_cluster_address", "cluster", "address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(64), nullable=False)
+    address: Mapped[str] = mapped_column(String(255), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    since: Mapped[float] = mapped_column(Float, nullable=False)
+    until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class SavedSearch(Base):
+    """A Calls search a user saved under a name: the page's query string."""
+
+    __tablename__ = "saved_searches"
+    __table_args__ = (Index("ux_saved_searches_user_name", "user_id", "name", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    query: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)

@@ -155,6 +155,10 @@ class BuildahBuilder:
     def build_argv(self, req: BuildRequest) -> list[str]:
         argv = [*self.base(), "bud", *self.sandbox(req.network), "-f", str(req.dockerfile)]
         argv += ["-t", req.image]
+        if not self.tls_verify:
+            # A registry without TLS for pushes is one for FROM images too
+            # (a base published there before): pull over plain HTTP as well.
+            argv.append("--tls-verify=false")
         for key, value in sorted(req.build_args.items()):
             argv += ["--build-arg", f"{key}={value}"]
         argv += secret_options(req.secrets)[0]

@@ -136,6 +136,9 @@ class BalancerStatus(_Record):
     # Where this balancer's Kamailio sends SIP from: Asterisk boxes identify
     # calls by these (asterfleet asterisk config --etcd reads them).
     sip_addresses: tuple[str, ...] = ()
+    # The HEP capture id its Kamailio sends with every captured message: how
+    # the console names the balancer on a call's ladder.
+    capture_id: int | None = Field(default=None, ge=0, le=2**32 - 1)
     updated_at: float = 0.0
 
 

@@ -81,6 +81,8 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
+# A POSIX account name (useradd's rule) or a numeric id.
+_ACCOUNT = re.compile(r"^(?:[a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$")
 _UNSAFE_IN_STRING = re.compile(r'["\\\s]')
 
 
@@ -151,6 +153,17 @@ class KamailioConfig:
     #: Source addresses whose INVITEs may name one box in X-Asterfleet-Gate
     #: (the rollout controller's gate calls); empty turns the gate route off.
     gate_sources: Sequence[str] = ("127.0.0.1",)
+    #: Bind listen addresses this host does not hold (yet): a backup balancer
+    #: listens on the virtual IP before keepalived moves it here. Kamailio's
+    #: ``ip_free_bind`` (IP_FREEBIND per socket), not the host-wide
+    #: ``net.ipv4.ip_nonlocal_bind`` sysctl.
+    free_bind: bool = False
+    #: Owner of the JSON-RPC socket (``jsonrpcs`` dgram_user/dgram_group):
+    #: Kamailio creates it before it drops root (``-u``), and the balancer
+    #: agent must be allowed to write to it. None: whoever starts Kamailio.
+    rpc_socket_user: str | None = None
+    #: Group of the JSON-RPC socket [the user's name when only it is given].
+    rpc_socket_group: str | None = None
 
     def __post_init__(self) -> None:
         # Accept lists (and str paths from loose callers) but stay hashable.
@@ -198,6 +211,13 @@ class KamailioConfig:
     def pid_file(self) -> Path:
         """Where ``-P`` should put the pid file (inside runtime_dir)."""
         return self.runtime_dir / "kamailio.pid"
+
+    @property
+    def rpc_socket_owner(self) -> tuple[str, str] | None:
+        """(user, group) that should own the JSON-RPC socket, or None."""
+        if self.rpc_socket_user is None:
+            return None
+        return self.rpc_socket_user, self.rpc_socket_group or self.rpc_socket_user
 
     @property
     def call_load(self) -> bool:
@@ -320,6 +340,15 @@ def validate(cfg: KamailioConfig) -> None:
     _check_path(cfg.rpc_socket, "rpc_socket", unix_socket=True)
     _check_path(cfg.ctl_socket, "ctl socket (runtime_dir/kamailio_ctl)", unix_socket=True)
     _check_path(Path(cfg.mpath), "mpath")
+    for value, what in ((cfg.rpc_socket_user, "rpc socket user"),
+                        (cfg.rpc_socket_group, "rpc socket group")):  # fmt: skip
+        if value is not None and not _ACCOUNT.match(value):
+            raise UsageError(
+                f"{what} {value!r}: expected a user or group name (letters, digits, '_', '-')"
+                " or a number"
+            )
+    if cfg.rpc_socket_group is not None and cfg.rpc_socket_user is None:
+        raise UsageError("rpc socket group given without a user: give the user too")
 
 
 @functools.cache

@@ -25,11 +25,12 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from asterfleet.errors import RpcError
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Largest reply read from the datagram socket (jsonrpcs answers in one datagram).
 MAX_DATAGRAM = 1 << 20
@@ -198,6 +199,10 @@ class _ClientSocket:
         self.path = os.path.join(self.dir, "c.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
+            # mkdtemp's 0700 is masked by the umask: under keepalived's 0177
+            # (its scripts inherit it) the directory came out 0600, nobody
+            # could bind in it, and every health check failed.
+            os.chmod(self.dir, 0o700)
             self.sock.bind(self.path)
             self.sock.setblocking(blocking)
         except OSError:
@@ -256,6 +261,11 @@ class KamailioRpc:
             client.close()
 
     async def _call_http(self, method: str, payload: bytes) -> str:
+        # httpx (about 11 MB, 0.5 s to import) only for an HTTP target: a
+        # balancer on the unix socket, as deployed, never loads it, nor does
+        # keepalived's check, which starts every second within a timeout.
+        import httpx
+
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self.timeout)
         try:
@@ -327,6 +337,8 @@ def call_sync(target: str | Path, method: str, *params: Any, timeout: float = 5.
     request_id, payload = _request(method, params)
     path = _unix_path(target)
     if path is None:
+        import httpx
+
         try:
             response = httpx.post(
                 target,

@@ -61,6 +61,9 @@ class StackOptions:
     node_ttl: int = 3
     drain_timeout: float = 60.0
     capture: str | None = None
+    # The HEP capture id Kamailio sends, published by the balancer agent (the
+    # console names the balancer on call ladders by it).
+    capture_id: int = 1
     kamailio_children: int = 4
     etcd_members: int = 1  # 3 or 5 for a real cluster (agents get every endpoint)
     kamailio_shm_mb: int | None = None
@@ -218,6 +221,7 @@ class Stack:
             algorithm=self.options.algorithm.value,
             children=self.options.kamailio_children,
             capture=self.options.capture,
+            capture_id=self.options.capture_id,
             rpc_http=f"127.0.0.1:{free_port()}" if self.options.rpc_http else None,
             log_level=self.options.kamailio_log_level,
         )
@@ -244,6 +248,7 @@ class Stack:
                 self.options.cluster,
                 "--id",
                 balancer_id,
+                *(("--capture-id", str(self.options.capture_id)) if self.options.capture else ()),
                 "--list-file",
                 str(self.list_file),
                 "--rpc",

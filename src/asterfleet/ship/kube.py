@@ -17,7 +17,11 @@ the Kubernetes control plane would have (pure functions, no I/O):
   every etcd member would share one ``data`` volume;
 * ``ports`` are dropped: podman 4.3 publishes every ``containerPort`` on the
   host (as if it were a ``hostPort``), where two Pods then collide; on the
-  podman network each Pod is reached at its own address anyway.
+  podman network each Pod is reached at its own address anyway;
+* ``restartPolicy`` may be given per Pod: podman has no "terminating" Pod,
+  so under ``Always`` a node agent that drained and exited 0 on SIGTERM is
+  started again and registers anew, where the kubelet would let it go
+  (``OnFailure`` gives the kubelet's behaviour for a drain).
 
 Everything else (``envFrom`` ConfigMaps, capabilities, users, probes…) goes to
 podman as written.
@@ -122,6 +126,7 @@ def pod_from_workload(
     pod_ip: str,
     volume_root: str,
     host_aliases: Mapping[str, str] | None = None,
+    restart_policy: str | None = None,
 ) -> Doc:
     """A Pod from a workload's template, ready for ``podman kube play``.
 
@@ -151,6 +156,10 @@ def pod_from_workload(
             configmaps=configmaps,
         )
     spec["hostname"] = logical_name
+    if restart_policy is not None:
+        if restart_policy not in ("Always", "OnFailure", "Never"):
+            raise ValueError(f"restartPolicy {restart_policy!r}: use Always, OnFailure or Never")
+        spec["restartPolicy"] = restart_policy
     if host_aliases:
         by_ip: dict[str, list[str]] = {}
         for host, ip in sorted(host_aliases.items()):

@@ -154,6 +154,39 @@
     });
   }
 
+  // Copy buttons: data-copy="ID" copies the element ID's text; an empty
+  // data-copy copies the value just before the button (see _long.html).
+  function copy(button) {
+    var id = button.getAttribute("data-copy");
+    var target = id ? document.getElementById(id) : button.previousElementSibling;
+    if (!target) return;
+    var text = target.textContent;
+    function done(ok) {
+      var label = button.getAttribute("data-label") || button.textContent;
+      button.setAttribute("data-label", label);
+      button.textContent = ok ? "Copied" : "Select and copy";
+      setTimeout(function () { button.textContent = label; }, 1500);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(false); });
+      return;
+    }
+    // Plain HTTP: the async clipboard API is not offered; select the text instead.
+    var range = document.createRange();
+    range.selectNodeContents(target);
+    var sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    done(ok);
+  }
+
+  document.addEventListener("click", function (ev) {
+    var button = ev.target instanceof Element ? ev.target.closest("button[data-copy]") : null;
+    if (button) copy(button);
+  });
+
   document.addEventListener("submit", function (ev) {
     var form = ev.target;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-action")) return;

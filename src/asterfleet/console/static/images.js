@@ -1,32 +1,8 @@
-// asterfleet console, Images and Builds: copy buttons, confirmations, and a
+// asterfleet console, Images and Knots: confirmations, and a
 // build log followed live over server-sent events (resumable: each event's
 // id is the log offset, which EventSource sends back as Last-Event-ID).
 (function () {
   "use strict";
-
-  function copy(button) {
-    var target = document.getElementById(button.getAttribute("data-copy"));
-    if (!target) return;
-    var text = target.textContent;
-    function done(ok) {
-      var label = button.textContent;
-      button.textContent = ok ? "Copied" : "Select and copy";
-      setTimeout(function () { button.textContent = label; }, 1500);
-    }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(false); });
-      return;
-    }
-    // Plain HTTP: the async clipboard API is not offered; select the text instead.
-    var range = document.createRange();
-    range.selectNodeContents(target);
-    var sel = window.getSelection();
-    sel.removeAllRanges();
-    sel.addRange(range);
-    var ok = false;
-    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
-    done(ok);
-  }
 
   function followLog(pre) {
     var status = document.querySelector("[data-live-status]");
@@ -52,11 +28,6 @@
       }
     };
   }
-
-  document.addEventListener("click", function (ev) {
-    var button = ev.target instanceof Element ? ev.target.closest("button[data-copy]") : null;
-    if (button) copy(button);
-  });
 
   document.addEventListener("submit", function (ev) {
     var form = ev.target;
