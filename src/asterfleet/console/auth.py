@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 from urllib.parse import quote
 
 import structlog
@@ -146,8 +147,12 @@ async def logout(request: Request) -> Response:
 async def account_page(
     request: Request, msg: str = "", err: str = "", user: Principal = Depends(page_user)
 ) -> Response:
-    st = console_state(request)
-    tokens = await asyncio.to_thread(list_tokens, st.db, user.username)
+    return await _account(request, user, msg=msg, err=err)
+
+
+async def _account(request: Request, user: Principal, **shown: Any) -> Response:
+    """The Account page: the user's tokens and whatever ``shown`` adds."""
+    tokens = await asyncio.to_thread(list_tokens, console_state(request).db, user.username)
     return render(
         request,
         "account.html",
@@ -155,8 +160,7 @@ async def account_page(
         area="account",
         tokens=tokens,
         lifetimes=TOKEN_LIFETIMES,
-        msg=msg,
-        err=err,
+        **shown,
     )
 
 
@@ -218,16 +222,7 @@ async def new_token(
     except UsageError as exc:
         return RedirectResponse("/account?err=" + quote(str(exc)), status_code=303)
     log.info("token_created", user=user.username, token=issued.name, scopes=issued.scopes)
-    tokens = await asyncio.to_thread(list_tokens, st.db, user.username)
-    return render(
-        request,
-        "account.html",
-        user,
-        area="account",
-        tokens=tokens,
-        lifetimes=TOKEN_LIFETIMES,
-        issued=issued,
-    )
+    return await _account(request, user, issued=issued)
 
 
 @router.post("/account/tokens/{token_id}/revoke")
