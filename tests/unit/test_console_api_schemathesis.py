@@ -33,12 +33,14 @@ from asterfleet.registry.config import write_config
 from tests.unit.console_fakes import FakeEtcd, put_node
 
 KS = Keyspace("test")
-API = r"^/api/v1/(fleet|nodes|balancers|events|knots)"
+API = r"^/api/v1/(fleet|nodes|balancers|events|knots|calls|stats)"
 
 
 class Console:
-    def __init__(self, client: TestClient, etcd: FakeEtcd, reader: str, admin: str) -> None:
-        self.client, self.etcd = client, etcd
+    def __init__(
+        self, client: TestClient, etcd: FakeEtcd, reader: str, admin: str, scraper: str
+    ) -> None:
+        self.client, self.etcd, self.scraper = client, etcd, scraper
         self.modes: dict[str, dict[str, str]] = {
             "anonymous": {},
             "read-only": {"Authorization": f"Bearer {reader}"},
@@ -65,7 +67,8 @@ def console_settings(tmp: Path) -> ConsoleSettings:
         reconcile_interval=3600,
         login_cache_seconds=0,
     )
-    return ConsoleSettings(cluster="test", watch=False, images=images)
+    capture = f"sqlite:///{tmp / 'capture.db'}"
+    return ConsoleSettings(cluster="test", watch=False, images=images, capture_db=capture)
 
 
 @pytest.fixture
@@ -74,6 +77,7 @@ def console(tmp_path: Path) -> Iterator[Console]:
     add_user(db, "alice", "s3cret-pass")
     reader = create_token(db, "alice", "reader", ("read",)).token
     admin = create_token(db, "alice", "admin", ("read", "write")).token
+    scraper = create_token(db, "alice", "scraper", ("metrics",)).token
     etcd = FakeEtcd()
     put_node(etcd, KS, "node-1")
     app = create_app(
@@ -93,7 +97,7 @@ def console(tmp_path: Path) -> Iterator[Console]:
         ),
     )
     with TestClient(app, follow_redirects=False) as client:
-        yield Console(client, etcd, reader, admin)
+        yield Console(client, etcd, reader, admin, scraper)
 
 
 def _openapi() -> dict[str, Any]:
@@ -142,3 +146,14 @@ def test_both_apis_are_under_test() -> None:
     """The filter above must not quietly drop an API (a renamed prefix)."""
     paths = {result.ok().path for result in schema.get_all_operations()}
     assert {"/api/v1/fleet", "/api/v1/knots", "/api/v1/knots/{name}"} <= paths
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/calls?limit=x", "/api/v1/calls/x", "/api/v1/stats?window=x", "/api/v1/fleet"]
+)
+def test_a_metrics_token_reads_nothing_but_metrics(console: Console, path: str) -> None:
+    # Scope is checked before the query: 403 even where the query is invalid.
+    auth = {"Authorization": f"Bearer {console.scraper}"}
+    response = console.client.get(path, headers=auth)
+    assert response.status_code == 403, response.text
+    assert console.client.get("/metrics", headers=auth).status_code == 200

@@ -52,7 +52,13 @@ from asterfleet.console import saved_searches
 from asterfleet.console.addressbook import party
 from asterfleet.console.call_fleet import CallFleet, call_fleet, node_names
 from asterfleet.console.live import sse_message
-from asterfleet.console.security import SESSION_COOKIE, Principal, api_user, page_user
+from asterfleet.console.security import (
+    API_ERRORS,
+    SESSION_COOKIE,
+    Principal,
+    api_reader,
+    page_user,
+)
 from asterfleet.console.state import console_state
 from asterfleet.console.web import render
 from asterfleet.errors import UsageError
@@ -633,11 +639,6 @@ class CallDetailOut(BaseModel):
     fleet: CallFleetOut = Field(description="the call's hosts and node as the fleet knew them")
 
 
-def _need_read(who: Principal) -> None:
-    if "read" not in who.scopes:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks scope 'read'")
-
-
 def _message_out(m: Message) -> MessageOut:
     return MessageOut(
         id=m.id,
@@ -664,6 +665,7 @@ def _message_out(m: Message) -> MessageOut:
     response_model=CallsOut,
     tags=["calls"],
     summary="Search captured calls by start, newest first",
+    responses=API_ERRORS,
 )
 async def api_calls(
     request: Request,
@@ -693,12 +695,11 @@ async def api_calls(
     max_duration: str = Query("", description="calls lasting at most this long (so far)"),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str = Query("", description="next_cursor of the previous page"),
-    who: Principal = Depends(api_user),
+    who: Principal = Depends(api_reader),
 ) -> Any:
     """Calls matching every filter given, by start, newest first (the
     balancers' OPTIONS probes only with ``options=true``). Page with
     ``next_cursor``."""
-    _need_read(who)
     try:
         q = build_query(
             since, until, call_id, from_user, to_user, method, status_code, capture_host,
@@ -724,9 +725,9 @@ async def api_calls(
     response_model=CallDetailOut,
     tags=["calls"],
     summary="One call: its summary and every message, in capture order",
+    responses=API_ERRORS,
 )
-async def api_call(request: Request, call_id: str, who: Principal = Depends(api_user)) -> Any:
-    _need_read(who)
+async def api_call(request: Request, call_id: str, who: Principal = Depends(api_reader)) -> Any:
     try:
         msgs: list[Message] = await _in_store(request, call_messages, call_id)
         streams: list[StreamQuality] = await _in_store(request, Store.stream_quality, call_id)

@@ -33,7 +33,7 @@ from asterfleet.capture.callstats import (
 from asterfleet.capture.store import Store
 from asterfleet.console.addressbook import directory
 from asterfleet.console.charts import Series, line_chart
-from asterfleet.console.security import Principal, api_user, page_user
+from asterfleet.console.security import API_ERRORS, Principal, api_reader, page_user
 from asterfleet.console.state import console_state
 from asterfleet.console.web import render
 from asterfleet.db import Database
@@ -351,16 +351,15 @@ class StatsOut(BaseModel):
     response_model=StatsOut,
     tags=["calls"],
     summary="Call statistics per node and per balancer, in time buckets",
+    responses=API_ERRORS,
 )
 async def api_stats(
     request: Request,
     window: str = Query(DEFAULT_WINDOW, description="one of 15m, 1h, 6h, 24h, 7d"),
-    who: Principal = Depends(api_user),
+    who: Principal = Depends(api_reader),
 ) -> Any:
     """Calls, ASR, NER, post-dial delay p50/p95 (ms), response codes and mean
     MOS, for the whole window and per bucket (a twelfth of it)."""
-    if "read" not in who.scopes:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks scope 'read'")
     try:
         seconds = _window(window)
         facts, start, end, step = await asyncio.to_thread(_compute, request, seconds, time.time())
