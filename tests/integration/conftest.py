@@ -7,7 +7,23 @@ from pathlib import Path
 
 import pytest
 
+from asterfleet.errors import MissingBinary
 from asterfleet.lab.stack import Stack, StackOptions
+from asterfleet.testing.postgres import PgSandbox
+
+
+@pytest.fixture
+def postgres() -> Iterator[PgSandbox]:
+    """A PostgreSQL of its own for one test; skipped where it is not installed."""
+    try:
+        pg = PgSandbox()
+    except MissingBinary as exc:
+        pytest.skip(f"PostgreSQL is not installed ({exc})")
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.destroy()
 
 
 @pytest.fixture

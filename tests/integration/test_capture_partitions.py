@@ -5,7 +5,6 @@ and user prefixes are index ranges whatever the database's collation."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -13,25 +12,11 @@ import sqlalchemy as sa
 from asterfleet.capture.pager import page_calls
 from asterfleet.capture.search import MessageQuery
 from asterfleet.capture.store import DAY_US, Row, Store, metadata, partition_name
-from asterfleet.errors import MissingBinary
 from asterfleet.testing.postgres import PgSandbox
 
 pytestmark = pytest.mark.integration
 
 TODAY = int(time.time() * 1_000_000) // DAY_US * DAY_US
-
-
-@pytest.fixture
-def postgres() -> Iterator[PgSandbox]:
-    try:
-        pg = PgSandbox()
-    except MissingBinary as exc:
-        pytest.skip(f"PostgreSQL is not installed ({exc})")
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def invite(call_id: str, ts_us: int, user: str = "alice") -> Row:

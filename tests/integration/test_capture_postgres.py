@@ -8,32 +8,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from asterfleet.capture.store import Store
-from asterfleet.errors import MissingBinary
 from asterfleet.runtime.process import wait_for
 from asterfleet.testing.postgres import PgSandbox
 from tests.integration.test_capture_collector import CaptureServer
 from tests.unit.test_hep_samples import INVITE, hep
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def postgres() -> Iterator[PgSandbox]:
-    try:
-        pg = PgSandbox()
-    except MissingBinary as exc:
-        pytest.skip(f"PostgreSQL is not installed ({exc})")
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def test_postgres_outage_is_counted_exactly(tmp_path: Path, postgres: PgSandbox) -> None:
