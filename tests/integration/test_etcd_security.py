@@ -237,6 +237,18 @@ def test_the_member_tools_speak_tls_and_auth(tmp_path: Path) -> None:
             EtcdClient(m0.endpoint, security=root).put(key, value)
         m2.kill()
         shutil.rmtree(m2.data_dir)
+
+        def both_serve() -> bool:
+            # If m2 led, m0 and m1 elect a new leader first; an operator's
+            # rejoin during that second is refused (too few members answer).
+            try:
+                for m in (m0, m1):
+                    EtcdClient(m.endpoint, security=root).put("/elected-by-test", m.name)
+            except Exception:
+                return False
+            return True
+
+        wait_for(both_serve, 30, what="m0 and m1 serving with a leader")
         rejoined = runner.invoke(
             etcd_app,
             ["rejoin", "--member", "m2", "--data-dir", str(m2.data_dir),
