@@ -50,8 +50,12 @@ def capture_db(tmp_path: Path) -> Iterator[tuple[str, int]]:
 
 @pytest.fixture
 def console_url(tmp_path: Path, capture_db: tuple[str, int]) -> Iterator[str]:
-    # The fleet's address history, as the console's etcd watch records it:
-    # node ast3 has held 10.0.0.3:5060 (the calls' node) for an hour.
+    yield from console_with_capture(tmp_path, capture_db[0], PASSWORD)
+
+
+def console_with_capture(tmp_path: Path, capture_db: str, password: str) -> Iterator[str]:
+    """A console reading ``capture_db``, where node ast3 has held 10.0.0.3:5060
+    (the calls' node) for an hour, as the console's etcd watch records it."""
     db = open_database(str(tmp_path / "console.db"))
     try:
         with db.session() as s:
@@ -63,8 +67,8 @@ def console_url(tmp_path: Path, capture_db: tuple[str, int]) -> Iterator[str]:
         tmp_path / "console.log",
         etcd=f"127.0.0.1:{free_port()}",
         db=str(tmp_path / "console.db"),
-        extra_args=["--capture-db", capture_db[0]],
-        env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
+        extra_args=["--capture-db", capture_db],
+        env={"ASTERFLEET_ADMIN_PASSWORD": password},
         timeout=120,  # start-up (argon2, imports) is slow on a busy shared machine
     )
     try:

@@ -11,12 +11,9 @@ from pathlib import Path
 import pytest
 
 from asterfleet.capture.store import Store
-from asterfleet.console.process import start_console
-from asterfleet.db import FleetAddress, open_database
-from asterfleet.runtime.ports import free_port
 from asterfleet.testing.chromium import launch as launch_chromium
 from asterfleet.testing.chromium import log_in as sign_in
-from tests.integration.test_console_calls_list import recent
+from tests.integration.test_console_calls_list import console_with_capture, recent
 from tests.unit.test_capture_pager import answered, failed
 
 pytestmark = pytest.mark.integration
@@ -36,25 +33,7 @@ def console_url(tmp_path: Path) -> Iterator[str]:
             store.insert_rows(recent(failed(f"busy-{i}", i * 60 + 30), base))
     finally:
         store.close()
-    db = open_database(str(tmp_path / "console.db"))
-    try:
-        with db.session() as s:
-            s.add(FleetAddress(cluster="default", address="10.0.0.3:5060", kind="node",
-                               name="ast3", since=time.time() - 3600))  # fmt: skip
-    finally:
-        db.close()
-    running = start_console(
-        tmp_path / "console.log",
-        etcd=f"127.0.0.1:{free_port()}",
-        db=str(tmp_path / "console.db"),
-        extra_args=["--capture-db", capture_db],
-        env={"ASTERFLEET_ADMIN_PASSWORD": PASSWORD},
-        timeout=120,
-    )
-    try:
-        yield running.url
-    finally:
-        running.stop()
+    yield from console_with_capture(tmp_path, capture_db, PASSWORD)
 
 
 def test_the_statistics_page_shows_each_node_and_balancer(console_url: str) -> None:
