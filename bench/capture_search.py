@@ -3,10 +3,12 @@ takes for the Calls list's queries on a large capture store.
 
     .venv/bin/python bench/capture_search.py --calls 200000
     .venv/bin/python bench/capture_search.py --postgres --messages 10000000
+    .venv/bin/python bench/capture_search.py --pg-dir /var/tmp/search10m --messages 10000000
     .venv/bin/python bench/capture_search.py --db postgresql://… --keep --calls 1000000
 
 Fills a fresh store (SQLite in a temporary directory, a throwaway
-PostgreSQL cluster with ``--postgres``, or the database ``--db``) with
+PostgreSQL cluster with ``--postgres``, one kept in ``--pg-dir`` for the
+next runs, or the database ``--db``) with
 calls shaped like the lab's (caller → balancer → node and back, 7 messages,
 plus one OPTIONS probe per call) spread over the last ``--days`` days (so
 PostgreSQL has a partition per day), then runs each query ``--repeat``
@@ -181,6 +183,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL")
+    parser.add_argument(
+        "--pg-dir",
+        type=Path,
+        help="a PostgreSQL cluster kept in this directory: filled on the first run, "
+        "measured again (as with --keep) on the next ones",
+    )
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--messages", type=int, help="fill to about this many messages instead")
     parser.add_argument("--days", type=float, default=7.0, help="the calls span this many days")
@@ -202,11 +210,12 @@ def main() -> None:
     pg = None
     with tempfile.TemporaryDirectory() as tmp:
         url = args.db or str(Path(tmp) / "bench.db")
-        if args.postgres:
+        if args.postgres or args.pg_dir:
             from asterfleet.testing.postgres import PgSandbox
 
-            pg = PgSandbox()
+            pg = PgSandbox(keep_in=args.pg_dir)
             url = pg.start()
+            args.keep = args.keep or pg.reused
         store = Store(url)
         try:
             if args.keep:
@@ -257,7 +266,9 @@ def main() -> None:
                 )
         finally:
             store.close()
-            if pg is not None:
+            if pg is not None and args.pg_dir:
+                pg.stop()
+            elif pg is not None:
                 pg.destroy()
     print(
         json.dumps(

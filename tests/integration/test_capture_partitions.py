@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from asterfleet.capture.pager import page_calls
 from asterfleet.capture.search import MessageQuery
-from asterfleet.capture.store import DAY_US, Row, Store, metadata, partition_name
+from asterfleet.capture.store import DAY_US, Row, Store, partition_name
+from asterfleet.capture.tables import metadata
 from asterfleet.testing.postgres import PgSandbox
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,8 @@ def test_an_old_store_is_converted_with_every_row_kept(postgres: PgSandbox) -> N
     engine = sa.create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"))
     metadata.create_all(engine)
     old_rows = [invite(f"old-{i}", TODAY - 3 * DAY_US + i, user=f"u{i % 3}") for i in range(300)]
-    from asterfleet.capture.store import COLUMNS, messages
+    from asterfleet.capture.store import COLUMNS
+    from asterfleet.capture.tables import messages
 
     with engine.begin() as conn:
         conn.execute(messages.insert(), [dict(zip(COLUMNS, r, strict=True)) for r in old_rows])

@@ -31,8 +31,9 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from asterfleet.capture.store import Store, messages, rtcp_reports
+from asterfleet.capture.store import Store
 from asterfleet.capture.store import _hostport as hostport  # Message.src's own form
+from asterfleet.capture.tables import messages, rtcp_reports
 
 #: Final answers that mean the user, not the network, decided (count for NER).
 USER_CODES = frozenset({404, 480, 484, 486, 487, 600, 603})

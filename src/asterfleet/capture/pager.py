@@ -25,9 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from asterfleet.capture.search import (
     CallSummary,
@@ -37,8 +35,15 @@ from asterfleet.capture.search import (
     summarise_call,
     where_message,
 )
-from asterfleet.capture.store import Message, Store, messages, rtcp_reports
+from asterfleet.capture.store import Message, Store
 from asterfleet.errors import UsageError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+# SQLAlchemy and the tables are imported by the functions that build the
+# walk's queries: a lookup by Call-ID alone needs neither (the whole
+# `capture search --call-id` command starts without them).
 
 MAX_PAGE = 500
 SCAN_LIMIT = 200_000
@@ -87,6 +92,10 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     case-insensitive, the index is not), so the equivalent range is added:
     the prefix match becomes case-sensitive there, as it is on PostgreSQL.
     """
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages, rtcp_reports
+
     c = messages.c
     # Written as the partial index's own predicate, so the planner can use it.
     conds: list[sa.ColumnElement[bool]] = [c.opens_call == sa.true(), *where_message(q)]
@@ -159,6 +168,8 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
 def party_condition(o: Any, party: Party) -> sa.ColumnElement[bool]:
     """A message sent from or to one of the party's addresses, or captured
     with one of its capture ids (``o``: the columns of a messages alias)."""
+    import sqlalchemy as sa
+
     either: list[sa.ColumnElement[bool]] = []
     for address in party.addresses:
         host, sep, port = address.rpartition(":")
@@ -176,6 +187,10 @@ def party_condition(o: Any, party: Party) -> sa.ColumnElement[bool]:
 
 
 def _below(cursor: Cursor) -> sa.ColumnElement[bool]:
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages
+
     ts, ident = cursor
     c = messages.c
     # Written so that ``ts_us <= ts`` stays an index range on both engines.
@@ -184,6 +199,10 @@ def _below(cursor: Cursor) -> sa.ColumnElement[bool]:
 
 def walk_query(conds: Sequence[sa.ColumnElement[bool]], cursor: Cursor | None, chunk: int) -> Any:
     """One chunk of the walk: matching messages below ``cursor``, newest first."""
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages
+
     c = messages.c
     where = [*conds, _below(cursor)] if cursor else list(conds)
     return (
@@ -198,6 +217,10 @@ def _seen_above(
     conn: sa.Connection, conds: Sequence[sa.ColumnElement[bool]], cursor: Cursor, ids: list[str]
 ) -> set[str]:
     """Which of ``ids`` have a matching message at or above ``cursor``."""
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages
+
     c = messages.c
     ts, ident = cursor
     above = sa.or_(c.ts_us > ts, sa.and_(c.ts_us == ts, c.id >= ident))
@@ -245,6 +268,10 @@ def find_call_ids(
 
 def newest_message_id(store: Store) -> int:
     """The id of the newest message stored (0 when none): where a live tail starts."""
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages
+
     with store.engine.connect() as conn:
         value = conn.execute(sa.select(sa.func.max(messages.c.id))).scalar()
     return int(value or 0)
@@ -255,6 +282,10 @@ def new_calls(
 ) -> tuple[list[CallSummary], int]:
     """Calls opened (stored) after message ``after_id`` that match ``q``, oldest
     first, and the id to continue from: the live tail of the Calls list."""
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages
+
     c = messages.c
     query = (
         sa.select(c.call_id, c.id)

@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from asterfleet.capture.flow import merge_copies
-from asterfleet.capture.store import COLUMNS, Message, Store, messages, parse_duration
+from asterfleet.capture.store import COLUMNS, Message, Store, parse_duration
 from asterfleet.errors import UsageError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+# SQLAlchemy is imported by the queries that build on it: summing up a call
+# (and the Call-ID lookup, see pager) needs none of it.
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,8 @@ def escape_like(text: str) -> str:
 def where_message(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
     """The conditions on one message's own fields (Call-ID, users, time),
     shared by the message search and the call pager."""
+    from asterfleet.capture.tables import messages
+
     c = messages.c
     conds: list[sa.ColumnElement[bool]] = []
     if q.call_id:
@@ -171,6 +177,10 @@ def where_message(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
 
 
 def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages
+
     c = messages.c
     conds = where_message(q)
     if q.method:
@@ -187,6 +197,10 @@ def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
 
 def search_messages(store: Store, q: MessageQuery) -> list[Message]:
     """Matching messages, newest first, at most ``q.limit``."""
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages
+
     cols = [messages.c.id, *(messages.c[name] for name in COLUMNS)]
     query = (
         sa.select(*cols)

@@ -25,13 +25,18 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from asterfleet.errors import UsageError
-from asterfleet.storage import open_engine
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Engine
+
+# SQLAlchemy (and the tables, asterfleet.capture.tables) are imported where
+# they are used: a store opens and reads a call through the driver alone, so
+# `asterfleet capture search --call-id` starts in a fraction of the time.
 
 #: Column order of a row tuple handed to :meth:`Store.insert_rows`.
 COLUMNS = (
@@ -74,36 +79,6 @@ DAY_US = 86_400_000_000
 PARTITION_PAST_DAYS = 400
 PARTITION_FUTURE_DAYS = 7
 
-metadata = sa.MetaData()
-messages = sa.Table(
-    "sip_messages",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("ts_us", sa.BigInteger, nullable=False),
-    sa.Column("src_ip", sa.Text, nullable=False),
-    sa.Column("src_port", sa.Integer, nullable=False),
-    sa.Column("dst_ip", sa.Text, nullable=False),
-    sa.Column("dst_port", sa.Integer, nullable=False),
-    sa.Column("transport", sa.Text, nullable=False),
-    sa.Column("capture_id", sa.BigInteger, nullable=False),
-    sa.Column("capture_host", sa.Text, nullable=False),
-    sa.Column("call_id", sa.Text, nullable=False),
-    sa.Column("method", sa.Text),
-    sa.Column("status", sa.Integer),
-    sa.Column("cseq", sa.Text, nullable=False),
-    sa.Column("from_user", sa.Text, nullable=False),
-    sa.Column("to_user", sa.Text, nullable=False),
-    sa.Column("user_agent", sa.Text, nullable=False),
-    sa.Column("correlation_id", sa.Text, nullable=False),
-    sa.Column("raw", sa.LargeBinary, nullable=False),
-    # A request without a To tag: the message the Calls list walks (see sip_index).
-    sa.Column("opens_call", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Index("ix_sip_messages_ts", "ts_us"),
-    sa.Index("ix_sip_messages_call_id", "call_id"),
-    sa.Index("ix_sip_messages_from_user", "from_user"),
-    sa.Index("ix_sip_messages_to_user", "to_user"),
-)
-
 
 #: Tag in a row's first place: an RTCP report (HEP type 5), not a SIP message.
 RTCP_TAG = "rtcp"
@@ -127,29 +102,6 @@ RTCP_COLUMNS = (
     "mos",
 )
 
-rtcp_reports = sa.Table(
-    "rtcp_reports",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("ts_us", sa.BigInteger, nullable=False),
-    sa.Column("call_id", sa.Text, nullable=False),
-    sa.Column("capture_host", sa.Text, nullable=False),
-    sa.Column("src_ip", sa.Text, nullable=False),
-    sa.Column("src_port", sa.Integer, nullable=False),
-    sa.Column("dst_ip", sa.Text, nullable=False),
-    sa.Column("dst_port", sa.Integer, nullable=False),
-    sa.Column("ssrc", sa.BigInteger, nullable=False),
-    sa.Column("report_type", sa.Integer, nullable=False),
-    sa.Column("source_ssrc", sa.BigInteger, nullable=False),
-    sa.Column("fraction_lost", sa.Float, nullable=False),
-    sa.Column("packets_lost", sa.BigInteger, nullable=False),
-    sa.Column("jitter_ms", sa.Float, nullable=False),
-    sa.Column("rtt_ms", sa.Float),
-    sa.Column("mos", sa.Float, nullable=False),
-    sa.Index("ix_rtcp_reports_call_id", "call_id", "mos"),
-    sa.Index("ix_rtcp_reports_ts", "ts_us"),
-)
-
 
 @dataclass(frozen=True, slots=True)
 class StreamQuality:
@@ -166,17 +118,6 @@ class StreamQuality:
     mos: float
     #: The lowest MOS of any of its reports.
     min_mos: float
-
-
-#: The Calls list's walk: call openings, newest first (covering the walk's columns).
-opening = sa.Index(
-    "ix_sip_messages_opening_ts",
-    messages.c.ts_us,
-    messages.c.id,
-    messages.c.call_id,
-    sqlite_where=messages.c.opens_call == sa.true(),
-    postgresql_where=messages.c.opens_call == sa.true(),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,23 +227,25 @@ class Store:
 
     def __init__(self, url: str, create: bool = True) -> None:
         self.url = normalise_url(url)
-        try:
-            self.engine: Engine = open_engine(url, extra_pragmas=("synchronous=NORMAL",))
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise UsageError(
-                f"database URL {url!r} is not usable ({exc}): give a SQLite file path "
-                "or postgresql://USER@HOST:PORT/DB"
-            ) from None
-        self.dialect = self.engine.dialect.name
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise UsageError(f"database URL {url!r}: only SQLite and PostgreSQL are supported")
+        self._given_url = url
         #: Days (since the epoch) known to have a partition (PostgreSQL).
         self._days: set[int] = set()
         self.partitioned = False
+        #: The driver's own connection, no engine (see :meth:`_open_read_only`).
+        self._driver: Any = None
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        self._sqlite_insert = (
+            f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
+        )
+        self._copy_sql = f"COPY sip_messages ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        if not create and self._open_read_only():
+            return
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise UsageError(f"database URL {url!r}: only SQLite and PostgreSQL are supported")
         current = self.dialect == "postgresql" and _pg_schema_current(self.engine)
         if current:
-            # The usual case, in one round trip: a CLI search opens the store
-            # and asks one question.
+            # The usual case, in one round trip.
             self.partitioned = True
         elif self.dialect == "postgresql":
             if create:
@@ -314,21 +257,93 @@ class Store:
                 _ensure_search_indexes(self.engine)
         else:
             if create:
+                from asterfleet.capture.tables import metadata
+
                 metadata.create_all(self.engine)
             _rename_node_column(self.engine)
             _add_opens_call(self.engine)
         # Databases written before RTCP was stored lack its table (as do
         # stores opened with create=False): add it, the messages stay.
         if not current:
+            from asterfleet.capture.tables import rtcp_reports
+
             rtcp_reports.create(self.engine, checkfirst=True)
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        self._sqlite_insert = (
-            f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
-        )
-        self._copy_sql = f"COPY sip_messages ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine: made when the store opens, or at the first
+        query that needs it on a store opened read-only."""
+        import sqlalchemy as sa
+
+        from asterfleet.storage import open_engine
+
+        try:
+            return open_engine(self._given_url, extra_pragmas=("synchronous=NORMAL",))
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise UsageError(
+                f"database URL {self._given_url!r} is not usable ({exc}): give a SQLite file "
+                "path or postgresql://USER@HOST:PORT/DB"
+            ) from None
+
+    def _open_read_only(self) -> bool:
+        """Open a store for reading (``create=False``) through the driver
+        alone: no SQLAlchemy, one connection, one question (is the schema
+        this version's?). False when it is not (an old store is migrated on
+        the engine, as before), or when the driver cannot take the URL."""
+        if self.url.startswith("postgresql+psycopg://"):
+            dialect = "postgresql"
+        elif self.url.startswith("sqlite:///") and self.url[10:] and "?" not in self.url:
+            dialect = "sqlite"
+            if self.url[10:].startswith(":memory:"):
+                return False  # a second connection would see another database
+        else:
+            return False
+        try:
+            if dialect == "postgresql":
+                import psycopg
+
+                driver: Any = psycopg.connect(
+                    "postgresql://" + self.url.split("://", 1)[1], autocommit=True
+                )
+                probe = _SCHEMA_PROBE
+            else:
+                import sqlite3
+
+                driver = sqlite3.connect(
+                    self.url[10:], timeout=30, check_same_thread=False, isolation_level=None
+                )
+                probe = _SQLITE_SCHEMA_PROBE
+            try:
+                current = bool(driver.execute(probe).fetchone()[0])
+            except Exception:
+                driver.close()
+                raise
+        except Exception:
+            return False  # the engine's open says what is wrong, as it always did
+        if not current:
+            driver.close()
+            return False
+        self.dialect = dialect
+        self.partitioned = dialect == "postgresql"
+        self._driver = driver
+        return True
+
+    def _fetch(self, pg_sql: str, sqlite_sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows of one plain SQL query (``%s`` placeholders on PostgreSQL,
+        ``?`` on SQLite), on the driver's connection of a store opened
+        read-only, else on the engine (its errors wrapped as SQLAlchemy's)."""
+        sql = pg_sql if self.dialect == "postgresql" else sqlite_sql
+        if self._driver is not None:
+            return list(self._driver.execute(sql, tuple(params)).fetchall())
+        with self.engine.connect() as conn:
+            return list(conn.exec_driver_sql(sql, tuple(params)).all())
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
+        if "engine" in self.__dict__:
+            self.engine.dispose()
 
     # -- writing -----------------------------------------------------------
 
@@ -342,6 +357,8 @@ class Store:
             return
         rtcp = [block for r in rows if r[0] == RTCP_TAG for block in r[1]]
         if rtcp:
+            from asterfleet.capture.tables import rtcp_reports
+
             with self.engine.begin() as conn:
                 conn.execute(
                     rtcp_reports.insert(), [dict(zip(RTCP_COLUMNS, b, strict=True)) for b in rtcp]
@@ -444,6 +461,10 @@ class Store:
         until the whole day is older than the cutoff (at most a day longer
         than asked), and only ``sip_messages_other`` is pruned row by row.
         """
+        import sqlalchemy as sa
+
+        from asterfleet.capture.tables import messages, rtcp_reports
+
         with self.engine.begin() as conn:
             conn.execute(sa.delete(rtcp_reports).where(rtcp_reports.c.ts_us < cutoff_us))
         if self.partitioned:
@@ -464,6 +485,10 @@ class Store:
 
     def size_bytes(self) -> int:
         """Bytes the stored messages take (live data, not free pages)."""
+        import sqlalchemy as sa
+
+        from asterfleet.capture.tables import messages
+
         with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
@@ -484,6 +509,10 @@ class Store:
         """Delete the oldest messages until the store is under ``max_bytes``
         (on PostgreSQL whole day partitions first, oldest first, while more
         than one is left)."""
+        import sqlalchemy as sa
+
+        from asterfleet.capture.tables import messages
+
         deleted = 0
         while self.partitioned and self.size_bytes() > max_bytes:
             parts = self.partitions()
@@ -523,6 +552,10 @@ class Store:
     # -- reading -----------------------------------------------------------
 
     def count(self) -> int:
+        import sqlalchemy as sa
+
+        from asterfleet.capture.tables import messages
+
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one())
 
@@ -532,6 +565,10 @@ class Store:
 
     def stream_quality(self, call_id: str) -> list[StreamQuality]:
         """A call's streams (by SSRC and reporter), latest report each."""
+        import sqlalchemy as sa
+
+        from asterfleet.capture.tables import rtcp_reports
+
         t = rtcp_reports.c
         query = sa.select(rtcp_reports).where(t.call_id == call_id).order_by(t.ts_us, t.id)
         latest: dict[tuple[int, str], Any] = {}
@@ -562,18 +599,26 @@ class Store:
         """Every message of these calls, in capture order."""
         if not call_ids:
             return []
-        cols = [messages.c.id, *(messages.c[name] for name in COLUMNS)]
-        query = (
-            sa.select(*cols)
-            .where(messages.c.call_id.in_(list(call_ids)))
-            .order_by(messages.c.ts_us, messages.c.id)
+        ids = list(dict.fromkeys(call_ids))
+        # One statement text for any number of calls on PostgreSQL (the
+        # driver prepares it after a few runs; no plan per call).
+        rows = self._fetch(
+            _MESSAGES_OF_CALLS + "call_id = ANY(%s)" + _IN_CAPTURE_ORDER,
+            _MESSAGES_OF_CALLS + f"call_id IN ({', '.join('?' for _ in ids)})" + _IN_CAPTURE_ORDER,
+            [ids] if self.dialect == "postgresql" else ids,
         )
-        return self.select(query)
+        return [message_from_row(r) for r in rows]
+
+
+_MESSAGES_OF_CALLS = f"SELECT id, {', '.join(COLUMNS)} FROM sip_messages WHERE "
+_IN_CAPTURE_ORDER = " ORDER BY ts_us, id"
 
 
 def _rename_node_column(engine: Engine) -> None:
     """Databases written before the capture host had its own name call the
     column ``node`` (which, in the fleet, is an Asterisk box)."""
+    import sqlalchemy as sa
+
     inspector = sa.inspect(engine)
     if not inspector.has_table("sip_messages"):
         return
@@ -590,6 +635,10 @@ def _add_opens_call(engine: Engine) -> None:
     """Databases from before the Calls list walked call openings lack the
     column: add it, and mark their requests outside a dialog as openings
     (the To tag was not kept then, so a re-INVITE counts too)."""
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import opening
+
     inspector = sa.inspect(engine)
     if not inspector.has_table("sip_messages"):
         return
@@ -610,6 +659,8 @@ def _add_opens_call(engine: Engine) -> None:
 def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
     """Run one in-place migration; the collector and the console may open an
     old store at the same moment, and the second one finds it done."""
+    import sqlalchemy as sa
+
     try:
         with engine.begin() as conn:
             for sql in statements:
@@ -716,6 +767,14 @@ SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('sip_messages')) = 
    AND to_regclass('rtcp_reports') IS NOT NULL
 """
 
+#: The same question on SQLite: every column, index and table this version makes.
+_SQLITE_SCHEMA_PROBE = """
+SELECT (SELECT count(*) FROM pragma_table_info('sip_messages')
+        WHERE name IN ('capture_host', 'opens_call')) = 2
+   AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'ix_sip_messages_opening_ts')
+   AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'rtcp_reports')
+"""
+
 
 def _pg_schema_current(engine: Engine) -> bool:
     """Partitioned, with every index and table this version makes."""
@@ -747,6 +806,8 @@ def _create_partitioned(engine: Engine) -> None:
             conn.exec_driver_sql(
                 "CREATE TABLE IF NOT EXISTS sip_messages_other PARTITION OF sip_messages DEFAULT"
             )
+    from asterfleet.capture.tables import rtcp_reports
+
     rtcp_reports.create(engine, checkfirst=True)
 
 
@@ -799,6 +860,8 @@ def _partition_existing(engine: Engine) -> bool:
 def _ensure_search_indexes(engine: Engine) -> None:
     """The prefix indexes (made after the conversion: on a big old table the
     build takes a while, and the conversion itself should not wait for it)."""
+    import sqlalchemy as sa
+
     with contextlib.suppress(sa.exc.DBAPIError), engine.begin() as conn:
         for sql in _PG_SEARCH_INDEXES:
             conn.exec_driver_sql(sql)

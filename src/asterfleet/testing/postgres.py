@@ -34,12 +34,20 @@ def pg_bin_dir() -> Path:
 class PgSandbox:
     """``start()`` → ``url``; ``stop()`` / ``start()`` again; ``destroy()``."""
 
-    def __init__(self, base: Path | None = None, durable: bool = False) -> None:
+    def __init__(
+        self, base: Path | None = None, durable: bool = False, keep_in: Path | None = None
+    ) -> None:
         #: False (tests): fsync, synchronous commit and full-page writes off.
         #: True: PostgreSQL's defaults (every commit on disk), for benchmarks.
         self.durable = durable
         self.bin = pg_bin_dir()
-        self.dir = Path(tempfile.mkdtemp(prefix="af-pg-", dir=base))
+        if keep_in is not None:
+            # A cluster kept between runs (a benchmark's filled store): made
+            # on the first run, started again by the next ones.
+            keep_in.mkdir(parents=True, exist_ok=True)
+            self.dir = keep_in
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="af-pg-", dir=base))
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
         self.port = free_port()
@@ -47,6 +55,10 @@ class PgSandbox:
         if self._as_postgres:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        #: Whether the cluster was there already (``keep_in`` of an earlier run).
+        self.reused = (self.data / "PG_VERSION").exists()
+        if self.reused:
+            return
         self._run(
             [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
              "--no-sync", "-E", "UTF8"]

@@ -1,0 +1,77 @@
+"""The capture store's tables as SQLAlchemy Core objects: ``sip_messages``
+and ``rtcp_reports``, for SQLite and for the queries built on them.
+
+Kept apart from :mod:`asterfleet.capture.store` so that opening a store and
+reading a call (``asterfleet capture search --call-id``) does not import
+SQLAlchemy; the pager, the message search and the statistics build their
+queries on these. PostgreSQL's partitioned table and its indexes are made
+by the DDL in the store (``_PG_COLUMNS``, ``_PG_INDEXES``), which must stay
+in step with these columns.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+messages = sa.Table(
+    "sip_messages",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Column("src_ip", sa.Text, nullable=False),
+    sa.Column("src_port", sa.Integer, nullable=False),
+    sa.Column("dst_ip", sa.Text, nullable=False),
+    sa.Column("dst_port", sa.Integer, nullable=False),
+    sa.Column("transport", sa.Text, nullable=False),
+    sa.Column("capture_id", sa.BigInteger, nullable=False),
+    sa.Column("capture_host", sa.Text, nullable=False),
+    sa.Column("call_id", sa.Text, nullable=False),
+    sa.Column("method", sa.Text),
+    sa.Column("status", sa.Integer),
+    sa.Column("cseq", sa.Text, nullable=False),
+    sa.Column("from_user", sa.Text, nullable=False),
+    sa.Column("to_user", sa.Text, nullable=False),
+    sa.Column("user_agent", sa.Text, nullable=False),
+    sa.Column("correlation_id", sa.Text, nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    # A request without a To tag: the message the Calls list walks (see sip_index).
+    sa.Column("opens_call", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_sip_messages_ts", "ts_us"),
+    sa.Index("ix_sip_messages_call_id", "call_id"),
+    sa.Index("ix_sip_messages_from_user", "from_user"),
+    sa.Index("ix_sip_messages_to_user", "to_user"),
+)
+
+rtcp_reports = sa.Table(
+    "rtcp_reports",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Column("call_id", sa.Text, nullable=False),
+    sa.Column("capture_host", sa.Text, nullable=False),
+    sa.Column("src_ip", sa.Text, nullable=False),
+    sa.Column("src_port", sa.Integer, nullable=False),
+    sa.Column("dst_ip", sa.Text, nullable=False),
+    sa.Column("dst_port", sa.Integer, nullable=False),
+    sa.Column("ssrc", sa.BigInteger, nullable=False),
+    sa.Column("report_type", sa.Integer, nullable=False),
+    sa.Column("source_ssrc", sa.BigInteger, nullable=False),
+    sa.Column("fraction_lost", sa.Float, nullable=False),
+    sa.Column("packets_lost", sa.BigInteger, nullable=False),
+    sa.Column("jitter_ms", sa.Float, nullable=False),
+    sa.Column("rtt_ms", sa.Float),
+    sa.Column("mos", sa.Float, nullable=False),
+    sa.Index("ix_rtcp_reports_call_id", "call_id", "mos"),
+    sa.Index("ix_rtcp_reports_ts", "ts_us"),
+)
+
+#: The Calls list's walk: call openings, newest first (covering the walk's columns).
+opening = sa.Index(
+    "ix_sip_messages_opening_ts",
+    messages.c.ts_us,
+    messages.c.id,
+    messages.c.call_id,
+    sqlite_where=messages.c.opens_call == sa.true(),
+    postgresql_where=messages.c.opens_call == sa.true(),
+)
