@@ -4,6 +4,7 @@ and user prefixes are index ranges whatever the database's collation."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -144,3 +145,42 @@ def test_user_prefix_is_an_index_range_under_any_collation(postgres: PgSandbox) 
         assert len(calls) == 10 and {c.from_user for c in calls} == {"user042"}
     finally:
         store.close()
+
+
+def test_a_store_opened_for_reading_answers_through_the_driver(postgres: PgSandbox) -> None:
+    """`capture search --call-id` on PostgreSQL: one driver connection, no
+    SQLAlchemy; the same store still runs the walk (the engine is made then),
+    and an old store opened for reading is converted as before."""
+    from tests.unit.test_cli_imports import loaded, run_probe
+
+    store = Store(postgres.url)
+    store.insert_rows([invite("c-1", TODAY + 1), invite("c-2", TODAY + 2, user="bob")])
+    store.close()
+
+    reader = Store(postgres.url, create=False)
+    try:
+        (call,) = page_calls(reader, MessageQuery(call_id="c-2"), 50).calls
+        assert (call.call_id, call.from_user) == ("c-2", "bob")
+        assert "engine" not in vars(reader)  # read on the driver's own connection
+        calls = page_calls(reader, MessageQuery(from_user="al"), 50).calls
+        assert [c.call_id for c in calls] == ["c-1"]
+    finally:
+        reader.close()
+
+    argv = ("capture", "search", "--db", postgres.url, "--call-id", "c-1", "--json")
+    modules, out = run_probe(*argv)
+    assert [c["call_id"] for c in json.loads(out)] == ["c-1"]
+    assert "psycopg" in modules
+    assert not loaded(modules, ("sqlalchemy", "asterfleet.capture.tables"))
+
+
+def test_an_old_store_opened_for_reading_is_converted(postgres: PgSandbox) -> None:
+    engine = sa.create_engine(postgres.url.replace("postgresql://", "postgresql+psycopg://"))
+    metadata.create_all(engine)
+    engine.dispose()
+    reader = Store(postgres.url, create=False)
+    try:
+        assert reader.partitioned
+        assert [p[0] for p in reader.partitions()] == ["sip_messages_legacy"]
+    finally:
+        reader.close()

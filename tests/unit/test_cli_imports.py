@@ -50,7 +50,8 @@ sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
 """
 
 
-def modules_loaded_by(*args: str) -> set[str]:
+def run_probe(*args: str) -> tuple[set[str], str]:
+    """The modules a command loaded, and what it printed on stdout."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args)],
         capture_output=True,
@@ -58,7 +59,11 @@ def modules_loaded_by(*args: str) -> set[str]:
         timeout=120,
     )
     line = done.stderr.rsplit("\nMODULES ", 1)[-1]
-    return set(json.loads(line))
+    return set(json.loads(line)), done.stdout
+
+
+def modules_loaded_by(*args: str) -> set[str]:
+    return run_probe(*args)[0]
 
 
 def loaded(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
@@ -119,3 +124,21 @@ def test_lab_status_reads_files_without_starting_a_stack(tmp_path: Path) -> None
     assert "asterfleet.lab.state" in modules
     heavy = ("asterfleet.lab.runner", "asterfleet.lab.stack", "asterfleet.console", "aetcd")
     assert not loaded(modules, heavy)
+
+
+def test_capture_search_by_call_id_reads_through_the_driver_alone(tmp_path: Path) -> None:
+    """The whole `capture search --call-id` command answers without
+    SQLAlchemy (its import is most of a start-up): the store opens read-only
+    on the driver's connection and the call is read in plain SQL."""
+    from asterfleet.capture.store import Store
+    from tests.unit.test_capture_pager import answered
+
+    db = tmp_path / "capture.db"
+    store = Store(str(db))
+    store.insert_rows(answered("c-cli@x", 1.0, 3.0) + answered("c-other@x", 2.0, 1.0))
+    store.close()
+    modules, out = run_probe("capture", "search", "--db", str(db), "--call-id", "c-cli@x", "--json")
+    (call,) = json.loads(out)
+    assert (call["call_id"], call["final_status"], call["messages"]) == ("c-cli@x", 200, 7)
+    assert "asterfleet.capture.store" in modules
+    assert not loaded(modules, ("sqlalchemy", "asterfleet.capture.tables", "asterfleet.storage"))
