@@ -184,3 +184,24 @@ def test_an_old_store_opened_for_reading_is_converted(postgres: PgSandbox) -> No
         assert [p[0] for p in reader.partitions()] == ["sip_messages_legacy"]
     finally:
         reader.close()
+
+
+def test_a_connection_idle_across_a_server_restart_is_replaced(
+    postgres: PgSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pooled connections are pinged only after sitting idle (not at every
+    checkout): one idle across a restart is found broken and replaced."""
+    from asterfleet.capture import store as store_module
+
+    store = Store(postgres.url)
+    try:
+        store.insert_rows([invite("c-1", TODAY + 1)])
+        assert [m.call_id for m in store.messages_of_calls(["c-1"])] == ["c-1"]
+        postgres.stop()
+        postgres.start()
+        monkeypatch.setattr(store_module, "PING_AFTER_IDLE_S", 0.0)
+        assert [m.call_id for m in store.messages_of_calls(["c-1"])] == ["c-1"]
+        (call,) = page_calls(store, MessageQuery(from_user="al"), 50).calls
+        assert call.call_id == "c-1"
+    finally:
+        store.close()

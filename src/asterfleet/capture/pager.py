@@ -234,36 +234,40 @@ def find_call_ids(
     limit: int,
     cursor: Cursor | None = None,
     scan_limit: int = SCAN_LIMIT,
+    conn: sa.Connection | None = None,
 ) -> tuple[list[tuple[str, Cursor]], Cursor | None, int, bool]:
     """Up to ``limit`` Call-IDs below ``cursor`` with each one's newest match,
-    the cursor for the next page, rows scanned, and whether the bound hit."""
+    the cursor for the next page, rows scanned, and whether the bound hit
+    (on ``conn``, a :meth:`Store.reading` connection, when given)."""
+    if conn is None:
+        with store.reading() as own:
+            return find_call_ids(store, q, limit, cursor, scan_limit, own)
     conds = conditions(q, store.dialect)
     found: list[tuple[str, Cursor]] = []
     seen: set[str] = set()
     # A call has an opening per hop (two through a balancer): the first
     # chunk usually fills the page, and the walk grows when filters reject.
     position, scanned, chunk = cursor, 0, max(_FIRST_CHUNK, 2 * limit + 8)
-    with store.engine.connect() as conn:
-        while True:
-            rows = conn.execute(walk_query(conds, position, chunk)).all()
-            scanned += len(rows)
-            fresh: list[tuple[str, Cursor]] = []
-            for call_id, ts, ident in rows:
-                if call_id not in seen:
-                    seen.add(call_id)
-                    fresh.append((call_id, (ts, ident)))
-            if cursor is not None and fresh:
-                earlier = _seen_above(conn, conds, cursor, [cid for cid, _ in fresh])
-                fresh = [f for f in fresh if f[0] not in earlier]
-            found += fresh
-            if len(found) > limit:
-                return found[:limit], found[limit - 1][1], scanned, False
-            if len(rows) < chunk:
-                return found, None, scanned, False
-            position = (rows[-1][1], rows[-1][2])
-            if scanned >= scan_limit:
-                return found, position, scanned, True
-            chunk = min(chunk * 4, _MAX_CHUNK)
+    while True:
+        rows = conn.execute(walk_query(conds, position, chunk)).all()
+        scanned += len(rows)
+        fresh: list[tuple[str, Cursor]] = []
+        for call_id, ts, ident in rows:
+            if call_id not in seen:
+                seen.add(call_id)
+                fresh.append((call_id, (ts, ident)))
+        if cursor is not None and fresh:
+            earlier = _seen_above(conn, conds, cursor, [cid for cid, _ in fresh])
+            fresh = [f for f in fresh if f[0] not in earlier]
+        found += fresh
+        if len(found) > limit:
+            return found[:limit], found[limit - 1][1], scanned, False
+        if len(rows) < chunk:
+            return found, None, scanned, False
+        position = (rows[-1][1], rows[-1][2])
+        if scanned >= scan_limit:
+            return found, position, scanned, True
+        chunk = min(chunk * 4, _MAX_CHUNK)
 
 
 def newest_message_id(store: Store) -> int:
@@ -272,7 +276,7 @@ def newest_message_id(store: Store) -> int:
 
     from asterfleet.capture.tables import messages
 
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         value = conn.execute(sa.select(sa.func.max(messages.c.id))).scalar()
     return int(value or 0)
 
@@ -293,7 +297,7 @@ def new_calls(
         .order_by(c.id)
         .limit(limit)
     )
-    with store.engine.connect() as conn:
+    with store.reading() as conn:
         rows = conn.execute(query).all()
     if not rows:
         return [], after_id
@@ -325,9 +329,13 @@ def page_calls(
         raise UsageError(f"limit {limit}: give 1 to {MAX_PAGE} calls per page")
     if cursor is None and q.call_id and MessageQuery(call_id=q.call_id, limit=q.limit) == q:
         return _one_call(store, q.call_id)
-    found, next_cursor, scanned, truncated = find_call_ids(store, q, limit, cursor, scan_limit)
-    by_call: dict[str, list[Message]] = {cid: [] for cid, _ in found}
-    for msg in store.messages_of_calls(list(by_call)):
-        by_call[msg.call_id].append(msg)
+    # One connection for the walk and the page's messages (one checkout).
+    with store.reading() as conn:
+        found, next_cursor, scanned, truncated = find_call_ids(
+            store, q, limit, cursor, scan_limit, conn
+        )
+        by_call: dict[str, list[Message]] = {cid: [] for cid, _ in found}
+        for msg in store.messages_of_calls(list(by_call), conn):
+            by_call[msg.call_id].append(msg)
     calls = [summarise_call(msgs) for msgs in by_call.values() if msgs]
     return CallPage(calls, next_cursor, scanned, truncated)

@@ -278,12 +278,17 @@ class Store:
         from asterfleet.storage import open_engine
 
         try:
-            return open_engine(self._given_url, extra_pragmas=("synchronous=NORMAL",))
+            engine = open_engine(
+                self._given_url, extra_pragmas=("synchronous=NORMAL",), pool_pre_ping=False
+            )
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise UsageError(
                 f"database URL {self._given_url!r} is not usable ({exc}): give a SQLite file "
                 "path or postgresql://USER@HOST:PORT/DB"
             ) from None
+        if engine.dialect.name != "sqlite":
+            _ping_when_idle(engine)
+        return engine
 
     def _open_read_only(self) -> bool:
         """Open a store for reading (``create=False``) through the driver
@@ -328,15 +333,27 @@ class Store:
         self._driver = driver
         return True
 
-    def _fetch(self, pg_sql: str, sqlite_sql: str, params: Sequence[Any]) -> list[Any]:
+    def _fetch(
+        self, pg_sql: str, sqlite_sql: str, params: Sequence[Any], conn: sa.Connection | None
+    ) -> list[Any]:
         """Rows of one plain SQL query (``%s`` placeholders on PostgreSQL,
-        ``?`` on SQLite), on the driver's connection of a store opened
-        read-only, else on the engine (its errors wrapped as SQLAlchemy's)."""
+        ``?`` on SQLite): on ``conn`` when given, on the driver's connection
+        of a store opened read-only, else on the engine (its errors wrapped
+        as SQLAlchemy's)."""
         sql = pg_sql if self.dialect == "postgresql" else sqlite_sql
+        if conn is not None:
+            return list(conn.exec_driver_sql(sql, tuple(params)).all())
         if self._driver is not None:
             return list(self._driver.execute(sql, tuple(params)).fetchall())
-        with self.engine.connect() as conn:
-            return list(conn.exec_driver_sql(sql, tuple(params)).all())
+        with self.reading() as own:
+            return list(own.exec_driver_sql(sql, tuple(params)).all())
+
+    def reading(self) -> sa.Connection:
+        """A connection for queries that only read, outside a transaction:
+        no BEGIN before them and no ROLLBACK after (on PostgreSQL two round
+        trips of four, and the wait for the server to be scheduled for each
+        on a busy machine). Use it as a context manager."""
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def close(self) -> None:
         if self._driver is not None:
@@ -560,7 +577,7 @@ class Store:
             return int(conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one())
 
     def select(self, query: sa.Select[Any]) -> list[Message]:
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return [message_from_row(r) for r in conn.execute(query)]
 
     def stream_quality(self, call_id: str) -> list[StreamQuality]:
@@ -595,8 +612,11 @@ class Store:
             for key, row in latest.items()
         ]
 
-    def messages_of_calls(self, call_ids: Sequence[str]) -> list[Message]:
-        """Every message of these calls, in capture order."""
+    def messages_of_calls(
+        self, call_ids: Sequence[str], conn: sa.Connection | None = None
+    ) -> list[Message]:
+        """Every message of these calls, in capture order (on ``conn``, a
+        :meth:`reading` connection, when the caller holds one)."""
         if not call_ids:
             return []
         ids = list(dict.fromkeys(call_ids))
@@ -606,12 +626,44 @@ class Store:
             _MESSAGES_OF_CALLS + "call_id = ANY(%s)" + _IN_CAPTURE_ORDER,
             _MESSAGES_OF_CALLS + f"call_id IN ({', '.join('?' for _ in ids)})" + _IN_CAPTURE_ORDER,
             [ids] if self.dialect == "postgresql" else ids,
+            conn,
         )
         return [message_from_row(r) for r in rows]
 
 
 _MESSAGES_OF_CALLS = f"SELECT id, {', '.join(COLUMNS)} FROM sip_messages WHERE "
 _IN_CAPTURE_ORDER = " ORDER BY ts_us, id"
+
+
+#: A pooled connection idle this long is pinged before it is used again.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle (where a
+    server restart would have broken it), not at every checkout as
+    ``pool_pre_ping`` does: a Call-ID lookup is then one round trip, not
+    two. A broken connection found by the ping is replaced (the pool tries
+    again); one that breaks within the second is reported by the query."""
+    from sqlalchemy import event, exc
+
+    def fresh(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi)
+        except Exception:
+            alive = False
+        if not alive:
+            raise exc.DisconnectionError("the capture database connection went away")
+
+    event.listen(engine, "connect", fresh)
+    event.listen(engine, "checkin", fresh)
+    event.listen(engine, "checkout", checkout)
 
 
 def _rename_node_column(engine: Engine) -> None:
