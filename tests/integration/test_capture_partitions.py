@@ -205,3 +205,48 @@ def test_a_connection_idle_across_a_server_restart_is_replaced(
         assert call.call_id == "c-1"
     finally:
         store.close()
+
+
+def test_the_walk_goes_back_day_by_day_and_misses_nothing(postgres: PgSandbox) -> None:
+    """On day partitions the walk reads a slice of days at a time, newest
+    first: every call is listed once, newest first, across slices, pages,
+    prefixes and time ranges, also the ones stamped far outside the days
+    (in sip_messages_other)."""
+    store = Store(postgres.url)
+    try:
+        now = int(time.time() * 1_000_000)
+        stamps = {
+            f"d{d:02d}-{k}": now - d * DAY_US - k * 3_600_000_000 for d in range(20) for k in (0, 7)
+        }
+        stamps |= {"future": now + 30 * DAY_US, "ancient": now - 1000 * DAY_US}
+        # On the slices' edges: a day's first microsecond and the one before.
+        for d in range(1, 6):
+            stamps |= {f"edge{d}-at": TODAY - d * DAY_US, f"edge{d}-below": TODAY - d * DAY_US - 1}
+        users = {
+            cid: ("bob" if cid.endswith("-7") or cid == "ancient" else "alice") for cid in stamps
+        }
+        store.insert_rows([invite(cid, ts, user=users[cid]) for cid, ts in stamps.items()])
+        assert table_rows(store, "sip_messages_other") == 2
+
+        def listed(q: MessageQuery, limit: int) -> list[str]:
+            out: list[str] = []
+            cursor = None
+            for _ in range(100):
+                page = page_calls(store, q, limit, cursor)
+                out += [c.call_id for c in page.calls]
+                if page.next_cursor is None:
+                    return out
+                cursor = page.next_cursor
+            raise AssertionError("the pages never ended")
+
+        newest_first = sorted(stamps, key=lambda c: -stamps[c])
+        assert listed(MessageQuery(), 50) == newest_first
+        assert listed(MessageQuery(), 3) == newest_first
+        bobs = [c for c in newest_first if users[c] == "bob"]
+        assert listed(MessageQuery(from_user="bo"), 4) == bobs
+        since, until = now - 12 * DAY_US, now - 3 * DAY_US
+        in_range = [c for c in newest_first if since <= stamps[c] <= until]
+        assert listed(MessageQuery(since_us=since, until_us=until), 5) == in_range
+        assert listed(MessageQuery(from_user="zed"), 50) == []
+    finally:
+        store.close()

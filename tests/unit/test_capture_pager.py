@@ -219,3 +219,46 @@ def test_a_call_id_lookup_answers_what_the_walk_answers(tmp_path: Path) -> None:
         assert walked.calls == [listed["f1"]]
     finally:
         store.close()
+
+
+DAY = 86_400_000_000
+
+
+@pytest.mark.parametrize(
+    ("q", "cursor", "partitioned", "floor"),
+    [
+        # SQLite (no partitions): one walk.
+        (MessageQuery(), (10 * DAY + 5, 1), False, None),
+        # From the cursor's day, or the day before when less than 6 h of it is above.
+        (MessageQuery(), (10 * DAY + DAY // 2, 1), True, 10 * DAY),
+        (MessageQuery(), (10 * DAY + 3_600_000_000, 1), True, 9 * DAY),
+        # The end of a time range is the top; a range within the slice needs none.
+        (MessageQuery(until_us=4 * DAY + DAY // 2), (10 * DAY, 1), True, 4 * DAY),
+        (MessageQuery(since_us=10 * DAY + 1, until_us=10 * DAY + DAY // 2), None, True, None),
+    ],
+)
+def test_the_first_slice_of_the_walk(
+    q: MessageQuery, cursor: tuple[int, int] | None, partitioned: bool, floor: int | None
+) -> None:
+    from asterfleet.capture.pager import first_slice_floor
+
+    assert first_slice_floor(q, cursor, partitioned) == floor
+
+
+@pytest.mark.parametrize(
+    ("floor", "span", "since", "lower"),
+    [
+        (10 * DAY, DAY, None, 9 * DAY),
+        (9 * DAY, 2 * DAY, None, 7 * DAY),
+        (7 * DAY, 8 * DAY, None, -DAY),
+        (7 * DAY, 16 * DAY, None, None),  # the rest in one step
+        (9 * DAY, 2 * DAY, 8 * DAY, None),  # the range's own start bounds it
+        (9 * DAY, 2 * DAY, 6 * DAY, 7 * DAY),
+    ],
+)
+def test_the_next_slice_of_the_walk(
+    floor: int, span: int, since: int | None, lower: int | None
+) -> None:
+    from asterfleet.capture.pager import next_slice_floor
+
+    assert next_slice_floor(floor, span, since) == lower

@@ -1,16 +1,22 @@
-"""Calls one page at a time, by start, newest first, on large tables: the
-one search path of the Calls page, the calls API and ``asterfleet capture search``.
+"""Calls one page at a time, by start, newest first, on large tables: the one
+search path of the Calls page, the calls API and ``asterfleet capture
+search``.
 
-``GROUP BY call_id`` over the whole table reads every matching row before it
-can answer; on millions of messages that is seconds. Instead the messages
-that open a call (requests without a To tag, flagged ``opens_call`` when
-captured) are walked newest first along a partial ``ts_us`` index (or the
-From/To/Call-ID index when that filter is more selective) and distinct
-Call-IDs collected until the page is full, so the work is proportional to
-the page, not to the table. The opening's Call-ID, users and time are
-filtered on directly; filters on the rest of the call (a method, a status,
-a capture host, a status class, text) are ``EXISTS`` lookups along the
-Call-ID index, for the calls the walk meets.
+``GROUP BY call_id`` over the whole table reads every matching row before
+it can answer; on millions of messages that is seconds. Instead the
+messages that open a call (requests without a To tag, flagged
+``opens_call`` when captured) are walked newest first along a partial
+``ts_us`` index (or the From/To/Call-ID index when that filter is more
+selective) and distinct Call-IDs collected until the page is full, so the
+work is proportional to the page, not to the table. On PostgreSQL the walk
+goes back in time slices aligned to the day partitions (the newest day or
+two first), so each query is planned and run on the partitions of its slice
+only: one walk over every partition at once (a merge of each one's newest
+matches) costs a start in every partition, and more the more days are kept.
+The opening's Call-ID, users and time are filtered on directly; filters on
+the rest of the call (a method, a status, a capture host, a status class,
+text) are ``EXISTS`` lookups along the Call-ID index, for the calls the
+walk meets.
 
 Calls are ordered by their newest opening (the INVITE captured on the last
 hop, a few milliseconds after the call started). A page's cursor is the
@@ -18,11 +24,13 @@ hop, a few milliseconds after the call started). A page's cursor is the
 drops calls that also have an opening above the cursor (they were on an
 earlier page). The walk is bounded: when it reads ``scan_limit`` rows
 without filling the page it stops, returns what it found and a cursor to go
-on from, and says so. Calls whose opening was never captured are not listed.
+on from, and says so. Calls whose opening was never captured are not
+listed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +43,7 @@ from asterfleet.capture.search import (
     summarise_call,
     where_message,
 )
-from asterfleet.capture.store import Message, Store
+from asterfleet.capture.store import DAY_US, Message, Store
 from asterfleet.errors import UsageError
 
 if TYPE_CHECKING:
@@ -49,6 +57,12 @@ MAX_PAGE = 500
 SCAN_LIMIT = 200_000
 _FIRST_CHUNK = 64
 _MAX_CHUNK = 16_384
+#: A partitioned store is walked in time slices, newest first: at least
+#: this much before the walk's top, to a day's start (one or two day
+#: partitions), then twice as far back each time, and whatever is older
+#: than :data:`_SLICES_UP_TO` in one last unbounded step.
+_FIRST_SLICE_US = DAY_US // 4
+_SLICES_UP_TO = 8 * DAY_US
 
 #: Where a walk stopped: ``(ts_us, id)`` of a message; walk strictly below it.
 Cursor = tuple[int, int]
@@ -242,14 +256,19 @@ def find_call_ids(
     if conn is None:
         with store.reading() as own:
             return find_call_ids(store, q, limit, cursor, scan_limit, own)
+    from asterfleet.capture.tables import messages
+
     conds = conditions(q, store.dialect)
     found: list[tuple[str, Cursor]] = []
     seen: set[str] = set()
     # A call has an opening per hop (two through a balancer): the first
     # chunk usually fills the page, and the walk grows when filters reject.
     position, scanned, chunk = cursor, 0, max(_FIRST_CHUNK, 2 * limit + 8)
+    floor = first_slice_floor(q, cursor, store.partitioned)
+    span = DAY_US
     while True:
-        rows = conn.execute(walk_query(conds, position, chunk)).all()
+        bounded = conds if floor is None else [*conds, messages.c.ts_us >= floor]
+        rows = conn.execute(walk_query(bounded, position, chunk)).all()
         scanned += len(rows)
         fresh: list[tuple[str, Cursor]] = []
         for call_id, ts, ident in rows:
@@ -262,12 +281,37 @@ def find_call_ids(
         found += fresh
         if len(found) > limit:
             return found[:limit], found[limit - 1][1], scanned, False
-        if len(rows) < chunk:
+        if len(rows) == chunk:  # more in this slice
+            position = (rows[-1][1], rows[-1][2])
+            if scanned >= scan_limit:
+                return found, position, scanned, True
+            chunk = min(chunk * 4, _MAX_CHUNK)
+            continue
+        if floor is None:  # the last slice is read: nothing older matches
             return found, None, scanned, False
-        position = (rows[-1][1], rows[-1][2])
-        if scanned >= scan_limit:
-            return found, position, scanned, True
-        chunk = min(chunk * 4, _MAX_CHUNK)
+        position = (floor, 0)  # below the slice just read (ids start at 1)
+        floor = next_slice_floor(floor, span, q.since_us)
+        span *= 2
+
+
+def first_slice_floor(q: MessageQuery, cursor: Cursor | None, partitioned: bool) -> int | None:
+    """Where the walk's first time slice starts (None: no slices, one walk):
+    a day's start at least :data:`_FIRST_SLICE_US` below the top of the walk
+    (the cursor, the end of the time range, or now)."""
+    if not partitioned:
+        return None
+    tops = [t for t in (cursor[0] if cursor else None, q.until_us) if t is not None]
+    top = min(tops) if tops else int(time.time() * 1_000_000)
+    floor = (top - _FIRST_SLICE_US) // DAY_US * DAY_US
+    return None if q.since_us is not None and q.since_us >= floor else floor
+
+
+def next_slice_floor(floor: int, span: int, since_us: int | None) -> int | None:
+    """The start of the slice below ``floor``, ``span`` long (None: the rest)."""
+    lower = floor - span
+    if span > _SLICES_UP_TO or (since_us is not None and since_us >= lower):
+        return None
+    return lower
 
 
 def newest_message_id(store: Store) -> int:
