@@ -277,10 +277,15 @@ class Store:
 
         from asterfleet.storage import open_engine
 
+        options: dict[str, Any] = {"pool_pre_ping": False}
+        if self.url.startswith("postgresql"):
+            # No server-side prepared statements: after five runs the driver
+            # would prepare a walk, and PostgreSQL may then keep a generic
+            # plan, one that cannot see the prefix of ``from_user LIKE $1``
+            # (twice as slow for 10 users in an hour, measured).
+            options["connect_args"] = {"prepare_threshold": None}
         try:
-            engine = open_engine(
-                self._given_url, extra_pragmas=("synchronous=NORMAL",), pool_pre_ping=False
-            )
+            engine = open_engine(self._given_url, extra_pragmas=("synchronous=NORMAL",), **options)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise UsageError(
                 f"database URL {self._given_url!r} is not usable ({exc}): give a SQLite file "
@@ -620,8 +625,7 @@ class Store:
         if not call_ids:
             return []
         ids = list(dict.fromkeys(call_ids))
-        # One statement text for any number of calls on PostgreSQL (the
-        # driver prepares it after a few runs; no plan per call).
+        # One statement text for any number of calls on PostgreSQL.
         rows = self._fetch(
             _MESSAGES_OF_CALLS + "call_id = ANY(%s)" + _IN_CAPTURE_ORDER,
             _MESSAGES_OF_CALLS + f"call_id IN ({', '.join('?' for _ in ids)})" + _IN_CAPTURE_ORDER,
