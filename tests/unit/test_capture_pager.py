@@ -262,3 +262,23 @@ def test_the_next_slice_of_the_walk(
     from asterfleet.capture.pager import next_slice_floor
 
     assert next_slice_floor(floor, span, since) == lower
+
+
+def test_a_call_id_used_again_hours_later_is_matched_by_each_use(tmp_path: Path) -> None:
+    """Filters on the whole call look from an hour before the opening on
+    (the skew between capture hosts); a Call-ID used again later (as
+    REGISTER refreshes do) is found by the opening of the use that matches."""
+    s = Store(str(tmp_path / "c.db"))
+    try:
+        day = 86_400.0
+        s.insert_rows(failed("reused", 0) + answered("reused", day, 1, extra="X-Later: 1\r\n"))
+        # Captured by a host whose clock is 10 minutes behind the opening's.
+        s.insert_rows(answered("skewed", 2 * day, 1))
+        s.insert_rows(rows("skewed", [(2 * day - 600, "SIP/2.0 503 Nope", "1 INVITE", N, LB)]))
+        s.insert_rows(answered("unrelated", 3 * day, 1))
+        assert ids(s, MessageQuery(status_class="4xx")) == ["reused"]
+        assert ids(s, MessageQuery(text="X-Later: 1")) == ["reused"]
+        assert ids(s, MessageQuery(status_class="5xx")) == ["skewed"]
+        assert ids(s, MessageQuery(status_class="2xx")) == ["unrelated", "skewed", "reused"]
+    finally:
+        s.close()

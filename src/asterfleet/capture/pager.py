@@ -63,6 +63,9 @@ _MAX_CHUNK = 16_384
 #: than :data:`_SLICES_UP_TO` in one last unbounded step.
 _FIRST_SLICE_US = DAY_US // 4
 _SLICES_UP_TO = 8 * DAY_US
+#: How far before a call's opening its messages are looked for by the
+#: filters on the whole call (capture hosts' clocks differ a little).
+CALL_SKEW_US = 3_600_000_000
 
 #: Where a walk stopped: ``(ts_us, id)`` of a message; walk strictly below it.
 Cursor = tuple[int, int]
@@ -98,9 +101,19 @@ def prefix_upper_bound(prefix: str) -> str:
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "none")
 
 
-def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
+def conditions(
+    q: MessageQuery, dialect: str, messages_since: int | None = None
+) -> list[sa.ColumnElement[bool]]:
     """The search's filters on a call's opening message, plus index ranges
     for prefixes where the engine needs them.
+
+    A filter on the rest of the call looks at the call's messages from
+    :data:`CALL_SKEW_US` before the opening on (a call's messages follow its
+    first opening; a Call-ID reused later, as REGISTER refreshes do, is
+    matched by the opening of each use). ``messages_since`` says the same
+    to the planner as a constant, for a walk whose openings are all at or
+    after ``messages_since + CALL_SKEW_US``: it then reads only the
+    partitions from there on.
 
     SQLite does not turn ``LIKE 'abc%'`` into an index range (its LIKE is
     case-insensitive, the index is not), so the equivalent range is added:
@@ -119,8 +132,17 @@ def conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     other = messages.alias("other")
     o = other.c
 
+    since = [] if messages_since is None else [o.ts_us >= messages_since]
+
     def in_call(*where: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
-        return sa.exists().where(o.call_id == c.call_id, *where)
+        # OFFSET 0 keeps it a lookup per opening the walk meets (PostgreSQL
+        # would otherwise turn it into a join over every message in range).
+        return (
+            sa.select(sa.literal(1))
+            .where(o.call_id == c.call_id, o.ts_us >= c.ts_us - CALL_SKEW_US, *since, *where)
+            .offset(0)
+            .exists()
+        )
 
     if q.method:
         conds.append(in_call(o.method == q.method.upper()))
@@ -258,7 +280,6 @@ def find_call_ids(
             return find_call_ids(store, q, limit, cursor, scan_limit, own)
     from asterfleet.capture.tables import messages
 
-    conds = conditions(q, store.dialect)
     found: list[tuple[str, Cursor]] = []
     seen: set[str] = set()
     # A call has an opening per hop (two through a balancer): the first
@@ -267,8 +288,12 @@ def find_call_ids(
     floor = first_slice_floor(q, cursor, store.partitioned)
     span = DAY_US
     while True:
-        bounded = conds if floor is None else [*conds, messages.c.ts_us >= floor]
-        rows = conn.execute(walk_query(bounded, position, chunk)).all()
+        if floor is None:
+            conds = conditions(q, store.dialect)
+        else:
+            conds = conditions(q, store.dialect, floor - CALL_SKEW_US)
+            conds.append(messages.c.ts_us >= floor)
+        rows = conn.execute(walk_query(conds, position, chunk)).all()
         scanned += len(rows)
         fresh: list[tuple[str, Cursor]] = []
         for call_id, ts, ident in rows:
