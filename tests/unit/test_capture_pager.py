@@ -282,3 +282,22 @@ def test_a_call_id_used_again_hours_later_is_matched_by_each_use(tmp_path: Path)
         assert ids(s, MessageQuery(status_class="2xx")) == ["unrelated", "skewed", "reused"]
     finally:
         s.close()
+
+
+@pytest.mark.parametrize(
+    ("chunk", "scanned", "found", "limit", "after"),
+    [
+        (108, 108, 0, 50, 432),  # nothing found yet: four times as much
+        (16_384, 50_000, 0, 50, 16_384),  # never more than the largest chunk
+        (108, 108, 1, 50, 432),  # one in 108: at most four times the last one
+        (432, 540, 10, 50, 1_728),  # 41 more at one in 54: capped at four times
+        (1_728, 2_268, 45, 50, 379),  # 6 more at one in 50, a quarter more
+        (108, 216, 50, 50, 64),  # one more: the smallest chunk
+    ],
+)
+def test_the_walk_reads_what_the_page_still_needs(
+    chunk: int, scanned: int, found: int, limit: int, after: int
+) -> None:
+    from asterfleet.capture.pager import next_chunk
+
+    assert next_chunk(chunk, scanned, found, limit) == after

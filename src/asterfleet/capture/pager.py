@@ -104,16 +104,14 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "none")
 def conditions(
     q: MessageQuery, dialect: str, messages_since: int | None = None
 ) -> list[sa.ColumnElement[bool]]:
+    """Every filter of the search: on the opening message itself, and on
+    the rest of its call (see :func:`opening_conditions`, :func:`call_conditions`)."""
+    return [*opening_conditions(q, dialect), *call_conditions(q, dialect, messages_since)]
+
+
+def opening_conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     """The search's filters on a call's opening message, plus index ranges
     for prefixes where the engine needs them.
-
-    A filter on the rest of the call looks at the call's messages from
-    :data:`CALL_SKEW_US` before the opening on (a call's messages follow its
-    first opening; a Call-ID reused later, as REGISTER refreshes do, is
-    matched by the opening of each use). ``messages_since`` says the same
-    to the planner as a constant, for a walk whose openings are all at or
-    after ``messages_since + CALL_SKEW_US``: it then reads only the
-    partitions from there on.
 
     SQLite does not turn ``LIKE 'abc%'`` into an index range (its LIKE is
     case-insensitive, the index is not), so the equivalent range is added:
@@ -121,7 +119,7 @@ def conditions(
     """
     import sqlalchemy as sa
 
-    from asterfleet.capture.tables import messages, rtcp_reports
+    from asterfleet.capture.tables import messages
 
     c = messages.c
     # Written as the partial index's own predicate, so the planner can use it.
@@ -129,6 +127,37 @@ def conditions(
     if not (q.options or q.call_id or (q.method or "").upper() == "OPTIONS"):
         # The balancers' keep-alive probes: 40 % of the rows, no one's call.
         conds.append(c.method != "OPTIONS")
+    if dialect == "sqlite":
+        for column, prefix in (
+            (messages.c.from_user, q.from_user),
+            (messages.c.to_user, q.to_user),
+        ):
+            if prefix:
+                conds += [column >= prefix, column < prefix_upper_bound(prefix)]
+    return conds
+
+
+def call_conditions(
+    q: MessageQuery, dialect: str, messages_since: int | None = None
+) -> list[sa.ColumnElement[bool]]:
+    """The search's filters on the rest of a call, for its opening message
+    (a method, a status, a capture host, an answer class, text, MOS, a
+    node or balancer, a duration): a look-up along the Call-ID index each.
+
+    They look at the call's messages from :data:`CALL_SKEW_US` before the
+    opening on (a call's messages follow its first opening; a Call-ID
+    reused later, as REGISTER refreshes do, is matched by the opening of
+    each use). ``messages_since`` says the same to the planner as a
+    constant, for a walk whose openings are all at or after
+    ``messages_since + CALL_SKEW_US``: it then reads only the partitions
+    from there on.
+    """
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import messages, rtcp_reports
+
+    c = messages.c
+    conds: list[sa.ColumnElement[bool]] = []
     other = messages.alias("other")
     o = other.c
 
@@ -191,13 +220,6 @@ def conditions(
             conds.append(lasted >= q.min_duration_us)
         if q.max_duration_us is not None:
             conds.append(lasted <= q.max_duration_us)
-    if dialect == "sqlite":
-        for column, prefix in (
-            (messages.c.from_user, q.from_user),
-            (messages.c.to_user, q.to_user),
-        ):
-            if prefix:
-                conds += [column >= prefix, column < prefix_upper_bound(prefix)]
     return conds
 
 
@@ -233,20 +255,25 @@ def _below(cursor: Cursor) -> sa.ColumnElement[bool]:
     return sa.and_(c.ts_us <= ts, sa.or_(c.ts_us < ts, c.id < ident))
 
 
-def walk_query(conds: Sequence[sa.ColumnElement[bool]], cursor: Cursor | None, chunk: int) -> Any:
-    """One chunk of the walk: matching messages below ``cursor``, newest first."""
+def walk_query(
+    conds: Sequence[sa.ColumnElement[bool]],
+    cursor: Cursor | None,
+    chunk: int,
+    passes: Sequence[sa.ColumnElement[bool]] = (),
+) -> Any:
+    """One chunk of the walk: matching messages below ``cursor``, newest
+    first; with ``passes``, a fourth column says whether each one passes
+    them (they are evaluated for the rows of the chunk only)."""
     import sqlalchemy as sa
 
     from asterfleet.capture.tables import messages
 
     c = messages.c
     where = [*conds, _below(cursor)] if cursor else list(conds)
-    return (
-        sa.select(c.call_id, c.ts_us, c.id)
-        .where(*where)
-        .order_by(c.ts_us.desc(), c.id.desc())
-        .limit(chunk)
-    )
+    columns: list[Any] = [c.call_id, c.ts_us, c.id]
+    if passes:
+        columns.append(sa.and_(*passes).label("passes"))
+    return sa.select(*columns).where(*where).order_by(c.ts_us.desc(), c.id.desc()).limit(chunk)
 
 
 def _seen_above(
@@ -288,20 +315,25 @@ def find_call_ids(
     floor = first_slice_floor(q, cursor, store.partitioned)
     span = DAY_US
     while True:
+        # Filters on the rest of the call are a column, not a condition:
+        # a chunk is a bounded read even when (almost) no call passes.
+        conds = opening_conditions(q, store.dialect)
         if floor is None:
-            conds = conditions(q, store.dialect)
+            passes = call_conditions(q, store.dialect)
         else:
-            conds = conditions(q, store.dialect, floor - CALL_SKEW_US)
+            passes = call_conditions(q, store.dialect, floor - CALL_SKEW_US)
             conds.append(messages.c.ts_us >= floor)
-        rows = conn.execute(walk_query(conds, position, chunk)).all()
+        rows = conn.execute(walk_query(conds, position, chunk, passes)).all()
         scanned += len(rows)
         fresh: list[tuple[str, Cursor]] = []
-        for call_id, ts, ident in rows:
-            if call_id not in seen:
+        for row in rows:
+            call_id, ts, ident = row[0], row[1], row[2]
+            if call_id not in seen and (not passes or row[3]):
                 seen.add(call_id)
                 fresh.append((call_id, (ts, ident)))
         if cursor is not None and fresh:
-            earlier = _seen_above(conn, conds, cursor, [cid for cid, _ in fresh])
+            ids = [cid for cid, _ in fresh]
+            earlier = _seen_above(conn, [*conds, *passes], cursor, ids)
             fresh = [f for f in fresh if f[0] not in earlier]
         found += fresh
         if len(found) > limit:
@@ -310,13 +342,23 @@ def find_call_ids(
             position = (rows[-1][1], rows[-1][2])
             if scanned >= scan_limit:
                 return found, position, scanned, True
-            chunk = min(chunk * 4, _MAX_CHUNK)
+            chunk = next_chunk(chunk, scanned, len(found), limit)
             continue
         if floor is None:  # the last slice is read: nothing older matches
             return found, None, scanned, False
         position = (floor, 0)  # below the slice just read (ids start at 1)
         floor = next_slice_floor(floor, span, q.since_us)
         span *= 2
+
+
+def next_chunk(chunk: int, scanned: int, found: int, limit: int) -> int:
+    """The next chunk of the walk: what the page still needs at the rate
+    calls were found so far, a quarter more (four times the last chunk when
+    none was found yet), within :data:`_MAX_CHUNK`."""
+    if not found:
+        return min(chunk * 4, _MAX_CHUNK)
+    wanted = int((limit + 1 - found) * scanned / found * 1.25) + 1
+    return max(_FIRST_CHUNK, min(wanted, chunk * 4, _MAX_CHUNK))
 
 
 def first_slice_floor(q: MessageQuery, cursor: Cursor | None, partitioned: bool) -> int | None:
