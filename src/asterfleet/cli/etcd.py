@@ -183,7 +183,7 @@ def rejoin(
         security = etcd_security()
         urls = split_endpoints(endpoints, security.tls)
         plan = plan_when_ready(
-            lambda: gather_facts(urls, timeout=timeout, security=security),
+            lambda: gather_facts(urls, timeout=timeout, security=security, alarms=False),
             member,
             parse_peer_urls(peer_url),
             wait=wait,
