@@ -309,7 +309,7 @@ def test_the_statistics_page_api_and_gauges(tmp_path: Path, recent_db: tuple[str
         assert body["total"]["calls"] == 4 and len(body["members"][0]["buckets"]) >= 1
         assert c.get("/api/v1/stats", params={"window": "2y"}).status_code == 400
         # Asked again, only the buckets of the last minutes (not final) are read.
-        ranges = c.app.state.stats_ranges
+        ranges = c.app.state.console.stats_ranges
         before = ranges.reads
         assert c.get("/api/v1/stats", params={"window": "15m"}).json()["total"] == body["total"]
         assert 0 < ranges.reads - before <= 6 and len(ranges) >= 12 - 6
@@ -333,3 +333,35 @@ def test_the_statistics_page_api_and_gauges(tmp_path: Path, recent_db: tuple[str
         assert 'asterfleet_calls_responses{code="486",kind="node",name="ast9"} 1.0' in text
         assert 'asterfleet_calls_started{kind="node",name="ast3"} 2.0' in text
         assert "asterfleet_calls_window_seconds 300.0" in text
+
+
+def test_the_background_refresh_keeps_the_default_window_read(
+    tmp_path: Path, recent_db: tuple[str, int]
+) -> None:
+    import asyncio
+    import contextlib
+
+    from asterfleet.console.stats import DEFAULT_WINDOW, refresh_metrics
+
+    path, _base = recent_db
+    with make_client(tmp_path, path) as c:
+        st = c.app.state.console
+
+        async def one_refresh() -> None:
+            task = asyncio.create_task(refresh_metrics(st, CallStatsMetrics(CollectorRegistry())))
+            for _ in range(500):
+                if st.stats_ranges is not None and st.stats_ranges.reads:
+                    break
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(one_refresh())
+        ranges = st.stats_ranges
+        assert ranges is not None and len(ranges) >= 10  # the final buckets, kept
+        before = ranges.reads
+        login(c)
+        body = c.get("/api/v1/stats", params={"window": DEFAULT_WINDOW}).json()
+        assert body["total"]["calls"] == 4
+        assert ranges.reads - before <= 6  # only the last minutes read again

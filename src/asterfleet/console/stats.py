@@ -35,7 +35,7 @@ from asterfleet.capture.store import Store
 from asterfleet.console.addressbook import directory
 from asterfleet.console.charts import Series, line_chart
 from asterfleet.console.security import API_ERRORS, Principal, api_reader, page_user
-from asterfleet.console.state import console_state
+from asterfleet.console.state import ConsoleState, console_state
 from asterfleet.console.stats_ranges import BUCKETS, RangeTallies, window_buckets
 from asterfleet.console.web import render
 from asterfleet.db import Database
@@ -172,18 +172,24 @@ def window_stats(store: Store, db: Database, cluster: str, now: float) -> dict[M
     return {m: buckets[0] for m, buckets in by_member(facts).items()}
 
 
-async def refresh_metrics(request_state: Any, metrics: CallStatsMetrics) -> None:
-    """Recompute the gauges every METRICS_INTERVAL_S (a console task)."""
+async def refresh_metrics(request_state: ConsoleState, metrics: CallStatsMetrics) -> None:
+    """Recompute the gauges every METRICS_INTERVAL_S (a console task), and
+    keep the default window's ranges read, so that the Statistics page opens
+    without reading the whole window."""
     st = request_state
+    url = st.settings.capture_db
+    assert url, "the task runs with capture only"
     store: Store | None = None
     while True:
         try:
-            if store is None:
-                store = await asyncio.to_thread(Store, st.settings.capture_db)
-            per_member = await asyncio.to_thread(
-                window_stats, store, st.db, st.ks.cluster, time.time()
-            )
+            opened = store if store is not None else await asyncio.to_thread(Store, url)
+            store = opened
+            now = time.time()
+            per_member = await asyncio.to_thread(window_stats, opened, st.db, st.ks.cluster, now)
             metrics.update(per_member)
+            await asyncio.to_thread(
+                window_buckets, ranges_of(st), WINDOWS[DEFAULT_WINDOW], int(now * 1_000_000)
+            )
         except sa.exc.SQLAlchemyError as exc:
             log.warning("call_stats_unavailable", error=str(exc).splitlines()[0])
         await asyncio.sleep(METRICS_INTERVAL_S)
@@ -202,30 +208,26 @@ def _window(window: str) -> int:
 Buckets = list[tuple[int, RangeTally]]
 
 
-def _ranges(request: Request) -> RangeTallies:
-    """The app's kept range tallies, over its capture store (made on first use)."""
-    st = console_state(request)
+def ranges_of(st: ConsoleState) -> RangeTallies:
+    """The console's kept range tallies, over the capture store (made on
+    first use: the page, the API and the background refresh share them)."""
     url = st.settings.capture_db
     if not url:
         raise LookupError("capture not configured")
-    ranges: RangeTallies | None = getattr(request.app.state, "stats_ranges", None)
+    ranges: RangeTallies | None = st.stats_ranges
     if ranges is None:
-        store: Store | None = getattr(request.app.state, "capture_store", None)
-        if store is None:
-            store = Store(url)
-            request.app.state.capture_store = store
-        opened = store
+        store = Store(url)
 
         def read(start_us: int, end_us: int) -> list[CallFacts]:
-            return named_facts(st.db, st.ks.cluster, read_facts(opened, start_us, end_us))
+            return named_facts(st.db, st.ks.cluster, read_facts(store, start_us, end_us))
 
-        ranges = RangeTallies(read)
-        request.app.state.stats_ranges = ranges
+        ranges = st.stats_ranges = RangeTallies(read)
     return ranges
 
 
 def _compute(request: Request, seconds: int, now: float) -> tuple[Buckets, int, int, int]:
-    return window_buckets(_ranges(request), seconds, int(now * 1_000_000), BUCKETS)
+    ranges = ranges_of(console_state(request))
+    return window_buckets(ranges, seconds, int(now * 1_000_000), BUCKETS)
 
 
 def _pct(value: float | None) -> str:
