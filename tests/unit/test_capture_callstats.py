@@ -259,6 +259,19 @@ def test_a_window_reads_only_what_is_not_final() -> None:
     assert all(e > later - SETTLE_S * S for s, e in store.reads)
 
 
+def test_a_range_with_more_calls_than_one_read_returns_is_read_in_pieces() -> None:
+    store = FakeStore([t / 10 for t in range(0, 6_000)])  # 10 calls a second for 10 min
+    capped = store.read
+
+    def read(start_us: int, end_us: int) -> list[CallFacts]:
+        return capped(start_us, end_us)[-100:]  # like read_facts: the newest, at most 100
+
+    ranges = RangeTallies(read, cap=100)
+    now = 2 * 3600 * S
+    assert ranges.get(0, 600 * S, now).total.calls == 6_000  # a final range
+    assert ranges.get(0, 600 * S, 450 * S).total.calls == 4_500  # not final: by grains
+
+
 def test_kept_ranges_are_bounded_and_the_future_is_not_read() -> None:
     store = FakeStore([float(t) for t in range(0, 36_000, 7)])
     ranges = RangeTallies(store.read, max_ranges=5)

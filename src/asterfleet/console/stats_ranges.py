@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from asterfleet.capture.callstats import CallFacts, RangeTally, tally_range
+from asterfleet.capture.callstats import MAX_CALLS, CallFacts, RangeTally
 
 #: Every bucket of every window is a whole number of grains.
 GRAIN_S = 75
@@ -35,9 +35,10 @@ Read = Callable[[int, int], list[CallFacts]]
 class RangeTallies:
     """Tallies of time ranges (µs), final ones kept; safe across threads."""
 
-    def __init__(self, read: Read, max_ranges: int = MAX_RANGES) -> None:
+    def __init__(self, read: Read, max_ranges: int = MAX_RANGES, cap: int = MAX_CALLS) -> None:
         self._read = read
         self._max = max_ranges
+        self._cap = cap  # a read returning this many calls may have left some out
         self._kept: OrderedDict[tuple[int, int], RangeTally] = OrderedDict()
         self._lock = threading.Lock()
         self.reads = 0  # ranges read from the store (for tests and the bench)
@@ -61,12 +62,31 @@ class RangeTallies:
         grain = GRAIN_S * 1_000_000
         if not final and end_us - start_us > grain and start_us % grain == 0:
             return self._from_grains(start_us, end_us, now_us)
-        tally = tally_range(self._read(start_us, end_us))
-        with self._lock:
-            self.reads += 1
-            if final:
+        tally = RangeTally()
+        for chunk in self._chunks(start_us, end_us):
+            for f in chunk:
+                tally.add(f)
+        if final:
+            with self._lock:
                 self._keep(key, tally)
         return tally
+
+    def _chunks(self, start_us: int, end_us: int) -> Iterator[list[CallFacts]]:
+        """The calls of [start_us, end_us), read in as many pieces as it takes
+        for no read to reach the cap (a read that does is halved and read again)."""
+        todo = [(start_us, end_us)]
+        while todo:
+            a, b = todo.pop()
+            facts = self._read(a, b)
+            with self._lock:
+                self.reads += 1
+            # Within 1 % of the cap: the read may have stopped at it (a call
+            # whose first INVITE is before the range takes a place, then is left out).
+            if len(facts) >= self._cap - self._cap // 100 and b - a > 1:
+                mid = (a + b) // 2
+                todo += [(mid, b), (a, mid)]
+                continue
+            yield facts
 
     def _keep(self, key: tuple[int, int], tally: RangeTally) -> None:
         self._kept[key] = tally
@@ -83,13 +103,13 @@ class RangeTallies:
             missing = [k for k in grains if k[1] <= settled and k not in self._kept]
         if missing:
             fresh = {k: RangeTally() for k in missing}
-            for f in self._read(missing[0][0], missing[-1][1]):
-                g = start_us + (f.start_us - start_us) // grain * grain
-                k = (g, min(g + grain, end_us))
-                if k in fresh:
-                    fresh[k].add(f)
+            for chunk in self._chunks(missing[0][0], missing[-1][1]):
+                for f in chunk:
+                    g = start_us + (f.start_us - start_us) // grain * grain
+                    k = (g, min(g + grain, end_us))
+                    if k in fresh:
+                        fresh[k].add(f)
             with self._lock:
-                self.reads += 1
                 for k, t in fresh.items():
                     self._keep(k, t)
         out = RangeTally()
