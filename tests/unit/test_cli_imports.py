@@ -142,3 +142,25 @@ def test_capture_search_by_call_id_reads_through_the_driver_alone(tmp_path: Path
     assert (call["call_id"], call["final_status"], call["messages"]) == ("c-cli@x", 200, 7)
     assert "asterfleet.capture.store" in modules
     assert not loaded(modules, ("sqlalchemy", "asterfleet.capture.tables", "asterfleet.storage"))
+
+
+def test_a_one_shot_command_runs_without_cycle_collection_and_restores_it() -> None:
+    import gc
+
+    from asterfleet.cli.capture import one_shot
+
+    seen: list[bool] = []
+
+    @one_shot
+    def command(fail: bool) -> str:
+        seen.append(gc.isenabled())
+        if fail:
+            raise ValueError("bad input")
+        return "done"
+
+    assert gc.isenabled()
+    assert command(False) == "done"
+    with pytest.raises(ValueError, match="bad input"):
+        command(True)
+    assert seen == [False, False]
+    assert gc.isenabled()  # in-process runs (tests) get it back
