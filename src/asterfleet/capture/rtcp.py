@@ -23,6 +23,11 @@ report Asterisk sent, as its ``res_hep_rtcp`` captured it (recorded from
      "report_blocks":[{"source_ssrc":3390111744,"fraction_lost":0,
         "packets_lost":0,"highest_seq_no":249,"ia_jitter":17,"lsr":"0","dlsr":0}]}
 
+For a report Asterisk 22 *received*, its ``ssrc`` is not the sender's: it
+reads the packet's third word (for a receiver report, the first block's
+``source_ssrc``). A stream is therefore told by ``source_ssrc`` and the
+reporter's address (the HEP source), never by ``ssrc``.
+
 Each report block describes one stream (``source_ssrc``) as its receiver saw
 it. Per block we keep:
 
@@ -94,7 +99,8 @@ class RtcpError(ValueError):
 class RtcpBlock:
     """One report block: one stream's quality, as its receiver reported it."""
 
-    #: SSRC of the reporter (the receiver of the stream).
+    #: SSRC of the reporter (the receiver of the stream), as sent; unreliable
+    #: in the reports Asterisk received (see the module docstring).
     ssrc: int
     #: 200 (sender report) or 201 (receiver report).
     report_type: int
