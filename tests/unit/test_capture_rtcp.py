@@ -214,7 +214,8 @@ _near = st.fixed_dictionaries(
     {"ssrc": st.integers(), "type": st.sampled_from([200, 201, 0, "x"])},
     optional={
         "report_blocks": st.lists(
-            st.dictionaries(_keys, st.integers() | _json, max_size=9), max_size=3
+            st.dictionaries(_keys, st.integers() | st.integers().map(str) | _json, max_size=9),
+            max_size=3,
         )
         | _json
     },
@@ -233,6 +234,29 @@ def test_parse_rtcp_raises_only_its_own_error(payload: bytes, ts_us: int) -> Non
         assert 1.0 <= b.mos <= 4.5
         assert 0.0 <= b.fraction_lost < 1.0
         assert b.rtt_ms is None or 0 <= b.rtt_ms <= 10_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=12) | st.integers(-(2**40), 2**40).map(str) | st.integers(-(2**40), 2**40),
+    st.integers(0, 2**62),
+)
+def test_lsr_as_any_string_or_number(lsr: str | int, ts_us: int) -> None:
+    """``lsr`` in a well-formed report: read when it is a decimal string of
+    0..2**32-1 or an integer of 32 bits, else an RtcpError."""
+    if isinstance(lsr, int):
+        readable = -(2**31) <= lsr < 2**32
+    else:
+        text = lsr.strip()
+        readable = text.isascii() and text.isdigit() and int(text) < 2**32
+    try:
+        (got,) = parse_rtcp(json.dumps(report(block(lsr=lsr))).encode(), ts_us)
+    except RtcpError:
+        assert not readable
+        return
+    assert readable
+    assert got.rtt_ms is None or 0 <= got.rtt_ms <= 10_000
+    assert 1.0 <= got.mos <= 4.5
 
 
 @pytest.mark.parametrize(

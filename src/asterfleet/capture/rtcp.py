@@ -178,7 +178,7 @@ def _uint32_or_text(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key)
     if isinstance(value, str):
         text = value.strip()
-        if not text.isascii() or not text.isdigit() or len(text) > 10:
+        if not text.isascii() or not text.isdigit() or len(text.lstrip("0")) > 10:
             raise RtcpError(f"RTCP report: {key!r} is {value!r}, not a decimal number")
         number = int(text)
         if number > 2**32 - 1:
