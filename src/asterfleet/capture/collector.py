@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 import structlog
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector as PromCollector
 
 from asterfleet.capture import mmsg
@@ -63,7 +63,16 @@ from asterfleet.errors import UsageError
 if TYPE_CHECKING:
     from asterfleet.etcd_client import EtcdSecurity
 
+try:
+    from asterfleet.capture import _hepfast
+except ImportError:  # installed without a C compiler: the Python path does it all
+    _hepfast = None  # type: ignore[assignment]
+
 log = structlog.get_logger("asterfleet.capture")
+
+#: Which parser the writers run: ``compiled`` (the Cython fast path, with
+#: the Python path for what it leaves) or ``python``.
+PARSER_IMPL = "python" if _hepfast is None else "compiled"
 
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux value
 
@@ -223,6 +232,11 @@ class _Metrics(PromCollector):
         yield rejected
         yield GaugeMetricFamily(
             "asterfleet_capture_queued", "Messages waiting for the database writer", value=c.queued
+        )
+        yield InfoMetricFamily(
+            "asterfleet_capture_parser",
+            "The HEP/SIP parser the writers run (impl: compiled or python)",
+            value={"impl": PARSER_IMPL},
         )
 
 
@@ -451,7 +465,8 @@ class _WriterProcess:
 def parse_batch(
     packets: Sequence[bytes], auth_key: bytes | None, now_us: int
 ) -> tuple[list[Row], Counter[str]]:
-    """Rows of the packets that parse, and the others counted by reason."""
+    """Rows of the packets that parse, and the others counted by reason
+    (the Python path: the reference the compiled one is tested against)."""
     rows: list[Row] = []
     rejected: Counter[str] = Counter()
     append = rows.append
@@ -461,6 +476,43 @@ def parse_batch(
         except (HepError, SipError) as exc:
             rejected[exc.reason] += 1
     return rows, rejected
+
+
+@dataclass(slots=True)
+class ParsedBatch:
+    """One batch, ready for :meth:`Store.insert_rows`: row tuples and, from
+    the compiled path on PostgreSQL, binary COPY tuples of ``copied`` rows
+    stamped on ``days``."""
+
+    rows: list[Row]
+    rejected: Counter[str]
+    copy: bytes = b""
+    copied: int = 0
+    days: set[int] = field(default_factory=set)
+
+    @property
+    def stored(self) -> int:
+        return len(self.rows) + self.copied
+
+
+def parse_for_store(
+    packets: list[bytes], auth_key: bytes | None, now_us: int, binary: bool
+) -> ParsedBatch:
+    """Parse a batch with the compiled path when it is built (``binary``:
+    as COPY tuples for PostgreSQL), the packets it leaves with the Python
+    path; with the Python path alone otherwise."""
+    if _hepfast is None:
+        rows, rejected = parse_batch(packets, auth_key, now_us)
+        return ParsedBatch(rows, rejected)
+    copy, rows, stored, days, left, fast_rejected = _hepfast.parse_packets(
+        packets, auth_key, now_us, binary
+    )
+    rejected = Counter(fast_rejected)
+    if left:
+        slow_rows, slow_rejected = parse_batch(left, auth_key, now_us)
+        rows += slow_rows
+        rejected.update(slow_rejected)
+    return ParsedBatch(rows, rejected, copy, stored if binary else 0, days)
 
 
 def _writer_process(
@@ -491,6 +543,7 @@ def _writer_process(
     writers = writer_count(settings)
     pace = _Pace(settings.max_write_rate / writers if settings.max_write_rate else None)
     auth = settings.auth_key.encode() if settings.auth_key is not None else None
+    binary = normalise_url(settings.db_url).startswith("postgresql")
     try:
         while True:
             db.retention()
@@ -500,10 +553,10 @@ def _writer_process(
                 continue
             if batch is None:
                 break
-            rows, rejected = parse_batch(batch, auth, int(time.time() * 1_000_000))
-            pace.wait(len(rows), abort)
-            stored, dropped, seconds = db.write(rows) if rows else (0, 0, None)
-            acks.send((stored, dropped, dict(rejected), seconds))
+            parsed = parse_for_store(batch, auth, int(time.time() * 1_000_000), binary)
+            pace.wait(parsed.stored, abort)
+            stored, dropped, seconds = db.write(parsed) if parsed.stored else (0, 0, None)
+            acks.send((stored, dropped, dict(parsed.rejected), seconds))
     finally:
         with contextlib.suppress(OSError):
             acks.send(None)
@@ -556,14 +609,14 @@ class _Database:
         if self._store is not None:
             self._store.close()
 
-    def write(self, batch: list[Row]) -> tuple[int, int, float | None]:
+    def write(self, batch: ParsedBatch) -> tuple[int, int, float | None]:
         """(stored, dropped, seconds) for one batch; retries until the
         database answers or the parent gives up on us."""
         delay = 0.1
         while True:
             started = time.perf_counter()
             try:
-                self.store.insert_rows(batch)
+                self.store.insert_rows(batch.rows, batch.copy, batch.days)
             except Exception as exc:
                 # A database going away mid-batch does not always say so in
                 # the error's class: if it no longer answers, wait for it.
@@ -572,11 +625,11 @@ class _Database:
                 if not away and self._answers():
                     log.error(
                         "batch_refused",
-                        rows=len(batch),
+                        rows=batch.stored,
                         error_type=type(exc).__name__,
                         error=str(exc)[:200],
                     )
-                    return 0, len(batch), None
+                    return 0, batch.stored, None
                 if self.ok:
                     log.warning("database_unavailable", error=str(exc).splitlines()[0][:200])
                     self.ok = False
@@ -584,9 +637,9 @@ class _Database:
                 if not self.ok:
                     log.info("database_back", url=_safe_url(self.settings.db_url))
                     self.ok = True
-                return len(batch), 0, time.perf_counter() - started
+                return batch.stored, 0, time.perf_counter() - started
             if self.abort.wait(delay):
-                return 0, len(batch), None
+                return 0, batch.stored, None
             delay = min(delay * 2, 2.0)
 
     def _answers(self) -> bool:
@@ -897,6 +950,7 @@ class Collector:
             listen=",".join(str(b) for b in self.bound),
             db=_safe_url(self.writer.settings.db_url),
             auth=self.settings.auth_key is not None,
+            parser=PARSER_IMPL,
         )
 
     def _tls_context(self) -> ssl.SSLContext:

@@ -1,0 +1,24 @@
+"""Types of the compiled fast path (``_hepfast.pyx``)."""
+
+from typing import Any
+
+#: The PostgreSQL binary COPY signature (header, flags, extension length).
+SIGNATURE: bytes
+#: The end-of-data marker of a binary COPY.
+TRAILER: bytes
+#: The reject reasons this path decides (a subset of ``hep.REASONS``).
+REASON_NAMES: tuple[str, ...]
+
+def parse_packets(
+    packets: list[bytes], auth_key: bytes | None, now_us: int, binary: bool
+) -> tuple[bytes, list[tuple[Any, ...]], int, set[int], list[bytes], dict[str, int]]:
+    """Parse a batch of HEP packets as ``collector.packet_to_row`` does.
+
+    Returns ``(copy, rows, stored, days, left, rejected)``: with ``binary``,
+    ``copy`` holds the binary COPY tuples of the ``stored`` SIP rows (no
+    signature, no trailer) and ``rows`` is empty; without, ``rows`` holds
+    them as tuples in ``store.COLUMNS`` order and ``copy`` is empty.
+    ``days`` are their UTC days (µs // day), ``left`` the packets for the
+    Python path (RTCP, compressed, non-ASCII text, …) and ``rejected`` the
+    others counted by reason.
+    """
