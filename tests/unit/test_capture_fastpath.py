@@ -22,7 +22,14 @@ from hypothesis import strategies as st
 
 from asterfleet.capture import _hepfast  # CI compiles it: a missing build fails here
 from asterfleet.capture.collector import PARSER_IMPL, packet_to_row, parse_batch, parse_for_store
-from asterfleet.capture.hep import HepError, HepPacket, encode_hep
+from asterfleet.capture.hep import (
+    HepError,
+    HepPacket,
+    StreamFramer,
+    encode_hep,
+    frame_end,
+    split_frames,
+)
 from asterfleet.capture.sip_index import SipError
 from asterfleet.capture.store import COLUMNS, COPY_SIGNATURE, COPY_TRAILER, COPY_TYPES, DAY_US
 from tests.unit.test_hep_samples import INVITE, OK, hep
@@ -336,7 +343,7 @@ def hep_packet(draw: st.DrawFn) -> tuple[bytes, bytes | None]:
     return data, auth
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hep_packet())
 def test_random_and_mutated_packets_get_the_python_verdict(
     case: tuple[bytes, bytes | None],
@@ -381,7 +388,41 @@ def plain_packet(draw: st.DrawFn) -> bytes:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(plain_packet())
 def test_plain_sip_packets_are_all_decided_by_the_compiled_path(packet: bytes) -> None:
     assert assert_same(packet) != "left"
+
+
+# -- TCP chunks ----------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(plain_packet() | hep_packet().map(lambda case: case[0]), max_size=8))
+def test_a_framed_chunk_parses_as_its_packets_one_by_one(packets: list[bytes]) -> None:
+    framer = StreamFramer()
+    chunk, count = framer.feed_chunk(b"".join(packets))
+    whole = split_frames(chunk)
+    one_by_one = _hepfast.parse_packets(whole, None, NOW, True)
+    framed = _hepfast.parse_packets([chunk], None, NOW, True, True)
+    assert count == len(whole)
+    assert framed[0] == one_by_one[0] and framed[2:] == one_by_one[2:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.lists(st.integers(0, 200), max_size=4))
+def test_the_compiled_framer_cuts_where_the_python_one_does(data: bytes, cuts: list[int]) -> None:
+    stream = b"HEP3" + struct.pack("!H", 6 + len(data) // 2) + data
+    buf = bytearray(stream)
+    assert _hepfast.frame_end(buf) == frame_end(buf)
+    # Fed in pieces, the chunks are the packets feed() returns, back to back.
+    chunked, listed = StreamFramer(), StreamFramer()
+    got, want, count = b"", [], 0
+    for lo, hi in zip([0, *sorted(cuts)], [*sorted(cuts), len(stream)], strict=True):
+        chunk, n = chunked.feed_chunk(stream[lo:hi])
+        got += chunk
+        count += n
+        want += listed.feed(stream[lo:hi])
+    assert got == b"".join(want) and count == len(want)
+    assert (chunked.error is None) == (listed.error is None)
+    assert chunked.pending == listed.pending

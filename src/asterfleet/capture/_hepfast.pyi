@@ -9,8 +9,13 @@ TRAILER: bytes
 #: The reject reasons this path decides (a subset of ``hep.REASONS``).
 REASON_NAMES: tuple[str, ...]
 
+def frame_end(buf: bytearray) -> tuple[int, int, str | None]:
+    """``(end, count, error)`` of a TCP stream buffer: the ``count`` whole
+    HEP packets at its start end at ``end``; ``error`` (``bad_magic`` or
+    ``bad_length``) when the stream stops being HEP v3 at ``end``."""
+
 def parse_packets(
-    packets: list[bytes], auth_key: bytes | None, now_us: int, binary: bool
+    packets: list[bytes], auth_key: bytes | None, now_us: int, binary: bool, framed: bool = False
 ) -> tuple[bytes, list[tuple[Any, ...]], int, set[int], list[bytes], dict[str, int]]:
     """Parse a batch of HEP packets as ``collector.packet_to_row`` does.
 
@@ -20,5 +25,6 @@ def parse_packets(
     them as tuples in ``store.COLUMNS`` order and ``copy`` is empty.
     ``days`` are their UTC days (µs // day), ``left`` the packets for the
     Python path (RTCP, compressed, non-ASCII text, …) and ``rejected`` the
-    others counted by reason.
+    others counted by reason. With ``framed``, each item is a chunk of
+    consecutive whole packets (as :func:`frame_end` cut them).
     """

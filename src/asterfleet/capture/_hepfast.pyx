@@ -13,6 +13,7 @@ place in nothing but the returned list; the Python path decides them.
 Every read is bounded by the length of the packet it reads from.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -737,7 +738,54 @@ cdef tuple row_tuple(Row *r):
     )
 
 
-def parse_packets(list packets, object auth_key, int64_t now_us, bint binary):
+def frame_end(bytearray buf):
+    """See the ``.pyi`` stub."""
+    cdef const uint8_t *p = <const uint8_t *>PyByteArray_AS_STRING(buf)
+    cdef Py_ssize_t n = PyByteArray_GET_SIZE(buf)
+    cdef Py_ssize_t pos = 0, count = 0, total
+    error = None
+    while n - pos >= 6:
+        if not (p[pos] == b'H' and p[pos + 1] == b'E' and p[pos + 2] == b'P' and p[pos + 3] == b'3'):
+            error = "bad_magic"
+            break
+        total = (<Py_ssize_t>p[pos + 4] << 8) | p[pos + 5]
+        if total < 6:
+            error = "bad_length"
+            break
+        if n - pos < total:
+            break
+        pos += total
+        count += 1
+    return pos, count, error
+
+
+cdef inline int take(const uint8_t *data, Py_ssize_t size, object packet, const uint8_t *key,
+                     Py_ssize_t key_len, bint check_auth, int64_t now_us, uint8_t *scratch,
+                     Row *row, bint binary, Buf *buf, list rows, list left, long *counts,
+                     set days, int64_t *last_day) except -2:
+    """Parse one packet into the batch's outputs; 1 when it became a row."""
+    cdef int rc
+    cdef int64_t day
+    rc = parse_packet(data, size, key, key_len, check_auth, now_us, scratch, row)
+    if rc == ROW:
+        day = row.ts // DAY_US
+        if day != last_day[0]:
+            days.add(day)
+            last_day[0] = day
+        if binary:
+            put_row(buf, row)
+        else:
+            rows.append(row_tuple(row))
+        return 1
+    if rc == PUNT:
+        left.append(packet if packet is not None
+                    else PyBytes_FromStringAndSize(<const char *>data, size))
+    else:
+        counts[rc] += 1
+    return 0
+
+
+def parse_packets(list packets, object auth_key, int64_t now_us, bint binary, bint framed=False):
     """See the ``.pyi`` stub."""
     cdef Buf buf
     cdef Row row
@@ -746,9 +794,10 @@ def parse_packets(list packets, object auth_key, int64_t now_us, bint binary):
     cdef Py_ssize_t key_len = 0
     cdef bint check_auth = auth_key is not None
     cdef long counts[N_REASONS]
-    cdef Py_ssize_t stored = 0
-    cdef int rc, k
-    cdef int64_t day, last_day = -1
+    cdef Py_ssize_t stored = 0, size, pos, total
+    cdef const uint8_t *data
+    cdef int k
+    cdef int64_t last_day = -1
     cdef list rows = []
     cdef list left = []
     cdef set days = set()
@@ -768,24 +817,26 @@ def parse_packets(list packets, object auth_key, int64_t now_us, bint binary):
     try:
         for packet in packets:
             if not PyBytes_CheckExact(packet):
+                if framed:
+                    raise TypeError("framed chunks must be bytes")
                 left.append(packet)
                 continue
-            rc = parse_packet(<const uint8_t *>PyBytes_AS_STRING(packet), PyBytes_GET_SIZE(packet),
-                              key, key_len, check_auth, now_us, scratch, &row)
-            if rc == ROW:
-                stored += 1
-                day = row.ts // DAY_US
-                if day != last_day:
-                    days.add(day)
-                    last_day = day
-                if binary:
-                    put_row(&buf, &row)
-                else:
-                    rows.append(row_tuple(&row))
-            elif rc == PUNT:
-                left.append(packet)
-            else:
-                counts[rc] += 1
+            data = <const uint8_t *>PyBytes_AS_STRING(packet)
+            size = PyBytes_GET_SIZE(packet)
+            if not framed:
+                stored += take(data, size, packet, key, key_len, check_auth, now_us, scratch,
+                               &row, binary, &buf, rows, left, counts, days, &last_day)
+                continue
+            # A chunk of consecutive whole packets (the receiver framed them).
+            pos = 0
+            while pos < size:
+                total = ((<Py_ssize_t>data[pos + 4] << 8) | data[pos + 5]) if size - pos >= 6 else 0
+                if total < 6 or pos + total > size:
+                    counts[R_BAD_LENGTH] += 1  # not a whole packet: the rest is lost
+                    break
+                stored += take(data + pos, total, None, key, key_len, check_auth, now_us,
+                               scratch, &row, binary, &buf, rows, left, counts, days, &last_day)
+                pos += total
         copy = PyBytes_FromStringAndSize(<const char *>buf.data, buf.len) if binary else b""
     finally:
         free(scratch)

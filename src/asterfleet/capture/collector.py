@@ -51,7 +51,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector as PromCollector
 
 from asterfleet.capture import mmsg
-from asterfleet.capture.hep import REASONS, HepError, HepPacket, StreamFramer, parse_hep
+from asterfleet.capture.hep import (
+    REASONS,
+    HepError,
+    HepPacket,
+    StreamFramer,
+    parse_hep,
+    split_frames,
+)
 from asterfleet.capture.listen import PROTOCOLS as PROTOCOLS  # re-exported
 from asterfleet.capture.listen import Listen
 from asterfleet.capture.listen import parse_listen as parse_listen  # re-exported
@@ -269,6 +276,23 @@ class CollectorSettings:
     tls_key: str | None = None
 
 
+@dataclass(slots=True)
+class Batch:
+    """Received packets on their way to a writer: ``count`` packets, each
+    item one packet or, when ``framed`` (TCP), a chunk of consecutive whole
+    packets as the stream carried them (no object per packet)."""
+
+    items: list[bytes] = field(default_factory=list)
+    count: int = 0
+    framed: bool = False
+
+    def packets(self) -> list[bytes]:
+        """One item per packet."""
+        if not self.framed:
+            return self.items
+        return [p for chunk in self.items for p in split_frames(chunk)]
+
+
 #: What a writer process acknowledges for one batch: stored, dropped, rejected
 #: by reason, and the seconds the database write took (None: not written).
 Ack = tuple[int, int, dict[str, int], float | None]
@@ -298,7 +322,7 @@ class Writer:
         self.counters = counters
         self.latency = latency
         self.lock = threading.Lock()
-        self._outbox: queue.Queue[list[bytes] | None] = queue.Queue()
+        self._outbox: queue.Queue[Batch | None] = queue.Queue()
         ctx = multiprocessing.get_context("spawn")
         self._workers: list[_WriterProcess] = [
             _WriterProcess(ctx, settings, index, self) for index in range(writer_count(settings))
@@ -309,11 +333,11 @@ class Writer:
             worker.start()
 
     # Called from the receive loop: never blocks.
-    def offer(self, batch: list[bytes], droppable: bool = True) -> bool:
+    def offer(self, batch: Batch, droppable: bool = True) -> bool:
         """Queue a batch; False when it was dropped (only ``droppable``
         batches are, when the queue is full). A batch that must not be
         dropped (TCP) is queued anyway: the caller stops reading instead."""
-        n = len(batch)
+        n = batch.count
         with self.lock:
             if droppable and self.counters.queued + n > self.settings.queue_rows:
                 self.counters.dropped += n
@@ -338,15 +362,15 @@ class Writer:
         if seconds is not None:
             self.latency.observe(seconds)
 
-    def hand_on(self, batch: list[bytes], dead: _WriterProcess) -> None:
+    def hand_on(self, batch: Batch, dead: _WriterProcess) -> None:
         """A batch a writer process took and never stored: to another one,
         or counted as dropped when none is left."""
         if any(w is not dead and not w.finished.is_set() for w in self._workers):
             self._outbox.put(batch)
         else:
-            self.settle((0, len(batch), {}, None))
+            self.settle((0, batch.count, {}, None))
 
-    def next_batch(self) -> list[bytes] | None:
+    def next_batch(self) -> Batch | None:
         batch = self._outbox.get()
         if batch is None:
             self._outbox.put(None)  # every sender sees the end
@@ -377,7 +401,7 @@ class _WriterProcess:
         self._ack_rx, self._ack_tx = ctx.Pipe(duplex=False)
         self._slots = threading.Semaphore(self.IN_FLIGHT)
         #: Batches sent and not yet acknowledged, oldest first (acks come in order).
-        self._pending: collections.deque[list[bytes]] = collections.deque()
+        self._pending: collections.deque[Batch] = collections.deque()
         self._pending_lock = threading.Lock()
         self._orphaned = False
         self.process = ctx.Process(
@@ -413,7 +437,8 @@ class _WriterProcess:
                     return
                 with self._pending_lock:
                     self._pending.append(batch)
-                self._batch_tx.send_bytes(pickle.dumps(batch, protocol=5))
+                wire = (batch.items, batch.count, batch.framed)
+                self._batch_tx.send_bytes(pickle.dumps(wire, protocol=5))
             except OSError:
                 # The writer is gone: _ack_loop hands its unacknowledged batches
                 # on, unless it already has; then this late one is ours to.
@@ -496,16 +521,18 @@ class ParsedBatch:
 
 
 def parse_for_store(
-    packets: list[bytes], auth_key: bytes | None, now_us: int, binary: bool
+    batch: Batch | list[bytes], auth_key: bytes | None, now_us: int, binary: bool
 ) -> ParsedBatch:
     """Parse a batch with the compiled path when it is built (``binary``:
     as COPY tuples for PostgreSQL), the packets it leaves with the Python
     path; with the Python path alone otherwise."""
+    if isinstance(batch, list):
+        batch = Batch(batch, len(batch))
     if _hepfast is None:
-        rows, rejected = parse_batch(packets, auth_key, now_us)
+        rows, rejected = parse_batch(batch.packets(), auth_key, now_us)
         return ParsedBatch(rows, rejected)
     copy, rows, stored, days, left, fast_rejected = _hepfast.parse_packets(
-        packets, auth_key, now_us, binary
+        batch.items, auth_key, now_us, binary, batch.framed
     )
     rejected = Counter(fast_rejected)
     if left:
@@ -522,7 +549,7 @@ def _writer_process(
     # The parent decides when we stop (a signal to the process group included).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    inbox: queue.Queue[list[bytes] | None] = queue.Queue()
+    inbox: queue.Queue[Batch | None] = queue.Queue()
     abort = threading.Event()
 
     def reader() -> None:
@@ -536,7 +563,7 @@ def _writer_process(
             if not data:
                 inbox.put(None)
                 return
-            inbox.put(pickle.loads(data))
+            inbox.put(Batch(*pickle.loads(data)))
 
     threading.Thread(target=reader, name="capture-inbox", daemon=True).start()
     db = _Database(settings, abort, retention=index == 0)
@@ -738,8 +765,8 @@ class Collector:
         )
         self.writer = Writer(settings, self.counters, self.latency)
         # UDP packets may be dropped when the queue is full; TCP (and TLS) never are.
-        self._udp_batch: list[bytes] = []
-        self._tcp_batch: list[bytes] = []
+        self._udp_batch = Batch()
+        self._tcp_batch = Batch(framed=True)
         self._servers: list[asyncio.AbstractServer] = []
         self._udp_sockets: list[socket.socket] = []
         self._udp_inodes: list[int] = []
@@ -753,12 +780,22 @@ class Collector:
 
     # -- hot path ------------------------------------------------------------
 
-    def ingest(self, packets: list[bytes], stream: bool = False) -> None:
-        """Queue received packets (the writer processes parse them)."""
+    def ingest(self, packets: list[bytes]) -> None:
+        """Queue received datagrams (the writer processes parse them)."""
         self.counters.received += len(packets)
-        batch = self._tcp_batch if stream else self._udp_batch
-        batch += packets
-        if len(batch) >= self.settings.batch_size:
+        batch = self._udp_batch
+        batch.items += packets
+        batch.count += len(packets)
+        if batch.count >= self.settings.batch_size:
+            self.flush()
+
+    def ingest_stream(self, chunk: bytes, count: int) -> None:
+        """Queue ``count`` whole packets a TCP stream carried as ``chunk``."""
+        self.counters.received += count
+        batch = self._tcp_batch
+        batch.items.append(chunk)
+        batch.count += count
+        if batch.count >= self.settings.batch_size:
             self.flush()
 
     def _udp_ready(self, receiver: mmsg.Receiver | socket.socket) -> None:
@@ -784,11 +821,11 @@ class Collector:
         self.counters.rejected[reason] += 1
 
     def flush(self) -> None:
-        if self._tcp_batch:
-            batch, self._tcp_batch = self._tcp_batch, []
+        if self._tcp_batch.count:
+            batch, self._tcp_batch = self._tcp_batch, Batch(framed=True)
             self.writer.offer(batch, droppable=False)
-        if self._udp_batch:
-            batch, self._udp_batch = self._udp_batch, []
+        if self._udp_batch.count:
+            batch, self._udp_batch = self._udp_batch, Batch()
             self.writer.offer(batch)
         if self.writer.full and not self.counters.tcp_paused:
             self._pause_tcp()
@@ -1033,10 +1070,10 @@ class _TcpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         framer = self.framer
-        packets = framer.feed(data)
+        chunk, count = framer.feed_chunk(data)
         self.collector.tcp_active(self)
-        if packets:
-            self.collector.ingest(packets, stream=True)
+        if count:
+            self.collector.ingest_stream(chunk, count)
         if framer.error is not None and self.transport is not None:
             # Framing is lost: count the rest of the stream once and hang up.
             self.collector.reject(framer.error.reason)

@@ -315,6 +315,45 @@ def frame_length(buf: bytes | bytearray | memoryview, pos: int = 0) -> int | Non
     return total
 
 
+def frame_end(buf: bytearray) -> tuple[int, int, str | None]:
+    """``(end, count, error)``: the ``count`` whole packets at the start of a
+    TCP stream buffer end at ``end``; ``error`` is the reason the stream
+    stops being HEP v3 there (None: it does not)."""
+    pos, count, size = 0, 0, len(buf)
+    while size - pos >= HEADER_LEN:
+        if buf[pos : pos + 4] != MAGIC:
+            return pos, count, "bad_magic"
+        total = (buf[pos + 4] << 8) | buf[pos + 5]
+        if total < HEADER_LEN:
+            return pos, count, "bad_length"
+        if size - pos < total:
+            break
+        pos += total
+        count += 1
+    return pos, count, None
+
+
+def split_frames(chunk: bytes) -> list[bytes]:
+    """The packets of a chunk that :meth:`StreamFramer.feed_chunk` cut."""
+    out: list[bytes] = []
+    pos, size = 0, len(chunk)
+    while size - pos >= HEADER_LEN:
+        total = (chunk[pos + 4] << 8) | chunk[pos + 5]
+        if total < HEADER_LEN or pos + total > size:
+            break
+        out.append(chunk[pos : pos + total])
+        pos += total
+    if pos < size:
+        out.append(chunk[pos:])  # not a whole packet: rejected as such
+    return out
+
+
+try:  # the same, compiled (capture/_hepfast.pyx), when it is built
+    from asterfleet.capture._hepfast import frame_end as _frame_end
+except ImportError:
+    _frame_end = frame_end
+
+
 class StreamFramer:
     """Cuts a TCP byte stream into HEP packets.
 
@@ -352,6 +391,29 @@ class StreamFramer:
         elif pos:
             del buf[:pos]
         return out
+
+    def feed_chunk(self, data: bytes) -> tuple[bytes, int]:
+        """Like :meth:`feed`, but the complete packets come as one chunk
+        (consecutive, as sent) with their count: no object per packet."""
+        if self.error is not None:
+            return b"", 0
+        buf = self._buf
+        buf += data
+        end, count, error = _frame_end(buf)
+        chunk = b""
+        if end:
+            with memoryview(buf) as view:
+                chunk = bytes(view[:end])
+        if error == "bad_magic":
+            self.error = HepError("bad_magic", "TCP stream does not continue with HEP3")
+        elif error is not None:
+            claimed = (buf[end + 4] << 8) | buf[end + 5]
+            self.error = HepError("bad_length", f"HEP header claims {claimed} bytes")
+        if self.error is not None:
+            del buf[:]
+        elif end:
+            del buf[:end]
+        return chunk, count
 
     @property
     def pending(self) -> int:
