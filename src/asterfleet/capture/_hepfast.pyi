@@ -9,10 +9,10 @@ TRAILER: bytes
 #: The reject reasons this path decides (a subset of ``hep.REASONS``).
 REASON_NAMES: tuple[str, ...]
 
-def frame_end(buf: bytearray) -> tuple[int, int, str | None]:
+def frame_end(buf: bytes | bytearray, start: int = 0) -> tuple[int, int, str | None]:
     """``(end, count, error)`` of a TCP stream buffer: the ``count`` whole
-    HEP packets at its start end at ``end``; ``error`` (``bad_magic`` or
-    ``bad_length``) when the stream stops being HEP v3 at ``end``."""
+    HEP packets from ``start`` on end at ``end``; ``error`` (``bad_magic``
+    or ``bad_length``) when the stream stops being HEP v3 at ``end``."""
 
 def parse_packets(
     packets: list[bytes], auth_key: bytes | None, now_us: int, binary: bool, framed: bool = False

@@ -13,7 +13,6 @@ place in nothing but the returned list; the Python path decides them.
 Every read is bounded by the length of the packet it reads from.
 """
 
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -738,11 +737,11 @@ cdef tuple row_tuple(Row *r):
     )
 
 
-def frame_end(bytearray buf):
+def frame_end(const uint8_t[::1] buf, Py_ssize_t start=0):
     """See the ``.pyi`` stub."""
-    cdef const uint8_t *p = <const uint8_t *>PyByteArray_AS_STRING(buf)
-    cdef Py_ssize_t n = PyByteArray_GET_SIZE(buf)
-    cdef Py_ssize_t pos = 0, count = 0, total
+    cdef Py_ssize_t n = buf.shape[0]
+    cdef const uint8_t *p = &buf[0] if n else NULL
+    cdef Py_ssize_t pos = start if start > 0 else 0, count = 0, total
     error = None
     while n - pos >= 6:
         if not (p[pos] == b'H' and p[pos + 1] == b'E' and p[pos + 2] == b'P' and p[pos + 3] == b'3'):
