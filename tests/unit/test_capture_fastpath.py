@@ -20,8 +20,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asterfleet.capture import _hepfast  # CI compiles it: a missing build fails here
-from asterfleet.capture.collector import PARSER_IMPL, packet_to_row, parse_batch, parse_for_store
+from asterfleet.capture import (
+    _hepfast,  # CI compiles it: a missing build fails here
+    collector,
+)
+from asterfleet.capture.collector import (
+    PARSER_IMPL,
+    Batch,
+    packet_to_row,
+    parse_batch,
+    parse_for_store,
+)
 from asterfleet.capture.hep import (
     HepError,
     HepPacket,
@@ -426,3 +435,17 @@ def test_the_compiled_framer_cuts_where_the_python_one_does(data: bytes, cuts: l
     assert got == b"".join(want) and count == len(want)
     assert (chunked.error is None) == (listed.error is None)
     assert chunked.pending == listed.pending
+
+
+def test_without_the_compiled_module_the_python_path_stores_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An install without a C compiler: same rows, same rejects, TCP chunks included.
+    stream = b"".join([hep(INVITE), hep(OK), hep(b"junk"), kamailio_siptrace(BYE_COMPACT)])
+    chunk, count = StreamFramer().feed_chunk(stream)
+    batch = Batch([chunk, stream[:40]], count + 1, framed=True)
+    compiled = parse_for_store(batch, None, NOW, binary=False)
+    monkeypatch.setattr(collector, "_hepfast", None)
+    python = parse_for_store(batch, None, NOW, binary=False)
+    assert python.rows == compiled.rows and len(python.rows) == 3
+    assert python.rejected == compiled.rejected == Counter({"not_sip": 1, "bad_length": 1})

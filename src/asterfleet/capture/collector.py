@@ -989,6 +989,12 @@ class Collector:
             auth=self.settings.auth_key is not None,
             parser=PARSER_IMPL,
         )
+        if _hepfast is None:
+            log.warning(
+                "capture_parser_python",
+                detail="the compiled parser is not built: every packet is parsed in Python "
+                "(several times slower); install gcc and python3-dev, then reinstall asterfleet",
+            )
 
     def _tls_context(self) -> ssl.SSLContext:
         cert, key = self.settings.tls_cert, self.settings.tls_key
