@@ -10,7 +10,9 @@ path. Random bytes never crash it.
 
 from __future__ import annotations
 
+import socket
 import struct
+import time
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -449,3 +451,23 @@ def test_without_the_compiled_module_the_python_path_stores_the_same(
     python = parse_for_store(batch, None, NOW, binary=False)
     assert python.rows == compiled.rows and len(python.rows) == 3
     assert python.rejected == compiled.rejected == Counter({"not_sip": 1, "bad_length": 1})
+
+
+def test_datagrams_arrive_as_one_chunk_and_the_odd_ones_apart() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        receiver = _hepfast.DatagramReceiver(rx.fileno(), batch=8)
+        assert receiver.receive() == (b"", 0, [])
+        sent = [hep(INVITE), b"HEP3\x00\x09short", hep(OK), b"", b"not hep"]
+        for datagram in sent:
+            tx.sendto(datagram, rx.getsockname())
+        got: list[tuple[bytes, int, list[bytes]]] = []
+        deadline = time.monotonic() + 5
+        while sum(n + len(odd) for _, n, odd in got) < len(sent) and time.monotonic() < deadline:
+            got.append(receiver.receive())
+    assert b"".join(chunk for chunk, _, _ in got) == hep(INVITE) + hep(OK)
+    assert sum(n for _, n, _ in got) == 2
+    assert [d for _, _, odd in got for d in odd] == [b"HEP3\x00\x09short", b"", b"not hep"]

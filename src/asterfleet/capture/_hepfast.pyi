@@ -28,3 +28,13 @@ def parse_packets(
     others counted by reason. With ``framed``, each item is a chunk of
     consecutive whole packets (as :func:`frame_end` cut them).
     """
+
+class DatagramReceiver:
+    """Reads up to ``batch`` UDP datagrams per system call (``recvmmsg``)."""
+
+    def __init__(self, fd: int, batch: int = 256, size: int = 65535) -> None: ...
+    def receive(self) -> tuple[bytes, int, list[bytes]]:
+        """The datagrams waiting now (possibly none; never blocks):
+        ``(chunk, count, odd)``: the ``count`` datagrams whose HEP header
+        gives their own length, back to back in ``chunk`` (framed as a TCP
+        stream is), and the ``odd`` others one by one."""

@@ -42,7 +42,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 import structlog
@@ -766,6 +766,8 @@ class Collector:
         self.writer = Writer(settings, self.counters, self.latency)
         # UDP packets may be dropped when the queue is full; TCP (and TLS) never are.
         self._udp_batch = Batch()
+        #: Datagrams received as one chunk each system call (compiled receiver).
+        self._udp_chunks = Batch(framed=True)
         self._tcp_batch = Batch(framed=True)
         self._servers: list[asyncio.AbstractServer] = []
         self._udp_sockets: list[socket.socket] = []
@@ -789,6 +791,19 @@ class Collector:
         if batch.count >= self.settings.batch_size:
             self.flush()
 
+    def ingest_datagrams(self, chunk: bytes, count: int, odd: list[bytes]) -> None:
+        """Queue ``count`` datagrams received back to back as ``chunk``, and
+        ``odd`` ones whose HEP length is not their own (rejected later)."""
+        self.counters.received += count
+        batch = self._udp_chunks
+        if count:
+            batch.items.append(chunk)
+            batch.count += count
+        if odd:
+            self.ingest(odd)
+        if batch.count >= self.settings.batch_size:
+            self.flush()
+
     def ingest_stream(self, chunk: bytes, count: int) -> None:
         """Queue ``count`` whole packets a TCP stream carried as ``chunk``."""
         self.counters.received += count
@@ -798,9 +813,21 @@ class Collector:
         if batch.count >= self.settings.batch_size:
             self.flush()
 
-    def _udp_ready(self, receiver: mmsg.Receiver | socket.socket) -> None:
+    def _udp_ready(self, receiver: _Datagrams) -> None:
         # Drain what is waiting, many datagrams per system call, but boundedly
         # so that TCP gets its turn.
+        if _hepfast is not None and isinstance(receiver, _hepfast.DatagramReceiver):
+            for _ in range(16):
+                try:
+                    chunk, count, odd = receiver.receive()
+                except OSError as exc:
+                    log.warning("udp_error", error=str(exc))
+                    return
+                if count or odd:
+                    self.ingest_datagrams(chunk, count, odd)
+                if count + len(odd) < 64:
+                    return
+            return
         for _ in range(16):
             try:
                 packets = (
@@ -826,6 +853,9 @@ class Collector:
             self.writer.offer(batch, droppable=False)
         if self._udp_batch.count:
             batch, self._udp_batch = self._udp_batch, Batch()
+            self.writer.offer(batch)
+        if self._udp_chunks.count:
+            batch, self._udp_chunks = self._udp_chunks, Batch(framed=True)
             self.writer.offer(batch)
         if self.writer.full and not self.counters.tcp_paused:
             self._pause_tcp()
@@ -959,9 +989,11 @@ class Collector:
                 self._udp_inodes.append(os.fstat(sock.fileno()).st_ino)
                 sock.setblocking(False)
                 self._udp_sockets.append(sock)
-                source: mmsg.Receiver | socket.socket = (
-                    mmsg.Receiver(sock.fileno()) if mmsg.available() else sock
-                )
+                source: _Datagrams = sock
+                if _hepfast is not None:
+                    source = _hepfast.DatagramReceiver(sock.fileno())
+                elif mmsg.available():
+                    source = mmsg.Receiver(sock.fileno())
                 loop.add_reader(sock.fileno(), self._udp_ready, source)
                 port = sock.getsockname()[1]
             else:
@@ -1029,6 +1061,11 @@ class Collector:
         await asyncio.to_thread(self.writer.finish, self.settings.drain_timeout)
         self._log_losses(float("inf"))
         log.info("capture_stopped", **self.counters.snapshot())
+
+
+#: What a UDP socket is read with: the compiled receiver, recvmmsg through
+#: ctypes, or the socket itself.
+_Datagrams: TypeAlias = "_hepfast.DatagramReceiver | mmsg.Receiver | socket.socket"
 
 
 def _recv_some(sock: socket.socket, most: int) -> list[bytes]:
