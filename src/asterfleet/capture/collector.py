@@ -779,6 +779,9 @@ class Collector:
         self._flusher: asyncio.Task[None] | None = None
         self._loss_logged: dict[str, int] = {}
         self._loss_next = 0.0
+        self._pause_log_next = 0.0
+        self._pauses_logged = 0
+        self._resume_log_due = False
 
     # -- hot path ------------------------------------------------------------
 
@@ -867,7 +870,20 @@ class Collector:
         self.counters.tcp_pauses += 1
         for proto in self._tcp:
             proto.pause()
-        log.info("tcp_paused", queued=self.counters.queued, connections=len(self._tcp))
+        # Under sustained overload this cycles several times a second: one
+        # line (and its resume) per loss-log interval, with the count.
+        now = time.monotonic()
+        if now >= self._pause_log_next:
+            self._pause_log_next = now + self.settings.loss_log_interval
+            log.info(
+                "tcp_paused",
+                queued=self.counters.queued,
+                connections=len(self._tcp),
+                pauses=self.counters.tcp_pauses - self._pauses_logged,
+                pauses_total=self.counters.tcp_pauses,
+            )
+            self._pauses_logged = self.counters.tcp_pauses
+            self._resume_log_due = True
 
     def _maybe_resume_tcp(self) -> None:
         if not self.counters.tcp_paused:
@@ -880,7 +896,9 @@ class Collector:
         for proto in self._tcp:
             self._tcp[proto] = now
             proto.resume()
-        log.info("tcp_resumed", queued=self.counters.queued, connections=len(self._tcp))
+        if self._resume_log_due:
+            self._resume_log_due = False
+            log.info("tcp_resumed", queued=self.counters.queued, connections=len(self._tcp))
 
     # -- TCP connections -----------------------------------------------------
 
