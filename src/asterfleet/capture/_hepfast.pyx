@@ -52,6 +52,7 @@ cdef extern from "errno.h":
 
 cdef extern from "string.h":
     char *strerror(int errnum)
+    void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
 
 cdef extern from "arpa/inet.h":
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
@@ -424,10 +425,25 @@ cdef Py_ssize_t text_into(const uint8_t *p, Py_ssize_t n, uint8_t *dst) noexcept
 
 cdef View address(const uint8_t *p, int n, uint8_t *dst) noexcept:
     cdef View v
+    cdef int k, b
     v.p = dst
     v.n = 0
     if n == 4:
-        inet_ntop(AF_INET, p, <char *>dst, 64)
+        # What inet_ntoa prints, without printf.
+        for k in range(4):
+            b = p[k]
+            if b >= 100:
+                dst[v.n] = 48 + b // 100
+                v.n += 1
+            if b >= 10:
+                dst[v.n] = 48 + (b // 10) % 10
+                v.n += 1
+            dst[v.n] = 48 + b % 10
+            v.n += 1
+            if k < 3:
+                dst[v.n] = 46
+                v.n += 1
+        return v
     elif n == 16:
         inet_ntop(AF_INET6, p, <char *>dst, 64)
     else:
@@ -446,6 +462,7 @@ cdef int parse_packet(const uint8_t *data, Py_ssize_t size, const uint8_t *key,
     cdef Py_ssize_t n, m, i, head_len, nl, first_len, sp1, sp2, name_start, j
     cdef const uint8_t *head
     cdef const uint8_t *payload
+    cdef const uint8_t *blank
     cdef uint8_t *out = scratch
     cdef uint8_t acc
     cdef Py_ssize_t exact[N_HEADERS]
@@ -485,10 +502,9 @@ cdef int parse_packet(const uint8_t *data, Py_ssize_t size, const uint8_t *key,
     # The head: up to the first blank line within MAX_HEAD bytes.
     m = n if n < MAX_HEAD else MAX_HEAD
     head_len = m
-    for i in range(m - 3):
-        if payload[i] == 13 and payload[i + 1] == 10 and payload[i + 2] == 13 and payload[i + 3] == 10:
-            head_len = i
-            break
+    blank = <const uint8_t *>memmem(payload, m, b"\r\n\r\n", 4)
+    if blank != NULL:
+        head_len = blank - payload
     head = payload
     if head_len and memchr(payload, 0, head_len) != NULL:
         j = 0
