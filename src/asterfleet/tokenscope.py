@@ -2,7 +2,8 @@
 (:mod:`asterfleet.auth`), its store's migrations and the registry.
 
 A token has plain scopes (``read`` and ``write`` for the console's API;
-``metrics`` for the console's /metrics only (what Prometheus scrapes with);
+``metrics`` for /metrics only, the console's and the registry token
+server's (what Prometheus scrapes with);
 ``pull``, ``push``, ``delete`` for the registry, in the namespaces its user
 may use) or repository scopes (``repository:NAME:ACTIONS``, NAME ending in
 ``/*`` for a whole namespace). Repository names follow Distribution's

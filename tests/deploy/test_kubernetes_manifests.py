@@ -7,6 +7,7 @@ manifests make to an operator.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,138 @@ def test_the_asterisk_box_gets_what_its_start_script_needs(rendered: list[dict[s
     # Each balancer publishes the address the boxes identify it by.
     balancer = _containers(kube.find(rendered, "DaemonSet", "kamailio-lb"))["balancer"]
     assert "ASTERFLEET_BALANCER_SIP_ADDRESS" in _env_names(balancer)
+
+
+# -- NetworkPolicies, read as the cluster reads them -----------------------------
+
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def _workloads(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in rendered if d["kind"] in WORKLOADS]
+
+
+def _pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"].get("labels") or {}
+    return labels
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels only: all these manifests use) matches ``labels``."""
+    assert set(selector) <= {"matchLabels"}, selector
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def _ingress_rules(rendered: list[dict[str, Any]], pod: dict[str, str]) -> list[dict[str, Any]]:
+    """Every ingress rule of every NetworkPolicy that selects a Pod with these labels."""
+    return [
+        rule
+        for d in rendered
+        if d["kind"] == "NetworkPolicy" and _selects(d["spec"]["podSelector"], pod)
+        for rule in d["spec"].get("ingress") or []
+    ]
+
+
+def _allows_port(rule: dict[str, Any], port: dict[str, Any]) -> bool:
+    ports = rule.get("ports")
+    if ports is None:
+        return True
+    protocol = port.get("protocol", "TCP")
+    return any(
+        p.get("port") in (port["containerPort"], port.get("name"))
+        and p.get("protocol", "TCP") == protocol
+        for p in ports
+    )
+
+
+def _metrics_ports(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        port
+        for c in workload["spec"]["template"]["spec"]["containers"]
+        for port in c.get("ports") or []
+        if port["name"].endswith("metrics")
+    ]
+
+
+def test_prometheus_may_reach_every_metrics_port(rendered: list[dict[str, Any]]) -> None:
+    """Ingress is denied by default: every metrics port (the Asterisk config
+    follower's 9102 too) is opened to the monitoring namespace."""
+    checked = set()
+    for workload in _workloads(rendered):
+        pod = _pod_labels(workload)
+        for port in _metrics_ports(workload):
+            from_monitoring = [
+                rule
+                for rule in _ingress_rules(rendered, pod)
+                if any(
+                    peer.get("namespaceSelector", {}).get("matchLabels")
+                    == {"kubernetes.io/metadata.name": "monitoring"}
+                    for peer in rule.get("from") or []
+                )
+            ]
+            assert any(_allows_port(rule, port) for rule in from_monitoring), (
+                workload["metadata"]["name"],
+                port,
+            )
+            checked.add((workload["metadata"]["name"], port["name"], port["containerPort"]))
+    assert {
+        ("asterisk", "metrics", 9101),
+        ("asterisk", "follow-metrics", 9102),
+        ("kamailio-lb", "metrics", 9102),
+        ("capture", "metrics", 9103),
+        ("etcd", "metrics", 2381),
+    } <= checked
+
+
+def _reads_etcd(workload: dict[str, Any], maps: dict[str, dict[str, str]]) -> bool:
+    for c in workload["spec"]["template"]["spec"]["containers"]:
+        if "ASTERFLEET_ETCD" in _env_names(c):
+            return True
+        for source in c.get("envFrom") or []:
+            name = source.get("configMapRef", {}).get("name")
+            if "ASTERFLEET_ETCD" in maps.get(name, {}):
+                return True
+    return False
+
+
+def test_every_part_that_reads_etcd_may_reach_it(rendered: list[dict[str, Any]]) -> None:
+    etcd = kube.find(rendered, "StatefulSet", "etcd")
+    client = next(
+        p for c in etcd["spec"]["template"]["spec"]["containers"] for p in c["ports"]
+        if p["name"] == "client"
+    )  # fmt: skip
+    rules = [r for r in _ingress_rules(rendered, _pod_labels(etcd)) if _allows_port(r, client)]
+    maps = kube.configmap_data(rendered)
+    readers = [w for w in _workloads(rendered) if _reads_etcd(w, maps)]
+    assert {w["metadata"]["name"] for w in readers} >= {"asterisk", "kamailio-lb", "capture"}
+    for workload in readers:
+        spec = workload["spec"]["template"]["spec"]
+        if spec.get("hostNetwork"):
+            # Its packets come from the node's address: an ipBlock must name it.
+            allowed = any("ipBlock" in peer for r in rules for peer in r.get("from") or [])
+        else:
+            pod = _pod_labels(workload)
+            allowed = any(
+                "podSelector" in peer and _selects(peer["podSelector"], pod)
+                for r in rules
+                for peer in r.get("from") or []
+            )
+        assert allowed, f"{workload['metadata']['name']} may not reach etcd's client port"
+
+
+def test_a_hung_asterisk_is_restarted_by_a_probe_its_image_has(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """The podman overlay runs the testbox in place of Asterisk: each overlay's
+    probe must be a command that overlay's image carries."""
+    asterisk = _containers(kube.find(rendered, "StatefulSet", "asterisk"))["asterisk"]
+    image_dir = REPO / "images" / asterisk["image"].split("/")[-1].split(":")[0]
+    for probe in ("startupProbe", "livenessProbe"):
+        program, *args = asterisk[probe]["exec"]["command"]
+        script = Path(program).name
+        assert (image_dir / script).is_file(), (probe, image_dir, script)
+        assert f"COPY {script} {program}" in (image_dir / "Containerfile").read_text()
+        # The script answers that subcommand (a `case` branch of its own).
+        branch = re.compile(rf"^\s*{re.escape(args[0])}\)$", re.MULTILINE)
+        assert branch.search((image_dir / script).read_text()), (script, args)
+    assert asterisk["livenessProbe"]["timeoutSeconds"] >= 2

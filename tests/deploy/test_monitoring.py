@@ -102,11 +102,72 @@ def test_every_dashboard_panel_reads_metrics_the_code_exports() -> None:
             assert not unknown, f"{board}: {unknown} is not exported by asterfleet"
 
 
+def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
+    """`promtool check config` of the Prometheus on this machine (Debian's,
+    built without Kubernetes discovery), installed as an operator would:
+    the rules and the console's token file beside it."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus)"
+    for name in ("prometheus.yml", "alerts.yml"):
+        shutil.copy(MONITORING / name, tmp_path / name)
+    (tmp_path / "asterfleet-console.token").write_text("aft_scrape\n")
+    done = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is valid prometheus config file syntax" in done.stdout
+    assert "SUCCESS: 1 rule files found" in done.stdout
+
+
+def _srv_names(job: dict[str, object]) -> set[str]:
+    return {name for sd in job["dns_sd_configs"] for name in sd["names"]}  # type: ignore[attr-defined]
+
+
+def test_prometheus_finds_every_metrics_port_of_the_kubernetes_manifests() -> None:
+    """Each metrics port of the manifests is in a headless Service that lists
+    Pods Ready or not (a draining box is not Ready), and its SRV name is in
+    the scrape config: the Asterisk config follower's 9102 too."""
+    from tests.deploy.test_kubernetes_manifests import render
+
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    scraped = _srv_names(jobs["asterfleet"])
+    docs = render("production")
+    services = [d for d in docs if d["kind"] == "Service"]
+    found = set()
+    for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        ports = [
+            p
+            for c in workload["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports") or []
+            if p["name"].endswith("metrics")
+        ]
+        for port in ports:
+            names = {
+                f"_{sp['name']}._tcp.{svc['metadata']['name']}.asterfleet.svc"
+                for svc in services
+                if svc["spec"].get("clusterIP") == "None"
+                and svc["spec"].get("publishNotReadyAddresses") is True
+                and all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+                for sp in svc["spec"]["ports"]
+                if sp.get("targetPort") == port["name"]
+            }
+            assert names & scraped, (workload["metadata"]["name"], port, names)
+            found.add(port["containerPort"])
+    assert {9101, 9102, 9103, 2381} <= found
+    # The console, with its token, through its own Service's named port.
+    console = next(s for s in services if s["metadata"]["name"] == "console")
+    assert any(p["name"] == "http" for p in console["spec"]["ports"])
+    assert _srv_names(jobs["asterfleet-console"]) == {"_http._tcp.console.asterfleet.svc"}
+
+
 def test_scrape_config_loads_the_alert_rules() -> None:
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     assert config["rule_files"] == ["alerts.yml"]
     jobs = {j["job_name"] for j in config["scrape_configs"]}
-    assert {"asterfleet-pods", "asterfleet-hosts"} <= jobs
+    assert {"asterfleet", "asterfleet-console", "asterfleet-hosts"} <= jobs
     # The console's /metrics needs a token (scope `metrics`).
     [console] = [j for j in config["scrape_configs"] if j["job_name"] == "asterfleet-console"]
     assert console["authorization"]["type"] == "Bearer"

@@ -313,6 +313,13 @@ def test_asterisk_runs_unprivileged_with_the_rendered_config_and_is_healthy(
         assert test[0] == "CMD" and test[1:] == ["/usr/local/bin/asterisk-box", "health"]
         health = fleet.exec(box, "asterisk", *test[1:])
         assert health.returncode == 0, health.stdout + health.stderr
+        # The Pod's startup and liveness probes (kube play turns them into podman
+        # health checks, which run only under systemd): run in the container.
+        spec = kube.find(fleet.docs, "StatefulSet", "asterisk")["spec"]["template"]["spec"]
+        (declared,) = [c for c in spec["containers"] if c["name"] == "asterisk"]
+        for probe in ("startupProbe", "livenessProbe"):
+            alive = fleet.exec(box, "asterisk", *declared[probe]["exec"]["command"])
+            assert alive.returncode == 0, (probe, alive.stdout + alive.stderr)
         # A clean start: every file Asterisk reads was rendered.
         log = fleet.podman.run("logs", container, check=False)
         errors = [line for line in (log.stdout + log.stderr).splitlines() if "ERROR[" in line]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from asterfleet.cli.etcd import app as etcd_app
 from asterfleet.errors import UsageError
@@ -160,20 +160,37 @@ def test_member_on_another_clusters_data_dir_is_a_cluster_id_mismatch(
 
 
 def test_rejoin_refuses_when_the_quorum_would_be_lost(cluster: list[EtcdServer]) -> None:
-    m0, m1, m2 = cluster
-    m1.stop()
-    facts = gather_facts([m0.endpoint, m2.endpoint])
+    leader_id = EtcdClient(cluster[0].endpoint).status().leader
+    leader = next(m for m in cluster if EtcdClient(m.endpoint).status().member_id == leader_id)
+    target, stopped = [m for m in cluster if m is not leader]
+    stopped.stop()  # a follower: no election, the leader stays
+    facts = gather_facts([leader.endpoint, target.endpoint])
     with pytest.raises(RejoinRefused, match="would lose the quorum"):
-        plan_rejoin(facts, "m2")
+        plan_rejoin(facts, target.name)
 
-    refused = runner.invoke(
-        etcd_app,
-        ["rejoin", "--member", "m2", "--data-dir", str(m2.data_dir), "--endpoints", m0.endpoint],
-    )
+    def rejoin(wait: str) -> Result:
+        return runner.invoke(
+            etcd_app,
+            ["rejoin", "--member", target.name, "--data-dir", str(target.data_dir),
+             "--endpoints", f"{leader.endpoint},{target.endpoint}", "--wait", wait],
+        )  # fmt: skip
+
+    refused = rejoin("1")
     assert refused.exit_code == 1
-    assert "would lose the quorum" in refused.output
-    assert (m2.data_dir / "member").is_dir()  # nothing was touched
-    assert sorted(m.name for m in EtcdClient(m0.endpoint).members()) == ["m0", "m1", "m2"]
+    assert "would lose the quorum" in refused.stderr
+    assert "re-checked for" in refused.stderr  # it waited for the member to come back
+    assert (target.data_dir / "member").is_dir()  # nothing was touched
+    members = sorted(m.name for m in EtcdClient(leader.endpoint).members())
+    assert members == ["m0", "m1", "m2"]
+
+    # With the leader gone too, no leader can be elected: it says what it saw.
+    leader.kill()  # no leadership handed over, as when its machine dies
+    refused = rejoin("3")
+    assert refused.exit_code == 1
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "no leader: an election is in progress, or quorum is lost" in last
+    assert f"1 of 3 members answer ({target.name})" in last
+    assert (target.data_dir / "member").is_dir()
 
 
 def test_three_members_bootstrap_from_a_discovery_token(tmp_path: Path) -> None:

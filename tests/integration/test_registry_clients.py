@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from asterfleet.auth import add_user, create_token, revoke_token
 from asterfleet.registry.catalogue import list_tags, tag_detail
-from asterfleet.runtime.process import require_binary, wait_for
+from asterfleet.runtime.ports import free_port
+from asterfleet.runtime.process import ManagedProcess, require_binary, wait_for
 from asterfleet.testing.registry import RegistryLab, registry_lab
 
 pytestmark = pytest.mark.integration
@@ -80,7 +83,7 @@ def image(work: Path) -> str:
 @pytest.fixture(scope="module")
 def lab(work: Path) -> Iterator[RegistryLab]:
     # No login memory: revocation must bite at once in these tests.
-    with registry_lab(work / "lab", cache_seconds=0) as running:
+    with registry_lab(work / "lab", cache_seconds=0, debug_listen=True) as running:
         add_user(running.db, "alice", PASSWORDS["alice"])
         add_user(running.db, "bob", PASSWORDS["bob"])
         add_user(running.db, "root", PASSWORDS["root"], role="admin")
@@ -245,3 +248,52 @@ def test_reconcile_finds_every_repository(lab: RegistryLab, work: Path, image: s
     assert [t["tag"] for t in list_tags(lab.engine, "root/tiny")] == ["7"]
     lab.catalogue.delete_tag("root/tiny", "7")
     assert list_tags(lab.engine, "root/tiny") == []
+
+
+def _status(url: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(url, headers=headers, timeout=5).status_code
+
+
+def test_metrics_need_a_metrics_token_or_a_private_listener(lab: RegistryLab, work: Path) -> None:
+    """Neither the token server's nor Distribution's metrics answer anyone on
+    the addresses registry clients use."""
+    skopeo_login(lab, work / "metrics-login.json", "alice", PASSWORDS["alice"])
+    scrape = create_token(lab.db, "alice", "prometheus", ("metrics",)).token
+    pull = create_token(lab.db, "alice", "ci pull", ("pull",)).token
+
+    # The token server: only Prometheus' token, and it counted that login.
+    metrics = f"http://127.0.0.1:{lab.token_port}/metrics"
+    assert _status(metrics) == 401
+    assert _status(metrics, pull) == 403
+    resp = httpx.get(metrics, headers={"Authorization": f"Bearer {scrape}"}, timeout=5)
+    assert resp.status_code == 200
+    assert 'asterfleet_registry_tokens_issued_total{grant="basic"}' in resp.text
+
+    # Distribution: nothing on its client address; its own metrics on the
+    # loopback debug listener `registry config --debug-listen :PORT` turned on.
+    assert _status(f"http://{lab.registry_host}/metrics") == 404
+    assert "127.0.0.1" in (lab.directory / "registry" / "config.yml").read_text().split("debug:")[1]
+    served = httpx.get(f"http://127.0.0.1:{lab.debug_port}/metrics", timeout=5)
+    assert served.status_code == 200 and "registry_http_requests_total" in served.text
+
+    # `registry serve --metrics-listen`: the same metrics without a login on a
+    # separate address; on --port they still need the token.
+    port, private = free_port(), free_port()
+    server = ManagedProcess(
+        "registry-serve",
+        [sys.executable, "-m", "asterfleet", "registry", "serve",
+         "--config-dir", str(lab.directory / "registry"), "--port", str(port),
+         "--db", f"sqlite:///{lab.directory / 'factory.db'}",
+         "--console-db", str(lab.directory / "console.db"),
+         "--metrics-listen", f"127.0.0.1:{private}"],
+        work / "registry-serve.log",
+    ).start()  # fmt: skip
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, 30, what="serve")
+        assert _status(f"http://127.0.0.1:{port}/metrics") == 401
+        open_metrics = httpx.get(f"http://127.0.0.1:{private}/metrics", timeout=5)
+        assert open_metrics.status_code == 200
+        assert "asterfleet_registry_tokens_issued_total" in open_metrics.text
+    finally:
+        server.stop(grace=5)

@@ -4,9 +4,11 @@ One bridge joins five hosts, each its own namespace created (and removed) by
 the test: balancers lb1 and lb2 (Kamailio + keepalived), two SIPp boxes, and
 a caller placing calls to the VIP at a steady rate. The balancers use a
 static dispatcher.list (the balancer agent is tested elsewhere). Kamailio
-listens on its own address and on the VIP (``ip_nonlocal_bind=1`` lets the
-backup bind it): replies, Via and Record-Route then carry the VIP, so
-in-dialog requests follow whichever balancer holds it.
+listens on its own address and on the VIP: the backup binds the VIP before
+it holds it through Kamailio's ``ip_free_bind`` (``kamailio config
+--free-bind``, as in the cluster), no ``ip_nonlocal_bind`` sysctl. Replies,
+Via and Record-Route then carry the VIP, so in-dialog requests follow
+whichever balancer holds it.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
             )
         )
         for name, (addr, priority) in LB.items():
-            host = lab.add_host(name, addr, sysctls=["net.ipv4.ip_nonlocal_bind=1"])
+            host = lab.add_host(name, addr)
             work = tmp_path / name
             cfg = KamailioConfig(
                 list_file=dlist,
@@ -174,6 +176,7 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
                 listen=(f"udp:{addr}:{SIP_PORT}", f"udp:{VIP}:{SIP_PORT}"),
                 fr_timer_ms=1000,
                 children=2,
+                free_bind=True,  # what `kamailio config --free-bind` sets
             )
             kamailio = NsKamailio(host.ns, cfg, work)
             kamailio.start()

@@ -16,15 +16,20 @@ from prometheus_client import CollectorRegistry, generate_latest
 from asterfleet.capture.callstats import (
     CallFacts,
     Hop,
+    RangeTally,
     Stats,
     by_member,
     call_facts,
+    merged,
     percentile,
     summarise,
+    tally,
+    tally_range,
 )
 from asterfleet.capture.store import Store
 from asterfleet.console.charts import Series, line_chart
 from asterfleet.console.stats import CallStatsMetrics, window_stats
+from asterfleet.console.stats_ranges import GRAIN_S, SETTLE_S, RangeTallies, window_buckets
 from tests.unit.test_console_call_fleet import seed
 from tests.unit.test_console_calls import call, make_client
 from tests.unit.test_console_web import login
@@ -164,6 +169,119 @@ def test_a_chart_draws_one_line_per_series_with_its_values() -> None:
     assert "no calls in this window" in empty
 
 
+MIXED = [
+    facts(200, 120.04, 4.4, "ast1", 1), facts(486, 80.0, None, "ast2", 2),
+    facts(None, None, None, "ast1", 3), facts(200, 1500.0, 3.1, "ast2", 4),
+    facts(503, 33.3, None, "ast1", 5), facts(603, 120.0, 2.0, "ast2", 6),
+    facts(200, 90.0, None, "ast1", 7),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cut", range(len(MIXED) + 1))
+def test_tallies_add_up_to_the_stats_of_all_the_calls(cut: int) -> None:
+    """A window's stats from kept tallies of its parts are those of its calls."""
+    first, second = tally(MIXED[:cut]), tally(MIXED[cut:])
+    before = (first.stats(), second.stats())
+    whole = tally([])
+    whole.merge(first)
+    whole.merge(second)
+    assert whole.stats() == summarise(MIXED)
+    assert (first.stats(), second.stats()) == before  # the parts are left as they were
+    parts = merged([tally_range(MIXED[:cut]), tally_range(MIXED[cut:])])
+    direct = by_member(MIXED)
+    assert {m: t.stats() for m, t in parts.members.items()} == {m: b[0] for m, b in direct.items()}
+    # Post-dial delay is tallied to 0.1 ms: 120.04 ms counts as 120.0 ms.
+    assert summarise(MIXED[:1]).pdd_p50_ms == 120.0
+
+
+S = 1_000_000
+STEP = 300 * S  # the 1h window's bucket: four grains
+
+
+class FakeStore:
+    """Calls by start time; every read recorded."""
+
+    def __init__(self, starts_s: list[float]) -> None:
+        self.calls = [facts(200 if i % 3 else 486, 100.0 + i, None, f"ast{i % 2}", 0)
+                      for i in range(len(starts_s))]  # fmt: skip
+        self.calls = [
+            CallFacts(f"c{i}", int(t * S), c.final, c.node, c.balancer_address, c.capture_host,
+                      c.pdd_ms, node_name=c.node_name, balancer_name=c.balancer_name)
+            for i, (t, c) in enumerate(zip(starts_s, self.calls, strict=True))
+        ]  # fmt: skip
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, start_us: int, end_us: int) -> list[CallFacts]:
+        self.reads.append((start_us, end_us))
+        return [c for c in self.calls if start_us <= c.start_us < end_us]
+
+    def window(self, now_us: int) -> list[tuple[int, Stats]]:
+        """What the window is, read directly (no tallies kept)."""
+        end = (now_us // STEP + 1) * STEP
+        return [
+            (b, summarise(c for c in self.calls if b <= c.start_us < b + STEP))
+            for b in range(end - 12 * STEP, end, STEP)
+        ]
+
+
+def view(ranges: RangeTallies, now_us: int) -> list[tuple[int, Stats]]:
+    buckets, *_ = window_buckets(ranges, 3600, now_us)
+    return [(b, t.total.stats()) for b, t in buckets]
+
+
+def test_a_window_reads_only_what_is_not_final() -> None:
+    now = 10_000 * STEP + 130 * S  # 130 s into the bucket filling now
+    # A call every 20 s over the last hour, one exactly on a bucket's start.
+    store = FakeStore([now / S - k * 20 for k in range(180)] + [10_000 * STEP / S])
+    ranges = RangeTallies(store.read)
+    assert view(ranges, now) == store.window(now)
+    # The first view: the ten final buckets one read each; the previous
+    # bucket ended 130 s ago (not final): its final grain in one read, its
+    # three others one each; the filling bucket's two grains up to now one
+    # each; nothing of the future.
+    settled = now - SETTLE_S * S
+    assert all(s < now for s, e in store.reads)
+    assert len(store.reads) == 10 + 1 + 3 + 2
+    # The same view again reads only the grains that are not final (and
+    # none of the future).
+    store.reads.clear()
+    assert view(ranges, now) == store.window(now)
+    assert store.reads and all(e > settled and s < now for s, e in store.reads)
+    assert all(e - s <= GRAIN_S * S for s, e in store.reads)
+    # A call captured late in a range not final yet is counted.
+    store.calls.append(CallFacts("late", now - 10 * S, 200, "ast1", LB, "42", 50.0))
+    assert view(ranges, now) == store.window(now)
+    # Later, once everything is final, nothing with calls is read again.
+    later = now + 2 * STEP
+    view(ranges, later)
+    store.reads.clear()
+    assert view(ranges, later) == store.window(later)
+    assert all(e > later - SETTLE_S * S for s, e in store.reads)
+
+
+def test_a_range_with_more_calls_than_one_read_returns_is_read_in_pieces() -> None:
+    store = FakeStore([t / 10 for t in range(0, 6_000)])  # 10 calls a second for 10 min
+    capped = store.read
+
+    def read(start_us: int, end_us: int) -> list[CallFacts]:
+        return capped(start_us, end_us)[-100:]  # like read_facts: the newest, at most 100
+
+    ranges = RangeTallies(read, cap=100)
+    now = 2 * 3600 * S
+    assert ranges.get(0, 600 * S, now).total.calls == 6_000  # a final range
+    assert ranges.get(0, 600 * S, 450 * S).total.calls == 4_500  # not final: by grains
+
+
+def test_kept_ranges_are_bounded_and_the_future_is_not_read() -> None:
+    store = FakeStore([float(t) for t in range(0, 36_000, 7)])
+    ranges = RangeTallies(store.read, max_ranges=5)
+    for b in range(0, 30_000 * S, STEP):
+        ranges.get(b, b + STEP, 40_000 * S)
+    assert len(ranges) == 5
+    assert ranges.get(50_000 * S, 50_300 * S, 40_000 * S) == RangeTally()
+    assert store.reads[-1][0] < 40_000 * S
+
+
 # -- the console -----------------------------------------------------------
 
 
@@ -203,6 +321,11 @@ def test_the_statistics_page_api_and_gauges(tmp_path: Path, recent_db: tuple[str
         assert members[("node", "ast3")]["pdd_p50_ms"] == 60.0  # INVITE to the 200, 3 hops
         assert body["total"]["calls"] == 4 and len(body["members"][0]["buckets"]) >= 1
         assert c.get("/api/v1/stats", params={"window": "2y"}).status_code == 400
+        # Asked again, only the buckets of the last minutes (not final) are read.
+        ranges = c.app.state.console.stats_ranges
+        before = ranges.reads
+        assert c.get("/api/v1/stats", params={"window": "15m"}).json()["total"] == body["total"]
+        assert 0 < ranges.reads - before <= 6 and len(ranges) >= 12 - 6
 
         page = c.get("/stats", params={"window": "15m"}).text
         row = re.search(r'<tr data-member="node:ast9">(.*?)</tr>', page, re.S)
@@ -223,3 +346,35 @@ def test_the_statistics_page_api_and_gauges(tmp_path: Path, recent_db: tuple[str
         assert 'asterfleet_calls_responses{code="486",kind="node",name="ast9"} 1.0' in text
         assert 'asterfleet_calls_started{kind="node",name="ast3"} 2.0' in text
         assert "asterfleet_calls_window_seconds 300.0" in text
+
+
+def test_the_background_refresh_keeps_the_default_window_read(
+    tmp_path: Path, recent_db: tuple[str, int]
+) -> None:
+    import asyncio
+    import contextlib
+
+    from asterfleet.console.stats import DEFAULT_WINDOW, refresh_metrics
+
+    path, _base = recent_db
+    with make_client(tmp_path, path) as c:
+        st = c.app.state.console
+
+        async def one_refresh() -> None:
+            task = asyncio.create_task(refresh_metrics(st, CallStatsMetrics(CollectorRegistry())))
+            for _ in range(500):
+                if st.stats_ranges is not None and st.stats_ranges.reads:
+                    break
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(one_refresh())
+        ranges = st.stats_ranges
+        assert ranges is not None and len(ranges) >= 10  # the final buckets, kept
+        before = ranges.reads
+        login(c)
+        body = c.get("/api/v1/stats", params={"window": DEFAULT_WINDOW}).json()
+        assert body["total"]["calls"] == 4
+        assert ranges.reads - before <= 6  # only the last minutes read again

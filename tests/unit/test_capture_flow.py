@@ -7,12 +7,14 @@ its own hop only; what it *receives* is stamped to the millisecond).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
 
-from asterfleet.capture.flow import call_flow, top_via_branch
+from asterfleet.capture.flow import address_aliases, call_flow, top_via_branch
 from asterfleet.capture.ladder import build_ladder, render_svg
+from asterfleet.capture.naming import fleet_names
 from asterfleet.capture.search import summarise_call
 from asterfleet.capture.store import Message
 
@@ -248,3 +250,87 @@ def test_columns_are_named_after_capture_hosts(
     svg = render_svg(ladder)
     for name in names.values():
         assert f">{name}</text>" in svg
+
+
+PORTS = {"10.0.0.10": 5070, "10.0.0.1": 5060, "10.0.0.21": 5080}
+
+
+def spelt(captures: list[Capture], ast_says: str) -> list[Message]:
+    """The call with a port per host, Asterisk's own address spelt ``ast_says``
+    in what it captures (as its peers send to 10.0.0.21)."""
+    out = []
+    for i, c in enumerate(captures):
+        m = message(i, c)
+        src_ip, dst_ip = m.src_ip, m.dst_ip
+        if c.by == "ast1":
+            src_ip = ast_says if src_ip == HOSTS["ast"] else src_ip
+            dst_ip = ast_says if dst_ip == HOSTS["ast"] else dst_ip
+        out.append(
+            dataclasses.replace(
+                m, src_ip=src_ip, src_port=PORTS[m.src_ip], dst_ip=dst_ip, dst_port=PORTS[m.dst_ip]
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    "ast_says",
+    [
+        # Recorded on loopback: Asterisk bound to 127.0.0.3, Kamailio on
+        # 127.0.0.1; res_hep_pjsip reports the source the kernel picks
+        # towards Kamailio (127.0.0.1) with Asterisk's port.
+        pytest.param(HOSTS["lb"], id="loopback: the balancer's IP, Asterisk's port"),
+        # A multi-homed box bound to one address, routing from another.
+        pytest.param("192.168.7.21", id="multi-homed: another IP of the box"),
+        pytest.param(HOSTS["ast"], id="the address it is bound to (nothing to unalias)"),
+    ],
+)
+def test_a_host_that_spells_its_own_address_differently_is_one_column(ast_says: str) -> None:
+    msgs = spelt(CALL, ast_says)
+    box = "10.0.0.21:5080"
+    assert address_aliases(msgs) == (
+        {} if ast_says == HOSTS["ast"] else {(ast_says, 5080): (HOSTS["ast"], 5080)}
+    )
+    ladder = build_ladder(msgs)
+    assert (len(ladder.arrows), ladder.duplicates) == (14, 7)
+    assert sorted(ladder.hosts) == sorted(["10.0.0.10:5070", "10.0.0.1:5060", box])
+    labels = [
+        f"{a.label.split()[0]} {NAMES[ladder.hosts[a.src].rpartition(':')[0]]}>"
+        f"{NAMES[ladder.hosts[a.dst].rpartition(':')[0]]}"
+        for a in ladder.arrows
+    ]
+    assert labels == CALL_ORDER
+    hop = [a for a in ladder.arrows if box in (ladder.hosts[a.src], ladder.hosts[a.dst])]
+    assert len(hop) == 7 and all(set(a.capture_hosts) == {"lb1", "ast1"} for a in hop)
+    summary = summarise_call(msgs)
+    assert (summary.messages, summary.duplicates, summary.node) == (14, 7, box)
+    names = fleet_names(msgs, {box: "ast1"}.get, {"1": "lb1"}.get)
+    assert names == {"10.0.0.10:5070": "caller", "10.0.0.1:5060": "lb1", box: "ast1"}
+
+
+@pytest.mark.parametrize(
+    ("lb_copy", "ast_copy"),
+    [
+        # Another port: another socket, not the same endpoint spelt twice.
+        pytest.param(("10.0.0.1", 5060, "10.0.0.21", 5080), ("10.0.0.1", 5060, "10.0.0.1", 5081),
+                     id="different port"),
+        # Both ends differ: nothing to anchor the two spellings on.
+        pytest.param(("10.0.0.1", 5060, "10.0.0.21", 5080), ("10.0.0.9", 5060, "10.0.0.1", 5080),
+                     id="both ends differ"),
+    ],
+)  # fmt: skip
+def test_copies_that_disagree_too_much_are_not_unaliased(
+    lb_copy: tuple[str, int, str, int], ast_copy: tuple[str, int, str, int]
+) -> None:
+    base = message(0, Capture("INVITE", "lb", "ast", "1 INVITE", (L1, C1), "lb1", 0))
+    copies = [
+        dataclasses.replace(
+            base, id=i + 1, src_ip=s, src_port=sp, dst_ip=d, dst_port=dp, capture_id=cid,
+            capture_host=host, ts_us=base.ts_us + i * 100,
+        )
+        for i, ((s, sp, d, dp), host, cid) in enumerate(
+            [(lb_copy, "lb1", 1), (ast_copy, "ast1", 2)]
+        )
+    ]  # fmt: skip
+    assert address_aliases(copies) == {}
+    assert len(call_flow(copies)) == 2

@@ -210,3 +210,53 @@ def test_capture_search_filters_by_duration_on_the_same_path(capture_db: str) ->
     assert [c["call_id"] for c in json.loads(long.stdout)] == ["c4@x", "c2@x", "c0@x"]
     bad = search("--max-duration", "soon")
     assert bad.returncode == 2 and "--max-duration 'soon'" in bad.stderr
+
+
+def test_capture_search_filters_by_node_and_balancer_from_the_consoles_history(
+    tmp_path: Path,
+    capture_db: str,  # noqa: F811
+) -> None:
+    """The CLI resolves names through the console's address history (read
+    only) and pages through the same search as the Calls page: same answers."""
+    import json
+    import sqlite3
+    import subprocess
+    import sys
+
+    from asterfleet.db import open_database
+
+    console_db = tmp_path / "console.db"
+    db = open_database(str(console_db))
+    seed(db)
+    db.close()
+
+    def search(*args: str, db: str = str(console_db)) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "asterfleet", "capture", "search", "--db", capture_db,
+             "--console-db", db, "--cluster", "test", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    for args, expected in [
+        (("--node", "ast3"), ["c4@x", "c2@x", "c0@x"]),
+        (("--node", "ast4"), ["c3/odd id@x", "c1@x"]),  # the address it held before ast9
+        (("--balancer", "lb7"), ["c4@x", "c3/odd id@x", "c2@x", "c1@x", "c0@x"]),
+        (("--node", "ast3", "--balancer", "lb7", "--min-duration", "0.1"),
+         ["c4@x", "c2@x", "c0@x"]),
+    ]:  # fmt: skip
+        done = search(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        assert [c["call_id"] for c in json.loads(done.stdout)] == expected, args
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    for args, db_arg, message in [
+        (("--node", "nobody"), str(console_db), "node 'nobody': the fleet has had no node"),
+        (("--balancer", "ast3"), str(console_db), "balancer 'ast3': the fleet has had no"),
+        (("--node", "ast3"), str(tmp_path / "none.db"), "console database"),
+        (("--node", "ast3"), str(empty), "cannot read the fleet's address history"),
+        (("--node", "ast3", "--messages"), str(console_db), "leave out --messages"),
+    ]:
+        bad = search(*args, db=db_arg)
+        assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], bad.stderr

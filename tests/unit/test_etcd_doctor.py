@@ -25,12 +25,14 @@ from asterfleet.etcdtools.cluster import (
 from asterfleet.etcdtools.discovery import parse_registrations
 from asterfleet.etcdtools.doctor import diagnose
 from asterfleet.etcdtools.rejoin import (
+    RejoinNotYet,
     RejoinRefused,
     RejoinResult,
     backup_data_dir,
     env_file,
     initial_cluster,
     plan_rejoin,
+    plan_when_ready,
     start_flags,
     systemd_dropin,
 )
@@ -208,12 +210,69 @@ def test_rejoin_plan_for_a_stopped_member() -> None:
         ((_up("m0"), _down("m1"), _down("m2")), "m2", "would lose the quorum"),
         ((_up("m0"), _up("m1"), _up("m2")), "m2", "still answers"),
         ((_down("m0"),), "m2", "no etcd endpoint answers"),
+        # m0, the leader, just died: its peers still name it until they elect another.
+        (
+            (_down("m0"), _up("m1", leader=1), _up("m2", leader=1)),
+            "m0",
+            r"no leader: an election is in progress, or quorum is lost; 2 of 3 members "
+            r"answer \(m1, m2\)",
+        ),
+        # Mid-election: no leader named at all.
+        (
+            (_down("m0"), _up("m1", leader=0), _up("m2", leader=0)),
+            "m0",
+            "no leader",
+        ),
+        # With auth on, a member without a leader cannot log the user in: it looks down.
+        (
+            (_down("m0"), _down("m1"), _up("m2", leader=0)),
+            "m0",
+            r"no leader: .* 1 of 3 members answer \(m2\)",
+        ),
     ],
-    ids=["quorum-with-target-up", "quorum-already-short", "still-running", "nothing-answers"],
+    ids=[
+        "quorum-with-target-up",
+        "quorum-already-short",
+        "still-running",
+        "nothing-answers",
+        "dead-leader-still-named",
+        "election",
+        "election-one-answers",
+    ],
 )
 def test_rejoin_refusals(endpoints: tuple[EndpointFacts, ...], name: str, reason: str) -> None:
     with pytest.raises(RejoinRefused, match=reason):
         plan_rejoin(ClusterFacts(endpoints), name)
+
+
+def test_only_a_refusal_that_can_pass_by_itself_is_waited_for() -> None:
+    election = ClusterFacts((_down("m0"), _up("m1", leader=0), _up("m2", leader=0)))
+    settled = ClusterFacts((_down("m0"), _up("m1", leader=2), _up("m2", leader=2)))
+    seen = [election, election, election, settled]
+    heard: list[str] = []
+    plan = plan_when_ready(lambda: seen.pop(0), "m0", wait=30, progress=heard.append, interval=0)
+    assert plan.via == URL["m1"]  # the new leader
+    assert not seen
+    # One line per change of what it waits for, not one per check.
+    assert len(heard) == 1 and heard[0].startswith("rejoin m0: waiting for a leader; 2 of 3")
+
+    running = ClusterFacts((_up("m0"), _up("m1"), _up("m2")))
+    calls: list[int] = []
+
+    def gather() -> ClusterFacts:
+        calls.append(1)
+        return running
+
+    with pytest.raises(RejoinRefused, match="still answers") as refused:
+        plan_when_ready(gather, "m2", wait=30, interval=0)
+    assert not isinstance(refused.value, RejoinNotYet) and len(calls) == 1
+
+    with pytest.raises(RejoinNotYet, match=r"no leader.*\(re-checked for") as waited:
+        plan_when_ready(lambda: election, "m0", wait=0.05, interval=0.01)
+    assert waited.value.waiting_for.startswith("a leader")
+    with pytest.raises(RejoinNotYet) as once:
+        plan_when_ready(lambda: election, "m0", wait=0)
+    assert "re-checked" not in str(once.value)
 
 
 def test_rejoin_of_an_unlisted_member_needs_its_peer_url() -> None:

@@ -259,7 +259,32 @@ def test_notification_hook_needs_the_secret(setup: Served, tmp_path: Path) -> No
         "/hooks/registry", json={"events": []}, headers={"Authorization": f"Bearer {secret}"}
     )
     assert ok.status_code == 200
-    assert client.get("/metrics").status_code == 200
+
+
+def test_metrics_need_a_token_with_scope_metrics(setup: Served) -> None:
+    """The token server may face the internet: its /metrics is for Prometheus'
+    token, as the console's is; a password or a registry token is not enough."""
+    client = setup.client
+    client.get("/token", params={"service": SERVICE}, headers=basic("alice", "alice-password"))
+
+    def scrape(headers: dict[str, str]) -> tuple[int, str]:
+        resp = client.get("/metrics", headers=headers)
+        return resp.status_code, resp.text
+
+    code, text = scrape({})
+    assert code == 401 and "scope 'metrics'" in text
+    assert 'Bearer realm="asterfleet"' in client.get("/metrics").headers["www-authenticate"]
+    assert scrape(basic("alice", "alice-password"))[0] == 401
+    assert scrape({"Authorization": "Bearer af_not-a-real-token"})[0] == 401
+    pull = create_token(setup.db, "alice", "ci", ("pull", "push")).token
+    code, text = scrape({"Authorization": f"Bearer {pull}"})
+    assert code == 403 and "lacks scope 'metrics'" in text
+    prometheus = create_token(setup.db, "bob", "prometheus", ("metrics",))
+    code, text = scrape({"Authorization": f"Bearer {prometheus.token}"})
+    assert code == 200
+    assert 'asterfleet_registry_tokens_issued_total{grant="basic"}' in text
+    revoke_token(setup.db, prometheus.id)
+    assert scrape({"Authorization": f"Bearer {prometheus.token}"})[0] == 401
 
 
 # -- refresh tokens stand for the login that made them (issue 10, finding 1) --------

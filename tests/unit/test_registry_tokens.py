@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import jwt
 import pytest
 from cryptography import x509
 
+from asterfleet.errors import UsageError
 from asterfleet.registry import keys
-from asterfleet.registry.config import RegistryConfig, read_settings, render_config, write_config
+from asterfleet.registry.config import (
+    RegistryConfig,
+    debug_address,
+    read_settings,
+    render_config,
+    write_config,
+)
 from asterfleet.registry.scope import Scope
 from asterfleet.registry.tokens import Issuer
 
@@ -60,6 +68,24 @@ def test_registry_config(tmp_path: Path) -> None:
     assert 'realm: "http://127.0.0.1:5001/token"' in text
     assert 'rootcertbundle: "' + str(tmp_path / "c.crt") + '"' in text
     assert 'Authorization: ["Bearer xyz"]' in text
+    # Distribution's debug listener (metrics and pprof, no login) is off unless asked for.
+    assert "debug:" not in text
+    debug = render_config(replace(cfg, debug_listen=":5002"))
+    assert '  debug:\n    addr: "127.0.0.1:5002"\n    prometheus:\n      enabled: true' in debug
+
+
+@pytest.mark.parametrize(
+    ("given", "address"),
+    [(":5002", "127.0.0.1:5002"), ("10.0.0.5:5002", "10.0.0.5:5002"), ("[::1]:5002", "[::1]:5002")],
+)
+def test_the_debug_listener_is_loopback_unless_a_host_is_named(given: str, address: str) -> None:
+    assert debug_address(given) == address
+
+
+@pytest.mark.parametrize("bad", ["5002", ":", "host:", ":99999", ":0"])
+def test_a_bad_debug_listener_is_refused(bad: str) -> None:
+    with pytest.raises(UsageError, match="--debug-listen"):
+        debug_address(bad)
 
 
 def test_write_config_keeps_the_key(tmp_path: Path) -> None:

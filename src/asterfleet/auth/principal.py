@@ -44,6 +44,13 @@ class Principal:
         return f"{self.username}@{self.via}"
 
     @property
+    def may_scrape_metrics(self) -> bool:
+        """Whether it may read a daemon's ``/metrics`` (the console's, the token
+        server's): a token with scope ``metrics`` (what Prometheus scrapes with,
+        and it opens nothing else) or ``read``, or a logged-in browser."""
+        return "metrics" in self.scopes or "read" in self.scopes
+
+    @property
     def token_scopes(self) -> tuple[str, ...] | None:
         """The token's scopes when a token limits this principal, else None."""
         return self.scopes if self.token_id is not None else None

@@ -4,7 +4,11 @@
 Each call opened by an INVITE becomes one :class:`CallFacts` (its start, the
 caller's final answer, the node that answered, the balancer, post-dial delay
 and media quality); :func:`summarise` folds facts into :class:`Stats`, and
-:func:`by_member` does so per node and per balancer, in time buckets.
+:func:`by_member` does so per node and per balancer, in time buckets. Both
+go through a :class:`Tally`, which adds up: the tally of two sets of calls
+is the sum of theirs, so the console keeps the tallies of time ranges that
+are over (:class:`RangeTally`) and adds them up instead of reading every
+call of a long window again.
 
 Definitions (ITU-T E.411 / E.425 in spirit, on what capture can see):
 
@@ -146,21 +150,84 @@ class Stats:
         }
 
 
+#: Post-dial delays are tallied to this resolution (tenths of a millisecond).
+PDD_STEPS_PER_MS = 10
+
+
+def _rank(counts: Counter[int], q: float) -> int | None:
+    """Nearest-rank percentile of the values counted in ``counts``."""
+    n = sum(counts.values())
+    if not n:
+        return None
+    rank = max(1, math.ceil(q * n))
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= rank:
+            return value
+    return None  # not reached
+
+
+@dataclass
+class Tally:
+    """What :class:`Stats` is computed from, in a form that adds up."""
+
+    calls: int = 0
+    finished: int = 0
+    answered: int = 0
+    user_refused: int = 0
+    codes: Counter[int] = field(default_factory=Counter)
+    pdd: Counter[int] = field(default_factory=Counter)  # in 1/PDD_STEPS_PER_MS ms
+    mos_sum: float = 0.0
+    mos_calls: int = 0
+
+    def add(self, f: CallFacts) -> None:
+        self.calls += 1
+        if f.final is not None:
+            self.finished += 1
+            self.answered += 200 <= f.final < 300
+            self.user_refused += f.final in USER_CODES
+            self.codes[f.final] += 1
+        if f.pdd_ms is not None:
+            self.pdd[round(f.pdd_ms * PDD_STEPS_PER_MS)] += 1
+        if f.mos is not None:
+            self.mos_sum += f.mos
+            self.mos_calls += 1
+
+    def merge(self, other: Tally) -> None:
+        """Add ``other``'s calls to this tally (``other`` is left as it is)."""
+        self.calls += other.calls
+        self.finished += other.finished
+        self.answered += other.answered
+        self.user_refused += other.user_refused
+        self.codes.update(other.codes)
+        self.pdd.update(other.pdd)
+        self.mos_sum += other.mos_sum
+        self.mos_calls += other.mos_calls
+
+    def stats(self) -> Stats:
+        p50, p95 = _rank(self.pdd, 0.5), _rank(self.pdd, 0.95)
+        return Stats(
+            calls=self.calls,
+            finished=self.finished,
+            answered=self.answered,
+            user_refused=self.user_refused,
+            pdd_p50_ms=None if p50 is None else p50 / PDD_STEPS_PER_MS,
+            pdd_p95_ms=None if p95 is None else p95 / PDD_STEPS_PER_MS,
+            codes=dict(self.codes),
+            mos_mean=self.mos_sum / self.mos_calls if self.mos_calls else None,
+        )
+
+
+def tally(facts: Iterable[CallFacts]) -> Tally:
+    out = Tally()
+    for f in facts:
+        out.add(f)
+    return out
+
+
 def summarise(facts: Iterable[CallFacts]) -> Stats:
-    calls = list(facts)
-    finals = [f.final for f in calls if f.final is not None]
-    pdds = [f.pdd_ms for f in calls if f.pdd_ms is not None]
-    moses = [f.mos for f in calls if f.mos is not None]
-    return Stats(
-        calls=len(calls),
-        finished=len(finals),
-        answered=sum(1 for c in finals if 200 <= c < 300),
-        user_refused=sum(1 for c in finals if c in USER_CODES),
-        pdd_p50_ms=percentile(pdds, 0.5),
-        pdd_p95_ms=percentile(pdds, 0.95),
-        codes=dict(Counter(finals)),
-        mos_mean=sum(moses) / len(moses) if moses else None,
-    )
+    return tally(facts).stats()
 
 
 #: (kind, name): a node or a balancer.
@@ -178,20 +245,54 @@ def members_of(f: CallFacts) -> list[Member]:
     return out
 
 
+@dataclass
+class RangeTally:
+    """The calls that started in one time range: all of them, and per node
+    and per balancer (a call counts for both its node and its balancer)."""
+
+    total: Tally = field(default_factory=Tally)
+    members: dict[Member, Tally] = field(default_factory=dict)
+
+    def add(self, f: CallFacts) -> None:
+        self.total.add(f)
+        for m in members_of(f):
+            self.members.setdefault(m, Tally()).add(f)
+
+    def merge(self, other: RangeTally) -> None:
+        """Add ``other``'s calls (``other`` is left as it is)."""
+        self.total.merge(other.total)
+        for m, t in other.members.items():
+            self.members.setdefault(m, Tally()).merge(t)
+
+
+def tally_range(facts: Iterable[CallFacts]) -> RangeTally:
+    out = RangeTally()
+    for f in facts:
+        out.add(f)
+    return out
+
+
+def merged(tallies: Iterable[RangeTally]) -> RangeTally:
+    out = RangeTally()
+    for t in tallies:
+        out.merge(t)
+    return out
+
+
 def by_member(
     facts: Iterable[CallFacts], step_us: int | None = None, origin_us: int = 0
 ) -> dict[Member, dict[int, Stats]]:
     """Stats per node and per balancer; with ``step_us``, per time bucket
     (keyed by the bucket's start in µs, from ``origin_us``), else one bucket 0."""
-    grouped: dict[Member, dict[int, list[CallFacts]]] = {}
+    grouped: dict[Member, dict[int, Tally]] = {}
     for f in facts:
         bucket = 0
         if step_us:
             bucket = origin_us + (f.start_us - origin_us) // step_us * step_us
         for m in members_of(f):
-            grouped.setdefault(m, {}).setdefault(bucket, []).append(f)
+            grouped.setdefault(m, {}).setdefault(bucket, Tally()).add(f)
     return {
-        m: {b: summarise(fs) for b, fs in sorted(buckets.items())}
+        m: {b: t.stats() for b, t in sorted(buckets.items())}
         for m, buckets in sorted(grouped.items())
     }
 
@@ -211,8 +312,9 @@ def named(
 
 
 def read_facts(store: Store, since_us: int, until_us: int) -> list[CallFacts]:
-    """The facts of the calls an INVITE opened from ``since_us`` to
-    ``until_us`` (at most :data:`MAX_CALLS`, the newest), with their MOS."""
+    """The facts of the calls whose first INVITE is in [``since_us``,
+    ``until_us``) (at most :data:`MAX_CALLS`, the newest), with their MOS.
+    Ranges that meet count each call once."""
     c = messages.c
     r = rtcp_reports.c
     opened = (
@@ -221,7 +323,7 @@ def read_facts(store: Store, since_us: int, until_us: int) -> list[CallFacts]:
             c.opens_call == sa.true(),
             c.method == "INVITE",
             c.ts_us >= since_us,
-            c.ts_us <= until_us,
+            c.ts_us < until_us,
         )
         .group_by(c.call_id)
         .order_by(sa.func.max(c.ts_us).desc())
@@ -248,6 +350,7 @@ def read_facts(store: Store, since_us: int, until_us: int) -> list[CallFacts]:
     out = []
     for cid, call_hops in hops.items():
         facts = call_facts(call_hops)
-        if facts is not None:
+        # A call whose first INVITE is before the range (its forwarded copy in it) is not ours.
+        if facts is not None and since_us <= facts.start_us < until_us:
             out.append(replace(facts, mos=moses[cid]) if cid in moses else facts)
     return out

@@ -15,6 +15,18 @@ one common to all of them); the copy of the host that sent the message (or
 else the one of the host that did not receive it) is the sender's. When
 neither can be told, the earliest copy stands in.
 
+**One host, one address.** A capture host may spell its own address
+differently from the peers that send to it: res_hep_pjsip reports, for
+UDP, the address the kernel would send from towards the peer rather than
+the one Asterisk is bound to (a box bound to 127.0.0.3 reports 127.0.0.1
+when Kamailio is on 127.0.0.1; the same on a multi-homed box). Two captures
+of one message by different hosts (same Call-ID, CSeq, method or status,
+branch, within the window) that agree on one end and on the other end's
+port, where one host calls the differing address its own and the other host
+does not, are one endpoint spelt twice: :func:`unalias` rewrites the
+self-reported spelling to the one its peer sees (the address the fleet
+published), before the copies are merged.
+
 **Causal order.** Asterisk stamps the messages it receives to the
 millisecond only, so time order can put an effect before its cause. Within
 :data:`CAUSAL_TOLERANCE_US` these orders win over the timestamps:
@@ -31,6 +43,7 @@ not applied (it is more likely a retransmission than a clock that far off).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,9 +111,71 @@ class FlowMessage:
         return self.message.cseq.rpartition(" ")[2]
 
 
+Endpoint = tuple[str, int]
+
+
+def _alias(x: Message, y: Message, own: dict[str, set[str]]) -> tuple[Endpoint, Endpoint] | None:
+    """(x's spelling, y's spelling) of the one end of the hop that ``x``'s
+    capture host reports as its own address and ``y``'s does not."""
+    ends_x = ((x.src_ip, x.src_port), (x.dst_ip, x.dst_port))
+    ends_y = ((y.src_ip, y.src_port), (y.dst_ip, y.dst_port))
+    for same, other in ((0, 1), (1, 0)):
+        ex, ey = ends_x[other], ends_y[other]
+        if ends_x[same] != ends_y[same] or ex == ey or ex[1] != ey[1]:
+            continue
+        spelt_x = x.src if other == 0 else x.dst
+        spelt_y = y.src if other == 0 else y.dst
+        if spelt_x in own.get(capture_host(x), ()) and spelt_y not in own.get(capture_host(y), ()):
+            return ex, ey
+    return None
+
+
+def address_aliases(
+    msgs: Sequence[Message], window_us: int = COPY_WINDOW_US
+) -> dict[Endpoint, Endpoint]:
+    """A capture host's own address as it reports it -> as its peers see it
+    (see the module's docstring); empty when every host agrees."""
+    if len({capture_host(m) for m in msgs}) < 2:
+        return {}
+    own = capture_host_addresses(msgs)
+    groups: dict[tuple[object, ...], list[Message]] = {}
+    for m in msgs:
+        key = (m.call_id, m.cseq, m.method, m.status, top_via_branch(m.raw))
+        groups.setdefault(key, []).append(m)
+    aliases: dict[Endpoint, Endpoint] = {}
+    for group in groups.values():
+        for i, a in enumerate(group):
+            for b in group[i + 1 :]:
+                if capture_host(a) == capture_host(b) or abs(a.ts_us - b.ts_us) > window_us:
+                    continue
+                for x, y in ((a, b), (b, a)):
+                    found = _alias(x, y, own)
+                    if found is not None:
+                        aliases.setdefault(*found)
+    return aliases
+
+
+def unalias(msgs: Sequence[Message], window_us: int = COPY_WINDOW_US) -> list[Message]:
+    """The messages with each host's own address spelt as its peers see it."""
+    aliases = address_aliases(msgs, window_us)
+    if not aliases:
+        return list(msgs)
+    out = []
+    for m in msgs:
+        src = aliases.get((m.src_ip, m.src_port), (m.src_ip, m.src_port))
+        dst = aliases.get((m.dst_ip, m.dst_port), (m.dst_ip, m.dst_port))
+        if src != (m.src_ip, m.src_port) or dst != (m.dst_ip, m.dst_port):
+            m = dataclasses.replace(
+                m, src_ip=src[0], src_port=src[1], dst_ip=dst[0], dst_port=dst[1]
+            )
+        out.append(m)
+    return out
+
+
 def merge_copies(msgs: Sequence[Message], window_us: int = COPY_WINDOW_US) -> list[FlowMessage]:
-    """Captures of the same message by different hosts, merged; time order."""
-    ordered = sorted(msgs, key=lambda m: (m.ts_us, m.id))
+    """Captures of the same message by different hosts, merged (addresses
+    unaliased first, see :func:`unalias`); time order."""
+    ordered = sorted(unalias(msgs, window_us), key=lambda m: (m.ts_us, m.id))
     groups: list[list[Message]] = []
     branches: list[str] = []
     open_by_key: dict[tuple[object, ...], list[int]] = {}
@@ -144,7 +219,8 @@ def column_names(msgs: Sequence[Message]) -> dict[str, str]:
     (the one address every message it captured shares, once the addresses
     of other capture hosts are set aside), and ``caller`` for the sender of
     the first request that came from no named host. Addresses left unnamed are
-    not in the result."""
+    not in the result. Addresses are unaliased first (see :func:`unalias`)."""
+    msgs = unalias(msgs)
     own = capture_host_addresses(msgs)
     names: dict[str, str] = {}
     progress = True

@@ -58,7 +58,8 @@ class Ladder:
     notes: tuple[Note, ...] = ()
 
 
-def _label(msg: Message) -> str:
+def arrow_label(msg: Message) -> str:
+    """An arrow's text: the method, or the status and the start of its reason."""
     if msg.method is not None:
         return msg.method
     reason = ""
@@ -99,7 +100,7 @@ def build_ladder(
                 message_id=msg.id,
                 src=src,
                 dst=dst,
-                label=_label(msg),
+                label=arrow_label(msg),
                 detail=msg.cseq,
                 ts_us=msg.ts_us,
                 delta_ms=(msg.ts_us - start) / 1000,

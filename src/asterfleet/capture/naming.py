@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from asterfleet.capture.flow import capture_host_addresses, column_names
+from asterfleet.capture.flow import capture_host_addresses, column_names, unalias
 from asterfleet.capture.store import Message
 
 CALLER = "caller"
@@ -44,8 +44,9 @@ def _ip(address: str) -> str:
 def fleet_names(
     msgs: Sequence[Message], by_address: Lookup, by_capture_id: Lookup
 ) -> dict[str, str]:
-    """Address -> name for the hosts of one call; unnamed addresses are left out."""
-    ordered = sorted(msgs, key=lambda m: (m.ts_us, m.id))
+    """Address -> name for the hosts of one call (addresses as the flow
+    spells them, see flow.unalias); unnamed addresses are left out."""
+    ordered = sorted(unalias(msgs), key=lambda m: (m.ts_us, m.id))
     addresses = list(dict.fromkeys(a for m in ordered for a in (m.src, m.dst)))
     owned = {a: h for a, h in column_names(ordered).items() if h != CALLER}
     names: dict[str, str] = {}

@@ -23,6 +23,7 @@ from asterfleet.cli.common import (
 from asterfleet.errors import UsageError
 
 if TYPE_CHECKING:
+    from asterfleet.capture.search import MessageQuery
     from asterfleet.capture.store import Store
 
 # The capture stack (SQLAlchemy, the collector) is imported inside each
@@ -236,6 +237,26 @@ def search_cmd(
     max_duration: str | None = typer.Option(
         None, "--max-duration", help="Calls lasting at most this long (so far, if in progress)."
     ),
+    node: str | None = typer.Option(
+        None,
+        "--node",
+        help="Calls sent to or answered by this node (its id): every address it held, "
+        "from the fleet's address history in the console's database (--console-db).",
+    ),
+    balancer: str | None = typer.Option(
+        None,
+        "--balancer",
+        help="Calls this balancer (its id) relayed or captured, resolved like --node.",
+    ),
+    console_db: str | None = typer.Option(
+        None,
+        "--console-db",
+        envvar="ASTERFLEET_CONSOLE_DB",
+        help="The console's database (its --db), where the fleet's address history lives; "
+        "read only with --node or --balancer "
+        "[default: ~/.local/state/asterfleet/console.db].",
+    ),
+    cluster: str = ClusterOpt,
     messages: bool = typer.Option(
         False, "--messages", help="List matching messages instead of calls."
     ),
@@ -292,6 +313,10 @@ def search_cmd(
             min_duration_us=duration_us(min_duration, "--min-duration"),
             max_duration_us=duration_us(max_duration, "--max-duration"),
         )
+        if node is not None or balancer is not None:
+            if messages:
+                raise UsageError("--node and --balancer find calls: leave out --messages")
+            query = _with_parties(query, console_db, cluster, node, balancer)
         store = _open(db)
         try:
             if messages:
@@ -391,6 +416,46 @@ def _open(db: str) -> Store:
     if "://" not in db and not Path(db).exists():
         raise UsageError(f"capture database {db!r} does not exist: check --db")
     return Store(db, create=False)
+
+
+def _with_parties(
+    query: MessageQuery, console_db: str | None, cluster: str, node: str | None,
+    balancer: str | None,
+) -> MessageQuery:  # fmt: skip
+    """``query`` with the node and balancer names resolved to every address
+    and capture id they held: the console's address history (read only)."""
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from asterfleet.console.addressbook import party
+    from asterfleet.db import default_url, open_database
+    from asterfleet.fleet.directory import BALANCER, NODE
+    from asterfleet.storage import normalise_url
+
+    url = normalise_url(console_db or default_url(legacy=False), "--console-db")
+    path = url.removeprefix("sqlite:///")
+    if url.startswith("sqlite:///") and not Path(path).is_file():
+        raise UsageError(
+            f"console database {path!r} does not exist: --node and --balancer read the fleet's "
+            "address history there; give the console's --db as --console-db"
+        )
+    database = open_database(url, apply_migrations=False)
+    try:
+        return dataclasses.replace(
+            query,
+            node=party(database, cluster, NODE, node.strip()) if node is not None else None,
+            balancer=party(database, cluster, BALANCER, balancer.strip())
+            if balancer is not None
+            else None,
+        )
+    except sa.exc.SQLAlchemyError as exc:
+        raise UsageError(
+            f"cannot read the fleet's address history in {console_db or url}: "
+            f"{str(exc).splitlines()[0]} (is it the console's --db?)"
+        ) from None
+    finally:
+        database.close()
 
 
 def _ts(ts_us: int) -> str:

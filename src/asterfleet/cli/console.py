@@ -133,6 +133,14 @@ def run(
         "Prometheus reaches). /metrics on --listen always needs a login: a token "
         "with scope 'metrics'.",
     ),
+    history_retention: str = typer.Option(
+        None,
+        "--history-retention",
+        envvar=ENV + "HISTORY_RETENTION",
+        help="Delete fleet events and address sightings older than this (7d, 12h): give the "
+        "capture server's --retention, so every stored call keeps its names and events "
+        "[default: keep them].",
+    ),
     show_config: bool = typer.Option(
         False, "--show-config", help="Print the settings as JSON and exit."
     ),
@@ -169,6 +177,7 @@ def run(
                 "images": _images(registry_dir, factory_db, registry_identity, registry_host),
                 "capture_db": capture_db,
                 "metrics_listen": metrics_listen,
+                "history_retention": _history_retention(history_retention),
             }
         )
         if show_config:
@@ -199,3 +208,14 @@ def run(
         access_log=False,
         timeout_graceful_shutdown=3,
     )
+
+
+def _history_retention(text: str | None) -> float | None:
+    if not text:
+        return None
+    from asterfleet.capture.store import parse_duration
+
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise UsageError(f"--history-retention: {exc}") from None

@@ -26,7 +26,7 @@ from asterfleet.etcdtools.rejoin import (
     env_file,
     execute,
     parse_peer_urls,
-    plan_rejoin,
+    plan_when_ready,
     start_flags,
     systemd_dropin,
 )
@@ -160,22 +160,35 @@ def rejoin(
         help="Also write a systemd drop-in, e.g. /etc/systemd/system/etcd.service.d/rejoin.conf.",
     ),
     timeout: float = typer.Option(5.0, min=0.1, max=60, help="Seconds per request."),
+    wait: float = typer.Option(
+        10.0,
+        "--wait",
+        min=0,
+        max=300,
+        help="Seconds to keep re-checking while there is no leader or too few members "
+        "answer (an election after a leader died takes a second or two); 0: check once.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Rejoin a member whose data directory is lost or stale.
 
     Run it with the member's etcd STOPPED. It refuses (and changes nothing)
-    when that etcd still answers or when the other members would not keep a
-    quorum. Otherwise: back up the data directory, remove the stale member
+    when that etcd still answers, or when the other members would not keep a
+    quorum or have no leader, after re-checking for --wait seconds (what it
+    waits for is shown on stderr). Otherwise: back up the data directory, remove the stale member
     through a healthy one, add it back, and print the flags to start it with
     (`--initial-cluster-state existing`). With etcd auth on, run it as root
     (changing membership needs it): --etcd-user root."""
     with user_errors():
         security = etcd_security()
-        facts = gather_facts(
-            split_endpoints(endpoints, security.tls), timeout=timeout, security=security
+        urls = split_endpoints(endpoints, security.tls)
+        plan = plan_when_ready(
+            lambda: gather_facts(urls, timeout=timeout, security=security, alarms=False),
+            member,
+            parse_peer_urls(peer_url),
+            wait=wait,
+            progress=lambda line: typer.echo(line, err=True),
         )
-        plan = plan_rejoin(facts, member, parse_peer_urls(peer_url))
         result = execute(plan, data_dir, timeout=timeout, security=security)
         for path, text in ((write_env, env_file(result)), (write_dropin, systemd_dropin(result))):
             if path is not None:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from asterfleet.cli.common import PortOpt, console, host_port, user_errors
+from asterfleet.cli.common import PortOpt, console, host_port, parsed_by, user_errors
+from asterfleet.errors import UsageError
+from asterfleet.registry.config import debug_address
 
 app = typer.Typer(
     help=(
@@ -54,12 +56,22 @@ def config(
         None, "--notify-url", help="Catalogue hook (default: REALM's host + /hooks/registry)."
     ),
     storage: Path = typer.Option(None, "--storage", help="Blob storage (default: OUT/storage)."),
+    debug_listen: str = typer.Option(
+        None,
+        "--debug-listen",
+        parser=parsed_by(debug_address),
+        help="Turn on the registry's debug listener on HOST:PORT (:PORT is loopback): "
+        "its Prometheus metrics at /metrics, and pprof. It takes no login: keep it on "
+        "a private address. Off by default.",
+    ),
 ) -> None:
     """Write the registry's config.yml and the token signing key + certificate."""
     from asterfleet.registry.config import write_config
 
     with user_errors():
-        settings = write_config(out, realm, service, issuer, listen, notify_url, storage)
+        settings = write_config(
+            out, realm, service, issuer, listen, notify_url, storage, debug_listen
+        )
     console.print(
         f"wrote {out / 'config.yml'} (service {settings.service}, issuer {settings.issuer}); "
         f"run: docker-registry serve {out / 'config.yml'}",
@@ -89,21 +101,46 @@ def serve(
     cache_seconds: float = typer.Option(
         5.0, "--login-cache", help="Seconds a successful login and access decision are reused."
     ),
+    metrics_listen: str = typer.Option(
+        None,
+        "--metrics-listen",
+        envvar="ASTERFLEET_REGISTRY_METRICS_LISTEN",
+        parser=host_port,
+        help="Also serve /metrics on HOST:PORT without a login (a private address "
+        "Prometheus reaches; with --workers 1 only). /metrics on --port always needs "
+        "a login: a token with scope 'metrics'.",
+    ),
 ) -> None:
     """Run the token server, catalogue hook and knot webhooks.
 
     The console serves the same endpoints when started with --registry-dir;
     this command runs them alone (e.g. several workers for token throughput).
+    Prometheus metrics are at /metrics, for a token with scope `metrics`
+    (`asterfleet users token create prometheus --scopes metrics`, Prometheus'
+    bearer token), or without a login on --metrics-listen.
     """
     from asterfleet.registry.config import read_settings
     from asterfleet.tokenserver import ServeOptions
     from asterfleet.tokenserver import serve as run_server
 
     with user_errors():
+        if metrics_listen and workers > 1:
+            # Each worker process counts its own requests: one listener
+            # could show only one of them.
+            raise UsageError(
+                f"--metrics-listen {metrics_listen}: only with --workers 1; with "
+                f"--workers {workers} scrape /metrics on --port with a 'metrics' token"
+            )
         read_settings(config_dir)  # fail early, with the message, before forking workers
         opts = ServeOptions(
             str(config_dir.resolve()), db, console_db, token_ttl, reconcile, cache_seconds
         )
+        if metrics_listen:
+            from prometheus_client import REGISTRY
+
+            from asterfleet.metrics import serve as serve_metrics
+
+            serve_metrics(metrics_listen, REGISTRY)
     run_server(opts, host, port, workers)
 
 

@@ -39,7 +39,7 @@ app = typer.Typer(
 token_app = typer.Typer(
     help=(
         "API tokens: `Authorization: Bearer <token>` against /api/v1 (scopes read, write), "
-        "for Prometheus on the console's /metrics (scope metrics) "
+        "for Prometheus on /metrics of the console and the registry (scope metrics) "
         "and the password of registry clients (scopes pull, push, delete, or "
         "repository:NAME:ACTIONS)."
     ),
@@ -186,8 +186,9 @@ def token_create(
     scopes: str = typer.Option(
         "read",
         "--scopes",
-        help="Comma list of read, write (the console API), metrics (the console's /metrics "
-        "only), pull, push, delete (the registry); or repository:NAME:pull,push for one "
+        help="Comma list of read, write (the console API), metrics (/metrics of the console "
+        "and the registry only), pull, push, delete (the registry); or "
+        "repository:NAME:pull,push for one "
         "repository (NAME may end in /*).",
     ),
     ttl_days: float = typer.Option(None, "--ttl-days", help="Expire after this many days."),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from asterfleet.capture.search import Party
 from asterfleet.db import Database, FleetAddress
@@ -105,3 +105,18 @@ def party(db: Database, cluster: str, kind: str, name: str, view: FleetView | No
     ids = tuple(sorted(int(a[len(CAPTURE_ID) :]) for a in found if a.startswith(CAPTURE_ID)))
     addresses = tuple(sorted(a for a in found if not a.startswith(CAPTURE_ID)))
     return Party(name, addresses, ids)
+
+
+def trim(db: Database, cluster: str, before: float) -> int:
+    """Delete the sightings that ended before ``before`` (seconds): no call
+    kept since then can have been made to those addresses. Open sightings
+    stay. The number deleted."""
+    with db.session() as s:
+        done = s.execute(
+            delete(FleetAddress).where(
+                FleetAddress.cluster == cluster,
+                FleetAddress.until.is_not(None),
+                FleetAddress.until < before,
+            )
+        )
+        return int(getattr(done, "rowcount", 0) or 0)

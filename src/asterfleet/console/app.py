@@ -26,6 +26,7 @@ from asterfleet.console import (
     images,
     knot_admin,
     node_page,
+    retention,
     rollouts,
     stats,
 )
@@ -121,6 +122,10 @@ def create_app(
             metrics.events.labels(d.kind).inc()
             log.info("fleet_event", kind=d.kind, node=d.node_id, actor=d.actor, message=d.message)
 
+    def trimmed(done: retention.Trimmed) -> None:
+        metrics.history_trimmed.labels("events").inc(done.events)
+        metrics.history_trimmed.labels("addresses").inc(done.addresses)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.etcd = etcd_factory(settings.etcd)
@@ -139,6 +144,15 @@ def create_app(
         if settings.capture_db and settings.watch:
             state.tasks.append(
                 asyncio.create_task(stats.refresh_metrics(state, call_stats), name="call stats")
+            )
+        if settings.history_retention:
+            state.tasks.append(
+                asyncio.create_task(
+                    retention.keep_trimmed(
+                        database, ks.cluster, settings.history_retention, trimmed
+                    ),
+                    name="history retention",
+                )
             )
         log.info("console_started", cluster=ks.cluster, etcd=settings.etcd)
         try:

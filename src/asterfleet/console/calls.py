@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from asterfleet.auth import lookup_session
 from asterfleet.capture.flow import call_flow
-from asterfleet.capture.ladder import build_ladder, render_svg
+from asterfleet.capture.ladder import arrow_label, build_ladder, render_svg
 from asterfleet.capture.pager import (
     MAX_PAGE,
     STATUS_CLASSES,
@@ -632,9 +632,23 @@ class CallFleetOut(BaseModel):
     events: list[FleetEventOut] = Field(description="fleet events during the call, oldest first")
 
 
+class FlowOut(BaseModel):
+    id: int = Field(description="the message drawn (the sender's capture of it)")
+    src: str = Field(description="from, as its peers see it (a host's own spelling unaliased)")
+    dst: str
+    cseq: str
+    label: str = Field(description="method, or status and reason")
+    capture_hosts: list[str] = Field(description="capture hosts that saw this message")
+    copies: list[int] = Field(description="ids of every capture of it, earliest first")
+
+
 class CallDetailOut(BaseModel):
     call: CallOut
     messages: list[MessageOut]
+    flow: list[FlowOut] = Field(
+        description="the ladder: one entry per SIP message (captures by both ends of a hop "
+        "merged), in causal order"
+    )
     streams: list[StreamOut] = Field(description="media quality per stream, from RTCP (HEP 5)")
     fleet: CallFleetOut = Field(description="the call's hosts and node as the fleet knew them")
 
@@ -740,6 +754,18 @@ async def api_call(request: Request, call_id: str, who: Principal = Depends(api_
     return CallDetailOut(
         call=CallOut.model_validate(summary.as_dict()),
         messages=[_message_out(m) for m in msgs],
+        flow=[
+            FlowOut(
+                id=f.message.id,
+                src=f.message.src,
+                dst=f.message.dst,
+                cseq=f.message.cseq,
+                label=arrow_label(f.message),
+                capture_hosts=list(f.capture_hosts),
+                copies=[c.id for c in f.copies],
+            )
+            for f in call_flow(msgs)
+        ],
         streams=[StreamOut.model_validate(dataclasses.asdict(s)) for s in streams],
         fleet=CallFleetOut.model_validate(fleet.as_dict()),
     )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 
 from asterfleet.console.transitions import EventDraft, summarised_ids
 from asterfleet.db import Database, Event
@@ -184,3 +184,52 @@ def state_at(events: Sequence[EventRow], at: float) -> StateAt | None:
         if state is not None:
             found = StateAt(state, e.at, e.actor, e.kind)
     return found
+
+
+#: Rows deleted per statement when trimming (bounded IN lists).
+TRIM_CHUNK = 500
+
+
+def trim(db: Database, cluster: str, before: float) -> int:
+    """Delete the events older than ``before`` (seconds), but what the
+    console still reads from them:
+
+    - for each node in the fleet at ``before``, its last joined event, and
+      for every other node a kept event names (a burst "3 nodes joined: …"),
+      its last joined or left event: :func:`members` replays them to the
+      same fleet;
+    - for each node in the fleet at ``before`` (or never seen to join), its
+      last event that set its state: :func:`state_at` at a kept call's start.
+
+    The events of nodes that had left by then go. The number deleted."""
+    q = (
+        select(Event.id, Event.kind, Event.node_id, Event.message)
+        .where(Event.cluster == cluster, Event.at < before)
+        .order_by(Event.at, Event.id)
+    )
+    with db.session() as s:
+        old: list[int] = []
+        named: dict[int, list[str]] = {}  # membership event -> the nodes it names
+        last: dict[str, tuple[int, str]] = {}  # node -> its last joined/left event
+        last_state: dict[str, int] = {}  # node -> its last state-setting event
+        for event_id, kind, node_id, message in s.execute(q):
+            old.append(event_id)
+            if kind in ("joined", "left"):
+                named[event_id] = [node_id] if node_id else summarised_ids(message)
+                for n in named[event_id]:
+                    last[n] = (event_id, kind)
+            if node_id and (kind in _STATE_OF_KIND or kind == "joined"):
+                last_state[node_id] = event_id
+        present = {n for n, (_, kind) in last.items() if kind == "joined"}
+        keep = {last[n][0] for n in present}
+        todo = list(keep)
+        while todo:  # every node a kept event names ends as its last event says
+            for n in named[todo.pop()]:
+                if last[n][0] not in keep:
+                    keep.add(last[n][0])
+                    todo.append(last[n][0])
+        keep |= {i for n, i in last_state.items() if n in present or n not in last}
+        doomed = [i for i in old if i not in keep]
+        for start in range(0, len(doomed), TRIM_CHUNK):
+            s.execute(delete(Event).where(Event.id.in_(doomed[start : start + TRIM_CHUNK])))
+    return len(doomed)

@@ -53,3 +53,10 @@ class ConsoleMetrics:
             ["kind"],
             registry=r,
         )
+        self.history_trimmed = Counter(
+            "asterfleet_console_history_trimmed",
+            "Rows of the fleet's history deleted by --history-retention, by table "
+            "(events, addresses).",
+            ["table"],
+            registry=r,
+        )

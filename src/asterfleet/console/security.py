@@ -172,7 +172,7 @@ async def api_writer(who: Principal = Depends(api_user)) -> Principal:
 async def metrics_reader(who: Principal = Depends(api_user)) -> Principal:
     """Who may scrape /metrics: a token with scope ``metrics`` (or ``read``),
     or a logged-in browser."""
-    if "metrics" not in who.scopes and "read" not in who.scopes:
+    if not who.may_scrape_metrics:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks scope 'metrics'")
     return who
 

@@ -25,6 +25,8 @@ class ConsoleSettings(BaseModel):
     images: ImagesSettings | None = None  # registry + factory served here too
     capture_db: str | None = None  # the capture server's database (Calls area)
     metrics_listen: str | None = None  # HOST:PORT for /metrics without a login
+    # Seconds the fleet's history (events, address sightings) is kept; None: always.
+    history_retention: float | None = Field(default=None, gt=0)
 
     def shown(self) -> dict[str, Any]:
         """The settings as printed by --show-config (no secrets)."""

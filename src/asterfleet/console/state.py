@@ -31,6 +31,7 @@ class ConsoleState:
     etcd: Etcd | None = None  # for reads and actions (the monitor has its own)
     monitor: FleetMonitor | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    stats_ranges: Any = None  # the Statistics area's kept tallies (console.stats_ranges)
 
     def require_etcd(self) -> Etcd:
         assert self.etcd is not None, "the console's etcd client starts with the app"

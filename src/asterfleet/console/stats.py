@@ -24,17 +24,19 @@ from asterfleet.capture.callstats import (
     NODE,
     CallFacts,
     Member,
+    RangeTally,
     Stats,
     by_member,
+    merged,
     named,
     read_facts,
-    summarise,
 )
 from asterfleet.capture.store import Store
 from asterfleet.console.addressbook import directory
 from asterfleet.console.charts import Series, line_chart
 from asterfleet.console.security import API_ERRORS, Principal, api_reader, page_user
-from asterfleet.console.state import console_state
+from asterfleet.console.state import ConsoleState, console_state
+from asterfleet.console.stats_ranges import BUCKETS, RangeTallies, window_buckets
 from asterfleet.console.web import render
 from asterfleet.db import Database
 from asterfleet.errors import UsageError
@@ -47,7 +49,6 @@ router = APIRouter()
 
 WINDOWS = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 DEFAULT_WINDOW = "1h"
-BUCKETS = 12
 METRICS_WINDOW_S = 300
 METRICS_INTERVAL_S = 60.0
 
@@ -171,18 +172,24 @@ def window_stats(store: Store, db: Database, cluster: str, now: float) -> dict[M
     return {m: buckets[0] for m, buckets in by_member(facts).items()}
 
 
-async def refresh_metrics(request_state: Any, metrics: CallStatsMetrics) -> None:
-    """Recompute the gauges every METRICS_INTERVAL_S (a console task)."""
+async def refresh_metrics(request_state: ConsoleState, metrics: CallStatsMetrics) -> None:
+    """Recompute the gauges every METRICS_INTERVAL_S (a console task), and
+    keep the default window's ranges read, so that the Statistics page opens
+    without reading the whole window."""
     st = request_state
+    url = st.settings.capture_db
+    assert url, "the task runs with capture only"
     store: Store | None = None
     while True:
         try:
-            if store is None:
-                store = await asyncio.to_thread(Store, st.settings.capture_db)
-            per_member = await asyncio.to_thread(
-                window_stats, store, st.db, st.ks.cluster, time.time()
-            )
+            opened = store if store is not None else await asyncio.to_thread(Store, url)
+            store = opened
+            now = time.time()
+            per_member = await asyncio.to_thread(window_stats, opened, st.db, st.ks.cluster, now)
             metrics.update(per_member)
+            await asyncio.to_thread(
+                window_buckets, ranges_of(st), WINDOWS[DEFAULT_WINDOW], int(now * 1_000_000)
+            )
         except sa.exc.SQLAlchemyError as exc:
             log.warning("call_stats_unavailable", error=str(exc).splitlines()[0])
         await asyncio.sleep(METRICS_INTERVAL_S)
@@ -197,21 +204,30 @@ def _window(window: str) -> int:
     return WINDOWS[window]
 
 
-def _compute(request: Request, seconds: int, now: float) -> tuple[list[CallFacts], int, int, int]:
-    st = console_state(request)
+#: A window's buckets: (start µs, the tally of the calls that started in it).
+Buckets = list[tuple[int, RangeTally]]
+
+
+def ranges_of(st: ConsoleState) -> RangeTallies:
+    """The console's kept range tallies, over the capture store (made on
+    first use: the page, the API and the background refresh share them)."""
     url = st.settings.capture_db
     if not url:
         raise LookupError("capture not configured")
-    store: Store | None = getattr(request.app.state, "capture_store", None)
-    if store is None:
+    ranges: RangeTallies | None = st.stats_ranges
+    if ranges is None:
         store = Store(url)
-        request.app.state.capture_store = store
-    end = int(now * 1_000_000)
-    step = seconds * 1_000_000 // BUCKETS
-    end = (end // step + 1) * step  # whole buckets, the last one still filling
-    start = end - BUCKETS * step
-    facts = named_facts(st.db, st.ks.cluster, read_facts(store, start, end))
-    return facts, start, end, step
+
+        def read(start_us: int, end_us: int) -> list[CallFacts]:
+            return named_facts(st.db, st.ks.cluster, read_facts(store, start_us, end_us))
+
+        ranges = st.stats_ranges = RangeTallies(read)
+    return ranges
+
+
+def _compute(request: Request, seconds: int, now: float) -> tuple[Buckets, int, int, int]:
+    ranges = ranges_of(console_state(request))
+    return window_buckets(ranges, seconds, int(now * 1_000_000), BUCKETS)
 
 
 def _pct(value: float | None) -> str:
@@ -226,10 +242,10 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f} ms"
 
 
-def member_rows(facts: Sequence[CallFacts]) -> list[dict[str, Any]]:
+def member_rows(whole: RangeTally) -> list[dict[str, Any]]:
     rows = []
-    for (kind, name), buckets in by_member(facts).items():
-        s = buckets[0]
+    for (kind, name), t in sorted(whole.members.items()):
+        s = t.stats()
         rows.append(
             {
                 "kind": kind, "name": name, "s": s, "asr": _pct(s.asr), "ner": _pct(s.ner),
@@ -241,8 +257,17 @@ def member_rows(facts: Sequence[CallFacts]) -> list[dict[str, Any]]:
     return rows
 
 
-def charts(facts: Sequence[CallFacts], start: int, end: int, step: int) -> dict[str, Markup]:
-    series = by_member(facts, step, start)
+def per_member(buckets: Buckets) -> dict[Member, dict[int, Stats]]:
+    """Each node's and balancer's stats per bucket (buckets it had calls in)."""
+    out: dict[Member, dict[int, Stats]] = {}
+    for b, t in buckets:
+        for m, mt in t.members.items():
+            out.setdefault(m, {})[b] = mt.stats()
+    return dict(sorted(out.items()))
+
+
+def charts(buckets: Buckets, start: int, end: int, step: int) -> dict[str, Markup]:
+    series = per_member(buckets)
     out: dict[str, Markup] = {}
     for kind in (NODE, BALANCER):
         members = sorted((m for m in series if m[0] == kind), key=lambda m: m[1])
@@ -283,7 +308,7 @@ async def stats_page(
     except UsageError as exc:
         error, window, seconds = str(exc), DEFAULT_WINDOW, WINDOWS[DEFAULT_WINDOW]
     try:
-        facts, start, end, step = await asyncio.to_thread(_compute, request, seconds, time.time())
+        buckets, start, end, step = await asyncio.to_thread(_compute, request, seconds, time.time())
     except LookupError:
         return render(request, "calls_off.html", user, area="stats", configured=False,
                       reason="capture not configured: statistics are computed from captured "
@@ -293,8 +318,9 @@ async def stats_page(
         return render(request, "calls_off.html", user, area="stats", configured=True,
                       status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
                       reason="the capture database is unavailable: try again shortly")  # fmt: skip
-    rows = member_rows(facts)
-    total = summarise(facts)
+    whole = merged(t for _b, t in buckets)
+    rows = member_rows(whole)
+    total = whole.total.stats()
     return render(
         request,
         "stats.html",
@@ -307,7 +333,7 @@ async def stats_page(
         total=total,
         total_asr=_pct(total.asr),
         total_ner=_pct(total.ner),
-        charts=charts(facts, start, end, step),
+        charts=charts(buckets, start, end, step),
         bucket_s=step // 1_000_000,
     )
 
@@ -362,28 +388,30 @@ async def api_stats(
     MOS, for the whole window and per bucket (a twelfth of it)."""
     try:
         seconds = _window(window)
-        facts, start, end, step = await asyncio.to_thread(_compute, request, seconds, time.time())
+        buckets, start, end, step = await asyncio.to_thread(_compute, request, seconds, time.time())
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     except LookupError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "capture not configured") from None
-    whole = by_member(facts)
-    buckets = by_member(facts, step, start)
+    whole = merged(t for _b, t in buckets)
+    series = per_member(buckets)
     return {
         "window": window,
         "start_us": start,
         "end_us": end,
         "bucket_s": step // 1_000_000,
-        "total": summarise(facts).as_dict(),
+        "total": whole.total.stats().as_dict(),
         "members": [
             {
                 "kind": kind,
                 "name": name,
-                "total": whole[(kind, name)][0].as_dict(),
+                "total": t.stats().as_dict(),
                 "buckets": [
-                    {"start_us": b, **s.as_dict()} for b, s in buckets[(kind, name)].items()
+                    {"start_us": b, **s.as_dict()}
+                    for b, s in series[(kind, name)].items()
+                    if s.calls
                 ],
             }
-            for kind, name in whole
+            for (kind, name), t in sorted(whole.members.items())
         ],
     }

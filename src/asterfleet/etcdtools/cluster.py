@@ -266,10 +266,13 @@ def probe_endpoint(
     given: bool,
     timeout: float = DEFAULT_TIMEOUT,
     transport: Transport | None = None,
+    alarms: bool = True,
 ) -> EndpointFacts:
     """What ``endpoint`` answers. Only status decides reachability: the alarm
     list goes through raft and blocks while there is no leader, which is
-    itself a finding, not a reason to call the member unreachable."""
+    itself a finding, not a reason to call the member unreachable. Without
+    ``alarms`` (the rejoin needs none) a member without a leader costs no
+    wait of ``timeout``."""
     client = EtcdClient(endpoint, timeout, transport=transport)
     try:
         status = client.status()
@@ -277,17 +280,18 @@ def probe_endpoint(
         return EndpointFacts(client.url, given, error=str(exc))
     problems: list[str] = []
     members: tuple[Member, ...] | None = None
-    alarms: tuple[Alarm, ...] = ()
+    raised: tuple[Alarm, ...] = ()
     try:
         members = tuple(client.members())
     except (EtcdUnavailable, EtcdRequestError) as exc:
         problems.append(f"member list: {exc}")
-    try:
-        alarms = tuple(client.alarms())
-    except (EtcdUnavailable, EtcdRequestError) as exc:
-        problems.append(f"alarm list: {exc}")
+    if alarms:
+        try:
+            raised = tuple(client.alarms())
+        except (EtcdUnavailable, EtcdRequestError) as exc:
+            problems.append(f"alarm list: {exc}")
     return EndpointFacts(
-        client.url, given, status=status, members=members, alarms=alarms, problems=tuple(problems)
+        client.url, given, status=status, members=members, alarms=raised, problems=tuple(problems)
     )
 
 
@@ -308,11 +312,13 @@ def gather_facts(
     data_dirs: Sequence[tuple[str, Path]] = (),
     timeout: float = DEFAULT_TIMEOUT,
     security: EtcdSecurity | None = None,
+    alarms: bool = True,
 ) -> ClusterFacts:
-    """Probe every given endpoint, then every client URL their member lists name."""
+    """Probe every given endpoint, then every client URL their member lists name
+    (and their alarms, unless ``alarms`` is False)."""
     transport = Transport(security, timeout)
     try:
-        return _gather(transport, endpoints, data_dirs, timeout)
+        return _gather(transport, endpoints, data_dirs, timeout, alarms)
     finally:
         transport.close()
 
@@ -322,12 +328,13 @@ def _gather(
     endpoints: Sequence[str],
     data_dirs: Sequence[tuple[str, Path]],
     timeout: float,
+    alarms: bool = True,
 ) -> ClusterFacts:
     seen: dict[str, EndpointFacts] = {}
     for endpoint in endpoints:
         url = normalize_endpoint(endpoint, transport.tls)
         if url not in seen:
-            seen[url] = probe_endpoint(url, True, timeout, transport)
+            seen[url] = probe_endpoint(url, True, timeout, transport, alarms)
     listed: list[str] = []
     for facts in list(seen.values()):
         for member in facts.members or ():
@@ -338,7 +345,7 @@ def _gather(
         except UsageError:
             continue
         if url not in seen:
-            seen[url] = probe_endpoint(url, False, timeout, transport)
+            seen[url] = probe_endpoint(url, False, timeout, transport, alarms)
     return ClusterFacts(
         endpoints=tuple(seen.values()),
         data_dirs=tuple(inspect_data_dir(name, path) for name, path in data_dirs),

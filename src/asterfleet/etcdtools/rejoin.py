@@ -2,8 +2,13 @@
 "stop etcd, delete its cached state, rejoin".
 
 1. :func:`plan_rejoin` (pure) checks, from gathered facts, that the repair
-   is safe: the member's etcd is stopped, and the members left running keep
-   a quorum of the cluster while the member is away. It refuses otherwise.
+   is safe: the member's etcd is stopped, the members left running keep
+   a quorum of the cluster while the member is away, and one of them leads.
+   It refuses otherwise. :func:`plan_when_ready` gathers the facts again for
+   a bounded few seconds while the refusal is one that can pass by itself
+   (:class:`RejoinNotYet`): right after a leader dies, its peers elect a new
+   one, and with etcd auth on a member without a leader cannot even log the
+   command's user in, so it looks down for that second or two.
 2. :func:`execute` moves the data directory aside (the backup), removes the
    stale member through a healthy member, adds it back with the same peer
    URLs (retrying while etcd still calls the cluster "unhealthy" right after
@@ -19,7 +24,7 @@ is lost because the data lives on the quorum, not on the rejoining member.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +53,15 @@ class RejoinRefused(AsterfleetError):
     """The rejoin would be unsafe; nothing was changed."""
 
 
+class RejoinNotYet(RejoinRefused):
+    """Refused for now, for a reason that can pass by itself (an election, a
+    member coming back); ``waiting_for`` says what, in a few words."""
+
+    def __init__(self, message: str, waiting_for: str) -> None:
+        super().__init__(message)
+        self.waiting_for = waiting_for
+
+
 @dataclass(frozen=True)
 class RejoinPlan:
     name: str
@@ -72,17 +86,22 @@ class RejoinResult:
 
 
 def plan_rejoin(facts: ClusterFacts, name: str, peer_urls: Sequence[str] = ()) -> RejoinPlan:
-    """Check that rejoining ``name`` is safe; RejoinRefused (nothing changed) if not."""
+    """Check that rejoining ``name`` is safe; RejoinRefused (nothing changed) if not,
+    RejoinNotYet when the same check may pass a few seconds later."""
     reachable = [e for e in facts.endpoints if e.reachable]
     cluster = majority_cluster(reachable)
     if cluster is None:
-        raise RejoinRefused(
-            "no etcd endpoint answers: a rejoin needs a healthy quorum; check --endpoints"
+        raise RejoinNotYet(
+            "no etcd endpoint answers: a rejoin needs a healthy quorum; check --endpoints",
+            "an etcd endpoint to answer",
         )
     ours = [e for e in reachable if e.status and e.status.cluster_id == cluster]
     members = member_list(ours)
     if not members:
-        raise RejoinRefused("no member answered the member list; run the doctor and retry")
+        raise RejoinNotYet(
+            "no member answered the member list; run the doctor and retry",
+            "a member list",
+        )
     stale = next((m for m in members if m.name == name), None)
     by_url = {e.endpoint: e for e in facts.endpoints}
 
@@ -103,33 +122,83 @@ def plan_rejoin(facts: ClusterFacts, name: str, peer_urls: Sequence[str] = ()) -
     if stale is None or stale.is_learner:
         voters.append(Member(0, name, urls, ()))
     quorum = len(voters) // 2 + 1
-    # While the member is away every other voter that answers keeps the quorum.
-    others_up = [
+    answering = [
         m
         for m in voters
-        if m.name != name
-        and m.started
+        if m.started
         and (e := _answering(m, by_url)) is not None
         and e.status is not None
         and e.status.cluster_id == cluster
     ]
+    # While the member is away every other voter that answers keeps the quorum.
+    others_up = [m for m in answering if m.name != name]
+    # A leader only counts while it answers itself: right after it dies its
+    # peers still name it until they elect another.
+    answering_ids = {e.status.member_id for e in ours if e.status}
+    leaders = [
+        e
+        for e in ours
+        if e.status and e.status.member_id == e.status.leader and e.status.leader in answering_ids
+    ]
+    seen = (
+        f"{len(answering)} of {len(voters)} members answer ("
+        + (", ".join(m.name for m in answering) or "none")
+        + ")"
+    )
+    if not leaders:
+        raise RejoinNotYet(
+            f"refusing to rejoin {name}: no leader: an election is in progress, or quorum "
+            f"is lost; {seen}. Retry in a few seconds; if it stays so, run "
+            "`asterfleet etcd doctor`",
+            f"a leader; {seen}",
+        )
     if len(others_up) < quorum:
         up = ", ".join(m.name for m in others_up) or "none"
-        raise RejoinRefused(
+        raise RejoinNotYet(
             f"refusing to rejoin {name}: the cluster has {len(voters)} voting members and "
             f"needs {quorum} for a quorum, but only {len(others_up)} other members answer "
             f"({up}); removing {name} would lose the quorum. Bring the stopped members "
-            "back first"
+            "back first",
+            f"{quorum} members besides {name}; {seen}",
         )
     if running is not None:
         raise RejoinRefused(
             f"refusing to rejoin {name}: etcd still answers at {running.endpoint}; stop it "
             "first (e.g. `systemctl stop etcd`), then run the rejoin again"
         )
-    # Prefer the leader: membership changes go through it anyway.
-    leaders = [e for e in ours if e.status and e.status.member_id == e.status.leader]
-    via = (leaders or ours)[0].endpoint
-    return RejoinPlan(name, stale, urls, via, cluster)
+    # The leader performs the change: membership changes go through it anyway.
+    return RejoinPlan(name, stale, urls, leaders[0].endpoint, cluster)
+
+
+def plan_when_ready(
+    gather: Callable[[], ClusterFacts],
+    name: str,
+    peer_urls: Sequence[str] = (),
+    wait: float = 10.0,
+    progress: Callable[[str], None] | None = None,
+    interval: float = 0.25,
+) -> RejoinPlan:
+    """:func:`plan_rejoin` on fresh facts from ``gather`` until it passes, for up to
+    ``wait`` seconds while the refusal is a :class:`RejoinNotYet`; ``progress`` hears
+    what it waits for each time that changes. The last refusal, if it never passes."""
+    started = time.monotonic()
+    last = ""
+    while True:
+        facts = gather()
+        try:
+            return plan_rejoin(facts, name, peer_urls)
+        except RejoinNotYet as exc:
+            waited = time.monotonic() - started
+            if waited >= wait:
+                if wait > 0:
+                    exc.args = (f"{exc} (re-checked for {waited:.1f} s)",)
+                raise
+            if progress is not None and exc.waiting_for != last:
+                progress(
+                    f"rejoin {name}: waiting for {exc.waiting_for} [{waited:.1f} s of {wait:g} s]"
+                )
+            last = exc.waiting_for
+            time.sleep(min(interval, wait - waited))
 
 
 def _answering(member: Member, by_url: dict[str, EndpointFacts]) -> EndpointFacts | None:

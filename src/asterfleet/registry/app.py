@@ -1,7 +1,14 @@
 """The registry's HTTP side: the token router and the registry notification
 hook feeding the catalogue; :func:`create_app` wraps them (plus any routers
 the caller composes in, such as the knots' webhooks) with ``/metrics`` and
-``/healthz`` for ``asterfleet registry serve``."""
+``/healthz`` for ``asterfleet registry serve``.
+
+``/metrics`` here needs a login, as the console's does: a bearer token with
+scope ``metrics`` (or ``read``) of the one identity. The token server faces
+registry clients, so it may face the internet; ``registry serve
+--metrics-listen`` serves the same metrics without a login on a separate,
+private address instead.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +22,13 @@ from typing import Any
 
 import httpx
 import structlog
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from asterfleet.auth import Authenticator
+from asterfleet.auth import Authenticator, verify_token
 from asterfleet.registry import keys
 from asterfleet.registry.catalogue import (
     CatalogueSync,
@@ -168,6 +175,28 @@ async def running(routes: RegistryRoutes) -> AsyncIterator[None]:
         routes.client.close()
 
 
+def metrics_reader(logins: Authenticator) -> Callable[[Request], Any]:
+    """The dependency guarding ``/metrics``: 401 without a live bearer token,
+    403 for one without scope ``metrics`` (or ``read``)."""
+
+    async def check(request: Request) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        info = None
+        if scheme.lower() == "bearer" and token.strip():
+            info = await run_in_threadpool(verify_token, logins.db, token.strip())
+        if info is None:
+            raise HTTPException(
+                401,
+                "/metrics needs 'Authorization: Bearer <token>': a token with scope "
+                "'metrics' ('asterfleet users token create prometheus --scopes metrics')",
+                headers={"WWW-Authenticate": 'Bearer realm="asterfleet"'},
+            )
+        if not info.principal(via="api").may_scrape_metrics:
+            raise HTTPException(403, "this token lacks scope 'metrics'")
+
+    return check
+
+
 def create_app(routes: RegistryRoutes, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
     """The standalone app around :func:`registry_routes`; ``extra_routers`` are
     what the composing caller serves beside the registry (``asterfleet
@@ -189,7 +218,7 @@ def create_app(routes: RegistryRoutes, extra_routers: Sequence[APIRouter] = ()) 
     async def healthz() -> dict[str, Any]:
         return {"ok": True, "service": routes.service.issuer.service}
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(metrics_reader(routes.service.logins))])
     async def metrics() -> Response:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -4,6 +4,11 @@
 the token signing key and certificate (the certificate is the registry's
 ``rootcertbundle``) and ``notify-secret``, the shared secret the registry
 sends with its notifications to the catalogue hook.
+
+Distribution's own metrics come from its debug listener (``http.debug``),
+which also serves pprof and takes no login: it is off unless
+``--debug-listen`` names an address, and ``:PORT`` means loopback. The token
+server's metrics are its own ``/metrics`` (:mod:`asterfleet.registry.app`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,18 @@ class RegistryConfig:
     notify_secret: str | None = None
     http_secret: str = ""
     log_level: str = "info"
+    #: Distribution's debug listener (its /metrics and pprof, no login); None: off.
+    debug_listen: str | None = None
+
+
+def debug_address(value: str) -> str:
+    """``HOST:PORT`` for the debug listener; ``:PORT`` is loopback (it has no login)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(
+            f"--debug-listen {value!r}: expected HOST:PORT or :PORT (loopback), e.g. 127.0.0.1:5002"
+        )
+    return f"{host or '127.0.0.1'}:{port}"
 
 
 def _q(value: str) -> str:
@@ -65,6 +82,16 @@ def render_config(cfg: RegistryConfig) -> str:
         f"  secret: {_q(cfg.http_secret or secrets.token_hex(16))}",
         "  headers:",
         "    X-Content-Type-Options: [nosniff]",
+    ]
+    if cfg.debug_listen:
+        lines += [
+            "  debug:",
+            f"    addr: {_q(debug_address(cfg.debug_listen))}",
+            "    prometheus:",
+            "      enabled: true",
+            "      path: /metrics",
+        ]
+    lines += [
         "auth:",
         "  token:",
         f"    realm: {_q(cfg.realm)}",
@@ -121,10 +148,13 @@ def write_config(
     listen: str = "127.0.0.1:5000",
     notify_url: str | None = None,
     storage_dir: Path | None = None,
+    debug_listen: str | None = None,
 ) -> TokenServerSettings:
     """:func:`_write_config`; a directory that cannot be written is a UsageError."""
     try:
-        return _write_config(out, realm, service, issuer, listen, notify_url, storage_dir)
+        return _write_config(
+            out, realm, service, issuer, listen, notify_url, storage_dir, debug_listen
+        )
     except OSError as exc:
         raise UsageError(
             f"--out {out}: cannot write there ({exc.strerror or exc}): choose a writable directory"
@@ -139,6 +169,7 @@ def _write_config(
     listen: str,
     notify_url: str | None,
     storage_dir: Path | None,
+    debug_listen: str | None = None,
 ) -> TokenServerSettings:
     """Write config.yml, the signing key and certificate, and the notify secret.
 
@@ -171,6 +202,7 @@ def _write_config(
         listen=listen,
         notify_url=notify_url,
         notify_secret=notify_secret,
+        debug_listen=debug_listen,
     )
     write_secret(out / CONFIG_FILE, render_config(cfg), what="--out")  # holds the notify secret
     settings = TokenServerSettings(

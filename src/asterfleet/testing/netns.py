@@ -86,9 +86,7 @@ class NetnsLab:
         self.namespaces.append(name)
         ip("link", "set", "lo", "up", ns=name)
 
-    def add_host(
-        self, role: str, address: str, prefix: int = 24, sysctls: Sequence[str] = ()
-    ) -> Host:
+    def add_host(self, role: str, address: str, prefix: int = 24) -> Host:
         """A namespace ``<prefix>-<role>`` with ``eth0`` at ``address/prefix`` on the bridge."""
         ns = f"{self.prefix}-{role}"
         self._add_ns(ns)
@@ -100,8 +98,6 @@ class NetnsLab:
         ip("link", "set", outer, "up", ns=self.switch)
         ip("addr", "add", f"{address}/{prefix}", "dev", "eth0", ns=ns)
         ip("link", "set", "eth0", "up", ns=ns)
-        for setting in sysctls:
-            run_in(ns, ["sysctl", "-q", "-w", setting])
         host = Host(ns, "eth0", address, prefix)
         self.hosts[role] = host
         return host

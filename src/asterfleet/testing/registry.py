@@ -39,6 +39,8 @@ class RegistryLab:
     ownership: Ownership
     catalogue: CatalogueSync
     registry: ManagedProcess
+    #: The registry's debug listener (its own /metrics), when asked for.
+    debug_port: int | None = None
 
     @property
     def registry_host(self) -> str:
@@ -62,6 +64,7 @@ def registry_lab(
     reconcile_interval: float = 300.0,
     cache_seconds: float = 5.0,
     extra_routers: Callable[[Engine], Sequence[APIRouter]] = lambda _engine: (),
+    debug_listen: bool = False,
 ) -> Iterator[RegistryLab]:
     """Start both, yield, and stop both (also when the body fails).
 
@@ -71,11 +74,15 @@ def registry_lab(
     token_port, registry_port = free_port(), free_port()
     while registry_port == token_port:
         registry_port = free_port()
+    debug_port = None
+    while debug_listen and debug_port in (None, token_port, registry_port):
+        debug_port = free_port()
     settings = write_config(
         directory / "registry",
         realm=f"http://127.0.0.1:{token_port}/token",
         service=service,
         listen=f"127.0.0.1:{registry_port}",
+        debug_listen=f":{debug_port}" if debug_port else None,
     )
     engine = create_tables(open_engine(db_url or f"sqlite:///{directory / 'factory.db'}"))
     db = open_database(str(directory / "console.db"))
@@ -111,6 +118,7 @@ def registry_lab(
             ownership=Ownership(engine),
             catalogue=app.state.catalogue,
             registry=registry,
+            debug_port=debug_port,
         )
     finally:
         registry.stop(grace=5)
