@@ -70,11 +70,14 @@ def sip_message(kind: str, cseq: str, call: int, call_id: str) -> bytes:
     method = kind if not kind[0].isdigit() else None
     start = f"{kind} sip:{1000 + call % 900}@10.0.0.2 SIP/2.0" if method else f"SIP/2.0 {kind}"
     body = SDP if kind in ("INVITE", "200 OK") and cseq.endswith("INVITE") else ""
+    # The INVITE has no To tag yet: it opens the call (the partial indexes
+    # on call openings get one entry a call, as with real traffic).
+    to_tag = "" if kind == "INVITE" else f";tag={call:x}b"
     headers = (
         f"{start}\r\n"
         f"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK{call:08x}{kind[:3]};rport\r\n"
         f'From: "caller {call}" <sip:{2000 + call % 5000}@10.0.0.1>;tag={call:x}a\r\n'
-        f"To: <sip:{1000 + call % 900}@10.0.0.2>;tag={call:x}b\r\n"
+        f"To: <sip:{1000 + call % 900}@10.0.0.2>{to_tag}\r\n"
         f"Call-ID: {call_id}\r\n"
         f"CSeq: {cseq}\r\n"
         "Contact: <sip:caller@10.0.0.1:5060>\r\n"

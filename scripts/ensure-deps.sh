@@ -44,7 +44,9 @@ for unit in etcd kamailio; do
 done
 
 PY=${PYTHON:-python3}
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Reinstalled when the pins or the compiled parser's sources change (the
+# editable install compiles capture/_hepfast.pyx in place).
+stamp=.venv/.installed-$(cat pyproject.toml setup.py src/asterfleet/capture/*.pyx | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip

@@ -33,6 +33,7 @@ from tests.integration.test_real_asterisk import (
     BALANCER,
     BOX,
     SECRET,
+    Box,
     require_asterisk,
     running_box,
 )
@@ -88,6 +89,34 @@ def fleet_with_capture(tmp_path: Path) -> Iterator[Fleet]:
             console.stop()
         stack.stop()
         capture.stop()
+
+
+@contextlib.contextmanager
+def real_node(fleet: Fleet, asterisk: Box, tmp_path: Path) -> Iterator[ManagedProcess]:
+    """A node agent registering the real Asterisk as ``ast1`` (counting its
+    calls over AMI), until Kamailio routes to it."""
+    stack = fleet.stack
+    uri = f"sip:{BOX}:{asterisk.sip_port};transport=udp"
+    agent = ManagedProcess(
+        "node-ast1",
+        agent_argv(
+            "node", "run", "--etcd", stack.etcd_endpoint, "--cluster", CLUSTER,
+            "--id", "ast1", "--sip-uri", uri,
+            "--calls", f"ami://asterfleet@{AGENT}:{asterisk.ami_port}",
+        ),
+        tmp_path / "agent.log",
+        env={"ASTERFLEET_AMI_SECRET": SECRET},
+    ).start()  # fmt: skip
+    try:
+
+        def ok() -> bool:
+            d = stack.dispatcher_by_uri().get(uri)
+            return d is not None and d.flags.startswith("A")
+
+        wait_for(ok, 60, what="the real box routable in Kamailio")
+        yield agent
+    finally:
+        agent.stop()
 
 
 def drained_call(fleet: Fleet, node_id: str) -> tuple[httpx.Client, dict[str, Any]]:
@@ -192,64 +221,43 @@ def test_a_real_asterisks_call_is_one_ladder_with_the_fleets_names(tmp_path: Pat
     with (
         fleet_with_capture(tmp_path) as fleet,
         running_box(tmp_path, (BALANCER,), capture=f"127.0.0.1:{fleet.capture.port}") as asterisk,
+        real_node(fleet, asterisk, tmp_path),
     ):
         stack = fleet.stack
-        uri = f"sip:{BOX}:{asterisk.sip_port};transport=udp"
-        agent = ManagedProcess(
-            "node-ast1",
-            agent_argv(
-                "node", "run", "--etcd", stack.etcd_endpoint, "--cluster", CLUSTER,
-                "--id", "ast1", "--sip-uri", uri,
-                "--calls", f"ami://asterfleet@{AGENT}:{asterisk.ami_port}",
-            ),
-            tmp_path / "agent.log",
-            env={"ASTERFLEET_AMI_SECRET": SECRET},
-        ).start()  # fmt: skip
-        try:
-
-            def ok() -> bool:
-                d = stack.dispatcher_by_uri().get(uri)
-                return d is not None and d.flags.startswith("A")
-
-            wait_for(ok, 60, what="the real box routable in Kamailio")
-            web, call = drained_call(fleet, "ast1")
-            lb = f"127.0.0.1:{stack.sip_port}"
-            box = f"{BOX}:{asterisk.sip_port}"
-            names, flow = check_ladder(web, call, lb, box, "ast1")
-            # Both ends sent HEP: Kamailio (capture id 11) and Asterisk (its
-            # capture name), and what both saw on the lb1-ast1 hop is one arrow.
-            assert sorted(call["capture_hosts"]) == sorted([str(CAPTURE_ID), "ast-real"])
-            ladder = hops(flow, names)
-            print("ladder of the real Asterisk's call:", ladder)
-            for f, hop in zip(flow, ladder, strict=True):
-                inner = "ast1" in hop[:2]
-                want = {str(CAPTURE_ID), "ast-real"} if inner else {str(CAPTURE_ID)}
-                assert set(f["capture_hosts"]) == want, (hop, f)
-                assert len(f["copies"]) == len(want), (hop, f)
-            assert call["duplicates"] == sum(1 for hop in ladder if "ast1" in hop[:2]) > 0
-            # Causal order, although Asterisk stamps what it receives to the
-            # millisecond only: each hop of the INVITE and of the BYE in turn.
-            for chain in (
-                [("caller", "lb1", "INVITE"), ("lb1", "ast1", "INVITE"), ("ast1", "lb1", "200"),
-                 ("lb1", "caller", "200"), ("caller", "lb1", "ACK"), ("lb1", "ast1", "ACK")],
-                [("caller", "lb1", "BYE"), ("lb1", "ast1", "BYE"), ("ast1", "lb1", "200"),
-                 ("lb1", "caller", "200")],
-            ):  # fmt: skip
-                number = next(
-                    f["cseq"].split()[0] for h, f in zip(ladder, flow, strict=True) if h == chain[0]
-                )  # the ACK has the INVITE's CSeq number
-                of_it = [
-                    h for h, f in zip(ladder, flow, strict=True) if f["cseq"].split()[0] == number
-                ]
-                assert [h for h in of_it if h in chain] == chain, ladder
-            # Every response after its request on the same hop.
-            for i, (f, hop) in enumerate(zip(flow, ladder, strict=True)):
-                if hop[2].isdigit():
-                    asked = [
-                        r for r in flow[:i]
-                        if r["cseq"] == f["cseq"] and not r["label"][0].isdigit()
-                        and (r["src"], r["dst"]) == (f["dst"], f["src"])
-                    ]  # fmt: skip
-                    assert asked, f"{hop} before its request: {ladder}"
-        finally:
-            agent.stop()
+        web, call = drained_call(fleet, "ast1")
+        lb = f"127.0.0.1:{stack.sip_port}"
+        box = f"{BOX}:{asterisk.sip_port}"
+        names, flow = check_ladder(web, call, lb, box, "ast1")
+        # Both ends sent HEP: Kamailio (capture id 11) and Asterisk (its
+        # capture name), and what both saw on the lb1-ast1 hop is one arrow.
+        assert sorted(call["capture_hosts"]) == sorted([str(CAPTURE_ID), "ast-real"])
+        ladder = hops(flow, names)
+        print("ladder of the real Asterisk's call:", ladder)
+        for f, hop in zip(flow, ladder, strict=True):
+            inner = "ast1" in hop[:2]
+            want = {str(CAPTURE_ID), "ast-real"} if inner else {str(CAPTURE_ID)}
+            assert set(f["capture_hosts"]) == want, (hop, f)
+            assert len(f["copies"]) == len(want), (hop, f)
+        assert call["duplicates"] == sum(1 for hop in ladder if "ast1" in hop[:2]) > 0
+        # Causal order, although Asterisk stamps what it receives to the
+        # millisecond only: each hop of the INVITE and of the BYE in turn.
+        for chain in (
+            [("caller", "lb1", "INVITE"), ("lb1", "ast1", "INVITE"), ("ast1", "lb1", "200"),
+             ("lb1", "caller", "200"), ("caller", "lb1", "ACK"), ("lb1", "ast1", "ACK")],
+            [("caller", "lb1", "BYE"), ("lb1", "ast1", "BYE"), ("ast1", "lb1", "200"),
+             ("lb1", "caller", "200")],
+        ):  # fmt: skip
+            number = next(
+                f["cseq"].split()[0] for h, f in zip(ladder, flow, strict=True) if h == chain[0]
+            )  # the ACK has the INVITE's CSeq number
+            of_it = [h for h, f in zip(ladder, flow, strict=True) if f["cseq"].split()[0] == number]
+            assert [h for h in of_it if h in chain] == chain, ladder
+        # Every response after its request on the same hop.
+        for i, (f, hop) in enumerate(zip(flow, ladder, strict=True)):
+            if hop[2].isdigit():
+                asked = [
+                    r for r in flow[:i]
+                    if r["cseq"] == f["cseq"] and not r["label"][0].isdigit()
+                    and (r["src"], r["dst"]) == (f["dst"], f["src"])
+                ]  # fmt: skip
+                assert asked, f"{hop} before its request: {ladder}"

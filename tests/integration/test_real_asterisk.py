@@ -92,9 +92,13 @@ class Box:
 
 @contextlib.contextmanager
 def running_box(
-    tmp_path: Path, balancers: tuple[str, ...], capture: str | None = None
+    tmp_path: Path,
+    balancers: tuple[str, ...],
+    capture: str | None = None,
+    dialplan: str = DIALPLAN,
 ) -> Iterator[Box]:
-    """A real Asterisk with the configuration `asterfleet asterisk config` renders."""
+    """A real Asterisk with the configuration `asterfleet asterisk config` renders
+    and ``dialplan`` as the operator's dialplan.conf."""
     prefix = require_asterisk()
     state = Path(tempfile.mkdtemp(prefix="af-ast-"))  # short: unix socket paths
     etc = tmp_path / "etc"
@@ -115,7 +119,7 @@ def running_box(
     etc.mkdir()
     for name, text in render_box_config(cfg).items():
         (etc / name).write_text(text)
-    (etc / "dialplan.conf").write_text(DIALPLAN)
+    (etc / "dialplan.conf").write_text(dialplan)
     for sub in ("run", "log", "spool", "db"):
         (state / sub).mkdir()
     process = ManagedProcess(

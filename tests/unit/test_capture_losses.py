@@ -6,8 +6,14 @@ import socket
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
-from asterfleet.capture.collector import read_kernel_udp_drops, udp_socket_drops
+from asterfleet.capture.collector import (
+    Collector,
+    CollectorSettings,
+    read_kernel_udp_drops,
+    udp_socket_drops,
+)
 
 HEADER = (
     "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
@@ -51,3 +57,17 @@ def test_a_real_socket_is_found_with_zero_drops() -> None:
         text = Path("/proc/net/udp").read_text()
         assert udp_socket_drops(text, [inode]) == {inode: 0}
         assert read_kernel_udp_drops([inode]) == 0
+
+
+def test_pause_and_resume_are_logged_once_per_interval_with_the_count(tmp_path: Path) -> None:
+    settings = CollectorSettings(listen=[], db_url=str(tmp_path / "c.db"), loss_log_interval=60)
+    collector = Collector(settings)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):  # sustained overload: the queue fills and drains again and again
+            collector.counters.queued = settings.queue_rows
+            collector._pause_tcp()
+            collector.counters.queued = 0
+            collector._maybe_resume_tcp()
+    events = [(e["event"], e.get("pauses")) for e in logs]
+    assert events == [("tcp_paused", 1), ("tcp_resumed", None)]
+    assert collector.counters.tcp_pauses == 5

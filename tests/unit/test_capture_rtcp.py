@@ -95,7 +95,8 @@ def report(*blocks: dict[str, Any], rtype: int = 201, ssrc: int = 0x1111) -> dic
 
 
 def block(source: int = 0x2222, fraction: int = 0, lost: int = 0, jitter: int = 0,
-          lsr: int = 0, dlsr: int = 0) -> dict[str, Any]:  # fmt: skip
+          lsr: int | str = "0", dlsr: int = 0) -> dict[str, Any]:  # fmt: skip
+    """A report block; ``lsr`` a decimal string, as Asterisk writes it."""
     return {"source_ssrc": source, "fraction_lost": fraction, "packets_lost": lost,
             "highest_seq_no": 70000, "ia_jitter": jitter, "lsr": lsr, "dlsr": dlsr}  # fmt: skip
 
@@ -119,12 +120,59 @@ def block(source: int = 0x2222, fraction: int = 0, lost: int = 0, jitter: int = 
     ],
 )
 def test_parse_rtcp_table(doc: dict[str, Any], expect: list[tuple[Any, ...]]) -> None:
+    """Reports built the way Asterisk writes them (``lsr`` a string)."""
     got = parse_rtcp(json.dumps(doc).encode(), T0)
-    assert [
+    read: list[tuple[Any, ...]] = [
         (b.source_ssrc, b.fraction_lost, b.packets_lost, b.jitter_ms, b.rtt_ms, b.mos) for b in got
-    ] == [(s, pytest.approx(f), lost, pytest.approx(j), r, pytest.approx(m, abs=0.01))
+    ]
+    assert read == [(s, pytest.approx(f), lost, pytest.approx(j), r, pytest.approx(m, abs=0.01))
           for s, f, lost, j, r, m in expect]  # fmt: skip
     assert all(b.ssrc == doc["ssrc"] & 0xFFFFFFFF and b.report_type == doc["type"] for b in got)
+
+
+#: A report as Asterisk 22.10.1's res_hep_rtcp sent it (HEP type 5 payload,
+#: verbatim; captured in test_real_asterisk_rtcp.py's setup: SIPp streaming
+#: G.711 to the box's Echo()): Asterisk's sender report on SIPp's stream.
+REAL_SR = (
+    b'{"ssrc":2017236692,"type":200,"report_count":1,"sender_information":'
+    b'{"ntp_timestamp_sec":"1796074329","ntp_timestamp_usec":"886422","rtp_timestamp":40800,'
+    b'"packets":250,"octets":40000},"report_blocks":[{"source_ssrc":3390111744,'
+    b'"fraction_lost":0,"packets_lost":0,"highest_seq_no":249,"ia_jitter":17,"lsr":"0",'
+    b'"dlsr":0}]}'
+)
+REAL_SR_AT = 1796074329 * 1_000_000 + 888209  # its HEP capture time
+
+
+@pytest.mark.parametrize(
+    ("payload", "at", "expect"),
+    [
+        # Asterisk's own: no loss, 17 units = 2.125 ms jitter, no SR from
+        # SIPp yet (lsr "0": no RTT); d = 14.25 ms, R = 92.86
+        (REAL_SR, REAL_SR_AT, (2017236692, 200, 3390111744, 0.0, 0, 2.125, None, 4.4)),
+        # a receiver report answering our SR sent 500 ms before, held 400 ms
+        # by the far end: lsr as Asterisk's string, and as an integer
+        *(
+            (
+                json.dumps(report(block(lsr=lsr, dlsr=400 * 65536 // 1000, jitter=8))).encode(),
+                T0 + 500_000,
+                (0x1111, 201, 0x2222, 0.0, 0, 1.0, 100.0, 4.38),  # d = 62 ms, R = 91.71
+            )
+            for lsr in (str(ntp_middle32(T0)), ntp_middle32(T0))
+        ),
+    ],
+)
+def test_parse_rtcp_as_asterisk_writes_it(payload: bytes, at: int, expect: tuple[Any, ...]) -> None:
+    (got,) = parse_rtcp(payload, at)
+    ssrc, rtype, source, fraction, lost, jitter, rtt, mos = expect
+    assert (got.ssrc, got.report_type, got.source_ssrc, got.packets_lost) == (
+        ssrc,
+        rtype,
+        source,
+        lost,
+    )
+    assert got.fraction_lost == fraction and got.jitter_ms == pytest.approx(jitter)
+    assert got.rtt_ms == (None if rtt is None else pytest.approx(rtt, abs=0.1))
+    assert got.mos == pytest.approx(mos, abs=0.01)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +187,11 @@ def test_parse_rtcp_table(doc: dict[str, Any], expect: list[tuple[Any, ...]]) ->
         json.dumps(report(block(fraction=256))).encode(),
         json.dumps(report(block() | {"ia_jitter": "5"})).encode(),
         json.dumps(report(block() | {"lsr": True})).encode(),
+        json.dumps(report(block(lsr="x"))).encode(),
+        json.dumps(report(block(lsr="-1"))).encode(),
+        json.dumps(report(block(lsr="4294967296"))).encode(),
+        json.dumps(report(block(lsr="\u0661"))).encode(),  # an Arabic-Indic digit one
+        json.dumps(report(block(lsr="1" * 400))).encode(),
         json.dumps(report(7)).encode(),  # type: ignore[arg-type]
         b"[" * 100_000,
     ],
@@ -162,7 +215,8 @@ _near = st.fixed_dictionaries(
     {"ssrc": st.integers(), "type": st.sampled_from([200, 201, 0, "x"])},
     optional={
         "report_blocks": st.lists(
-            st.dictionaries(_keys, st.integers() | _json, max_size=9), max_size=3
+            st.dictionaries(_keys, st.integers() | st.integers().map(str) | _json, max_size=9),
+            max_size=3,
         )
         | _json
     },
@@ -181,6 +235,29 @@ def test_parse_rtcp_raises_only_its_own_error(payload: bytes, ts_us: int) -> Non
         assert 1.0 <= b.mos <= 4.5
         assert 0.0 <= b.fraction_lost < 1.0
         assert b.rtt_ms is None or 0 <= b.rtt_ms <= 10_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=12) | st.integers(-(2**40), 2**40).map(str) | st.integers(-(2**40), 2**40),
+    st.integers(0, 2**62),
+)
+def test_lsr_as_any_string_or_number(lsr: str | int, ts_us: int) -> None:
+    """``lsr`` in a well-formed report: read when it is a decimal string of
+    0..2**32-1 or an integer of 32 bits, else an RtcpError."""
+    if isinstance(lsr, int):
+        readable = -(2**31) <= lsr < 2**32
+    else:
+        text = lsr.strip()
+        readable = text.isascii() and text.isdigit() and int(text) < 2**32
+    try:
+        (got,) = parse_rtcp(json.dumps(report(block(lsr=lsr))).encode(), ts_us)
+    except RtcpError:
+        assert not readable
+        return
+    assert readable
+    assert got.rtt_ms is None or 0 <= got.rtt_ms <= 10_000
+    assert 1.0 <= got.mos <= 4.5
 
 
 @pytest.mark.parametrize(

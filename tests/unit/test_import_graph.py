@@ -107,7 +107,9 @@ def missing_modules(sources: Mapping[str, tuple[str, bool]]) -> list[str]:
 
 def read_sources(src: Path = SRC) -> dict[str, tuple[str, bool]]:
     sources = {}
-    for path in sorted((src / ROOT).rglob("*.py")):
+    # A compiled module (capture/_hepfast.pyx) is there as its typing stub.
+    stubs = [p for p in (src / ROOT).rglob("*.pyi") if not p.with_suffix(".py").exists()]
+    for path in sorted([*(src / ROOT).rglob("*.py"), *stubs]):
         name, is_package = module_name(path, src)
         sources[name] = (path.read_text(encoding="utf-8"), is_package)
     return sources

@@ -71,7 +71,9 @@ MODULES = (
     "func_channel.so",
     "func_strings.so",
 )
-HEP_MODULES = ("res_hep.so", "res_hep_pjsip.so")
+#: With a capture server: res_hep sends, res_hep_pjsip every SIP message,
+#: res_hep_rtcp every RTCP report sent or received (HEP type 5: media quality).
+HEP_MODULES = ("res_hep.so", "res_hep_pjsip.so", "res_hep_rtcp.so")
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 

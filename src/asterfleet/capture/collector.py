@@ -42,16 +42,23 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 import structlog
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector as PromCollector
 
 from asterfleet.capture import mmsg
-from asterfleet.capture.hep import REASONS, HepError, HepPacket, StreamFramer, parse_hep
+from asterfleet.capture.hep import (
+    REASONS,
+    HepError,
+    HepPacket,
+    StreamFramer,
+    parse_hep,
+    split_frames,
+)
 from asterfleet.capture.listen import PROTOCOLS as PROTOCOLS  # re-exported
 from asterfleet.capture.listen import Listen
 from asterfleet.capture.listen import parse_listen as parse_listen  # re-exported
@@ -63,7 +70,16 @@ from asterfleet.errors import UsageError
 if TYPE_CHECKING:
     from asterfleet.etcd_client import EtcdSecurity
 
+try:
+    from asterfleet.capture import _hepfast
+except ImportError:  # installed without a C compiler: the Python path does it all
+    _hepfast = None  # type: ignore[assignment]
+
 log = structlog.get_logger("asterfleet.capture")
+
+#: Which parser the writers run: ``compiled`` (the Cython fast path, with
+#: the Python path for what it leaves) or ``python``.
+PARSER_IMPL = "python" if _hepfast is None else "compiled"
 
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux value
 
@@ -224,6 +240,11 @@ class _Metrics(PromCollector):
         yield GaugeMetricFamily(
             "asterfleet_capture_queued", "Messages waiting for the database writer", value=c.queued
         )
+        yield InfoMetricFamily(
+            "asterfleet_capture_parser",
+            "The HEP/SIP parser the writers run (impl: compiled or python)",
+            value={"impl": PARSER_IMPL},
+        )
 
 
 @dataclass
@@ -255,6 +276,23 @@ class CollectorSettings:
     tls_key: str | None = None
 
 
+@dataclass(slots=True)
+class Batch:
+    """Received packets on their way to a writer: ``count`` packets, each
+    item one packet or, when ``framed`` (TCP), a chunk of consecutive whole
+    packets as the stream carried them (no object per packet)."""
+
+    items: list[bytes] = field(default_factory=list)
+    count: int = 0
+    framed: bool = False
+
+    def packets(self) -> list[bytes]:
+        """One item per packet."""
+        if not self.framed:
+            return self.items
+        return [p for chunk in self.items for p in split_frames(chunk)]
+
+
 #: What a writer process acknowledges for one batch: stored, dropped, rejected
 #: by reason, and the seconds the database write took (None: not written).
 Ack = tuple[int, int, dict[str, int], float | None]
@@ -284,7 +322,7 @@ class Writer:
         self.counters = counters
         self.latency = latency
         self.lock = threading.Lock()
-        self._outbox: queue.Queue[list[bytes] | None] = queue.Queue()
+        self._outbox: queue.Queue[Batch | None] = queue.Queue()
         ctx = multiprocessing.get_context("spawn")
         self._workers: list[_WriterProcess] = [
             _WriterProcess(ctx, settings, index, self) for index in range(writer_count(settings))
@@ -295,11 +333,11 @@ class Writer:
             worker.start()
 
     # Called from the receive loop: never blocks.
-    def offer(self, batch: list[bytes], droppable: bool = True) -> bool:
+    def offer(self, batch: Batch, droppable: bool = True) -> bool:
         """Queue a batch; False when it was dropped (only ``droppable``
         batches are, when the queue is full). A batch that must not be
         dropped (TCP) is queued anyway: the caller stops reading instead."""
-        n = len(batch)
+        n = batch.count
         with self.lock:
             if droppable and self.counters.queued + n > self.settings.queue_rows:
                 self.counters.dropped += n
@@ -324,15 +362,15 @@ class Writer:
         if seconds is not None:
             self.latency.observe(seconds)
 
-    def hand_on(self, batch: list[bytes], dead: _WriterProcess) -> None:
+    def hand_on(self, batch: Batch, dead: _WriterProcess) -> None:
         """A batch a writer process took and never stored: to another one,
         or counted as dropped when none is left."""
         if any(w is not dead and not w.finished.is_set() for w in self._workers):
             self._outbox.put(batch)
         else:
-            self.settle((0, len(batch), {}, None))
+            self.settle((0, batch.count, {}, None))
 
-    def next_batch(self) -> list[bytes] | None:
+    def next_batch(self) -> Batch | None:
         batch = self._outbox.get()
         if batch is None:
             self._outbox.put(None)  # every sender sees the end
@@ -363,7 +401,7 @@ class _WriterProcess:
         self._ack_rx, self._ack_tx = ctx.Pipe(duplex=False)
         self._slots = threading.Semaphore(self.IN_FLIGHT)
         #: Batches sent and not yet acknowledged, oldest first (acks come in order).
-        self._pending: collections.deque[list[bytes]] = collections.deque()
+        self._pending: collections.deque[Batch] = collections.deque()
         self._pending_lock = threading.Lock()
         self._orphaned = False
         self.process = ctx.Process(
@@ -399,7 +437,8 @@ class _WriterProcess:
                     return
                 with self._pending_lock:
                     self._pending.append(batch)
-                self._batch_tx.send_bytes(pickle.dumps(batch, protocol=5))
+                wire = (batch.items, batch.count, batch.framed)
+                self._batch_tx.send_bytes(pickle.dumps(wire, protocol=5))
             except OSError:
                 # The writer is gone: _ack_loop hands its unacknowledged batches
                 # on, unless it already has; then this late one is ours to.
@@ -451,7 +490,8 @@ class _WriterProcess:
 def parse_batch(
     packets: Sequence[bytes], auth_key: bytes | None, now_us: int
 ) -> tuple[list[Row], Counter[str]]:
-    """Rows of the packets that parse, and the others counted by reason."""
+    """Rows of the packets that parse, and the others counted by reason
+    (the Python path: the reference the compiled one is tested against)."""
     rows: list[Row] = []
     rejected: Counter[str] = Counter()
     append = rows.append
@@ -463,6 +503,45 @@ def parse_batch(
     return rows, rejected
 
 
+@dataclass(slots=True)
+class ParsedBatch:
+    """One batch, ready for :meth:`Store.insert_rows`: row tuples and, from
+    the compiled path on PostgreSQL, binary COPY tuples of ``copied`` rows
+    stamped on ``days``."""
+
+    rows: list[Row]
+    rejected: Counter[str]
+    copy: bytes = b""
+    copied: int = 0
+    days: set[int] = field(default_factory=set)
+
+    @property
+    def stored(self) -> int:
+        return len(self.rows) + self.copied
+
+
+def parse_for_store(
+    batch: Batch | list[bytes], auth_key: bytes | None, now_us: int, binary: bool
+) -> ParsedBatch:
+    """Parse a batch with the compiled path when it is built (``binary``:
+    as COPY tuples for PostgreSQL), the packets it leaves with the Python
+    path; with the Python path alone otherwise."""
+    if isinstance(batch, list):
+        batch = Batch(batch, len(batch))
+    if _hepfast is None:
+        rows, rejected = parse_batch(batch.packets(), auth_key, now_us)
+        return ParsedBatch(rows, rejected)
+    copy, rows, stored, days, left, fast_rejected = _hepfast.parse_packets(
+        batch.items, auth_key, now_us, binary, batch.framed
+    )
+    rejected = Counter(fast_rejected)
+    if left:
+        slow_rows, slow_rejected = parse_batch(left, auth_key, now_us)
+        rows += slow_rows
+        rejected.update(slow_rejected)
+    return ParsedBatch(rows, rejected, copy, stored if binary else 0, days)
+
+
 def _writer_process(
     settings: CollectorSettings, index: int, batches: Connection, acks: Connection
 ) -> None:
@@ -470,7 +549,7 @@ def _writer_process(
     # The parent decides when we stop (a signal to the process group included).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    inbox: queue.Queue[list[bytes] | None] = queue.Queue()
+    inbox: queue.Queue[Batch | None] = queue.Queue()
     abort = threading.Event()
 
     def reader() -> None:
@@ -484,13 +563,14 @@ def _writer_process(
             if not data:
                 inbox.put(None)
                 return
-            inbox.put(pickle.loads(data))
+            inbox.put(Batch(*pickle.loads(data)))
 
     threading.Thread(target=reader, name="capture-inbox", daemon=True).start()
     db = _Database(settings, abort, retention=index == 0)
     writers = writer_count(settings)
     pace = _Pace(settings.max_write_rate / writers if settings.max_write_rate else None)
     auth = settings.auth_key.encode() if settings.auth_key is not None else None
+    binary = normalise_url(settings.db_url).startswith("postgresql")
     try:
         while True:
             db.retention()
@@ -500,10 +580,10 @@ def _writer_process(
                 continue
             if batch is None:
                 break
-            rows, rejected = parse_batch(batch, auth, int(time.time() * 1_000_000))
-            pace.wait(len(rows), abort)
-            stored, dropped, seconds = db.write(rows) if rows else (0, 0, None)
-            acks.send((stored, dropped, dict(rejected), seconds))
+            parsed = parse_for_store(batch, auth, int(time.time() * 1_000_000), binary)
+            pace.wait(parsed.stored, abort)
+            stored, dropped, seconds = db.write(parsed) if parsed.stored else (0, 0, None)
+            acks.send((stored, dropped, dict(parsed.rejected), seconds))
     finally:
         with contextlib.suppress(OSError):
             acks.send(None)
@@ -556,14 +636,14 @@ class _Database:
         if self._store is not None:
             self._store.close()
 
-    def write(self, batch: list[Row]) -> tuple[int, int, float | None]:
+    def write(self, batch: ParsedBatch) -> tuple[int, int, float | None]:
         """(stored, dropped, seconds) for one batch; retries until the
         database answers or the parent gives up on us."""
         delay = 0.1
         while True:
             started = time.perf_counter()
             try:
-                self.store.insert_rows(batch)
+                self.store.insert_rows(batch.rows, batch.copy, batch.days)
             except Exception as exc:
                 # A database going away mid-batch does not always say so in
                 # the error's class: if it no longer answers, wait for it.
@@ -572,11 +652,11 @@ class _Database:
                 if not away and self._answers():
                     log.error(
                         "batch_refused",
-                        rows=len(batch),
+                        rows=batch.stored,
                         error_type=type(exc).__name__,
                         error=str(exc)[:200],
                     )
-                    return 0, len(batch), None
+                    return 0, batch.stored, None
                 if self.ok:
                     log.warning("database_unavailable", error=str(exc).splitlines()[0][:200])
                     self.ok = False
@@ -584,9 +664,9 @@ class _Database:
                 if not self.ok:
                     log.info("database_back", url=_safe_url(self.settings.db_url))
                     self.ok = True
-                return len(batch), 0, time.perf_counter() - started
+                return batch.stored, 0, time.perf_counter() - started
             if self.abort.wait(delay):
-                return 0, len(batch), None
+                return 0, batch.stored, None
             delay = min(delay * 2, 2.0)
 
     def _answers(self) -> bool:
@@ -685,8 +765,10 @@ class Collector:
         )
         self.writer = Writer(settings, self.counters, self.latency)
         # UDP packets may be dropped when the queue is full; TCP (and TLS) never are.
-        self._udp_batch: list[bytes] = []
-        self._tcp_batch: list[bytes] = []
+        self._udp_batch = Batch()
+        #: Datagrams received as one chunk each system call (compiled receiver).
+        self._udp_chunks = Batch(framed=True)
+        self._tcp_batch = Batch(framed=True)
         self._servers: list[asyncio.AbstractServer] = []
         self._udp_sockets: list[socket.socket] = []
         self._udp_inodes: list[int] = []
@@ -697,20 +779,58 @@ class Collector:
         self._flusher: asyncio.Task[None] | None = None
         self._loss_logged: dict[str, int] = {}
         self._loss_next = 0.0
+        self._pause_log_next = 0.0
+        self._pauses_logged = 0
+        self._resume_log_due = False
 
     # -- hot path ------------------------------------------------------------
 
-    def ingest(self, packets: list[bytes], stream: bool = False) -> None:
-        """Queue received packets (the writer processes parse them)."""
+    def ingest(self, packets: list[bytes]) -> None:
+        """Queue received datagrams (the writer processes parse them)."""
         self.counters.received += len(packets)
-        batch = self._tcp_batch if stream else self._udp_batch
-        batch += packets
-        if len(batch) >= self.settings.batch_size:
+        batch = self._udp_batch
+        batch.items += packets
+        batch.count += len(packets)
+        if batch.count >= self.settings.batch_size:
             self.flush()
 
-    def _udp_ready(self, receiver: mmsg.Receiver | socket.socket) -> None:
+    def ingest_datagrams(self, chunk: bytes, count: int, odd: list[bytes]) -> None:
+        """Queue ``count`` datagrams received back to back as ``chunk``, and
+        ``odd`` ones whose HEP length is not their own (rejected later)."""
+        self.counters.received += count
+        batch = self._udp_chunks
+        if count:
+            batch.items.append(chunk)
+            batch.count += count
+        if odd:
+            self.ingest(odd)
+        if batch.count >= self.settings.batch_size:
+            self.flush()
+
+    def ingest_stream(self, chunk: bytes, count: int) -> None:
+        """Queue ``count`` whole packets a TCP stream carried as ``chunk``."""
+        self.counters.received += count
+        batch = self._tcp_batch
+        batch.items.append(chunk)
+        batch.count += count
+        if batch.count >= self.settings.batch_size:
+            self.flush()
+
+    def _udp_ready(self, receiver: _Datagrams) -> None:
         # Drain what is waiting, many datagrams per system call, but boundedly
         # so that TCP gets its turn.
+        if _hepfast is not None and isinstance(receiver, _hepfast.DatagramReceiver):
+            for _ in range(16):
+                try:
+                    chunk, count, odd = receiver.receive()
+                except OSError as exc:
+                    log.warning("udp_error", error=str(exc))
+                    return
+                if count or odd:
+                    self.ingest_datagrams(chunk, count, odd)
+                if count + len(odd) < 64:
+                    return
+            return
         for _ in range(16):
             try:
                 packets = (
@@ -731,11 +851,14 @@ class Collector:
         self.counters.rejected[reason] += 1
 
     def flush(self) -> None:
-        if self._tcp_batch:
-            batch, self._tcp_batch = self._tcp_batch, []
+        if self._tcp_batch.count:
+            batch, self._tcp_batch = self._tcp_batch, Batch(framed=True)
             self.writer.offer(batch, droppable=False)
-        if self._udp_batch:
-            batch, self._udp_batch = self._udp_batch, []
+        if self._udp_batch.count:
+            batch, self._udp_batch = self._udp_batch, Batch()
+            self.writer.offer(batch)
+        if self._udp_chunks.count:
+            batch, self._udp_chunks = self._udp_chunks, Batch(framed=True)
             self.writer.offer(batch)
         if self.writer.full and not self.counters.tcp_paused:
             self._pause_tcp()
@@ -747,7 +870,20 @@ class Collector:
         self.counters.tcp_pauses += 1
         for proto in self._tcp:
             proto.pause()
-        log.info("tcp_paused", queued=self.counters.queued, connections=len(self._tcp))
+        # Under sustained overload this cycles several times a second: one
+        # line (and its resume) per loss-log interval, with the count.
+        now = time.monotonic()
+        if now >= self._pause_log_next:
+            self._pause_log_next = now + self.settings.loss_log_interval
+            log.info(
+                "tcp_paused",
+                queued=self.counters.queued,
+                connections=len(self._tcp),
+                pauses=self.counters.tcp_pauses - self._pauses_logged,
+                pauses_total=self.counters.tcp_pauses,
+            )
+            self._pauses_logged = self.counters.tcp_pauses
+            self._resume_log_due = True
 
     def _maybe_resume_tcp(self) -> None:
         if not self.counters.tcp_paused:
@@ -760,7 +896,9 @@ class Collector:
         for proto in self._tcp:
             self._tcp[proto] = now
             proto.resume()
-        log.info("tcp_resumed", queued=self.counters.queued, connections=len(self._tcp))
+        if self._resume_log_due:
+            self._resume_log_due = False
+            log.info("tcp_resumed", queued=self.counters.queued, connections=len(self._tcp))
 
     # -- TCP connections -----------------------------------------------------
 
@@ -869,9 +1007,11 @@ class Collector:
                 self._udp_inodes.append(os.fstat(sock.fileno()).st_ino)
                 sock.setblocking(False)
                 self._udp_sockets.append(sock)
-                source: mmsg.Receiver | socket.socket = (
-                    mmsg.Receiver(sock.fileno()) if mmsg.available() else sock
-                )
+                source: _Datagrams = sock
+                if _hepfast is not None:
+                    source = _hepfast.DatagramReceiver(sock.fileno())
+                elif mmsg.available():
+                    source = mmsg.Receiver(sock.fileno())
                 loop.add_reader(sock.fileno(), self._udp_ready, source)
                 port = sock.getsockname()[1]
             else:
@@ -897,7 +1037,14 @@ class Collector:
             listen=",".join(str(b) for b in self.bound),
             db=_safe_url(self.writer.settings.db_url),
             auth=self.settings.auth_key is not None,
+            parser=PARSER_IMPL,
         )
+        if _hepfast is None:
+            log.warning(
+                "capture_parser_python",
+                detail="the compiled parser is not built: every packet is parsed in Python "
+                "(several times slower); install gcc and python3-dev, then reinstall asterfleet",
+            )
 
     def _tls_context(self) -> ssl.SSLContext:
         cert, key = self.settings.tls_cert, self.settings.tls_key
@@ -932,6 +1079,11 @@ class Collector:
         await asyncio.to_thread(self.writer.finish, self.settings.drain_timeout)
         self._log_losses(float("inf"))
         log.info("capture_stopped", **self.counters.snapshot())
+
+
+#: What a UDP socket is read with: the compiled receiver, recvmmsg through
+#: ctypes, or the socket itself.
+_Datagrams: TypeAlias = "_hepfast.DatagramReceiver | mmsg.Receiver | socket.socket"
 
 
 def _recv_some(sock: socket.socket, most: int) -> list[bytes]:
@@ -979,10 +1131,10 @@ class _TcpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         framer = self.framer
-        packets = framer.feed(data)
+        chunk, count = framer.feed_chunk(data)
         self.collector.tcp_active(self)
-        if packets:
-            self.collector.ingest(packets, stream=True)
+        if count:
+            self.collector.ingest_stream(chunk, count)
         if framer.error is not None and self.transport is not None:
             # Framing is lost: count the rest of the stream once and hang up.
             self.collector.reject(framer.error.reason)

@@ -315,6 +315,45 @@ def frame_length(buf: bytes | bytearray | memoryview, pos: int = 0) -> int | Non
     return total
 
 
+def frame_end(buf: bytes | bytearray, start: int = 0) -> tuple[int, int, str | None]:
+    """``(end, count, error)``: the ``count`` whole packets of a TCP stream
+    buffer from ``start`` on end at ``end``; ``error`` is the reason the
+    stream stops being HEP v3 there (None: it does not)."""
+    pos, count, size = max(start, 0), 0, len(buf)
+    while size - pos >= HEADER_LEN:
+        if buf[pos : pos + 4] != MAGIC:
+            return pos, count, "bad_magic"
+        total = (buf[pos + 4] << 8) | buf[pos + 5]
+        if total < HEADER_LEN:
+            return pos, count, "bad_length"
+        if size - pos < total:
+            break
+        pos += total
+        count += 1
+    return pos, count, None
+
+
+def split_frames(chunk: bytes) -> list[bytes]:
+    """The packets of a chunk that :meth:`StreamFramer.feed_chunk` cut."""
+    out: list[bytes] = []
+    pos, size = 0, len(chunk)
+    while size - pos >= HEADER_LEN:
+        total = (chunk[pos + 4] << 8) | chunk[pos + 5]
+        if total < HEADER_LEN or pos + total > size:
+            break
+        out.append(chunk[pos : pos + total])
+        pos += total
+    if pos < size:
+        out.append(chunk[pos:])  # not a whole packet: rejected as such
+    return out
+
+
+try:  # the same, compiled (capture/_hepfast.pyx), when it is built
+    from asterfleet.capture._hepfast import frame_end as _frame_end
+except ImportError:
+    _frame_end = frame_end
+
+
 class StreamFramer:
     """Cuts a TCP byte stream into HEP packets.
 
@@ -352,6 +391,56 @@ class StreamFramer:
         elif pos:
             del buf[:pos]
         return out
+
+    def feed_chunk(self, data: bytes) -> tuple[bytes, int]:
+        """Like :meth:`feed`, but the complete packets come as one chunk
+        (consecutive, as sent) with their count: no object per packet, and
+        the bytes are copied once."""
+        if self.error is not None:
+            return b"", 0
+        rest = self._buf  # the start of one packet, from earlier reads
+        head = b""
+        pos = 0
+        if rest:
+            # Complete the packet under way with just the bytes it lacks.
+            if len(rest) < HEADER_LEN:
+                pos = HEADER_LEN - len(rest)
+                rest += data[:pos]
+                if len(rest) < HEADER_LEN:
+                    return b"", 0
+            end, count, error = _frame_end(rest)
+            if error is None:
+                total = (rest[4] << 8) | rest[5]
+                lacking = total - len(rest)
+                if len(data) - pos < lacking:
+                    rest += data[pos:]
+                    return b"", 0
+                rest += data[pos : pos + lacking]
+                pos += lacking
+                head = bytes(rest)
+                rest.clear()
+            else:
+                return self._fail(error, rest, 0), 0
+        end, count, error = _frame_end(data, pos)
+        if head:
+            count += 1
+            chunk = b"".join((head, memoryview(data)[pos:end]))
+        else:
+            chunk = data if pos == 0 and end == len(data) else data[pos:end]
+        if error is not None:
+            self._fail(error, data, end)
+        else:
+            rest += data[end:]
+        return chunk, count
+
+    def _fail(self, reason: str, buf: bytes | bytearray, at: int) -> bytes:
+        if reason == "bad_magic":
+            self.error = HepError("bad_magic", "TCP stream does not continue with HEP3")
+        else:
+            claimed = (buf[at + 4] << 8) | buf[at + 5]
+            self.error = HepError("bad_length", f"HEP header claims {claimed} bytes")
+        self._buf.clear()
+        return b""
 
     @property
     def pending(self) -> int:

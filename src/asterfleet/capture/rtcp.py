@@ -10,6 +10,24 @@ the HEP correlation id)::
      "report_blocks": [{"source_ssrc", "fraction_lost", "packets_lost",
                         "highest_seq_no", "ia_jitter", "lsr", "dlsr"}]}
 
+Asterisk 22 writes ``lsr`` (and the NTP seconds and microseconds) as decimal
+*strings* (``"lsr": "0"``: it formats the unsigned 32-bit value with
+``%u``), the other fields as JSON integers; ``lsr`` is read as either. A
+report Asterisk sent, as its ``res_hep_rtcp`` captured it (recorded from
+22.10.1, a call from SIPp)::
+
+    {"ssrc":2017236692,"type":200,"report_count":1,
+     "sender_information":{"ntp_timestamp_sec":"1796074329",
+        "ntp_timestamp_usec":"886422","rtp_timestamp":40800,"packets":250,
+        "octets":40000},
+     "report_blocks":[{"source_ssrc":3390111744,"fraction_lost":0,
+        "packets_lost":0,"highest_seq_no":249,"ia_jitter":17,"lsr":"0","dlsr":0}]}
+
+For a report Asterisk 22 *received*, its ``ssrc`` is not the sender's: it
+reads the packet's third word (for a receiver report, the first block's
+``source_ssrc``). A stream is therefore told by ``source_ssrc`` and the
+reporter's address (the HEP source), never by ``ssrc``.
+
 Each report block describes one stream (``source_ssrc``) as its receiver saw
 it. Per block we keep:
 
@@ -81,7 +99,8 @@ class RtcpError(ValueError):
 class RtcpBlock:
     """One report block: one stream's quality, as its receiver reported it."""
 
-    #: SSRC of the reporter (the receiver of the stream).
+    #: SSRC of the reporter (the receiver of the stream), as sent; unreliable
+    #: in the reports Asterisk received (see the module docstring).
     ssrc: int
     #: 200 (sender report) or 201 (receiver report).
     report_type: int
@@ -154,6 +173,20 @@ def _int(obj: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
+def _uint32_or_text(obj: dict[str, Any], key: str) -> int:
+    """An unsigned 32-bit field given as a JSON integer or a decimal string."""
+    value = obj.get(key)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii() or not text.isdigit() or len(text.lstrip("0")) > 10:
+            raise RtcpError(f"RTCP report: {key!r} is {value!r}, not a decimal number")
+        number = int(text)
+        if number > 2**32 - 1:
+            raise RtcpError(f"RTCP report: {key!r} = {number} is outside 0..4294967295")
+        return number
+    return _int(obj, key, -(2**31), 2**32 - 1) & 0xFFFFFFFF
+
+
 def parse_rtcp(payload: bytes, ts_us: int) -> list[RtcpBlock]:
     """The report blocks of one res_hep_rtcp payload captured at ``ts_us``."""
     try:
@@ -174,7 +207,7 @@ def parse_rtcp(payload: bytes, ts_us: int) -> list[RtcpBlock]:
         fraction = _int(block, "fraction_lost", 0, 255) / 256
         lost = _int(block, "packets_lost", -(2**31), 2**32 - 1)
         jitter = _int(block, "ia_jitter", -(2**31), 2**32 - 1) & 0xFFFFFFFF
-        lsr = _int(block, "lsr", -(2**31), 2**32 - 1) & 0xFFFFFFFF
+        lsr = _uint32_or_text(block, "lsr")
         dlsr = _int(block, "dlsr", -(2**31), 2**32 - 1) & 0xFFFFFFFF
         jitter_ms = jitter * 1000 / CLOCK_HZ
         rtt = rtt_ms(ts_us, lsr, dlsr)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,11 @@ COPY_TYPES = (
     "int8", "text", "int4", "text", "int4", "text", "int8", "text", "text", "text", "int4",
     "text", "text", "text", "text", "text", "bytea", "bool",
 )  # fmt: skip
+
+#: Binary COPY framing (PostgreSQL's): the signature with zero flags and no
+#: header extension, then tuples, then the trailer.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
 
 #: A row: values in :data:`COLUMNS` order.
 Row = tuple[Any, ...]
@@ -369,13 +374,20 @@ class Store:
 
     # -- writing -----------------------------------------------------------
 
-    def insert_rows(self, rows: Sequence[Row]) -> None:
+    def insert_rows(
+        self, rows: Sequence[Row], copy_tuples: bytes = b"", copy_days: Iterable[int] = ()
+    ) -> None:
         """Insert a batch in one transaction (all or nothing).
 
         SIP rows are in :data:`COLUMNS` order; an RTCP row is
         ``(RTCP_TAG, block_rows)`` with block rows in :data:`RTCP_COLUMNS` order.
+        On PostgreSQL, ``copy_tuples`` are more SIP rows already in binary
+        COPY form (the collector's compiled path), stamped on ``copy_days``
+        (UTC days, µs // :data:`DAY_US`).
         """
-        if not rows:
+        if copy_tuples and self.dialect != "postgresql":
+            raise ValueError("binary COPY tuples go to PostgreSQL only")
+        if not rows and not copy_tuples:
             return
         rtcp = [block for r in rows if r[0] == RTCP_TAG for block in r[1]]
         if rtcp:
@@ -386,7 +398,7 @@ class Store:
                     rtcp_reports.insert(), [dict(zip(RTCP_COLUMNS, b, strict=True)) for b in rtcp]
                 )
             rows = [r for r in rows if r[0] != RTCP_TAG]
-            if not rows:
+            if not rows and not copy_tuples:
                 return
         raw = self.engine.raw_connection()
         try:
@@ -395,13 +407,20 @@ class Store:
                 driver.executemany(self._sqlite_insert, rows)
             else:
                 if self.partitioned:
-                    self._ensure_partitions(driver, rows)
+                    self._ensure_partitions(driver, {r[0] // DAY_US for r in rows}, copy_days)
                 # Binary COPY: no text escaping of the raw messages either way.
                 with driver.cursor() as cur, cur.copy(self._copy_sql) as copy:
-                    copy.set_types(COPY_TYPES)
-                    write = copy.write_row
-                    for row in rows:
-                        write(row)
+                    copy.write(COPY_SIGNATURE)
+                    if copy_tuples:
+                        copy.write(copy_tuples)
+                    if rows:
+                        # Row mode: psycopg writes the trailer.
+                        copy.set_types(COPY_TYPES)
+                        write = copy.write_row
+                        for row in rows:
+                            write(row)
+                    else:
+                        copy.write(COPY_TRAILER)
             raw.commit()
         except BaseException:
             try:
@@ -412,10 +431,10 @@ class Store:
         finally:
             raw.close()
 
-    def _ensure_partitions(self, driver: Any, rows: Sequence[Row]) -> None:
-        """Make the day partitions these rows need (PostgreSQL), on the
-        connection of the batch (its transaction makes them with the rows)."""
-        days = {r[0] // DAY_US for r in rows} - self._days
+    def _ensure_partitions(self, driver: Any, days: set[int], more: Iterable[int]) -> None:
+        """Make the day partitions of a batch's ``days`` (PostgreSQL), on
+        the connection of the batch."""
+        days = days.union(more) - self._days
         if not days:
             return
         today = int(time.time() * 1_000_000) // DAY_US

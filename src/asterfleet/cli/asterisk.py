@@ -46,13 +46,16 @@ def hep_conf(
         None, "--auth-key", envvar="ASTERFLEET_CAPTURE_AUTH_KEY", help="The server's --auth-key."
     ),
     uuid_type: str = typer.Option(
-        "call-id", "--uuid-type", help=f"Correlation id: one of {', '.join(UUID_TYPES)}."
+        "call-id",
+        "--uuid-type",
+        help=f"Correlation id: one of {', '.join(UUID_TYPES)} (call-id joins RTCP to its call).",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write here (e.g. /etc/asterisk/hep.conf) instead of stdout."
     ),
 ) -> None:
-    """Render Asterisk's hep.conf so the node sends its SIP to the capture server.
+    """Render Asterisk's hep.conf so the node sends its SIP (res_hep_pjsip) and
+    its RTCP reports (res_hep_rtcp) to the capture server.
 
     Example: `asterfleet asterisk hep-conf --capture 10.0.0.5:9060 --node ast1
     --capture-id 11 -o /etc/asterisk/hep.conf`, then `module reload res_hep.so`.

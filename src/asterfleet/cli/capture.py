@@ -285,7 +285,10 @@ def search_cmd(
     ),
     cluster: str = ClusterOpt,
     messages: bool = typer.Option(
-        False, "--messages", help="List matching messages instead of calls."
+        False,
+        "--messages",
+        help="List matching messages instead of calls: by Call-ID, users, time, method, "
+        "status and capture host (the call filters refuse it).",
     ),
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many results."),
     cursor: str | None = typer.Option(
@@ -340,9 +343,19 @@ def search_cmd(
             min_duration_us=duration_us(min_duration, "--min-duration"),
             max_duration_us=duration_us(max_duration, "--max-duration"),
         )
+        if messages:
+            given = {
+                "--status-class": status_class, "--text": text, "--mos-below": mos_below,
+                "--min-duration": min_duration, "--max-duration": max_duration,
+                "--node": node, "--balancer": balancer, "--cursor": cursor,
+            }  # fmt: skip
+            call_only = [name for name, value in given.items() if value not in (None, "")]
+            if call_only:
+                raise UsageError(
+                    f"{' and '.join(call_only)} find{'s' if len(call_only) == 1 else ''} calls, "
+                    "not single messages: leave out --messages"
+                )
         if node is not None or balancer is not None:
-            if messages:
-                raise UsageError("--node and --balancer find calls: leave out --messages")
             query = _with_parties(query, console_db, cluster, node, balancer)
         store = _open(db)
         try:
