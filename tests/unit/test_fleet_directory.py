@@ -18,6 +18,7 @@ from asterfleet.fleet.directory import (
     Directory,
     Holder,
     Sighting,
+    Span,
     capture_key,
     changes,
     holders,
@@ -82,6 +83,43 @@ HISTORY = Directory(
 def test_an_address_names_its_holder_at_the_time(at: float, expected: str, why: str) -> None:
     assert HISTORY.name(ADDR, at) == expected, why
     assert HISTORY.name("10.9.9.9:5060", at) is None
+
+
+@pytest.mark.parametrize(
+    ("sightings", "name", "expected", "why"),
+    [
+        (HISTORY.sightings(), "ast1", [(None, 300.0)], "from before the history to ast7's start"),
+        (HISTORY.sightings(), "ast7", [(300.0, None)], "from its own start on"),
+        (HISTORY.sightings(), "ast9", [], "never held it"),
+        (
+            [Sighting(Holder(ADDR, NODE, "ast1"), since=100.0, until=200.0),
+             Sighting(Holder(ADDR, NODE, "ast1"), since=250.0)],
+            "ast1", [(None, None)], "two sightings of one holder are one tenure",
+        ),
+        (
+            [Sighting(Holder(ADDR, NODE, "ast1"), since=100.0, until=200.0),
+             Sighting(Holder(ADDR, NODE, "ast2"), since=200.0, until=300.0),
+             Sighting(Holder(ADDR, NODE, "ast1"), since=400.0)],
+            "ast1", [(None, 200.0), (400.0, None)], "it came back after ast2",
+        ),
+        (
+            [Sighting(Holder(ADDR, NODE, "ast1"), since=100.0),
+             Sighting(Holder(ADDR, NODE, "ast2"), since=150.0, until=160.0)],
+            "ast1", [(None, 150.0), (160.0, None)], "a short overlap by a newer holder",
+        ),
+    ],
+)  # fmt: skip
+def test_a_holders_tenures_agree_with_the_names_at_each_time(
+    sightings: list[Sighting], name: str, expected: list[Span], why: str
+) -> None:
+    book = Directory(sightings)
+    assert book.tenures(ADDR, NODE, name) == expected, why
+    # The same answer as naming the address at any moment.
+    for at in (0.0, 99.0, 120.0, 155.0, 199.0, 201.0, 280.0, 350.0, 450.0):
+        inside = any(
+            (low is None or low <= at) and (high is None or at < high) for low, high in expected
+        )
+        assert (book.name(ADDR, at) == name) == inside, (why, at)
 
 
 def msg(i: int, src: str, dst: str, method: str | None, capture_id: int, host: str = "") -> Message:

@@ -39,6 +39,7 @@ from asterfleet.capture.search import (
     CallSummary,
     MessageQuery,
     Party,
+    Tenure,
     escape_like,
     summarise_call,
     where_message,
@@ -225,22 +226,30 @@ def call_conditions(
 
 def party_condition(o: Any, party: Party) -> sa.ColumnElement[bool]:
     """A message sent from or to one of the party's addresses, or captured
-    with one of its capture ids (``o``: the columns of a messages alias)."""
+    with one of its capture ids, while the party held it (``o``: the
+    columns of a messages alias)."""
     import sqlalchemy as sa
 
+    def during(tenure: Tenure) -> list[sa.ColumnElement[bool]]:
+        return [
+            *([] if tenure.since_us is None else [o.ts_us >= tenure.since_us]),
+            *([] if tenure.until_us is None else [o.ts_us < tenure.until_us]),
+        ]
+
     either: list[sa.ColumnElement[bool]] = []
-    for address in party.addresses:
+    for address, tenure in party.addresses:
         host, sep, port = address.rpartition(":")
         if sep and port.isdigit() and host:
             host = host.strip("[]")
-            either += [
+            at = sa.or_(
                 sa.and_(o.src_ip == host, o.src_port == int(port)),
                 sa.and_(o.dst_ip == host, o.dst_port == int(port)),
-            ]
+            )
         else:
-            either += [o.src_ip == address, o.dst_ip == address]
-    if party.capture_ids:
-        either.append(o.capture_id.in_(party.capture_ids))
+            at = sa.or_(o.src_ip == address, o.dst_ip == address)
+        either.append(sa.and_(at, *during(tenure)))
+    for capture_id, tenure in party.capture_ids:
+        either.append(sa.and_(o.capture_id == capture_id, *during(tenure)))
     return sa.or_(*either) if either else sa.false()
 
 

@@ -24,14 +24,29 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Tenure:
+    """While a member held an address or a capture id: messages stamped
+    from ``since_us`` up to (not including) ``until_us``; None is unbounded."""
+
+    since_us: int | None = None
+    until_us: int | None = None
+
+
+#: Held for all time: an address with no recorded history.
+ALWAYS = Tenure()
+
+
+@dataclass(frozen=True)
 class Party:
     """Where a member of the fleet shows in captures: the addresses it held
-    (``host:port``, or a bare IP: any port) and the HEP capture ids it sends.
-    ``name`` is for messages only; the console resolves it."""
+    (``host:port``, or a bare IP: any port) and the HEP capture ids it sends,
+    each with when it held them (an address reused by a later box belongs
+    to that box from then on). ``name`` is for messages only; the console
+    resolves it."""
 
     name: str
-    addresses: tuple[str, ...] = ()
-    capture_ids: tuple[int, ...] = ()
+    addresses: tuple[tuple[str, Tenure], ...] = ()
+    capture_ids: tuple[tuple[int, Tenure], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import delete, select, update
 
-from asterfleet.capture.search import Party
+from asterfleet.capture.search import Party, Tenure
 from asterfleet.db import Database, FleetAddress
 from asterfleet.errors import UsageError
 from asterfleet.fleet.directory import (
@@ -90,21 +90,37 @@ def directory(db: Database, cluster: str, addresses: Iterable[str]) -> Directory
 
 def party(db: Database, cluster: str, kind: str, name: str, view: FleetView | None = None) -> Party:
     """Every address ``name`` (a node or balancer id) held, recorded or in
-    the current ``view``: what a Calls filter by node or balancer matches."""
-    q = select(FleetAddress.address).where(
+    the current ``view``, with when it held it (:meth:`Directory.tenures`,
+    the rule that names the ladder's columns): what a Calls filter by node
+    or balancer matches."""
+    mine = select(FleetAddress.address).where(
         FleetAddress.cluster == cluster, FleetAddress.kind == kind, FleetAddress.name == name
     )
     with db.session() as s:
-        found = set(s.scalars(q))
-    if view is not None:
-        found |= {h.address for h in holders(view) if h.kind == kind and h.name == name}
-    if not found:
+        recorded = set(s.scalars(mine))
+    current = (
+        {h.address for h in holders(view) if h.kind == kind and h.name == name} if view else set()
+    )
+    if not recorded and not current:
         raise UsageError(
             f"{kind} {name!r}: the fleet has had no {kind} of that name (see the Fleet page)"
         )
-    ids = tuple(sorted(int(a[len(CAPTURE_ID) :]) for a in found if a.startswith(CAPTURE_ID)))
-    addresses = tuple(sorted(a for a in found if not a.startswith(CAPTURE_ID)))
+    # Every holder's sightings of those addresses: a later holder of one
+    # takes it over from its own sighting on.
+    book = directory(db, cluster, recorded)
+    held: list[tuple[str, Tenure]] = []
+    for address in sorted(recorded | current):
+        spans = book.tenures(address, kind, name) if address in recorded else []
+        if address in current and not spans:
+            spans = [(None, None)]  # held now, no history recorded yet
+        held += [(address, Tenure(_us(since), _us(until))) for since, until in spans]
+    ids = tuple((int(a[len(CAPTURE_ID) :]), t) for a, t in held if a.startswith(CAPTURE_ID))
+    addresses = tuple((a, t) for a, t in held if not a.startswith(CAPTURE_ID))
     return Party(name, addresses, ids)
+
+
+def _us(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1_000_000)
 
 
 def trim(db: Database, cluster: str, before: float) -> int:

@@ -18,6 +18,7 @@ node later (a box replaced) names the holder of the time asked about.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from asterfleet.fleet.view import FleetView
 NODE = "node"
 BALANCER = "balancer"
 CAPTURE_ID = "capture-id:"
+#: ``(since, until)`` in seconds since the epoch; None: unbounded on that side.
+Span = tuple[float | None, float | None]
 
 
 def sip_hostport(sip_uri: str) -> str:
@@ -111,3 +114,34 @@ class Directory:
     def name(self, address: str, at: float) -> str | None:
         found = self.holder(address, at)
         return found.name if found else None
+
+    def tenures(
+        self, address: str, kind: str, name: str
+    ) -> list[tuple[float | None, float | None]]:
+        """When :meth:`holder` names ``name`` (of ``kind``) for ``address``:
+        ``(since, until)`` intervals in seconds, None where unbounded. What
+        a search by node or balancer matches, so that it agrees with the
+        names the ladder and the Calls list give (an address a replaced box
+        held goes to its successor from the successor's sighting on)."""
+        seen = self._by_address.get(address, [])
+        # The holder can only change at a sighting's start or end.
+        edges = sorted({s.since for s in seen} | {s.until for s in seen if s.until is not None})
+        if not edges:
+            return []
+        bounds: list[float | None] = [None, *edges, None]
+        out: list[Span] = []
+        for low, high in itertools.pairwise(bounds):
+            if low is None:
+                probe = edges[0] - 1.0
+            elif high is None:
+                probe = edges[-1] + 1.0
+            else:
+                probe = (low + high) / 2
+            h = self.holder(address, probe)
+            if h is None or (h.kind, h.name) != (kind, name):
+                continue
+            if out and out[-1][1] == low:
+                out[-1] = (out[-1][0], high)  # the same holder goes on
+            else:
+                out.append((low, high))
+        return out
