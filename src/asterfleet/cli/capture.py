@@ -267,8 +267,8 @@ def search_cmd(
     node: str | None = typer.Option(
         None,
         "--node",
-        help="Calls sent to or answered by this node (its id): every address it held, "
-        "from the fleet's address history in the console's database (--console-db).",
+        help="Calls sent to or answered by this node (its id): each address it held, while "
+        "it held it, from the fleet's address history in the console's database (--console-db).",
     ),
     balancer: str | None = typer.Option(
         None,
