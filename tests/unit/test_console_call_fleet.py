@@ -212,6 +212,32 @@ def test_a_reused_address_counts_for_the_box_that_held_it_at_the_time(
         assert named == [("old@x", "<b>ast4</b>")], named
 
 
+def test_a_node_that_left_still_lists_its_recent_calls(tmp_path: Path) -> None:
+    """ast3 is no longer registered (the fake etcd has no node), but its
+    address is on record: its page lists the call it took a minute ago."""
+    import time
+
+    from asterfleet.capture.store import Store
+    from tests.unit.test_console_calls import call
+
+    now = time.time()
+    path = str(tmp_path / "recent.db")
+    store = Store(path)
+    try:
+        store.insert_rows(call("recent@x", int((now - 60) * 1_000_000)))
+    finally:
+        store.close()
+    with make_client(tmp_path, path) as c:
+        seed(c.app.state.test_db, at=now - 60)  # type: ignore[attr-defined]
+        login(c)
+        page = c.get("/fleet/nodes/ast3")
+        assert page.status_code == 200
+        assert "is not registered in the fleet now" in page.text
+        assert 'href="/calls/recent%40x"' in page.text, page.text
+        nobody = c.get("/fleet/nodes/ast77").text
+        assert "no address on record for it" in nobody
+
+
 def test_the_calls_list_names_the_node_of_each_call(client: TestClient) -> None:
     page = client.get("/calls").text
     nodes = dict(re.findall(r'<tr data-call-id="([^"]+)".*?<td class="id node"[^>]*>(.*?)</td>',

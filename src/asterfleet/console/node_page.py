@@ -22,7 +22,7 @@ from asterfleet.console.security import Principal, page_user
 from asterfleet.console.state import console_state
 from asterfleet.console.transitions import AGENT
 from asterfleet.console.web import render
-from asterfleet.errors import EtcdUnavailable
+from asterfleet.errors import EtcdUnavailable, UsageError
 from asterfleet.fleet.actions import read_fleet
 from asterfleet.fleet.directory import NODE
 from asterfleet.fleet.model import EffectiveState
@@ -108,16 +108,17 @@ async def node_page(
     calls: list[CallSummary] = []
     calls_note = ""
     store = _store(request)
-    if node is None:
-        calls_note = "the node is not registered"
-    elif store is None:
+    if store is None:
         calls_note = "capture is not configured (see the Calls page)"
     else:
+        # A node that has left keeps its calls: its addresses are on record.
         try:
             party = await asyncio.to_thread(
                 addressbook.party, st.db, st.ks.cluster, NODE, node_id, view
             )
             calls = await asyncio.to_thread(recent_calls, store, party, time.time())
+        except UsageError:
+            calls_note = "the node is not registered and the fleet has no address on record for it"
         except sa.exc.SQLAlchemyError as exc:
             log.warning("capture_db_error", error=str(exc).splitlines()[0])
             calls_note = "the capture database is unavailable: try again shortly"
