@@ -400,6 +400,19 @@ class Etcd:
         ]
         return Snapshot(revision=int(result.header.revision), items=items)
 
+    async def newest_revision(self, prefix: str) -> int:
+        """The newest mod revision of a key under ``prefix`` (0 when none):
+        a keys-only read, to tell whether a watch has missed a write."""
+        result = await self._call(
+            f"a read of {prefix}",
+            "get_prefix",
+            prefix.encode(),
+            sort_order="descend",
+            sort_target="mod",
+            keys_only=True,
+        )
+        return max((int(kv.mod_revision) for kv in result), default=0)
+
     async def get(self, key: str) -> KeyValue | None:
         result = await self._call(f"a read of {key}", "get", key.encode())
         if result is None:

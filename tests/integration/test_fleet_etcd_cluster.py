@@ -45,3 +45,62 @@ def test_losing_one_etcd_member_keeps_nodes_routed_and_changes_flowing(ha_stack:
     final = uac.stop_gracefully(30)
     assert final.failed_calls == 0
     assert final.successful_calls > 30
+
+
+def test_a_watch_that_goes_silent_is_noticed_and_the_prefix_read_again(tmp_path: Path) -> None:
+    """A watch left on a member that stops delivering (seen once after an
+    etcd member was killed: 26 s of writes never came) must not leave the
+    balancer behind: a write newer than what it applied means a re-read."""
+    import asyncio
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    from asterfleet.balancer.agent import BalancerAgent, BalancerConfig
+    from asterfleet.etcd_client import Etcd, WatchEvent, WatchLost
+    from asterfleet.etcdtools.server import EtcdServer
+    from asterfleet.fleet.keys import Keyspace
+    from asterfleet.fleet.model import NodeRecord
+
+    server = EtcdServer(tmp_path / "etcd")
+    server.start()
+    try:
+
+        async def scenario() -> list[str]:
+            agent = BalancerAgent(
+                BalancerConfig(
+                    etcd=server.endpoint,
+                    cluster="c1",
+                    balancer_id="lb1",
+                    list_file=tmp_path / "dispatcher.list",
+                    rpc=str(tmp_path / "no-kamailio.sock"),
+                )
+            )
+
+            @contextlib.asynccontextmanager
+            async def silent_watch(
+                prefix: str, start_revision: int
+            ) -> AsyncIterator[asyncio.Queue[WatchEvent | WatchLost]]:
+                yield asyncio.Queue()  # accepted, then never a word
+
+            agent.etcd.watch_prefix = silent_watch  # type: ignore[method-assign]
+            loop = asyncio.create_task(agent.etcd_loop())
+            try:
+                deadline = time.monotonic() + 10
+                while not agent.synced and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                record = NodeRecord(id="ast1", sip_uri="sip:10.0.0.5:5060")
+                async with Etcd(server.endpoint) as etcd:
+                    await etcd.put(Keyspace("c1").node("ast1"), record.model_dump_json().encode())
+                while "ast1" not in agent.parsed.nodes and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                return sorted(agent.parsed.nodes)
+            finally:
+                agent.stopping.set()
+                loop.cancel()
+                with contextlib.suppress(BaseException):
+                    await loop
+                await agent.etcd.close()
+
+        assert asyncio.run(scenario()) == ["ast1"]
+    finally:
+        server.stop()

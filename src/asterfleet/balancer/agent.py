@@ -39,6 +39,10 @@ from asterfleet.fleet.view import Parsed, parse_item, parse_snapshot, remove_ite
 from asterfleet.kamailio.rpc import KamailioRpc
 from asterfleet.runtime.tasks import cancel_all
 
+#: Quiet seconds in a row with a write under the prefix newer than the last
+#: applied revision before the watch is declared lost and the prefix re-read.
+WATCH_BEHIND_CHECKS = 2
+
 
 @dataclass
 class BalancerConfig:
@@ -339,15 +343,27 @@ class BalancerAgent:
                 self.wake.set()
                 self.status_dirty.set()
                 backoff = 0.2
+                behind = 0
                 async with self.etcd.watch_prefix(self.ks.prefix, snap.revision + 1) as queue:
                     while not self.stopping.is_set():
                         try:
                             item = await asyncio.wait_for(queue.get(), 1.0)
                         except TimeoutError:
-                            # A quiet watch may be a dead one (a stream that
-                            # ended without an error): check etcd answers.
-                            await self.etcd.get(self.ks.balancer(self.cfg.balancer_id))
+                            # A quiet watch may be a dead one: a stream that
+                            # ended without an error, or one left on a member
+                            # that lost its leader (seen once after an etcd
+                            # member was killed: 26 s of writes never came).
+                            # A write newer than what we applied, still
+                            # missing a second later, means a full re-read.
+                            newest = await self.etcd.newest_revision(self.ks.prefix)
+                            behind = behind + 1 if newest > self.revision else 0
+                            if behind >= WATCH_BEHIND_CHECKS:
+                                raise EtcdUnavailable(
+                                    f"the watch missed revision {newest} "
+                                    f"(applied up to {self.revision})"
+                                ) from None
                             continue
+                        behind = 0
                         changed = False
                         while True:
                             if isinstance(item, WatchLost):
