@@ -400,18 +400,13 @@ class Etcd:
         ]
         return Snapshot(revision=int(result.header.revision), items=items)
 
-    async def newest_revision(self, prefix: str) -> int:
-        """The newest mod revision of a key under ``prefix`` (0 when none):
-        a keys-only read, to tell whether a watch has missed a write."""
+    async def keys_under(self, prefix: str) -> list[tuple[str, int]]:
+        """Every key under ``prefix`` with its mod revision: a keys-only read,
+        to tell whether a watch has missed a write."""
         result = await self._call(
-            f"a read of {prefix}",
-            "get_prefix",
-            prefix.encode(),
-            sort_order="descend",
-            sort_target="mod",
-            keys_only=True,
+            f"a read of {prefix}", "get_prefix", prefix.encode(), keys_only=True
         )
-        return max((int(kv.mod_revision) for kv in result), default=0)
+        return [(kv.key.decode(errors="replace"), int(kv.mod_revision)) for kv in result]
 
     async def get(self, key: str) -> KeyValue | None:
         result = await self._call(f"a read of {key}", "get", key.encode())

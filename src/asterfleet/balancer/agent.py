@@ -355,12 +355,22 @@ class BalancerAgent:
                             # member was killed: 26 s of writes never came).
                             # A write newer than what we applied, still
                             # missing a second later, means a full re-read.
-                            newest = await self.etcd.newest_revision(self.ks.prefix)
-                            behind = behind + 1 if newest > self.revision else 0
+                            listed = await self.etcd.keys_under(self.ks.prefix)
+                            newest = max((rev for _, rev in listed), default=0)
+                            missing = [
+                                key
+                                for key, _ in listed
+                                if (kind := self.ks.kind_of(key)) is not None
+                                and kind[0] == "nodes"
+                                and kind[1] not in self.parsed.nodes
+                                and key not in self.parsed.problems
+                            ]
+                            late = newest > self.revision or bool(missing)
+                            behind = behind + 1 if late else 0
                             if behind >= WATCH_BEHIND_CHECKS:
                                 raise EtcdUnavailable(
-                                    f"the watch missed revision {newest} "
-                                    f"(applied up to {self.revision})"
+                                    f"the watch missed writes (newest {newest}, applied "
+                                    f"up to {self.revision}, nodes not seen: {len(missing)})"
                                 ) from None
                             continue
                         behind = 0
