@@ -378,15 +378,16 @@ cdef int parse_hep(const uint8_t *data, Py_ssize_t size, Parsed *out) noexcept:
             if blen != 1 and blen != 2 and blen != 4:
                 return R_BAD_CHUNK
             out.ints[ctype] = be(data + start, blen)
-        elif ctype == 3 or ctype == 4:
-            if blen != 4:
+        elif 3 <= ctype <= 6:
+            # IPv4 (3 source, 4 destination) or IPv6 (5, 6) address.
+            if blen != (4 if ctype <= 4 else 16):
                 return R_BAD_CHUNK
-            if ctype == 3:
+            if ctype == 3 or ctype == 5:
                 out.src = data + start
-                out.src_len = 4
+                out.src_len = blen
             else:
                 out.dst = data + start
-                out.dst_len = 4
+                out.dst_len = blen
         elif ctype == 14:
             out.auth = data + start
             out.auth_len = blen
@@ -397,15 +398,6 @@ cdef int parse_hep(const uint8_t *data, Py_ssize_t size, Parsed *out) noexcept:
         elif ctype == 19:
             out.host = data + start
             out.host_len = blen
-        elif ctype == 5 or ctype == 6:
-            if blen != 16:
-                return R_BAD_CHUNK
-            if ctype == 5:
-                out.src = data + start
-                out.src_len = 16
-            else:
-                out.dst = data + start
-                out.dst_len = 16
         elif ctype == 16:
             out.zipped = True
     return ROW
