@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from asterfleet.capture import mmsg  # noqa: E402
 from asterfleet.capture.hep import HepPacket, encode_hep  # noqa: E402
+from asterfleet.capture.pgsettings import CAPTURE_SETTINGS  # noqa: E402
 from asterfleet.runtime.ports import free_port, free_port_both  # noqa: E402
 
 CALL_FLOW = (
@@ -64,6 +65,8 @@ POOL_CALLS = 3000
 TICK = 0.005
 #: Where the throwaway PostgreSQL cluster lives (None: the temp dir, on disk).
 PG_DIR: str | None = None
+#: Settings the throwaway PostgreSQL cluster starts with (see --pg-settings).
+PG_SETTINGS: dict[str, str] = {}
 
 
 def sip_message(kind: str, cseq: str, call: int, call_id: str) -> bytes:
@@ -302,7 +305,33 @@ def _proc_stat(pid: int) -> tuple[int, float] | None:
     except OSError:
         return None
     fields = text.rsplit(")", 1)[1].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+    # Its own time and that of its children that exited (autovacuum
+    # workers come and go during a run).
+    return int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICK
+
+
+def settings_name() -> str:
+    """How the bench's PostgreSQL is set up: ``capture``, ``stock`` or the settings."""
+    if PG_SETTINGS == CAPTURE_SETTINGS:
+        return "capture"
+    return ",".join(f"{k}={v}" for k, v in PG_SETTINGS.items()) or "stock"
+
+
+def pg_role(pid: str) -> str:
+    """What a PostgreSQL process does, from its title: ``backend`` (a
+    client's connection: the writers' COPY), ``walwriter``, ``checkpointer``,
+    ``autovacuum`` or ``other`` (the postmaster, with the time of children
+    that exited, and the rest)."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "other"
+    if "127.0.0.1(" in title or "[local]" in title:
+        return "backend"
+    for role in ("walwriter", "checkpointer", "autovacuum"):
+        if role in title:
+            return role
+    return "other"
 
 
 def tree_cpu(root: int) -> dict[str, float]:
@@ -404,7 +433,7 @@ def run_one(
     if db == "postgresql":
         from asterfleet.testing.postgres import PgSandbox
 
-        pg = PgSandbox(Path(PG_DIR) if PG_DIR else None, durable=durable)
+        pg = PgSandbox(Path(PG_DIR) if PG_DIR else None, durable=durable, settings=PG_SETTINGS)
         url = pg.start()
     else:
         url = str(workdir / f"bench-{transport}-{time.monotonic_ns()}.db")
@@ -460,20 +489,29 @@ def run_one(
         if pg_root is not None:
             cpu_after["postgresql"] = tree_cpu(pg_root)
         per_msg: dict[str, float] = {}
+        pg_parts: dict[str, float] = {}
         for part, after in cpu_after.items():
             before = cpu_before[part]
-            used = {pid: t - before.get(pid, 0.0) for pid, t in after.items()}
+            # Totals, not per-process differences: a process that exited
+            # left its time to its parent.
+            used = sum(after.values()) - sum(before.values())
             if part == "collector":
-                per_msg["receiver"] = used.pop(str(collector.pid), 0.0)
-                per_msg["writers"] = sum(used.values())
+                main = str(collector.pid)
+                per_msg["receiver"] = after.get(main, 0.0) - before.get(main, 0.0)
+                per_msg["writers"] = used - per_msg["receiver"]
             else:
-                per_msg[part] = sum(used.values())
+                per_msg[part] = used
+                for pid, t in after.items():
+                    role = pg_role(pid)
+                    pg_parts[role] = pg_parts.get(role, 0.0) + t - before.get(pid, 0.0)
         per_msg["senders"] = result["cpu_s"]
         cpu_us = {k: round(v / max(stored, 1) * 1e6, 2) for k, v in per_msg.items()}
+        pg_us = {k: round(v / max(stored, 1) * 1e6, 2) for k, v in sorted(pg_parts.items())}
         wal_per_msg = round((_wal_lsn(url) - wal_before) / max(stored, 1)) if pg else None
         return {
             "db": db,
             "durability": ("on" if durable else "off") if db == "postgresql" else "-",
+            "pg_settings": settings_name() if db == "postgresql" else "-",
             "transport": transport,
             "senders": senders,
             "rate_asked": rate,
@@ -489,6 +527,7 @@ def run_one(
             "stored_per_s": round(stored / wall),
             "p99_batch_s": p99(m),
             "cpu_us_per_msg": cpu_us,
+            "postgresql_us_per_msg": pg_us,
             "cpu_bound_per_s": round(2e6 / sum(cpu_us.values())) if stored else 0,
             "wal_bytes_per_msg": wal_per_msg,
         }
@@ -529,10 +568,25 @@ def main() -> None:
         help="make the PostgreSQL cluster under this directory (e.g. /dev/shm: takes the "
         "disk out; fsync is then no protection, so report such runs as CPU-bound only)",
     )
+    parser.add_argument(
+        "--pg-settings", choices=["capture", "stock"], default="capture",
+        help="PostgreSQL's settings: the capture store's (asterfleet.capture.pgsettings: fewer "
+        "checkpoints, compressed full-page images; durability unchanged) or its stock defaults",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pg-set", action="append", default=[], metavar="NAME=VALUE",
+        help="one more PostgreSQL setting (e.g. shared_buffers=1GB)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    global PG_DIR
+    global PG_DIR, PG_SETTINGS
     PG_DIR = args.pg_dir
+    PG_SETTINGS = dict(CAPTURE_SETTINGS) if args.pg_settings == "capture" else {}
+    for extra in args.pg_set:
+        name, sep, value = extra.partition("=")
+        if not sep:
+            parser.error(f"--pg-set {extra!r}: give NAME=VALUE")
+        PG_SETTINGS[name] = value
     results: list[dict[str, object]] = []
     transports = args.transport or ["tcp", "udp"]
     if args.offer:
@@ -558,14 +612,16 @@ def main() -> None:
                         results.append(result)
                         if not args.json:
                             print(
-                                f"{db:10} durability={result['durability']:3} {transport}: "
+                                f"{db:10} durability={result['durability']:3} "
+                                f"settings={result['pg_settings']} {transport}: "
                                 f"offered {result['offered_per_s']}/s, sent {result['sent']}, "
                                 f"stored {result['stored']:.0f} ({result['stored_per_s']}/s), "
                                 f"loss {result['loss']:.0f} = {result['loss_pct']}% "
                                 f"(dropped {result['dropped']:.0f}, kernel "
                                 f"{result['kernel_udp_drops']:.0f}, rejected "
                                 f"{result['rejected']:.0f}), p99 batch {result['p99_batch_s']}s, "
-                                f"CPU µs/msg {result['cpu_us_per_msg']} → 2 cores bound "
+                                f"CPU µs/msg {result['cpu_us_per_msg']} "
+                                f"(PostgreSQL's {result['postgresql_us_per_msg']}) → 2 cores bound "
                                 f"{result['cpu_bound_per_s']}/s, WAL "
                                 f"{result['wal_bytes_per_msg']} B/msg",
                                 flush=True,

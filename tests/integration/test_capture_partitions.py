@@ -250,3 +250,185 @@ def test_the_walk_goes_back_day_by_day_and_misses_nothing(postgres: PgSandbox) -
         assert listed(MessageQuery(from_user="zed"), 50) == []
     finally:
         store.close()
+
+
+def plan_of(store: Store, sql: str) -> str:
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE sip_messages")
+        return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+
+
+def partition_indexes(store: Store, table: str) -> dict[str, str]:
+    """A partition's indexes: the parent index each belongs to → its access method."""
+    return {parent: method for parent, (method, _) in _indexes_of(store, table).items()}
+
+
+def index_used(store: Store, plan: str, table: str) -> str:
+    """Which of the parent's indexes the plan reads ``table`` through."""
+    for parent, (_, child) in _indexes_of(store, table).items():
+        for line in plan.splitlines():
+            if "Index" in line and (f" on {child} " in line or f" using {child} " in line):
+                return parent
+    return ""
+
+
+def _indexes_of(store: Store, table: str) -> dict[str, tuple[str, str]]:
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT p.relname, am.amname, c.relname FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+            "JOIN pg_am am ON am.oid = c.relam JOIN pg_index x ON x.indexrelid = c.oid "
+            "WHERE x.indrelid = %s::regclass",
+            (table,),
+        ).all()
+    return {str(name): (str(method), str(child)) for name, method, child in rows}
+
+
+def test_every_message_is_indexed_twice_and_each_search_has_its_index(
+    postgres: PgSandbox,
+) -> None:
+    """What storing a message costs is mostly its index entries: only time
+    (BRIN) and the Call-ID's hash cover every message, the rest only openings;
+    the Call-ID lookup, the live tail and the user prefix still find their
+    rows through an index."""
+    store = Store(postgres.url)
+    try:
+        rows = [invite(f"c{i}", TODAY + i, user=f"user{i % 50:02d}") for i in range(3000)]
+        store.insert_rows(rows)
+        today = partition_name(TODAY // DAY_US)
+        assert partition_indexes(store, today) == {
+            "ix_sip_messages_ts_brin": "brin",
+            "ix_sip_messages_call_key": "btree",
+            "ix_sip_messages_opening_ts": "btree",
+            "ix_sip_messages_opening_id": "btree",
+            "ix_sip_messages_from_prefix": "btree",
+            "ix_sip_messages_to_prefix": "btree",
+        }
+        with store.engine.connect() as conn:
+            partial = {
+                name
+                for (name,) in conn.exec_driver_sql(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'sip_messages' "
+                    "AND indexdef LIKE '%%WHERE (opens_call = true)'"
+                )
+            }
+        assert partial == {
+            "ix_sip_messages_opening_ts", "ix_sip_messages_opening_id",
+            "ix_sip_messages_from_prefix", "ix_sip_messages_to_prefix",
+        }  # fmt: skip
+        from asterfleet.capture.store import _MESSAGES_OF_CALLS
+
+        lookup = plan_of(
+            store,
+            _MESSAGES_OF_CALLS.replace("%", "%%")
+            + "hashtext(call_id) = ANY(ARRAY(SELECT hashtext(unnest('{c7,c9}'::text[])))) "
+            "AND call_id = ANY('{c7,c9}')",
+        )
+        assert index_used(store, lookup, today) == "ix_sip_messages_call_key", lookup
+        tail = plan_of(
+            store, "SELECT call_id FROM sip_messages WHERE opens_call = true AND id > 2990"
+        )
+        assert index_used(store, tail, today) == "ix_sip_messages_opening_id", tail
+        assert [m.call_id for m in store.messages_of_calls(["c7", "c9"])] == ["c7", "c9"]
+        from asterfleet.capture.pager import new_calls, newest_message_id
+
+        newest = newest_message_id(store)
+        store.insert_rows([invite("fresh", TODAY + 5000)])
+        fresh, _ = new_calls(store, MessageQuery(), newest)
+        assert [c.call_id for c in fresh] == ["fresh"]
+    finally:
+        store.close()
+
+
+def test_a_store_with_the_old_indexes_is_reindexed_by_its_writer(postgres: PgSandbox) -> None:
+    """A store made by an earlier version (btrees of every message's time,
+    Call-ID and id) is read as it is, and gets this version's indexes when a
+    writer opens it, with every row kept."""
+    store = Store(postgres.url)
+    store.insert_rows([invite(f"c{i}", TODAY + i) for i in range(200)])
+    with store.engine.begin() as conn:
+        for name in ("call_key", "opening_id", "ts_brin"):
+            conn.exec_driver_sql(f"DROP INDEX ix_sip_messages_{name}")
+        for name, column in (("ts", "ts_us"), ("call_id", "call_id"), ("id", "id")):
+            conn.exec_driver_sql(f"CREATE INDEX ix_sip_messages_{name} ON sip_messages ({column})")
+    store.close()
+
+    reader = Store(postgres.url, create=False)
+    try:
+        assert [m.call_id for m in reader.messages_of_calls(["c5"])] == ["c5"]
+        assert "ix_sip_messages_call_id" in partition_indexes(
+            reader, partition_name(TODAY // DAY_US)
+        )
+    finally:
+        reader.close()
+
+    writer = Store(postgres.url)
+    try:
+        names = set(partition_indexes(writer, partition_name(TODAY // DAY_US)))
+        assert {"ix_sip_messages_call_key", "ix_sip_messages_ts_brin"} <= names
+        assert not names & {"ix_sip_messages_ts", "ix_sip_messages_call_id", "ix_sip_messages_id"}
+        assert writer.count() == 200
+        assert [m.call_id for m in writer.messages_of_calls(["c5"])] == ["c5"]
+    finally:
+        writer.close()
+    # Now current: a reader opens it through the driver alone again.
+    again = Store(postgres.url, create=False)
+    try:
+        assert "engine" not in vars(again)
+    finally:
+        again.close()
+
+
+def test_the_message_search_walks_back_in_slices_and_misses_nothing(postgres: PgSandbox) -> None:
+    """Capture time has only a BRIN index: the message search reads slices
+    of time newest first. It lists every match newest first, across slices
+    from a second to months, with a limit, a time range and a filter, and
+    messages stamped in the future or far in the past."""
+    from asterfleet.capture.search import search_messages
+
+    store = Store(postgres.url)
+    try:
+        now = int(time.time() * 1_000_000)
+        ages_s = [0.2, 0.9, 1.1, 3, 4.9, 5.1, 30, 600, 7200, 86_400 * 3, 86_400 * 40, 86_400 * 90]
+        stamps = {f"m{i}": now - int(a * 1_000_000) for i, a in enumerate(ages_s)}
+        stamps |= {"future": now + 3_600_000_000, "ancient": now - 1000 * DAY_US}
+        users = {cid: ("bob" if i % 3 == 0 else "alice") for i, cid in enumerate(stamps)}
+        store.insert_rows([invite(cid, ts, user=users[cid]) for cid, ts in stamps.items()])
+        newest_first = sorted(stamps, key=lambda c: -stamps[c])
+
+        def found(**kw: object) -> list[str]:
+            return [m.call_id for m in search_messages(store, MessageQuery(**kw))]  # type: ignore[arg-type]
+
+        assert found(limit=100) == newest_first
+        for limit in (1, 2, 5, 13):
+            assert found(limit=limit) == newest_first[:limit]
+        assert found(from_user="bo", limit=100) == [c for c in newest_first if users[c] == "bob"]
+        since, until = now - 7300 * 1_000_000, now - 2 * 1_000_000
+        assert found(since_us=since, until_us=until, limit=100) == [
+            c for c in newest_first if since <= stamps[c] <= until
+        ]
+        assert found(call_id="m7") == ["m7"]
+    finally:
+        store.close()
+
+
+def test_size_retention_on_one_day_removes_the_oldest(postgres: PgSandbox) -> None:
+    """With one partition left, size retention deletes rows: the oldest
+    share, cut at a sampled time (no btree of every message's time), once
+    (deleted rows leave PostgreSQL's files as large as before)."""
+    store = Store(postgres.url)
+    try:
+        rows = [invite(f"c{i:05d}", TODAY + i * 1000) for i in range(20_000)]
+        store.insert_rows(rows)
+        size = store.size_bytes()
+        removed = store.trim_to_size(size // 2)
+        left = store.count()
+        assert removed == 20_000 - left
+        # The share that brings the store 10 % under the cap (sampled: about).
+        assert 7_000 < left < 11_000, left
+        with store.engine.connect() as conn:
+            oldest_left = conn.exec_driver_sql("SELECT min(call_id) FROM sip_messages").scalar()
+        # What is left is the newest rows, all of them.
+        assert oldest_left == f"c{20_000 - left:05d}"
+    finally:
+        store.close()

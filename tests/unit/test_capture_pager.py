@@ -301,3 +301,41 @@ def test_the_walk_reads_what_the_page_still_needs(
     from asterfleet.capture.pager import next_chunk
 
     assert next_chunk(chunk, scanned, found, limit) == after
+
+
+S = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("top", "since", "until", "slices"),
+    [
+        # Open upwards (the future is newest), then 1 s, 4 s, 16 s... below the top.
+        (100 * S, None, None, [(99 * S, None), (95 * S, 99 * S), (79 * S, 95 * S)]),
+        # A time range: the first slice ends after `until`, the last starts at `since`.
+        (100 * S, 90 * S, 100 * S, [(99 * S, 100 * S + 1), (95 * S, 99 * S), (90 * S, 95 * S)]),
+        # `since` within the first slice: one slice.
+        (100 * S, 99 * S + 5, None, [(99 * S + 5, None)]),
+        (100 * S, 99 * S, None, [(99 * S, None)]),
+    ],
+)
+def test_the_message_search_slices(
+    top: int, since: int | None, until: int | None, slices: list[tuple[int | None, int | None]]
+) -> None:
+    from asterfleet.capture.search import message_slices
+
+    got = message_slices(top, since, until)
+    if since is None:
+        assert got[: len(slices)] == slices
+    else:
+        assert got == slices
+
+
+def test_the_message_slices_cover_everything_once() -> None:
+    from asterfleet.capture.search import SLICES_UP_TO, message_slices
+
+    got = message_slices(10**16, None, None)
+    assert got[0][1] is None and got[-1][0] is None  # open at both ends
+    for (low, _), (_, high) in zip(got, got[1:], strict=False):
+        assert low == high  # each slice ends where the one above starts
+    assert len(got) <= 20
+    assert got[-2][1] - got[-2][0] <= SLICES_UP_TO  # type: ignore[operator]

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from asterfleet.capture.store import Store
 from asterfleet.capture.store import _hostport as hostport  # Message.src's own form
-from asterfleet.capture.tables import messages, rtcp_reports
+from asterfleet.capture.tables import in_calls, messages, rtcp_reports
 
 #: Final answers that mean the user, not the network, decided (count for NER).
 USER_CODES = frozenset({404, 480, 484, 486, 487, 600, 603})
@@ -329,12 +329,11 @@ def read_facts(store: Store, since_us: int, until_us: int) -> list[CallFacts]:
         .group_by(c.call_id)
         .order_by(sa.func.max(c.ts_us).desc())
         .limit(MAX_CALLS)
-        .scalar_subquery()
     )
     hops_q = sa.select(
         c.call_id, c.ts_us, c.method, c.status, c.src_ip, c.src_port,
         c.dst_ip, c.dst_port, c.capture_host, c.capture_id,
-    ).where(c.call_id.in_(opened), c.cseq.like("% INVITE"))  # fmt: skip
+    ).where(in_calls(c.call_id, opened, store.dialect), c.cseq.like("% INVITE"))  # fmt: skip
     mos_q = (
         sa.select(r.call_id, sa.func.avg(r.mos)).where(r.call_id.in_(opened)).group_by(r.call_id)
     )

@@ -124,7 +124,7 @@ def opening_conditions(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[b
 
     c = messages.c
     # Written as the partial index's own predicate, so the planner can use it.
-    conds: list[sa.ColumnElement[bool]] = [c.opens_call == sa.true(), *where_message(q)]
+    conds: list[sa.ColumnElement[bool]] = [c.opens_call == sa.true(), *where_message(q, dialect)]
     if not (q.options or q.call_id or (q.method or "").upper() == "OPTIONS"):
         # The balancers' keep-alive probes: 40 % of the rows, no one's call.
         conds.append(c.method != "OPTIONS")
@@ -155,7 +155,7 @@ def call_conditions(
     """
     import sqlalchemy as sa
 
-    from asterfleet.capture.tables import messages, rtcp_reports
+    from asterfleet.capture.tables import messages, rtcp_reports, same_call
 
     c = messages.c
     conds: list[sa.ColumnElement[bool]] = []
@@ -169,7 +169,12 @@ def call_conditions(
         # would otherwise turn it into a join over every message in range).
         return (
             sa.select(sa.literal(1))
-            .where(o.call_id == c.call_id, o.ts_us >= c.ts_us - CALL_SKEW_US, *since, *where)
+            .where(
+                same_call(o.call_id, c.call_id, dialect),
+                o.ts_us >= c.ts_us - CALL_SKEW_US,
+                *since,
+                *where,
+            )
             .offset(0)
             .exists()
         )
@@ -214,7 +219,7 @@ def call_conditions(
         span = messages.alias("span").c
         lasted = (
             sa.select(sa.func.max(span.ts_us) - sa.func.min(span.ts_us))
-            .where(span.call_id == c.call_id)
+            .where(same_call(span.call_id, c.call_id, dialect))
             .scalar_subquery()
         )
         if q.min_duration_us is not None:
@@ -291,12 +296,13 @@ def _seen_above(
     """Which of ``ids`` have a matching message at or above ``cursor``."""
     import sqlalchemy as sa
 
-    from asterfleet.capture.tables import messages
+    from asterfleet.capture.tables import in_calls, messages
 
     c = messages.c
     ts, ident = cursor
     above = sa.or_(c.ts_us > ts, sa.and_(c.ts_us == ts, c.id >= ident))
-    query = sa.select(c.call_id).where(c.call_id.in_(ids), *conds, above).distinct()
+    mine = in_calls(c.call_id, ids, conn.dialect.name)
+    query = sa.select(c.call_id).where(mine, *conds, above).distinct()
     return {row[0] for row in conn.execute(query)}
 
 
@@ -391,13 +397,16 @@ def next_slice_floor(floor: int, span: int, since_us: int | None) -> int | None:
 
 
 def newest_message_id(store: Store) -> int:
-    """The id of the newest message stored (0 when none): where a live tail starts."""
+    """The id of the newest call opening stored (0 when none): where a live
+    tail starts (it lists openings stored after it; their index is the one
+    with ids)."""
     import sqlalchemy as sa
 
     from asterfleet.capture.tables import messages
 
+    c = messages.c
     with store.reading() as conn:
-        value = conn.execute(sa.select(sa.func.max(messages.c.id))).scalar()
+        value = conn.execute(sa.select(sa.func.max(c.id)).where(c.opens_call == sa.true())).scalar()
     return int(value or 0)
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from asterfleet.capture.flow import merge_copies
-from asterfleet.capture.store import COLUMNS, Message, Store, parse_duration
+from asterfleet.capture.store import COLUMNS, DAY_US, Message, Store, parse_duration
 from asterfleet.errors import UsageError
 
 if TYPE_CHECKING:
@@ -171,15 +171,15 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def where_message(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
+def where_message(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     """The conditions on one message's own fields (Call-ID, users, time),
     shared by the message search and the call pager."""
-    from asterfleet.capture.tables import messages
+    from asterfleet.capture.tables import messages, same_call
 
     c = messages.c
     conds: list[sa.ColumnElement[bool]] = []
     if q.call_id:
-        conds.append(c.call_id == q.call_id)
+        conds.append(same_call(c.call_id, q.call_id, dialect))
     if q.from_user:
         conds.append(c.from_user.like(escape_like(q.from_user) + "%", escape="\\"))
     if q.to_user:
@@ -191,13 +191,13 @@ def where_message(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
     return conds
 
 
-def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
+def _where(q: MessageQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     import sqlalchemy as sa
 
     from asterfleet.capture.tables import messages
 
     c = messages.c
-    conds = where_message(q)
+    conds = where_message(q, dialect)
     if q.method:
         conds.append(c.method == q.method.upper())
     if q.status is not None:
@@ -210,20 +210,81 @@ def _where(q: MessageQuery) -> list[sa.ColumnElement[bool]]:
     return conds
 
 
+#: The message search's time slices on PostgreSQL (see :func:`message_slices`):
+#: the first covers this much below the top, each next one
+#: :data:`SLICE_GROWTH` times the one before, and once a slice would be
+#: longer than :data:`SLICES_UP_TO` the last one takes everything older.
+FIRST_SLICE_US = 1_000_000
+SLICE_GROWTH = 4
+SLICES_UP_TO = 64 * DAY_US
+
+#: A slice of capture time: [low, high), None unbounded.
+Slice = tuple[int | None, int | None]
+
+
+def message_slices(top_us: int, since_us: int | None, until_us: int | None) -> list[Slice]:
+    """Where the message search looks, newest first: slices of capture time
+    below ``top_us`` (now, or the end of the time range), the first one
+    open upwards (messages stamped in the future are the newest), each
+    next one longer, together covering exactly [since, until]."""
+    high: int | None = None if until_us is None else until_us + 1
+    low = top_us - FIRST_SLICE_US
+    span = FIRST_SLICE_US
+    out: list[Slice] = []
+    while True:
+        if since_us is not None and since_us >= low:
+            out.append((since_us, high))
+            return out
+        if span > SLICES_UP_TO:
+            out.append((since_us, high))
+            return out
+        out.append((low, high))
+        high = low
+        span *= SLICE_GROWTH
+        low -= span
+
+
 def search_messages(store: Store, q: MessageQuery) -> list[Message]:
-    """Matching messages, newest first, at most ``q.limit``."""
+    """Matching messages, newest first, at most ``q.limit``.
+
+    On PostgreSQL capture time has only a BRIN index (cheap to keep at the
+    collector's rate; see the store), which finds a range of time but
+    gives no order: the search reads time slices newest first
+    (:func:`message_slices`), each sorted on its own, until the limit is
+    filled. A Call-ID has its own index and is one query.
+    """
+    import time
+
     import sqlalchemy as sa
 
     from asterfleet.capture.tables import messages
 
-    cols = [messages.c.id, *(messages.c[name] for name in COLUMNS)]
-    query = (
-        sa.select(*cols)
-        .where(*_where(q))
-        .order_by(messages.c.ts_us.desc(), messages.c.id.desc())
-        .limit(q.limit)
-    )
-    return store.select(query)
+    c = messages.c
+    cols = [c.id, *(c[name] for name in COLUMNS)]
+    where = _where(q, store.dialect)
+
+    def newest(limit: int, *bounds: sa.ColumnElement[bool]) -> list[Message]:
+        query = (
+            sa.select(*cols)
+            .where(*where, *bounds)
+            .order_by(c.ts_us.desc(), c.id.desc())
+            .limit(limit)
+        )
+        return store.select(query)
+
+    if not store.partitioned or q.call_id:
+        return newest(q.limit)
+    top = q.until_us if q.until_us is not None else int(time.time() * 1_000_000)
+    found: list[Message] = []
+    for low, high in message_slices(top, q.since_us, q.until_us):
+        bounds = [
+            *([] if low is None else [c.ts_us >= low]),
+            *([] if high is None else [c.ts_us < high]),
+        ]
+        found += newest(q.limit - len(found), *bounds)
+        if len(found) >= q.limit:
+            break
+    return found
 
 
 def call_messages(store: Store, call_id: str) -> list[Message]:

@@ -258,8 +258,8 @@ class Store:
             _rename_node_column(self.engine)
             _add_opens_call(self.engine)
             self.partitioned = _partition_existing(self.engine)
-            if self.partitioned:
-                _ensure_search_indexes(self.engine)
+            if self.partitioned and create:
+                _ensure_indexes(self.engine)
         else:
             if create:
                 from asterfleet.capture.tables import metadata
@@ -571,6 +571,12 @@ class Store:
             # Remove the oldest share of rows that brings us 10% under the cap.
             share = min(1.0, (size - max_bytes * 0.9) / size)
             n = max(1, int(count * share))
+            if self.dialect == "postgresql":
+                # Once: deleted rows leave the files as large as they were
+                # (their space is reused by new rows after VACUUM), so the
+                # size would never show the delete.
+                deleted += self._delete_oldest_share(share, count)
+                break
             cutoff = sa.select(messages.c.id).order_by(messages.c.ts_us, messages.c.id).limit(n)
             with self.engine.begin() as conn:
                 deleted += conn.execute(
@@ -581,6 +587,28 @@ class Store:
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
 
+    def _delete_oldest_share(self, share: float, count: int) -> int:
+        """Delete about the oldest ``share`` of ``count`` messages (PostgreSQL).
+        Capture time has no btree there (a BRIN index, see _PG_INDEXES), so
+        the cut is that share's quantile of a sample of some 100,000 rows
+        (pages picked at random), and the delete is a time range."""
+        percent = min(100.0, max(0.01, 100.0 * 100_000 / max(count, 1)))
+        with self.engine.begin() as conn:
+            cut = conn.exec_driver_sql(
+                "SELECT percentile_disc(%s::float8) WITHIN GROUP (ORDER BY ts_us) "
+                "FROM sip_messages TABLESAMPLE SYSTEM (%s::float4)",
+                (share, percent),
+            ).scalar()
+            if cut is None:  # no page picked: the oldest message is the cut
+                cut = conn.exec_driver_sql("SELECT min(ts_us) FROM sip_messages").scalar()
+            if cut is None:
+                return 0
+            return int(
+                conn.exec_driver_sql(
+                    "DELETE FROM sip_messages WHERE ts_us <= %s", (int(cut),)
+                ).rowcount
+            )
+
     def apply_retention(self, max_age_s: float | None, max_bytes: int | None) -> int:
         """Age first, then size; the number of messages removed."""
         removed = 0
@@ -589,6 +617,15 @@ class Store:
         if max_bytes is not None:
             removed += self.trim_to_size(max_bytes)
         return removed
+
+    def settings_below_capture(self) -> dict[str, str]:
+        """PostgreSQL settings below what a capture store wants
+        (:mod:`asterfleet.capture.pgsettings`); empty on SQLite."""
+        if self.dialect != "postgresql":
+            return {}
+        from asterfleet.capture.pgsettings import SETTINGS_QUERY, differences
+
+        return differences(self._fetch(SETTINGS_QUERY, "", (), None))
 
     # -- reading -----------------------------------------------------------
 
@@ -644,11 +681,15 @@ class Store:
         if not call_ids:
             return []
         ids = list(dict.fromkeys(call_ids))
-        # One statement text for any number of calls on PostgreSQL.
+        # One statement text for any number of calls on PostgreSQL, through
+        # the index of the Call-IDs' hashes (see _PG_INDEXES).
         rows = self._fetch(
-            _MESSAGES_OF_CALLS + "call_id = ANY(%s)" + _IN_CAPTURE_ORDER,
+            _MESSAGES_OF_CALLS
+            + "hashtext(call_id) = ANY(ARRAY(SELECT hashtext(unnest(%s::text[])))) "
+            + "AND call_id = ANY(%s)"
+            + _IN_CAPTURE_ORDER,
             _MESSAGES_OF_CALLS + f"call_id IN ({', '.join('?' for _ in ids)})" + _IN_CAPTURE_ORDER,
-            [ids] if self.dialect == "postgresql" else ids,
+            [ids, ids] if self.dialect == "postgresql" else ids,
             conn,
         )
         return [message_from_row(r) for r in rows]
@@ -774,18 +815,37 @@ _PG_COLUMNS = """
 """
 
 #: The partitioned table's indexes (each partition gets its own copy).
-#: Users: ``text_pattern_ops`` so ``LIKE 'abc%'`` is an index range whatever
-#: the database's collation; only on call openings, which is what the Calls
-#: search walks (the other six messages of a call need no user index).
+#: Index entries are what storing a message costs most after the row itself
+#: (``bench/capture_index_cost.py``, ``bench/capture_ingest.py``), so two
+#: cheap ones cover every message:
+#: - capture time as a BRIN index (a summary per block of pages: messages
+#:   arrive in time order), which costs next to nothing to keep; searches
+#:   that list messages by time walk back in slices (:mod:`.search`);
+#: - the Call-ID as a btree of its 32-bit hash (``hashtext``): an entry of a
+#:   few bytes, and the messages of one call share it, so the btree keeps
+#:   them as one entry with a list of rows (its deduplication): a call is
+#:   indexed about once, not once per message. Queries ask for the hash and
+#:   the Call-ID together (:func:`asterfleet.capture.tables.same_call`).
+#: Measured in the collector, 30 s at its limit: a btree of the Call-ID
+#: text cost 0.85 µs a message more than this one, a hash index 1.6 µs.
+#: The rest cover call openings only, one message in seven. Users:
+#: ``text_pattern_ops`` so ``LIKE 'abc%'`` is an index range whatever the
+#: database's collation.
 _PG_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS ix_sip_messages_ts ON sip_messages (ts_us)",
-    "CREATE INDEX IF NOT EXISTS ix_sip_messages_call_id ON sip_messages (call_id)",
-    "CREATE INDEX IF NOT EXISTS ix_sip_messages_id ON sip_messages (id)",
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_ts_brin ON sip_messages USING brin (ts_us) "
+    "WITH (autosummarize = on)",
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_call_key ON sip_messages ((hashtext(call_id)))",
     # The Calls search's walk, newest first: it reads only this index (the
     # filters on the opening's own fields are in it).
     "CREATE INDEX IF NOT EXISTS ix_sip_messages_opening_ts ON sip_messages "
     "(ts_us, id) INCLUDE (call_id, from_user, to_user, method) WHERE opens_call = true",
+    # The live tail of the Calls list: openings stored after a given id.
+    "CREATE INDEX IF NOT EXISTS ix_sip_messages_opening_id ON sip_messages (id) "
+    "WHERE opens_call = true",
 )
+#: Indexes of earlier versions, dropped once the ones above are built:
+#: btrees of every message's time, Call-ID and id.
+_PG_RETIRED_INDEXES = ("ix_sip_messages_ts", "ix_sip_messages_call_id", "ix_sip_messages_id")
 #: They carry what the walk reads, so a selective prefix is answered from the
 #: index alone (sorted by time afterwards) instead of walking every opening.
 _PG_SEARCH_INDEXES = (
@@ -796,6 +856,8 @@ _PG_SEARCH_INDEXES = (
     "(to_user text_pattern_ops) INCLUDE (ts_us, id, call_id, from_user, method) "
     "WHERE opens_call = true",
 )
+
+_ALL_PG_INDEXES = (*_PG_INDEXES, *_PG_SEARCH_INDEXES)
 
 _LIST_PARTITIONS = """
 SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
@@ -839,6 +901,10 @@ _SCHEMA_PROBE = """
 SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('sip_messages')) = 'p'
    AND to_regclass('ix_sip_messages_from_prefix') IS NOT NULL
    AND to_regclass('ix_sip_messages_opening_ts') IS NOT NULL
+   AND to_regclass('ix_sip_messages_call_key') IS NOT NULL
+   AND to_regclass('ix_sip_messages_ts_brin') IS NOT NULL
+   AND to_regclass('ix_sip_messages_opening_id') IS NOT NULL
+   AND to_regclass('ix_sip_messages_call_id') IS NULL
    AND to_regclass('rtcp_reports') IS NOT NULL
 """
 
@@ -876,7 +942,7 @@ def _create_partitioned(engine: Engine) -> None:
                 f"CREATE TABLE sip_messages ({_PG_COLUMNS}) PARTITION BY RANGE (ts_us)"
             )
             conn.exec_driver_sql("ALTER SEQUENCE sip_messages_id_seq OWNED BY sip_messages.id")
-            for sql in (*_PG_INDEXES, *_PG_SEARCH_INDEXES):
+            for sql in _ALL_PG_INDEXES:
                 conn.exec_driver_sql(sql)
             conn.exec_driver_sql(
                 "CREATE TABLE IF NOT EXISTS sip_messages_other PARTITION OF sip_messages DEFAULT"
@@ -932,11 +998,33 @@ def _partition_existing(engine: Engine) -> bool:
     return True
 
 
-def _ensure_search_indexes(engine: Engine) -> None:
-    """The prefix indexes (made after the conversion: on a big old table the
-    build takes a while, and the conversion itself should not wait for it)."""
+def _ensure_indexes(engine: Engine) -> None:
+    """Bring an older store's indexes to this version's (a writing store
+    does it once; a store opened read-only reads either). New ones are built
+    before the retired ones go, so a search is never without its index; on
+    a big store the build takes a while (logged)."""
     import sqlalchemy as sa
+    import structlog
 
+    log = structlog.get_logger("asterfleet.capture")
+    with engine.connect() as conn:
+        present = {
+            name
+            for (name,) in conn.exec_driver_sql(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'sip_messages'"
+            ).all()
+        }
+    wanted = {sql.split("EXISTS ", 1)[1].split(" ", 1)[0]: sql for sql in _ALL_PG_INDEXES}
+    missing = [name for name in wanted if name not in present]
+    retired = [name for name in _PG_RETIRED_INDEXES if name in present]
+    if not missing and not retired:
+        return
+    log.info("capture_store_reindexing", building=missing, dropping=retired)
+    started = time.monotonic()
     with contextlib.suppress(sa.exc.DBAPIError), engine.begin() as conn:
-        for sql in _PG_SEARCH_INDEXES:
-            conn.exec_driver_sql(sql)
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        for name in missing:
+            conn.exec_driver_sql(wanted[name])
+        for name in retired:
+            conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
+    log.info("capture_store_reindexed", seconds=round(time.monotonic() - started, 1))

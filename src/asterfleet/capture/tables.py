@@ -6,10 +6,12 @@ reading a call (``asterfleet capture search --call-id``) does not import
 SQLAlchemy; the pager, the message search and the statistics build their
 queries on these. PostgreSQL's partitioned table and its indexes are made
 by the DDL in the store (``_PG_COLUMNS``, ``_PG_INDEXES``), which must stay
-in step with these columns.
+in step with these columns; the indexes below are SQLite's.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -75,3 +77,29 @@ opening = sa.Index(
     sqlite_where=messages.c.opens_call == sa.true(),
     postgresql_where=messages.c.opens_call == sa.true(),
 )
+
+
+def same_call(column: Any, other: Any, dialect: str) -> sa.ColumnElement[bool]:
+    """``column`` (a messages Call-ID column) holds the Call-ID ``other``
+    (a value or another column). On PostgreSQL every message's Call-ID is
+    indexed by its hash (``ix_sip_messages_call_key``): the condition names
+    the hash too, so the index is used."""
+    match: sa.ColumnElement[bool] = column == other
+    if dialect != "postgresql":
+        return match
+    return sa.and_(sa.func.hashtext(column) == sa.func.hashtext(other), match)
+
+
+def in_calls(column: Any, call_ids: Any, dialect: str) -> sa.ColumnElement[bool]:
+    """``column`` holds one of ``call_ids`` (a list of Call-IDs, or a
+    subquery of one column of them), through the hash index on PostgreSQL
+    (see :func:`same_call`)."""
+    match: sa.ColumnElement[bool] = column.in_(call_ids)
+    if dialect != "postgresql":
+        return match
+    if isinstance(call_ids, (list, tuple)):
+        hashes: Any = [sa.func.hashtext(sa.literal(i, sa.Text)) for i in call_ids]
+    else:
+        inner = call_ids.subquery()
+        hashes = sa.select(sa.func.hashtext(next(iter(inner.c))))
+    return sa.and_(sa.func.hashtext(column).in_(hashes), match)

@@ -128,10 +128,11 @@ def run_cmd(
         "32M", "--udp-rcvbuf", help="Kernel receive buffer per UDP socket (e.g. 32M)."
     ),
     writers: int = typer.Option(
-        2,
+        4,
         "--writers",
         help="Writer processes: each parses and stores batches on its own database "
-        "connection (about one per core; SQLite always uses one).",
+        "connection. Each waits for its commit to reach the disk, so more writers than "
+        "cores keep the cores busy (SQLite always uses one).",
     ),
     tls_cert: str | None = typer.Option(
         None,

@@ -35,11 +35,17 @@ class PgSandbox:
     """``start()`` → ``url``; ``stop()`` / ``start()`` again; ``destroy()``."""
 
     def __init__(
-        self, base: Path | None = None, durable: bool = False, keep_in: Path | None = None
+        self,
+        base: Path | None = None,
+        durable: bool = False,
+        keep_in: Path | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         #: False (tests): fsync, synchronous commit and full-page writes off.
         #: True: PostgreSQL's defaults (every commit on disk), for benchmarks.
         self.durable = durable
+        #: More ``-c name=value`` settings (e.g. the capture store's).
+        self.settings = dict(settings or {})
         self.bin = pg_bin_dir()
         if keep_in is not None:
             # A cluster kept between runs (a benchmark's filled store): made
@@ -83,6 +89,7 @@ class PgSandbox:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
              "-w", "-t", "60", "start"]
