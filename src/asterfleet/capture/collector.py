@@ -992,7 +992,7 @@ class Collector:
             log.warning(
                 "capture_store_settings",
                 below=below,
-                hint="fewer checkpoints keep the WAL near what is stored at high rates: see "
+                hint="at high rates the inserting backends then write the WAL themselves: see "
                 "asterfleet.capture.pgsettings and deploy/ (durability is not touched)",
             )
         wants_tls = any(spec.proto == "tls" for spec in self.settings.listen)
