@@ -1027,4 +1027,6 @@ def _ensure_indexes(engine: Engine) -> None:
             conn.exec_driver_sql(wanted[name])
         for name in retired:
             conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
+        # The planner's statistics of the new index's expression (the hashes).
+        conn.exec_driver_sql("ANALYZE sip_messages")
     log.info("capture_store_reindexed", seconds=round(time.monotonic() - started, 1))
