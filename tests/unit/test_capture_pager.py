@@ -4,6 +4,7 @@ live tail of new calls. One search path for the console, the API and the CLI."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,7 +336,7 @@ def test_the_message_slices_cover_everything_once() -> None:
 
     got = message_slices(10**16, None, None)
     assert got[0][1] is None and got[-1][0] is None  # open at both ends
-    for (low, _), (_, high) in zip(got, got[1:], strict=False):
+    for (low, _), (_, high) in itertools.pairwise(got):
         assert low == high  # each slice ends where the one above starts
     assert len(got) <= 20
     assert got[-2][1] - got[-2][0] <= SLICES_UP_TO  # type: ignore[operator]
