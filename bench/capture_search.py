@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from asterfleet.capture.pager import page_calls
-from asterfleet.capture.search import MessageQuery
+from asterfleet.capture.search import MessageQuery, search_messages
 from asterfleet.capture.store import DAY_US, Row, Store
 
 #: The first call; set by main() to ``--days`` before now.
@@ -268,6 +268,16 @@ def main() -> None:
                 )
                 for name, q in queries.items()
             }
+            # The message search (`capture search --messages`): time slices
+            # newest first on PostgreSQL (capture time has a BRIN index only).
+            for name, q in {
+                "messages: newest 50": MessageQuery(limit=50),
+                "messages: 50 of 1 user": MessageQuery(from_user="user0042", limit=50),
+            }.items():
+                results[name] = measure(
+                    lambda q=q: search_messages(store, q),  # type: ignore[misc]
+                    args.repeat,
+                )
             if args.cli:
                 results["call-id, whole CLI command"] = cli_call_id(
                     url, call_id, min(args.repeat, 20)

@@ -224,7 +224,8 @@ Slice = tuple[int | None, int | None]
 
 def message_slices(top_us: int, since_us: int | None, until_us: int | None) -> list[Slice]:
     """Where the message search looks, newest first: slices of capture time
-    below ``top_us`` (now, or the end of the time range), the first one
+    below ``top_us`` (the newest call opening, or the end of the time
+    range), the first one
     open upwards (messages stamped in the future are the newest), each
     next one longer, together covering exactly [since, until]."""
     high: int | None = None if until_us is None else until_us + 1
@@ -274,7 +275,16 @@ def search_messages(store: Store, q: MessageQuery) -> list[Message]:
 
     if not store.partitioned or q.call_id:
         return newest(q.limit)
-    top = q.until_us if q.until_us is not None else int(time.time() * 1_000_000)
+    top = q.until_us
+    if top is None:
+        # The newest call opening (its own index answers): the first slice
+        # is open upwards, so what came after it is in there too.
+        with store.reading() as conn:
+            top = conn.execute(
+                sa.select(sa.func.max(c.ts_us)).where(c.opens_call == sa.true())
+            ).scalar()
+        if top is None:
+            top = int(time.time() * 1_000_000)
     found: list[Message] = []
     for low, high in message_slices(top, q.since_us, q.until_us):
         bounds = [
