@@ -432,3 +432,29 @@ def test_size_retention_on_one_day_removes_the_oldest(postgres: PgSandbox) -> No
         assert oldest_left == f"c{20_000 - left:05d}"
     finally:
         store.close()
+
+
+def test_a_batch_sent_again_is_stored_once_on_postgresql(postgres: PgSandbox) -> None:
+    """The collector's path on PostgreSQL (binary COPY tuples from the
+    compiled parser, RTCP rows beside them): a batch id seen before stores
+    nothing again."""
+    from asterfleet.capture.collector import Batch, parse_for_store
+    from asterfleet.capture.hep import HepPacket, encode_hep
+
+    store = Store(postgres.url)
+    try:
+        sip = b"INVITE sip:100@b SIP/2.0\r\nCall-ID: k1\r\nCSeq: 1 INVITE\r\n\r\n"
+        packet = encode_hep(
+            HepPacket(
+                payload=sip, src_ip="10.0.0.1", dst_ip="10.0.0.2", src_port=5060,
+                dst_port=5060, ts_sec=TODAY // 1_000_000 + 60, capture_id=1,
+            )
+        )  # fmt: skip
+        batch = Batch([packet] * 3, 3)
+        parsed = parse_for_store(batch, None, TODAY + 1, True)
+        assert parsed.copied == 3 and parsed.id == batch.id
+        assert store.insert_rows(parsed.rows, parsed.copy, parsed.days, parsed.id)
+        assert not store.insert_rows(parsed.rows, parsed.copy, parsed.days, parsed.id)
+        assert store.count() == 3
+    finally:
+        store.close()

@@ -287,6 +287,10 @@ class Batch:
     items: list[bytes] = field(default_factory=list)
     count: int = 0
     framed: bool = False
+    #: Names the batch wherever it goes: a batch stored, then sent again
+    #: (its writer died before acknowledging it, or the commit's answer was
+    #: lost), is stored once (see :meth:`Store.insert_rows`).
+    id: bytes = field(default_factory=lambda: os.urandom(16))
 
     def packets(self) -> list[bytes]:
         """One item per packet."""
@@ -294,6 +298,10 @@ class Batch:
             return self.items
         return [p for chunk in self.items for p in split_frames(chunk)]
 
+
+#: How long the ids of stored batches are kept: a batch sent again comes
+#: within seconds (a writer's restart, a lost commit answer).
+BATCH_IDS_KEPT_S = 3600.0
 
 #: What a writer process acknowledges for one batch: stored, dropped, rejected
 #: by reason, and the seconds the database write took (None: not written).
@@ -439,7 +447,7 @@ class _WriterProcess:
                     return
                 with self._pending_lock:
                     self._pending.append(batch)
-                wire = (batch.items, batch.count, batch.framed)
+                wire = (batch.items, batch.count, batch.framed, batch.id)
                 self._batch_tx.send_bytes(pickle.dumps(wire, protocol=5))
             except OSError:
                 # The writer is gone: _ack_loop hands its unacknowledged batches
@@ -516,6 +524,8 @@ class ParsedBatch:
     copy: bytes = b""
     copied: int = 0
     days: set[int] = field(default_factory=set)
+    #: The received batch's :attr:`Batch.id` (None: store it without one).
+    id: bytes | None = None
 
     @property
     def stored(self) -> int:
@@ -532,7 +542,7 @@ def parse_for_store(
         batch = Batch(batch, len(batch))
     if _hepfast is None:
         rows, rejected = parse_batch(batch.packets(), auth_key, now_us)
-        return ParsedBatch(rows, rejected)
+        return ParsedBatch(rows, rejected, id=batch.id)
     copy, rows, stored, days, left, fast_rejected = _hepfast.parse_packets(
         batch.items, auth_key, now_us, binary, batch.framed
     )
@@ -541,7 +551,7 @@ def parse_for_store(
         slow_rows, slow_rejected = parse_batch(left, auth_key, now_us)
         rows += slow_rows
         rejected.update(slow_rejected)
-    return ParsedBatch(rows, rejected, copy, stored if binary else 0, days)
+    return ParsedBatch(rows, rejected, copy, stored if binary else 0, days, batch.id)
 
 
 def _writer_process(
@@ -645,7 +655,7 @@ class _Database:
         while True:
             started = time.perf_counter()
             try:
-                self.store.insert_rows(batch.rows, batch.copy, batch.days)
+                fresh = self.store.insert_rows(batch.rows, batch.copy, batch.days, batch.id)
             except Exception as exc:
                 # A database going away mid-batch does not always say so in
                 # the error's class: if it no longer answers, wait for it.
@@ -666,6 +676,10 @@ class _Database:
                 if not self.ok:
                     log.info("database_back", url=_safe_url(self.settings.db_url))
                     self.ok = True
+                if not fresh:
+                    # Stored already: its first commit went through unanswered,
+                    # or the writer that made it died before saying so.
+                    log.info("batch_stored_before", rows=batch.stored)
                 return batch.stored, 0, time.perf_counter() - started
             if self.abort.wait(delay):
                 return 0, batch.stored, None
@@ -681,15 +695,16 @@ class _Database:
 
     def retention(self) -> None:
         s = self.settings
-        if (s.retention_s is None and s.max_bytes is None) or not self.ok:
-            return
-        if not self.runs_retention:  # one writer prunes: the others only insert
+        if not self.ok or not self.runs_retention:  # one writer prunes: the others insert
             return
         now = time.monotonic()
         if now < self._next_retention:
             return
         self._next_retention = now + s.retention_interval
         try:
+            self.store.forget_batches(time.time() - BATCH_IDS_KEPT_S)
+            if s.retention_s is None and s.max_bytes is None:
+                return
             removed = self.store.apply_retention(s.retention_s, s.max_bytes)
         except Exception as exc:
             log.warning("retention_failed", error=str(exc).splitlines()[0][:200])

@@ -267,12 +267,14 @@ class Store:
                 metadata.create_all(self.engine)
             _rename_node_column(self.engine)
             _add_opens_call(self.engine)
-        # Databases written before RTCP was stored lack its table (as do
-        # stores opened with create=False): add it, the messages stay.
+        # Databases written before RTCP was stored, or batches named, lack
+        # those tables (as do stores opened with create=False): add them,
+        # the messages stay.
         if not current:
-            from asterfleet.capture.tables import rtcp_reports
+            from asterfleet.capture.tables import batches, rtcp_reports
 
             rtcp_reports.create(self.engine, checkfirst=True)
+            batches.create(self.engine, checkfirst=True)
 
     @cached_property
     def engine(self) -> Engine:
@@ -375,52 +377,66 @@ class Store:
     # -- writing -----------------------------------------------------------
 
     def insert_rows(
-        self, rows: Sequence[Row], copy_tuples: bytes = b"", copy_days: Iterable[int] = ()
-    ) -> None:
-        """Insert a batch in one transaction (all or nothing).
+        self,
+        rows: Sequence[Row],
+        copy_tuples: bytes = b"",
+        copy_days: Iterable[int] = (),
+        batch_id: bytes | None = None,
+    ) -> bool:
+        """Insert a batch in one transaction (all or nothing); False when
+        the batch ``batch_id`` was stored before (nothing is stored again).
 
         SIP rows are in :data:`COLUMNS` order; an RTCP row is
         ``(RTCP_TAG, block_rows)`` with block rows in :data:`RTCP_COLUMNS` order.
         On PostgreSQL, ``copy_tuples`` are more SIP rows already in binary
         COPY form (the collector's compiled path), stamped on ``copy_days``
-        (UTC days, µs // :data:`DAY_US`).
+        (UTC days, µs // :data:`DAY_US`). The batch's id is recorded in the
+        same transaction (``capture_batches``), so a batch sent again after
+        its commit went through unanswered is recognised.
         """
         if copy_tuples and self.dialect != "postgresql":
             raise ValueError("binary COPY tuples go to PostgreSQL only")
         if not rows and not copy_tuples:
-            return
+            return True
         rtcp = [block for r in rows if r[0] == RTCP_TAG for block in r[1]]
         if rtcp:
-            from asterfleet.capture.tables import rtcp_reports
-
-            with self.engine.begin() as conn:
-                conn.execute(
-                    rtcp_reports.insert(), [dict(zip(RTCP_COLUMNS, b, strict=True)) for b in rtcp]
-                )
             rows = [r for r in rows if r[0] != RTCP_TAG]
-            if not rows and not copy_tuples:
-                return
+        pg = self.dialect == "postgresql"
         raw = self.engine.raw_connection()
         try:
             driver: Any = raw.driver_connection
-            if self.dialect == "sqlite":
-                driver.executemany(self._sqlite_insert, rows)
-            else:
-                if self.partitioned:
-                    self._ensure_partitions(driver, {r[0] // DAY_US for r in rows}, copy_days)
-                # Binary COPY: no text escaping of the raw messages either way.
-                with driver.cursor() as cur, cur.copy(self._copy_sql) as copy:
-                    copy.write(COPY_SIGNATURE)
-                    if copy_tuples:
-                        copy.write(copy_tuples)
-                    if rows:
-                        # Row mode: psycopg writes the trailer.
-                        copy.set_types(COPY_TYPES)
-                        write = copy.write_row
-                        for row in rows:
-                            write(row)
-                    else:
-                        copy.write(COPY_TRAILER)
+            if pg and self.partitioned:
+                self._ensure_partitions(driver, {r[0] // DAY_US for r in rows}, copy_days)
+            cur = driver.cursor()
+            try:
+                if batch_id is not None:
+                    cur.execute(
+                        _CLAIM_BATCH_PG if pg else _CLAIM_BATCH_SQLITE,
+                        (batch_id, int(time.time() * 1_000_000)),
+                    )
+                    if cur.rowcount == 0:
+                        raw.rollback()
+                        return False
+                if rtcp:
+                    cur.executemany(_INSERT_RTCP_PG if pg else _INSERT_RTCP_SQLITE, rtcp)
+                if not pg:
+                    cur.executemany(self._sqlite_insert, rows)
+                elif rows or copy_tuples:
+                    # Binary COPY: no text escaping of the raw messages either way.
+                    with cur.copy(self._copy_sql) as copy:
+                        copy.write(COPY_SIGNATURE)
+                        if copy_tuples:
+                            copy.write(copy_tuples)
+                        if rows:
+                            # Row mode: psycopg writes the trailer.
+                            copy.set_types(COPY_TYPES)
+                            write = copy.write_row
+                            for row in rows:
+                                write(row)
+                        else:
+                            copy.write(COPY_TRAILER)
+            finally:
+                cur.close()
             raw.commit()
         except BaseException:
             try:
@@ -430,6 +446,18 @@ class Store:
             raise
         finally:
             raw.close()
+        return True
+
+    def forget_batches(self, before_s: float) -> int:
+        """Forget the ids of batches stored before ``before_s`` (epoch seconds)."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.exec_driver_sql(
+                    "DELETE FROM capture_batches WHERE stored_us < "
+                    + ("%s" if self.dialect == "postgresql" else "?"),
+                    (int(before_s * 1_000_000),),
+                ).rowcount
+            )
 
     def _ensure_partitions(self, driver: Any, days: set[int], more: Iterable[int]) -> None:
         """Make the day partitions of a batch's ``days`` (PostgreSQL), on
@@ -696,6 +724,18 @@ class Store:
 
 
 _MESSAGES_OF_CALLS = f"SELECT id, {', '.join(COLUMNS)} FROM sip_messages WHERE "
+_CLAIM_BATCH_PG = (
+    "INSERT INTO capture_batches (batch_id, stored_us) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+)
+_CLAIM_BATCH_SQLITE = "INSERT OR IGNORE INTO capture_batches (batch_id, stored_us) VALUES (?, ?)"
+_INSERT_RTCP_PG = (
+    f"INSERT INTO rtcp_reports ({', '.join(RTCP_COLUMNS)}) "
+    f"VALUES ({', '.join('%s' for _ in RTCP_COLUMNS)})"
+)
+_INSERT_RTCP_SQLITE = (
+    f"INSERT INTO rtcp_reports ({', '.join(RTCP_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in RTCP_COLUMNS)})"
+)
 _IN_CAPTURE_ORDER = " ORDER BY ts_us, id"
 
 
@@ -906,6 +946,7 @@ SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('sip_messages')) = 
    AND to_regclass('ix_sip_messages_opening_id') IS NOT NULL
    AND to_regclass('ix_sip_messages_call_id') IS NULL
    AND to_regclass('rtcp_reports') IS NOT NULL
+   AND to_regclass('capture_batches') IS NOT NULL
 """
 
 #: The same question on SQLite: every column, index and table this version makes.
@@ -914,6 +955,7 @@ SELECT (SELECT count(*) FROM pragma_table_info('sip_messages')
         WHERE name IN ('capture_host', 'opens_call')) = 2
    AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'ix_sip_messages_opening_ts')
    AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'rtcp_reports')
+   AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'capture_batches')
 """
 
 
@@ -947,9 +989,10 @@ def _create_partitioned(engine: Engine) -> None:
             conn.exec_driver_sql(
                 "CREATE TABLE IF NOT EXISTS sip_messages_other PARTITION OF sip_messages DEFAULT"
             )
-    from asterfleet.capture.tables import rtcp_reports
+    from asterfleet.capture.tables import batches, rtcp_reports
 
     rtcp_reports.create(engine, checkfirst=True)
+    batches.create(engine, checkfirst=True)
 
 
 def _partition_existing(engine: Engine) -> bool:

@@ -68,6 +68,15 @@ rtcp_reports = sa.Table(
     sa.Index("ix_rtcp_reports_ts", "ts_us"),
 )
 
+#: The batches stored lately, by the id the collector gave each (see
+#: ``Store.insert_rows``): a batch sent again is recognised, not stored twice.
+batches = sa.Table(
+    "capture_batches",
+    metadata,
+    sa.Column("batch_id", sa.LargeBinary, primary_key=True),
+    sa.Column("stored_us", sa.BigInteger, nullable=False),
+)
+
 #: The Calls list's walk: call openings, newest first (covering the walk's columns).
 opening = sa.Index(
     "ix_sip_messages_opening_ts",
