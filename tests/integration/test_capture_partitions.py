@@ -458,3 +458,27 @@ def test_a_batch_sent_again_is_stored_once_on_postgresql(postgres: PgSandbox) ->
         assert store.count() == 3
     finally:
         store.close()
+
+
+def test_the_call_id_lookup_is_planned_once_per_connection(postgres: PgSandbox) -> None:
+    """A Call-ID prunes no partition, so its plan names every day: it runs
+    as a prepared statement (planned once per connection); the walks on the
+    same connection stay unprepared (a generic plan cannot use a prefix)."""
+    store = Store(postgres.url)
+    try:
+        store.insert_rows([invite(f"c{d}", TODAY - d * DAY_US + 5) for d in range(40)])
+        prepared = "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%hashtext%%'"
+        with store.reading() as conn:
+            for d in (3, 30, 3):
+                assert [m.call_id for m in store.messages_of_calls([f"c{d}"], conn)] == [f"c{d}"]
+            assert conn.exec_driver_sql(prepared).scalar_one() == 1
+            assert conn.connection.driver_connection.prepare_threshold is None
+        reader = Store(postgres.url, create=False)
+        try:
+            assert [m.call_id for m in reader.messages_of_calls(["c7"])] == ["c7"]
+            assert reader._driver.execute(prepared.replace("%%", "%")).fetchone()[0] == 1
+            assert reader._driver.prepare_threshold is None
+        finally:
+            reader.close()
+    finally:
+        store.close()
