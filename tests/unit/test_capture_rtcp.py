@@ -143,6 +143,76 @@ REAL_SR = (
 REAL_SR_AT = 1796074329 * 1_000_000 + 888209  # its HEP capture time
 
 
+#: One real call, recorded (Asterisk 22.10.1, test_real_asterisk_rtcp.py:
+#: SIPp to Echo(), the RtcpPeer answering the box's SRs with an SR, then an
+#: RR): every HEP type 5 payload the box's res_hep_rtcp sent, verbatim, with
+#: its HEP capture time and source and destination ports (box RTCP port 12455).
+REAL_CALL = [
+    # the box's first SR, on SIPp's stream: nothing to answer yet (lsr 0)
+    (
+        1796085815378278,
+        12455,
+        55189,
+        b'{"ssrc":1647736369,"type":200,"report_count":1,"sender_information":{"ntp_timestamp_'
+        b'sec":"1796085815","ntp_timestamp_usec":"377877","rtp_timestamp":47936,"packets":250,'
+        b'"octets":40000},"report_blocks":[{"source_ssrc":3390111744,"fraction_lost":0,"packet'
+        b's_lost":0,"highest_seq_no":249,"ia_jitter":11,"lsr":"0","dlsr":0}]}',
+    ),
+    # the peer's SR as the box received it: ssrc is the NTP seconds (third word)
+    (
+        1796085815379540,
+        55189,
+        12455,
+        b'{"ssrc":4005074615,"type":200,"report_count":1,"sender_information":{"ntp_timestamp_'
+        b'sec":"1796085815","ntp_timestamp_usec":"378031","rtp_timestamp":0,"packets":0,"octet'
+        b's":0},"report_blocks":[{"source_ssrc":1647736369,"fraction_lost":0,"packets_lost":0,'
+        b'"highest_seq_no":1000,"ia_jitter":0,"lsr":"2528600252","dlsr":2}]}',
+    ),
+    # the box's next SR, answering the peer's: lsr and dlsr in the *peer's* clock
+    (
+        1796085820378627,
+        12455,
+        55189,
+        b'{"ssrc":1647736369,"type":200,"report_count":1,"sender_information":{"ntp_timestamp_'
+        b'sec":"1796085820","ntp_timestamp_usec":"378355","rtp_timestamp":87936,"packets":500,'
+        b'"octets":80000},"report_blocks":[{"source_ssrc":3390111744,"fraction_lost":0,"packet'
+        b's_lost":0,"highest_seq_no":499,"ia_jitter":16,"lsr":"2528600262","dlsr":327680}]}',
+    ),
+    # the peer's RR as the box received it: ssrc is its block's source_ssrc
+    (
+        1796085820381827,
+        55189,
+        12455,
+        b'{"ssrc":1647736369,"type":201,"report_count":1,"sender_information":null,"report_blo'
+        b'cks":[{"source_ssrc":1647736369,"fraction_lost":0,"packets_lost":0,"highest_seq_no":'
+        b'1000,"ia_jitter":0,"lsr":"2528927963","dlsr":1}]}',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("index", "received", "rtt"),
+    [
+        (0, False, None),
+        (1, True, 1.633),  # arrival - LSR (the box's SR 1.5 ms before) - DLSR
+        # sent: A - LSR - DLSR = 0.595 ms here is the way one, plus the
+        # clocks' offset with a phone; it used to be shown as the RTT
+        (2, False, None),
+        (3, True, 3.464),
+    ],
+)
+def test_a_recorded_real_call_tells_which_way_each_report_went(
+    index: int, received: bool, rtt: float | None
+) -> None:
+    at, src_port, dst_port, payload = REAL_CALL[index]
+    assert 12455 in (src_port, dst_port)
+    (got,) = parse_rtcp(payload, at)
+    assert got.received is received
+    assert (src_port == 12455) is not received  # the box's own RTCP port: it sent it
+    assert got.rtt_ms == (None if rtt is None else pytest.approx(rtt, abs=0.001))
+    assert got.mos == 4.4  # loopback: no loss, under 2 ms of jitter
+
+
 S_BOX, S_FAR = 0x78_3C_5A_D4, 0xCA_0F_00_00  # the capture host's SSRC, the far end's
 HELD = 400 * 65536 // 1000  # DLSR: the answering end held the SR 400 ms
 
