@@ -5,10 +5,13 @@ stream and shown on the call page and ``GET /api/v1/calls/{id}``.
 
 Run where ``ASTERFLEET_ASTERISK`` names an Asterisk with ``res_hep_rtcp``
 built (the fleet's image builds it); skipped otherwise, with the reason.
-SIPp sends no RTCP: the box's sender reports on SIPp's stream have no
-round-trip time (``lsr`` 0). A small RTCP peer on SIPp's RTCP port answers
-them with receiver reports on the box's stream, so the box also sends the
-reports it received, with a round-trip time."""
+SIPp sends no RTCP: a small RTCP peer on SIPp's RTCP port answers the box's
+sender reports, the first with a sender report of its own, the others with
+receiver reports (both carrying a block on the box's stream), so the box
+also sends the reports it received, of both kinds, with a round-trip time.
+And the box's next sender report answers the peer's (its ``lsr`` is the
+peer's clock): a report the box *sent*, whose ``A - LSR - DLSR`` is no
+round-trip time; the capture must show none for it."""
 
 from __future__ import annotations
 
@@ -34,8 +37,9 @@ from tests.integration.test_real_asterisk import BALANCER, require_asterisk, run
 pytestmark = pytest.mark.integration
 
 SCENARIO = Path(__file__).parent / "scenarios" / "uac_rtp.xml"
-#: Asterisk reports every 5 s (rtp.conf rtcpinterval): one report, with room.
-HOLD_MS = 7_500
+#: Asterisk reports every 5 s (rtp.conf rtcpinterval): two reports, with room
+#: (the second answers the peer's SR).
+HOLD_MS = 12_500
 ECHO = """[fleet-dialplan]
 exten => asterfleet,1,Answer()
  same => n,Echo()
@@ -45,10 +49,12 @@ exten => asterfleet,1,Answer()
 
 class RtcpPeer:
     """SIPp's RTCP side, which SIPp lacks: on SIPp's RTCP port (its RTP port
-    + 1), it answers each sender report of the box with a receiver report
-    (RFC 3550 6.4.2) on the box's stream: LSR from that SR, DLSR the time it
-    held it, so the box's res_hep_rtcp sends a report it *received*, with a
-    round-trip time to tell."""
+    + 1), it answers each sender report of the box (RFC 3550 6.4) -- the
+    first with a sender report, later ones with receiver reports -- with a
+    block on the box's stream: LSR from that SR, DLSR the time it held it,
+    so the box's res_hep_rtcp sends reports it *received*, with a round-trip
+    time to tell. It keeps the LSR of each of the box's SRs: non-zero once
+    the box answers the peer's SR."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -62,6 +68,7 @@ class RtcpPeer:
         self.rtp_port = rtp
         self.sock.settimeout(0.2)
         self.answered = 0
+        self.box_lsrs: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -72,16 +79,21 @@ class RtcpPeer:
             except TimeoutError:
                 continue
             held = time.time()
-            if len(data) < 32 or data[1] != 200 or data[0] & 0x1F < 1:
+            if len(data) < 52 or data[1] != 200 or data[0] & 0x1F < 1:
                 continue  # not an SR with a report block
             box_ssrc, ntp_sec, ntp_frac = struct.unpack_from("!III", data, 4)
             (our_ssrc,) = struct.unpack_from("!I", data, 28)  # the SR's block: our stream
+            self.box_lsrs.append(struct.unpack_from("!I", data, 44)[0])
             lsr = ((ntp_sec & 0xFFFF) << 16) | (ntp_frac >> 16)
-            dlsr = int((time.time() - held) * 65536)
-            rr = struct.pack("!BBHI", 0x81, 201, 7, our_ssrc) + struct.pack(
-                "!IIIIII", box_ssrc, 0, 1000, 0, lsr, dlsr
-            )
-            self.sock.sendto(rr, box)
+            now = time.time()
+            block = struct.pack("!IIIIII", box_ssrc, 0, 1000, 0, lsr, int((now - held) * 65536))
+            if self.answered == 0:  # an SR: NTP now, RTP time, packets, octets
+                head = struct.pack("!BBHI", 0x81, 200, 12, our_ssrc) + struct.pack(
+                    "!IIIII", int(now) + 2_208_988_800, int(now % 1 * 2**32), 0, 0, 0
+                )
+            else:
+                head = struct.pack("!BBHI", 0x81, 201, 7, our_ssrc)
+            self.sock.sendto(head + block, box)
             self.answered += 1
 
     def __enter__(self) -> RtcpPeer:
@@ -159,21 +171,27 @@ def test_a_real_asterisks_rtcp_gives_the_calls_media_quality(tmp_path: Path) -> 
             ).fetchall()
         print("RTCP reports of the real Asterisk's call:", [dict(r) for r in rows])
         assert {r["capture_host"] for r in rows} == {"ast-real"}
-        sent = [r for r in rows if r["report_type"] == 200]
-        received = [r for r in rows if r["report_type"] == 201]
+        # Which way each went, as the test knows it: the box's RTCP port is
+        # its RTP port + 1, SIPp's (the peer's) likewise.
+        sent = [r for r in rows if r["src_port"] == box_rtp + 1]
+        received = [r for r in rows if r["src_port"] == caller_rtp + 1]
         assert sent and received and len(sent) + len(received) == len(rows)
-        # Sent: sender reports (the box sends the echo) from its RTCP port to
-        # SIPp's, on SIPp's stream; SIPp sent no SR, so no RTT.
+        # Sent: sender reports (the box sends the echo) to SIPp's RTCP port,
+        # on SIPp's stream: no RTT, neither before the peer's SR (lsr 0) nor
+        # after it, when the box's SR answers the peer's (lsr in the peer's
+        # clock: what the capture used to show as an RTT).
+        assert peer.box_lsrs[0] == 0 and any(peer.box_lsrs[1:]), peer.box_lsrs
         box_ssrc, caller_ssrc = sent[0]["ssrc"], sent[0]["source_ssrc"]
         assert box_ssrc != caller_ssrc
         for r in sent:
-            assert (r["src_port"], r["dst_port"]) == (box_rtp + 1, caller_rtp + 1)
+            assert (r["dst_port"], r["report_type"]) == (caller_rtp + 1, 200)
             assert (r["ssrc"], r["source_ssrc"], r["rtt_ms"]) == (box_ssrc, caller_ssrc, None)
-        # Received: the peer's receiver reports on the box's stream, from
+        # Received: the peer's SR, then RRs, on the box's stream, from
         # SIPp's RTCP port (the reporter), with the round trip the box's
         # clock tells (loopback: milliseconds; a loaded machine: a few more).
+        assert {r["report_type"] for r in received} == {200, 201}
         for r in received:
-            assert (r["src_port"], r["dst_port"]) == (caller_rtp + 1, box_rtp + 1)
+            assert r["dst_port"] == box_rtp + 1
             assert r["source_ssrc"] == box_ssrc
             assert r["rtt_ms"] is not None and 0.0 <= r["rtt_ms"] < 500.0
         start, end = call["start_us"], call["start_us"] + call["duration_s"] * 1e6
@@ -206,6 +224,9 @@ def test_a_real_asterisks_rtcp_gives_the_calls_media_quality(tmp_path: Path) -> 
         ]
         assert f"0x{box_ssrc:08x}" in streams and f"0x{caller_ssrc:08x}" in streams
         assert f"{received[-1]['rtt_ms']:.1f} ms" in streams
+        # Jitter read at the clock of the codec the box answered with (PCMU).
+        assert shown["media"] == {"clock_hz": 8000, "codec": "PCMU", "from_sdp": True}
+        assert "PCMU RTP clock, 8000 Hz (from the SDP)" in " ".join(page.split())
         # Searchable by MOS: below 4.5 finds it, below 3.5 does not.
         for below, listed in (("4.5", True), ("3.5", False)):
             found = web.get("/api/v1/calls", params={"mos_below": below}).json()["calls"]

@@ -143,36 +143,190 @@ REAL_SR = (
 REAL_SR_AT = 1796074329 * 1_000_000 + 888209  # its HEP capture time
 
 
+#: One real call, recorded (Asterisk 22.10.1, test_real_asterisk_rtcp.py:
+#: SIPp to Echo(), the RtcpPeer answering the box's SRs with an SR, then an
+#: RR): every HEP type 5 payload the box's res_hep_rtcp sent, verbatim, with
+#: its HEP capture time and source and destination ports (box RTCP port 12455).
+REAL_CALL = [
+    # the box's first SR, on SIPp's stream: nothing to answer yet (lsr 0)
+    (
+        1796085815378278,
+        12455,
+        55189,
+        b'{"ssrc":1647736369,"type":200,"report_count":1,"sender_information":{"ntp_timestamp_'
+        b'sec":"1796085815","ntp_timestamp_usec":"377877","rtp_timestamp":47936,"packets":250,'
+        b'"octets":40000},"report_blocks":[{"source_ssrc":3390111744,"fraction_lost":0,"packet'
+        b's_lost":0,"highest_seq_no":249,"ia_jitter":11,"lsr":"0","dlsr":0}]}',
+    ),
+    # the peer's SR as the box received it: ssrc is the NTP seconds (third word)
+    (
+        1796085815379540,
+        55189,
+        12455,
+        b'{"ssrc":4005074615,"type":200,"report_count":1,"sender_information":{"ntp_timestamp_'
+        b'sec":"1796085815","ntp_timestamp_usec":"378031","rtp_timestamp":0,"packets":0,"octet'
+        b's":0},"report_blocks":[{"source_ssrc":1647736369,"fraction_lost":0,"packets_lost":0,'
+        b'"highest_seq_no":1000,"ia_jitter":0,"lsr":"2528600252","dlsr":2}]}',
+    ),
+    # the box's next SR, answering the peer's: lsr and dlsr in the *peer's* clock
+    (
+        1796085820378627,
+        12455,
+        55189,
+        b'{"ssrc":1647736369,"type":200,"report_count":1,"sender_information":{"ntp_timestamp_'
+        b'sec":"1796085820","ntp_timestamp_usec":"378355","rtp_timestamp":87936,"packets":500,'
+        b'"octets":80000},"report_blocks":[{"source_ssrc":3390111744,"fraction_lost":0,"packet'
+        b's_lost":0,"highest_seq_no":499,"ia_jitter":16,"lsr":"2528600262","dlsr":327680}]}',
+    ),
+    # the peer's RR as the box received it: ssrc is its block's source_ssrc
+    (
+        1796085820381827,
+        55189,
+        12455,
+        b'{"ssrc":1647736369,"type":201,"report_count":1,"sender_information":null,"report_blo'
+        b'cks":[{"source_ssrc":1647736369,"fraction_lost":0,"packets_lost":0,"highest_seq_no":'
+        b'1000,"ia_jitter":0,"lsr":"2528927963","dlsr":1}]}',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("index", "received", "rtt"),
+    [
+        (0, False, None),
+        (1, True, 1.633),  # arrival - LSR (the box's SR 1.5 ms before) - DLSR
+        # sent: A - LSR - DLSR = 0.595 ms here is the way one, plus the
+        # clocks' offset with a phone; it used to be shown as the RTT
+        (2, False, None),
+        (3, True, 3.464),
+    ],
+)
+def test_a_recorded_real_call_tells_which_way_each_report_went(
+    index: int, received: bool, rtt: float | None
+) -> None:
+    at, src_port, dst_port, payload = REAL_CALL[index]
+    assert 12455 in (src_port, dst_port)
+    (got,) = parse_rtcp(payload, at)
+    assert got.received is received
+    assert (src_port == 12455) is not received  # the box's own RTCP port: it sent it
+    assert got.rtt_ms == (None if rtt is None else pytest.approx(rtt, abs=0.001))
+    assert got.mos == 4.4  # loopback: no loss, under 2 ms of jitter
+
+
+S_BOX, S_FAR = 0x78_3C_5A_D4, 0xCA_0F_00_00  # the capture host's SSRC, the far end's
+HELD = 400 * 65536 // 1000  # DLSR: the answering end held the SR 400 ms
+
+
+def far_sr(lsr: int | str, dlsr: int, at_unix: int) -> bytes:
+    """A sender report the box *received* from a phone, as Asterisk 22 writes
+    it: ``ssrc`` is the packet's third word, the SR's NTP seconds
+    (res_rtp_asterisk.c ``rtcpheader[position + 2]``), ``ntp_timestamp_sec``
+    the same seconds since 1970 (``ntp2timeval``)."""
+    doc = report(
+        block(source=S_BOX, jitter=8, lsr=lsr, dlsr=dlsr),
+        rtype=200,
+        ssrc=(at_unix + 2_208_988_800) & 0xFFFFFFFF,
+    )
+    doc["sender_information"] |= {"ntp_timestamp_sec": str(at_unix), "ntp_timestamp_usec": "0"}
+    return json.dumps(doc).encode()  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("payload", "at", "expect"),
     [
-        # Asterisk's own: no loss, 17 units = 2.125 ms jitter, no SR from
-        # SIPp yet (lsr "0": no RTT); d = 14.25 ms, R = 92.86
-        (REAL_SR, REAL_SR_AT, (2017236692, 200, 3390111744, 0.0, 0, 2.125, None, 4.4)),
-        # a receiver report answering our SR sent 500 ms before, held 400 ms
-        # by the far end: lsr as Asterisk's string, and as an integer
+        # Asterisk's own SR, recorded: no loss, 17 units = 2.125 ms jitter, no
+        # SR from SIPp yet (lsr "0"): sent, no RTT; d = 14.25 ms, R = 92.86
+        (REAL_SR, REAL_SR_AT, (False, 2017236692, 200, 3390111744, 2.125, None, 4.4)),
+        # Asterisk's own SR answering a phone's SR: LSR is the *phone's*
+        # clock (sent at T0, held 400 ms, captured 50 ms of transit later);
+        # A - LSR - DLSR = 50 ms is one-way transit, not an RTT: none
+        (
+            json.dumps(
+                report(
+                    block(source=S_FAR, jitter=8, lsr=str(ntp_middle32(T0)), dlsr=HELD),
+                    rtype=200,
+                    ssrc=S_BOX,
+                )
+            ).encode(),
+            T0 + 450_000,
+            (False, S_BOX, 200, S_FAR, 1.0, None, 4.4),
+        ),
+        # A phone's RR received, answering our SR sent 500 ms before, held
+        # 400 ms: ssrc is its first block's source_ssrc (the third word);
+        # RTT 100 ms, our clock; d = 62 ms, R = 91.71. lsr as Asterisk's
+        # string, and as an integer
         *(
             (
-                json.dumps(report(block(lsr=lsr, dlsr=400 * 65536 // 1000, jitter=8))).encode(),
+                json.dumps(
+                    report(block(source=S_BOX, lsr=lsr, dlsr=HELD, jitter=8), ssrc=S_BOX)
+                ).encode(),
                 T0 + 500_000,
-                (0x1111, 201, 0x2222, 0.0, 0, 1.0, 100.0, 4.38),  # d = 62 ms, R = 91.71
+                (True, S_BOX, 201, S_BOX, 1.0, 100.0, 4.38),
             )
             for lsr in (str(ntp_middle32(T0)), ntp_middle32(T0))
+        ),
+        # a phone's SR received, the same answer in its report block: RTT 100 ms
+        (
+            far_sr(str(ntp_middle32(T0)), HELD, T0 // 1_000_000),
+            T0 + 500_000,
+            (True, (T0 // 1_000_000 + 2_208_988_800) & 0xFFFFFFFF, 200, S_BOX, 1.0, 100.0, 4.38),
+        ),
+        # received, but answering no SR of ours yet (lsr 0): no RTT
+        (
+            json.dumps(report(block(source=S_BOX, jitter=8), ssrc=S_BOX)).encode(),
+            T0,
+            (True, S_BOX, 201, S_BOX, 1.0, None, 4.4),
+        ),
+        # received, a clock stepped: 20 s "round trip" is none
+        (
+            json.dumps(
+                report(block(source=S_BOX, lsr=ntp_middle32(T0), jitter=8), ssrc=S_BOX)
+            ).encode(),
+            T0 + 20_000_000,
+            (True, S_BOX, 201, S_BOX, 1.0, None, 4.4),
         ),
     ],
 )
 def test_parse_rtcp_as_asterisk_writes_it(payload: bytes, at: int, expect: tuple[Any, ...]) -> None:
+    """Which way a report went, and an RTT only for one the box received."""
     (got,) = parse_rtcp(payload, at)
-    ssrc, rtype, source, fraction, lost, jitter, rtt, mos = expect
-    assert (got.ssrc, got.report_type, got.source_ssrc, got.packets_lost) == (
+    received, ssrc, rtype, source, jitter, rtt, mos = expect
+    assert (got.received, got.ssrc, got.report_type, got.source_ssrc) == (
+        received,
         ssrc,
         rtype,
         source,
-        lost,
     )
-    assert got.fraction_lost == fraction and got.jitter_ms == pytest.approx(jitter)
+    assert got.jitter_ms == pytest.approx(jitter)
     assert got.rtt_ms == (None if rtt is None else pytest.approx(rtt, abs=0.1))
     assert got.mos == pytest.approx(mos, abs=0.01)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(1_000_000_000, 4_000_000_000),
+    st.integers(0, 10 * 65536),
+    st.integers(0, 30_000_000),
+)
+def test_only_received_reports_have_an_rtt(
+    box: int, far: int, lsr: int, unix_s: int, dlsr: int, later_us: int
+) -> None:
+    """Whatever LSR and DLSR, a report the box sent (its own SSRC, on the
+    far stream) never gets an RTT; one it received does whenever the
+    round trip reads 0..10 s."""
+    at = unix_s * 1_000_000 + later_us
+    sent = json.dumps(report(block(source=far, lsr=lsr, dlsr=dlsr), rtype=200, ssrc=box))
+    if box != far and box != (unix_s + 2_208_988_800) & 0xFFFFFFFF:
+        (got,) = parse_rtcp(sent.encode(), at)
+        assert not got.received and got.rtt_ms is None
+    rr = json.dumps(report(block(source=box, lsr=lsr, dlsr=dlsr), ssrc=box))
+    for payload in (rr.encode(), far_sr(lsr, dlsr, unix_s)):
+        (got,) = parse_rtcp(payload, at)
+        assert got.received
+        assert (got.rtt_ms is not None) == (lsr != 0 and rtt_ms(at, lsr, dlsr) is not None)
 
 
 @pytest.mark.parametrize(

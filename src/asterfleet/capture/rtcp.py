@@ -23,10 +23,28 @@ report Asterisk sent, as its ``res_hep_rtcp`` captured it (recorded from
      "report_blocks":[{"source_ssrc":3390111744,"fraction_lost":0,
         "packets_lost":0,"highest_seq_no":249,"ia_jitter":17,"lsr":"0","dlsr":0}]}
 
-For a report Asterisk 22 *received*, its ``ssrc`` is not the sender's: it
-reads the packet's third word (for a receiver report, the first block's
-``source_ssrc``). A stream is therefore told by ``source_ssrc`` and the
-reporter's address (the HEP source), never by ``ssrc``.
+Which way a report went (from the capture host's point of view) is not in
+the JSON, and the HEP addresses alone cannot tell it: Asterisk's
+``res_rtp_asterisk.c`` publishes a report it *sent* with ``from`` = its own
+RTCP socket (``rtcp->local_addr_str``) and ``to`` = the far end, one it
+*received* with ``from`` = the packet's source and ``to`` = the same
+``local_addr_str``, and ``res_hep_rtcp.c`` copies ``from``/``to`` into the HEP
+source and destination; the two ends of a session look alike. What tells
+them apart is how Asterisk fills ``ssrc``: for a report it sends,
+``rtcp_report->ssrc = rtp->ssrc`` (its own); for one it receives, it reads
+the *third* word of the packet (``rtcpheader[position + 2]``) -- in a
+receiver report the first block's ``source_ssrc``, in a sender report the
+NTP seconds, whose Unix value it also writes as ``ntp_timestamp_sec``
+(``ntp2timeval``: ``msw - 2208988800``). So a block was *received* when
+
+- ``type`` 201 and ``ssrc == source_ssrc`` of the first block (a sender
+  never reports on its own SSRC), or
+- ``type`` 200 and ``ssrc == (ntp_timestamp_sec + 2208988800) mod 2**32``;
+
+and *sent* otherwise (a random SSRC meets either by chance once in 2**32).
+Asterisk keeps only the first block of a report it receives. A stream is
+told by ``source_ssrc`` and the reporter's address (the HEP source), never
+by ``ssrc``.
 
 Each report block describes one stream (``source_ssrc``) as its receiver saw
 it. Per block we keep:
@@ -34,13 +52,17 @@ it. Per block we keep:
 - loss: ``fraction_lost / 256`` since the previous report, and the
   cumulative ``packets_lost``;
 - jitter in ms: ``ia_jitter`` is in RTP timestamp units; the clock rate is
-  not in the report, so 8,000 Hz (G.711, the fleet's codec) is assumed:
-  ``jitter_ms = ia_jitter / 8``;
+  not in the report, so it is stored at 8,000 Hz (G.711, the fleet's codec):
+  ``jitter_ms = ia_jitter / 8``; the call view rescales it to the clock rate
+  of the codec the call's SDP negotiated (:mod:`asterfleet.capture.sdp`)
+  and estimates the MOS again (:func:`rescaled`);
 - round-trip time (RFC 3550 §6.4.1): ``A - LSR - DLSR`` in 1/65536 s, where
-  A is the capture time as the middle 32 bits of an NTP timestamp. It is
-  right for a report the capture agent *received* (A, LSR are both its own
-  clock); for a report it sent, LSR is the far end's clock, so a value
-  outside 0..10 s or ``lsr == 0`` gives no RTT;
+  A is the capture time as the middle 32 bits of an NTP timestamp, for a
+  block the capture host *received* only: LSR there is the NTP time of the
+  capture host's own last SR, so A and LSR are one clock. In a block it
+  sent, LSR is the far end's clock and ``A - LSR - DLSR`` is the one-way
+  transit plus the clocks' offset: no RTT. Nor when ``lsr == 0`` (no SR
+  answered yet) or the value is outside 0..10 s (a clock stepped);
 - an estimated MOS from a simplified ITU-T G.107 E-model for G.711
   (after Cole & Rosenbluth, 2001)::
 
@@ -74,7 +96,7 @@ from asterfleet.errors import UsageError
 #: HEP protocol type of an RTCP report (JSON payload).
 PROTO_RTCP = 5
 
-#: The assumed RTP clock rate (G.711), for jitter in timestamp units.
+#: The RTP clock rate stored jitter assumes (G.711), for jitter in timestamp units.
 CLOCK_HZ = 8000
 #: E-model constants (see the module docstring).
 R0 = 93.2
@@ -85,6 +107,7 @@ PACKETISATION_MS = 10.0
 MAX_RTT_S = 10.0
 
 _NTP_UNIX_OFFSET = 2_208_988_800
+_U32 = 0xFFFFFFFF
 
 
 class RtcpError(ValueError):
@@ -99,8 +122,8 @@ class RtcpError(ValueError):
 class RtcpBlock:
     """One report block: one stream's quality, as its receiver reported it."""
 
-    #: SSRC of the reporter (the receiver of the stream), as sent; unreliable
-    #: in the reports Asterisk received (see the module docstring).
+    #: SSRC of the reporter (the receiver of the stream), as sent; not the
+    #: reporter's in the reports Asterisk received (see the module docstring).
     ssrc: int
     #: 200 (sender report) or 201 (receiver report).
     report_type: int
@@ -110,9 +133,13 @@ class RtcpBlock:
     fraction_lost: float
     #: Packets lost since the stream began (may be negative: duplicates).
     packets_lost: int
+    #: Interarrival jitter in ms at :data:`CLOCK_HZ`.
     jitter_ms: float
+    #: Round-trip time, for a block the capture host received only.
     rtt_ms: float | None
     mos: float
+    #: True: the capture host received this report; False: it sent it.
+    received: bool
 
 
 def r_factor(loss_pct: float, jitter_ms: float, rtt_ms: float | None) -> float:
@@ -131,6 +158,20 @@ def mos_from_r(r: float) -> float:
     if r >= 100:
         return 4.5
     return 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)
+
+
+def estimated_mos(fraction_lost: float, jitter_ms: float, rtt: float | None) -> float:
+    """The estimated MOS of one report block, to two decimals."""
+    return round(mos_from_r(r_factor(fraction_lost * 100, jitter_ms, rtt)), 2)
+
+
+def rescaled(
+    fraction_lost: float, jitter_ms: float, rtt: float | None, clock_hz: int
+) -> tuple[float, float]:
+    """A stored block's jitter (at :data:`CLOCK_HZ`) at the stream's real RTP
+    clock rate, and the MOS estimated again with it: ``(jitter_ms, mos)``."""
+    jitter = jitter_ms * CLOCK_HZ / clock_hz
+    return jitter, estimated_mos(fraction_lost, jitter, rtt)
 
 
 def ntp_middle32(ts_us: int) -> int:
@@ -173,6 +214,28 @@ def _int(obj: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
+def received_by_asterisk(
+    ssrc: int, report_type: int, ntp_sec: int | None, first_source: int
+) -> bool:
+    """Whether Asterisk received (not sent) a report, from the ``ssrc`` it
+    wrote: the packet's third word when it received it (see the module
+    docstring). ``ntp_sec``: the sender information's ``ntp_timestamp_sec``."""
+    if report_type == 201:
+        return ssrc == first_source
+    return ntp_sec is not None and ssrc == (ntp_sec + _NTP_UNIX_OFFSET) & _U32
+
+
+def _ntp_sec(doc: dict[str, Any]) -> int | None:
+    """``sender_information.ntp_timestamp_sec``, or None when absent or unreadable."""
+    info = doc.get("sender_information")
+    if not isinstance(info, dict):
+        return None
+    try:
+        return _uint32_or_text(info, "ntp_timestamp_sec")
+    except RtcpError:
+        return None
+
+
 def _uint32_or_text(obj: dict[str, Any], key: str) -> int:
     """An unsigned 32-bit field given as a JSON integer or a decimal string."""
     value = obj.get(key)
@@ -195,32 +258,38 @@ def parse_rtcp(payload: bytes, ts_us: int) -> list[RtcpBlock]:
         raise RtcpError(f"RTCP payload is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise RtcpError("RTCP payload is not a JSON object")
-    ssrc = _int(doc, "ssrc", -(2**31), 2**32 - 1) & 0xFFFFFFFF
+    ssrc = _int(doc, "ssrc", -(2**31), 2**32 - 1) & _U32
     report_type = _int(doc, "type", 200, 201)
     blocks = doc.get("report_blocks")
     if not isinstance(blocks, list):
         raise RtcpError("RTCP report: 'report_blocks' is not a list")
-    out = []
+    ntp_sec = _ntp_sec(doc)
+    out: list[RtcpBlock] = []
     for block in blocks[:31]:  # RC is 5 bits
         if not isinstance(block, dict):
             raise RtcpError("RTCP report: a report block is not an object")
+        source = _int(block, "source_ssrc", -(2**31), 2**32 - 1) & _U32
         fraction = _int(block, "fraction_lost", 0, 255) / 256
         lost = _int(block, "packets_lost", -(2**31), 2**32 - 1)
-        jitter = _int(block, "ia_jitter", -(2**31), 2**32 - 1) & 0xFFFFFFFF
+        jitter = _int(block, "ia_jitter", -(2**31), 2**32 - 1) & _U32
         lsr = _uint32_or_text(block, "lsr")
-        dlsr = _int(block, "dlsr", -(2**31), 2**32 - 1) & 0xFFFFFFFF
+        dlsr = _int(block, "dlsr", -(2**31), 2**32 - 1) & _U32
+        received = (
+            out[0].received if out else received_by_asterisk(ssrc, report_type, ntp_sec, source)
+        )
         jitter_ms = jitter * 1000 / CLOCK_HZ
-        rtt = rtt_ms(ts_us, lsr, dlsr)
+        rtt = rtt_ms(ts_us, lsr, dlsr) if received else None
         out.append(
             RtcpBlock(
                 ssrc=ssrc,
                 report_type=report_type,
-                source_ssrc=_int(block, "source_ssrc", -(2**31), 2**32 - 1) & 0xFFFFFFFF,
+                source_ssrc=source,
                 fraction_lost=fraction,
                 packets_lost=lost,
                 jitter_ms=jitter_ms,
                 rtt_ms=rtt,
-                mos=round(mos_from_r(r_factor(fraction * 100, jitter_ms, rtt)), 2),
+                mos=estimated_mos(fraction, jitter_ms, rtt),
+                received=received,
             )
         )
     return out

@@ -123,6 +123,8 @@ class StreamQuality:
     mos: float
     #: The lowest MOS of any of its reports.
     min_mos: float
+    #: The RTP clock rate its jitter and MOS were computed at.
+    clock_hz: int = 8000
 
 
 @dataclass(frozen=True, slots=True)
@@ -681,10 +683,12 @@ class Store:
         with self.reading() as conn:
             return [message_from_row(r) for r in conn.execute(query)]
 
-    def stream_quality(self, call_id: str) -> list[StreamQuality]:
-        """A call's streams (by SSRC and reporter), latest report each."""
+    def stream_quality(self, call_id: str, clock_hz: int = 8000) -> list[StreamQuality]:
+        """A call's streams (by SSRC and reporter), latest report each; jitter
+        and MOS at the RTP clock rate ``clock_hz`` (stored: 8,000 Hz)."""
         import sqlalchemy as sa
 
+        from asterfleet.capture.rtcp import rescaled
         from asterfleet.capture.tables import rtcp_reports
 
         t = rtcp_reports.c
@@ -695,9 +699,10 @@ class Store:
         with self.engine.connect() as conn:
             for row in conn.execute(query):
                 key = (row.source_ssrc, _hostport(row.src_ip, row.src_port))
-                latest[key] = row
+                jitter, mos = rescaled(row.fraction_lost, row.jitter_ms, row.rtt_ms, clock_hz)
+                latest[key] = (row, jitter, mos)
                 counts[key] = counts.get(key, 0) + 1
-                lowest[key] = min(lowest.get(key, 5.0), row.mos)
+                lowest[key] = min(lowest.get(key, 5.0), mos)
         return [
             StreamQuality(
                 source_ssrc=key[0],
@@ -705,12 +710,13 @@ class Store:
                 reports=counts[key],
                 fraction_lost=row.fraction_lost,
                 packets_lost=row.packets_lost,
-                jitter_ms=row.jitter_ms,
+                jitter_ms=jitter,
                 rtt_ms=row.rtt_ms,
-                mos=row.mos,
+                mos=mos,
                 min_mos=lowest[key],
+                clock_hz=clock_hz,
             )
-            for key, row in latest.items()
+            for key, (row, jitter, mos) in latest.items()
         ]
 
     def messages_of_calls(

@@ -38,7 +38,8 @@ from asterfleet.capture.pager import (
     page_calls,
 )
 from asterfleet.capture.pcap import build_pcap
-from asterfleet.capture.rtcp import mos_threshold
+from asterfleet.capture.rtcp import CLOCK_HZ, mos_threshold
+from asterfleet.capture.sdp import AudioCodec, negotiated_codec
 from asterfleet.capture.search import (
     CallSummary,
     MessageQuery,
@@ -452,6 +453,25 @@ async def call_pcap(
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MediaClock:
+    """The RTP clock rate a call's RTCP jitter is read at: its negotiated
+    codec's (from the SDP), else 8,000 Hz assumed (G.711)."""
+
+    clock_hz: int
+    #: The codec's name; "" when the SDP does not name it.
+    codec: str
+    #: True when the SDP gave the clock rate; False when 8,000 Hz is assumed.
+    from_sdp: bool
+
+    @classmethod
+    def of(cls, msgs: list[Message]) -> MediaClock:
+        codec: AudioCodec | None = negotiated_codec(m.raw for m in msgs)
+        if codec is None or codec.clock_hz is None:
+            return cls(CLOCK_HZ, codec.name if codec else "", False)
+        return cls(codec.clock_hz, codec.name, True)
+
+
 @router.get("/calls/{call_id:path}", include_in_schema=False)
 async def call_page(
     request: Request, call_id: str, user: Principal = Depends(page_user)
@@ -472,7 +492,8 @@ async def call_page(
             configured=True,
         )
     summary = summarise_call(msgs)
-    streams = await _in_store(request, Store.stream_quality, call_id)
+    media = MediaClock.of(msgs)
+    streams = await _in_store(request, Store.stream_quality, call_id, media.clock_hz)
     fleet = await _fleet_of(request, msgs, summary)
     flow = call_flow(msgs)
     start = min(f.ts_us for f in flow)
@@ -508,6 +529,7 @@ async def call_page(
         ladder=Markup(render_svg(build_ladder(msgs, fleet.names, fleet.notes))),
         rows=rows,
         streams=streams,
+        media=media,
         pcap_href=call_href(call_id) + "/pcap",
     )
 
@@ -605,6 +627,7 @@ class StreamOut(BaseModel):
     rtt_ms: float | None = Field(description="round-trip time; null when it cannot be told")
     mos: float = Field(description="estimated MOS (simplified E-model, G.711), latest report")
     min_mos: float = Field(description="lowest estimated MOS of any report")
+    clock_hz: int = Field(description="RTP clock rate the jitter (timestamp units) is read at")
 
 
 class NodeStateOut(BaseModel):
@@ -642,6 +665,12 @@ class FlowOut(BaseModel):
     copies: list[int] = Field(description="ids of every capture of it, earliest first")
 
 
+class MediaOut(BaseModel):
+    clock_hz: int = Field(description="RTP clock rate of the call's codec, Hz")
+    codec: str = Field(description="the codec the SDP answer chose first (PCMU, opus, G722)")
+    from_sdp: bool = Field(description="false: the SDP did not tell, 8000 Hz (G.711) is assumed")
+
+
 class CallDetailOut(BaseModel):
     call: CallOut
     messages: list[MessageOut]
@@ -650,6 +679,7 @@ class CallDetailOut(BaseModel):
         "merged), in causal order"
     )
     streams: list[StreamOut] = Field(description="media quality per stream, from RTCP (HEP 5)")
+    media: MediaOut = Field(description="the codec whose RTP clock rate the jitter is read at")
     fleet: CallFleetOut = Field(description="the call's hosts and node as the fleet knew them")
 
 
@@ -744,7 +774,10 @@ async def api_calls(
 async def api_call(request: Request, call_id: str, who: Principal = Depends(api_reader)) -> Any:
     try:
         msgs: list[Message] = await _in_store(request, call_messages, call_id)
-        streams: list[StreamQuality] = await _in_store(request, Store.stream_quality, call_id)
+        media = MediaClock.of(msgs)
+        streams: list[StreamQuality] = await _in_store(
+            request, Store.stream_quality, call_id, media.clock_hz
+        )
     except CaptureUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     if not msgs:
@@ -767,5 +800,6 @@ async def api_call(request: Request, call_id: str, who: Principal = Depends(api_
             for f in call_flow(msgs)
         ],
         streams=[StreamOut.model_validate(dataclasses.asdict(s)) for s in streams],
+        media=MediaOut.model_validate(dataclasses.asdict(media)),
         fleet=CallFleetOut.model_validate(fleet.as_dict()),
     )
