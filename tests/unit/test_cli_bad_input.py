@@ -224,6 +224,24 @@ def _run_cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], str]]:
             "--metrics-listen",
         ),
         (
+            "balancer metrics token file missing",
+            [
+                "balancer",
+                "run",
+                "--rpc",
+                str(tmp / "k.sock"),
+                "--list-file",
+                str(tmp / "d.list"),
+                "--metrics-listen",
+                f"127.0.0.1:{busy_port}",
+                "--metrics-token-file",
+                str(tmp / "absent.token"),
+                "--etcd",
+                "127.0.0.1:1",
+            ],
+            "--metrics-token-file",
+        ),
+        (
             "worker metrics port in use",
             [
                 "factory",
@@ -254,6 +272,7 @@ RUN_CASE_IDS = [
     "db refused postgres",
     "balancer rpc ftp",
     "metrics port in use",
+    "balancer metrics token file missing",
     "worker metrics port in use",
 ]
 
