@@ -4,6 +4,8 @@ no NetworkPolicy guards). A real listener on loopback."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -42,3 +44,17 @@ def test_a_token_file_is_one_line(tmp_path: Path, content: str) -> None:
 def test_a_missing_token_file_names_the_option(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"--metrics-token-file .*cannot read"):
         read_token_file(tmp_path / "absent")
+
+
+def test_the_readiness_check_sends_the_token(tmp_path: Path) -> None:
+    """images/asterfleet/asterfleet-healthcheck, the balancer's readiness
+    probe, reads the same token file: a guarded listener still reads Ready."""
+    check = Path(__file__).resolve().parents[2] / "images/asterfleet/asterfleet-healthcheck"
+    (tmp_path / "token").write_text("s3cret-scrape\n")
+    port = serve("127.0.0.1:0", CollectorRegistry(), read_token_file(tmp_path / "token"))
+    env = {"PATH": os.environ["PATH"], "ASTERFLEET_METRICS_LISTEN": f"127.0.0.1:{port}"}
+    without = subprocess.run(["sh", str(check)], env=env, capture_output=True, timeout=30)
+    assert without.returncode != 0  # 401: the probe would fail without the token
+    env["ASTERFLEET_METRICS_TOKEN_FILE"] = str(tmp_path / "token")
+    done = subprocess.run(["sh", str(check)], env=env, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
