@@ -270,3 +270,39 @@ def test_a_hung_asterisk_is_restarted_by_a_probe_its_image_has(
         branch = re.compile(rf"^\s*{re.escape(args[0])}\)$", re.MULTILINE)
         assert branch.search((image_dir / script).read_text()), (script, args)
     assert asterisk["livenessProbe"]["timeoutSeconds"] >= 2
+
+
+def test_a_host_network_metrics_port_answers_only_prometheus(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """No NetworkPolicy applies to a hostNetwork Pod (the balancers): its
+    metrics listener is on the edge node's address, which callers reach.
+    So it listens on the node's address only (not 0.0.0.0, which takes in
+    the VIP) and answers only the bearer token of a Secret it mounts."""
+    checked = set()
+    host_network = set()
+    for workload in _workloads(rendered):
+        spec = workload["spec"]["template"]["spec"]
+        if not spec.get("hostNetwork"):
+            continue
+        host_network.add(workload["metadata"]["name"])
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        for c in spec["containers"]:
+            if not any(p["name"].endswith("metrics") for p in c.get("ports") or []):
+                continue
+            env = {e["name"]: e for e in c.get("env") or []}
+            assert env["ASTERFLEET_METRICS_LISTEN"]["value"].startswith("$(POD_IP):")
+            assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+            # $(POD_IP) expands only from a variable defined before it.
+            names = [e["name"] for e in c["env"]]
+            assert names.index("POD_IP") < names.index("ASTERFLEET_METRICS_LISTEN")
+            token_file = Path(env["ASTERFLEET_METRICS_TOKEN_FILE"]["value"])
+            mount = next(
+                m for m in c.get("volumeMounts") or [] if Path(m["mountPath"]) == token_file.parent
+            )
+            secret = kube.find(rendered, "Secret", volumes[mount["name"]]["secret"]["secretName"])
+            assert token_file.name in {**secret.get("data", {}), **secret.get("stringData", {})}
+            checked.add((workload["metadata"]["name"], c["name"]))
+    # Every hostNetwork part has a metrics listener (the podman overlay has none).
+    assert {name for name, _ in checked} == host_network
+    assert not host_network or ("kamailio-lb", "balancer") in checked

@@ -111,6 +111,7 @@ def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
     for name in ("prometheus.yml", "alerts.yml"):
         shutil.copy(MONITORING / name, tmp_path / name)
     (tmp_path / "asterfleet-console.token").write_text("aft_scrape\n")
+    (tmp_path / "asterfleet-metrics.token").write_text("balancer-scrape\n")
     done = subprocess.run(
         [promtool, "check", "config", str(tmp_path / "prometheus.yml")],
         capture_output=True, text=True, timeout=60, check=False,
@@ -124,6 +125,10 @@ def _srv_names(job: dict[str, object]) -> set[str]:
     return {name for sd in job["dns_sd_configs"] for name in sd["names"]}  # type: ignore[attr-defined]
 
 
+def _srv_names_or_none(job: dict[str, object]) -> set[str]:
+    return _srv_names(job) if "dns_sd_configs" in job else set()
+
+
 def test_prometheus_finds_every_metrics_port_of_the_kubernetes_manifests() -> None:
     """Each metrics port of the manifests is in a headless Service that lists
     Pods Ready or not (a draining box is not Ready), and its SRV name is in
@@ -132,7 +137,7 @@ def test_prometheus_finds_every_metrics_port_of_the_kubernetes_manifests() -> No
 
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    scraped = _srv_names(jobs["asterfleet"])
+    scraped = set().union(*(_srv_names(j) for j in jobs.values() if "dns_sd_configs" in j))
     docs = render("production")
     services = [d for d in docs if d["kind"] == "Service"]
     found = set()
@@ -157,6 +162,19 @@ def test_prometheus_finds_every_metrics_port_of_the_kubernetes_manifests() -> No
             assert names & scraped, (workload["metadata"]["name"], port, names)
             found.add(port["containerPort"])
     assert {9101, 9102, 9103, 2381} <= found
+    # The balancers' listener (hostNetwork: beyond NetworkPolicies) answers
+    # only a bearer token: the job that finds it sends one.
+    balancers = [
+        j for j in jobs.values()
+        if "_metrics._tcp.kamailio-lb-metrics.asterfleet.svc" in _srv_names_or_none(j)
+    ]  # fmt: skip
+    assert len(balancers) == 1
+    assert balancers[0]["authorization"]["credentials_file"] == "asterfleet-metrics.token"
+    hosts = next(
+        j for j in jobs.values()
+        for sc in j.get("static_configs", []) if "lb1.example.net:9102" in sc["targets"]
+    )  # fmt: skip
+    assert hosts["authorization"]["credentials_file"] == "asterfleet-metrics.token"
     # The console, with its token, through its own Service's named port.
     console = next(s for s in services if s["metadata"]["name"] == "console")
     assert any(p["name"] == "http" for p in console["spec"]["ports"])

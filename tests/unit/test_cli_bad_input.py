@@ -21,6 +21,7 @@ import typer._click.exceptions as click_errors
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from asterfleet.cli import main as cli_main
+from asterfleet.registry.config import write_config
 
 # Option-name pattern -> values that must be refused at parse time.
 BAD_VALUES: list[tuple[str, list[str]]] = [
@@ -132,6 +133,8 @@ ENV_FOR_RUN = {"ASTERFLEET_AMI_SECRET": "s3cret-ami", "ASTERFLEET_VRRP_PASS": "a
 def _run_cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], str]]:
     text_file = tmp / "notes.txt"
     text_file.write_text("not a database\n")
+    registry_dir = tmp / "registry"
+    write_config(registry_dir, "http://127.0.0.1:1/token", "reg")
     return [
         ("kamailio --out", ["kamailio", "config", "--out", NOT_WRITABLE], "--out"),
         (
@@ -169,16 +172,20 @@ def _run_cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], str]]:
             "--out",
         ),
         (
-            "registry metrics with workers",
+            "registry workers metrics port in use",
             [
                 "registry",
                 "serve",
                 "--config-dir",
-                str(tmp),
+                str(registry_dir),
+                "--db",
+                str(tmp / "f.db"),
+                "--console-db",
+                str(tmp / "c.db"),
                 "--workers",
                 "2",
                 "--metrics-listen",
-                "127.0.0.1:9",
+                f"127.0.0.1:{busy_port}",
             ],
             "--metrics-listen",
         ),
@@ -217,6 +224,24 @@ def _run_cases(tmp: Path, busy_port: int) -> list[tuple[str, list[str], str]]:
             "--metrics-listen",
         ),
         (
+            "balancer metrics token file missing",
+            [
+                "balancer",
+                "run",
+                "--rpc",
+                str(tmp / "k.sock"),
+                "--list-file",
+                str(tmp / "d.list"),
+                "--metrics-listen",
+                f"127.0.0.1:{busy_port}",
+                "--metrics-token-file",
+                str(tmp / "absent.token"),
+                "--etcd",
+                "127.0.0.1:1",
+            ],
+            "--metrics-token-file",
+        ),
+        (
             "worker metrics port in use",
             [
                 "factory",
@@ -239,7 +264,7 @@ RUN_CASE_IDS = [
     "kamailio --out",
     "vip --output",
     "registry --out",
-    "registry metrics with workers",
+    "registry workers metrics port in use",
     "asterisk --out",
     "db directory",
     "db text file",
@@ -247,6 +272,7 @@ RUN_CASE_IDS = [
     "db refused postgres",
     "balancer rpc ftp",
     "metrics port in use",
+    "balancer metrics token file missing",
     "worker metrics port in use",
 ]
 

@@ -15,6 +15,7 @@ from asterfleet.cli.common import (
     LogJsonOpt,
     LogLevelOpt,
     MetricsOpt,
+    MetricsTokenOpt,
     default_node_id,
     etcd_options,
     etcd_security,
@@ -94,6 +95,7 @@ def run(
         "the balancers is not 1).",
     ),
     metrics_listen: str = MetricsOpt,
+    metrics_token_file: Path = MetricsTokenOpt,
     log_level: str = LogLevelOpt,
     log_json: bool = LogJsonOpt,
 ) -> None:
@@ -147,8 +149,9 @@ def run(
             vip_address = parse_vip(vip)
         logs.configure(log_level, log_json)
         bal_metrics = BalancerMetrics()
+        token = metrics.read_token_file(metrics_token_file) if metrics_token_file else None
         if metrics_listen:
-            metrics.serve(metrics_listen, bal_metrics.registry)
+            metrics.serve(metrics_listen, bal_metrics.registry, token)
         cfg = BalancerConfig(
             etcd=etcd,
             etcd_security=etcd_security(),

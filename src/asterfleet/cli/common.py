@@ -168,6 +168,14 @@ MetricsOpt = typer.Option(
     parser=host_port,
     help="Serve Prometheus metrics on host:port.",
 )
+MetricsTokenOpt = typer.Option(
+    None,
+    "--metrics-token-file",
+    envvar=ENV + "METRICS_TOKEN_FILE",
+    help="Answer /metrics on --metrics-listen only with 'Authorization: Bearer <token>', "
+    "the one line in this file (Prometheus' credentials_file): for a listener on an "
+    "address others reach. Default: no login.",
+)
 LogLevelOpt = typer.Option(
     "info", envvar=ENV + "LOG_LEVEL", parser=log_level, help="debug, info, warning, error."
 )

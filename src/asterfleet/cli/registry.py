@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from asterfleet.cli.common import PortOpt, console, host_port, parsed_by, user_errors
-from asterfleet.errors import UsageError
 from asterfleet.registry.config import debug_address
 
 app = typer.Typer(
@@ -92,7 +91,7 @@ def serve(
         min=1,
         max=64,
         help="Processes serving requests (one per core is a good start); one of them "
-        "runs the periodic catalogue reconcile.",
+        "runs the periodic catalogue reconcile. /metrics adds up every worker's counts.",
     ),
     token_ttl: int = typer.Option(300, "--token-ttl", help="Bearer token lifetime (seconds)."),
     reconcile: float = typer.Option(
@@ -107,8 +106,8 @@ def serve(
         envvar="ASTERFLEET_REGISTRY_METRICS_LISTEN",
         parser=host_port,
         help="Also serve /metrics on HOST:PORT without a login (a private address "
-        "Prometheus reaches; with --workers 1 only). /metrics on --port always needs "
-        "a login: a token with scope 'metrics'.",
+        "Prometheus reaches). /metrics on --port always needs a login: a token with "
+        "scope 'metrics'.",
     ),
 ) -> None:
     """Run the token server, catalogue hook and knot webhooks.
@@ -117,31 +116,19 @@ def serve(
     this command runs them alone (e.g. several workers for token throughput).
     Prometheus metrics are at /metrics, for a token with scope `metrics`
     (`asterfleet users token create prometheus --scopes metrics`, Prometheus'
-    bearer token), or without a login on --metrics-listen.
+    bearer token), or without a login on --metrics-listen. With several
+    workers both show every worker's counts, added up.
     """
     from asterfleet.registry.config import read_settings
     from asterfleet.tokenserver import ServeOptions
     from asterfleet.tokenserver import serve as run_server
 
     with user_errors():
-        if metrics_listen and workers > 1:
-            # Each worker process counts its own requests: one listener
-            # could show only one of them.
-            raise UsageError(
-                f"--metrics-listen {metrics_listen}: only with --workers 1; with "
-                f"--workers {workers} scrape /metrics on --port with a 'metrics' token"
-            )
         read_settings(config_dir)  # fail early, with the message, before forking workers
         opts = ServeOptions(
             str(config_dir.resolve()), db, console_db, token_ttl, reconcile, cache_seconds
         )
-        if metrics_listen:
-            from prometheus_client import REGISTRY
-
-            from asterfleet.metrics import serve as serve_metrics
-
-            serve_metrics(metrics_listen, REGISTRY)
-    run_server(opts, host, port, workers)
+        run_server(opts, host, port, workers, metrics_listen)
 
 
 MOVED = {

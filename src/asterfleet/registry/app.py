@@ -24,7 +24,7 @@ import httpx
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -197,10 +197,15 @@ def metrics_reader(logins: Authenticator) -> Callable[[Request], Any]:
     return check
 
 
-def create_app(routes: RegistryRoutes, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+def create_app(
+    routes: RegistryRoutes,
+    extra_routers: Sequence[APIRouter] = (),
+    metrics: CollectorRegistry = REGISTRY,
+) -> FastAPI:
     """The standalone app around :func:`registry_routes`; ``extra_routers`` are
     what the composing caller serves beside the registry (``asterfleet
-    registry serve``: the knots' webhooks)."""
+    registry serve``: the knots' webhooks); ``metrics`` is what ``/metrics``
+    shows (several workers: every worker's, merged)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -219,7 +224,9 @@ def create_app(routes: RegistryRoutes, extra_routers: Sequence[APIRouter] = ()) 
         return {"ok": True, "service": routes.service.issuer.service}
 
     @app.get("/metrics", dependencies=[Depends(metrics_reader(routes.service.logins))])
-    async def metrics() -> Response:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_text() -> Response:
+        # Off the event loop: with several workers this reads their files.
+        text = await run_in_threadpool(generate_latest, metrics)
+        return PlainTextResponse(text, media_type=CONTENT_TYPE_LATEST)
 
     return app

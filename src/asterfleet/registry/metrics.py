@@ -1,5 +1,10 @@
 """The registry's Prometheus counters, in one place for the token endpoint
-and the notification hook."""
+and the notification hook.
+
+With ``registry serve --workers N`` they count in N processes through
+prometheus_client's multiprocess mode (:mod:`asterfleet.tokenserver`): each
+is the sum over every worker this server has run, dead ones included.
+"""
 
 from __future__ import annotations
 

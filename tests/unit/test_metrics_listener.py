@@ -1,0 +1,60 @@
+"""A daemon's metrics listener with --metrics-token-file answers only
+Prometheus' bearer token (the balancers' 9102 on a hostNetwork Pod, which
+no NetworkPolicy guards). A real listener on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from asterfleet.errors import UsageError
+from asterfleet.metrics import read_token_file, serve
+
+
+def test_the_listener_answers_only_the_scrape_token(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    Counter("asterfleet_demo_passes", "Passes", registry=registry).inc()
+    (tmp_path / "token").write_text("s3cret-scrape\n")
+    port = serve("127.0.0.1:0", registry, read_token_file(tmp_path / "token"))
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def scrape(auth: str | None) -> httpx.Response:
+        return httpx.get(url, headers={"Authorization": auth} if auth else {}, timeout=5)
+
+    assert scrape(None).status_code == 401
+    assert scrape("Bearer wrong").status_code == 401
+    assert scrape("Basic czNjcmV0LXNjcmFwZQ==").status_code == 401
+    answered = scrape("Bearer s3cret-scrape")
+    assert answered.status_code == 200
+    assert "asterfleet_demo_passes_total 1.0" in answered.text
+
+
+@pytest.mark.parametrize("content", ["", "\n", "one\ntwo\n"])
+def test_a_token_file_is_one_line(tmp_path: Path, content: str) -> None:
+    (tmp_path / "token").write_text(content)
+    with pytest.raises(UsageError, match=r"--metrics-token-file .*one line"):
+        read_token_file(tmp_path / "token")
+
+
+def test_a_missing_token_file_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"--metrics-token-file .*cannot read"):
+        read_token_file(tmp_path / "absent")
+
+
+def test_the_readiness_check_sends_the_token(tmp_path: Path) -> None:
+    """images/asterfleet/asterfleet-healthcheck, the balancer's readiness
+    probe, reads the same token file: a guarded listener still reads Ready."""
+    check = Path(__file__).resolve().parents[2] / "images/asterfleet/asterfleet-healthcheck"
+    (tmp_path / "token").write_text("s3cret-scrape\n")
+    port = serve("127.0.0.1:0", CollectorRegistry(), read_token_file(tmp_path / "token"))
+    env = {"PATH": os.environ["PATH"], "ASTERFLEET_METRICS_LISTEN": f"127.0.0.1:{port}"}
+    without = subprocess.run(["sh", str(check)], env=env, capture_output=True, timeout=30)
+    assert without.returncode != 0  # 401: the probe would fail without the token
+    env["ASTERFLEET_METRICS_TOKEN_FILE"] = str(tmp_path / "token")
+    done = subprocess.run(["sh", str(check)], env=env, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
