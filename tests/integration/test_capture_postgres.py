@@ -153,6 +153,10 @@ def test_a_writer_killed_mid_stream_loses_no_tcp_message(
     capture = CaptureServer(tmp_path, db=postgres.url, args=args)
     capture.start()
     try:
+        # The test server keeps PostgreSQL's 4 MB of WAL buffers: said once at start.
+        started = (tmp_path / "capture.log").read_text()
+        assert started.count("capture_store_settings") == 1
+        assert "4MB (want 64MB)" in started
         assert capture.process.proc is not None
         children = [
             int(pid)
