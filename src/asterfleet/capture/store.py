@@ -1102,12 +1102,18 @@ def _ensure_indexes(engine: Engine) -> None:
         return
     log.info("capture_store_reindexing", building=missing, dropping=retired)
     started = time.monotonic()
-    with contextlib.suppress(sa.exc.DBAPIError), engine.begin() as conn:
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
-        for name in missing:
-            conn.exec_driver_sql(wanted[name])
-        for name in retired:
-            conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
-        # The planner's statistics of the new index's expression (the hashes).
-        conn.exec_driver_sql("ANALYZE sip_messages")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+            for name in missing:
+                conn.exec_driver_sql(wanted[name])
+            for name in retired:
+                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
+            # The planner's statistics of the new index's expression (the hashes).
+            conn.exec_driver_sql("ANALYZE sip_messages")
+    except sa.exc.DBAPIError as exc:
+        # The store still works on the indexes it has; the next writer to
+        # open it tries again.
+        log.warning("capture_store_reindex_failed", error=str(exc).splitlines()[0][:200])
+        return
     log.info("capture_store_reindexed", seconds=round(time.monotonic() - started, 1))
