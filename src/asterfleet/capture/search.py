@@ -225,9 +225,9 @@ Slice = tuple[int | None, int | None]
 def message_slices(top_us: int, since_us: int | None, until_us: int | None) -> list[Slice]:
     """Where the message search looks, newest first: slices of capture time
     below ``top_us`` (the newest call opening, or the end of the time
-    range), the first one
-    open upwards (messages stamped in the future are the newest), each
-    next one longer, together covering exactly [since, until]."""
+    range), the first one open upwards (messages stamped later, even in the
+    future, are the newest), each next one longer, together covering
+    exactly [since, until]."""
     high: int | None = None if until_us is None else until_us + 1
     low = top_us - FIRST_SLICE_US
     span = FIRST_SLICE_US
