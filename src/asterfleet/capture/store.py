@@ -612,13 +612,13 @@ class Store:
                 break
             # Remove the oldest share of rows that brings us 10% under the cap.
             share = min(1.0, (size - max_bytes * 0.9) / size)
-            n = max(1, int(count * share))
             if self.dialect == "postgresql":
                 # Once: deleted rows leave the files as large as they were
                 # (their space is reused by new rows after VACUUM), so the
                 # size would never show the delete.
                 deleted += self._delete_oldest_share(share, count)
                 break
+            n = max(1, int(count * share))
             cutoff = sa.select(messages.c.id).order_by(messages.c.ts_us, messages.c.id).limit(n)
             with self.engine.begin() as conn:
                 deleted += conn.execute(
