@@ -267,6 +267,13 @@ class WatchLost(Exception):
     """The watch ended (etcd gone, or the revision was compacted): re-read."""
 
 
+def _really_cancelled() -> bool:
+    """Whether the running task itself is being cancelled, as opposed to a
+    CancelledError raised by gRPC for a call whose channel was closed."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 _TRANSIENT: tuple[type[BaseException], ...] = (
     aetcd.exceptions.ConnectionFailedError,
     aetcd.exceptions.ConnectionTimeoutError,
@@ -312,12 +319,22 @@ class Etcd:
             )
         return self._client
 
-    async def _drop_client(self) -> None:
-        client, self._client = self._client, None
+    async def _drop_client(self, failed: aetcd.Client) -> None:
+        """Move to the next endpoint because ``failed`` did not answer.
+
+        Several tasks share this connection. When one of them has already
+        moved on, the others' calls on the old client fail too: they must
+        retry on the new client, not close it and move on again (that
+        closed a good client under a call in flight, whose task then saw a
+        CancelledError it never asked for and died).
+        """
+        client = self._client
+        if client is None or client is not failed:
+            return
+        self._client = None
         self._index = (self._index + 1) % len(self.endpoints)
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), 1.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 1.0)
 
     async def _call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> Any:
         """Run one aetcd call, trying each endpoint once."""
@@ -329,14 +346,21 @@ class Etcd:
             client = self._get_client()
             try:
                 return await asyncio.wait_for(fn(client), self.timeout)
+            except asyncio.CancelledError as exc:
+                if _really_cancelled():
+                    raise
+                # gRPC cancels the calls of a channel that another task
+                # closed: that is a lost connection, not a cancellation.
+                last = exc
+                await self._drop_client(client)
             except _TRANSIENT as exc:
                 last = exc
-                await self._drop_client()
+                await self._drop_client(client)
             except aetcd.exceptions.UnauthenticatedError as exc:
                 # The auth token expired (etcd restarted, or idle past its
                 # TTL): a new connection authenticates again.
                 last = exc
-                await self._drop_client()
+                await self._drop_client(client)
             except aetcd.exceptions.ClientError as exc:
                 if denied(exc):
                     raise self._denied(what, exc) from None
@@ -511,8 +535,9 @@ class Etcd:
         except (*_TRANSIENT, aetcd.exceptions.ClientError) as exc:
             if denied(exc):
                 raise self._denied(f"a watch of {prefix}", exc) from None
-            await self._drop_client()
-            raise EtcdUnavailable(f"etcd at {self.current} refused a watch: {exc}") from exc
+            at = self.current
+            await self._drop_client(client)
+            raise EtcdUnavailable(f"etcd at {at} refused a watch: {exc}") from exc
 
         async def pump() -> None:
             try:
@@ -528,7 +553,11 @@ class Etcd:
                     )
                 await queue.put(WatchLost("the watch ended"))
             except asyncio.CancelledError:
-                raise
+                if _really_cancelled():
+                    raise
+                # The channel was closed under the stream (another task
+                # failed over): without this the queue would stay silent.
+                await queue.put(WatchLost("the watch's connection was closed"))
             except Exception as exc:
                 await queue.put(WatchLost(f"the watch failed: {exc}"))
 

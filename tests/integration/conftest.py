@@ -52,6 +52,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
-        st = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
-        if isinstance(st, Stack):
-            _dump_logs(st)
+        # Every stack the test used (``stack``, ``ha_stack``, ...): the logs
+        # are all a CI run leaves to read.
+        for st in getattr(item, "funcargs", {}).values():
+            if isinstance(st, Stack):
+                _dump_logs(st)

@@ -104,3 +104,76 @@ def test_a_watch_that_goes_silent_is_noticed_and_the_prefix_read_again(tmp_path:
         assert asyncio.run(scenario()) == ["ast1"]
     finally:
         server.stop()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tasks_sharing_a_connection_fail_over_together_without_losing_a_call(
+    tmp_path: Path,
+) -> None:
+    """An agent's tasks share one etcd connection. When the first endpoint
+    is down, every call in flight fails there at once: each must move on
+    and be answered, and no task may see a CancelledError because another
+    one closed the client it was using (that killed the node agent's
+    registration loop silently: the node never appeared)."""
+    import asyncio
+
+    from asterfleet.etcd_client import Etcd
+    from asterfleet.etcdtools.server import start_single
+
+    member = start_single(tmp_path / "etcd")
+    try:
+        endpoints = f"127.0.0.1:{_closed_port()},{member.endpoint},127.0.0.1:{_closed_port()}"
+
+        async def scenario() -> tuple[list[str], str]:
+            etcd = Etcd(endpoints)
+            try:
+                results = await asyncio.gather(
+                    *(etcd.get_prefix("/af/") for _ in range(20)),
+                    *(etcd.grant(5) for _ in range(5)),
+                    return_exceptions=True,
+                )
+                return [type(r).__name__ for r in results if isinstance(r, BaseException)], str(
+                    etcd.current
+                )
+            finally:
+                await etcd.close()
+
+        failed, current = asyncio.run(scenario())
+        assert failed == []
+        assert current == member.endpoint
+    finally:
+        member.stop()
+
+
+def test_a_watch_whose_connection_another_task_closes_says_it_is_lost(tmp_path: Path) -> None:
+    """A watch on a client that a failing call of another task closes must
+    end with WatchLost (the caller re-reads), never leave its queue silent."""
+    import asyncio
+
+    from asterfleet.etcd_client import Etcd, WatchLost
+    from asterfleet.etcdtools.server import start_single
+
+    member = start_single(tmp_path / "etcd")
+    try:
+
+        async def scenario() -> object:
+            etcd = Etcd(f"{member.endpoint},{member.endpoint}")
+            try:
+                async with etcd.watch_prefix("/af/", 1) as queue:
+                    watched = etcd._client
+                    assert watched is not None
+                    await etcd._drop_client(watched)  # what a failed call does
+                    return await asyncio.wait_for(queue.get(), 10)
+            finally:
+                await etcd.close()
+
+        assert isinstance(asyncio.run(scenario()), WatchLost)
+    finally:
+        member.stop()

@@ -209,3 +209,35 @@ def test_on_idle_stop_asks_asterisk_for_a_graceful_stop(write: set[str], stopped
     assert ok is stopped
     assert ami.shutting_down is stopped
     assert ami.commands == (["core stop gracefully"] if stopped else [])
+
+
+def test_an_unexpected_error_in_the_registration_loop_is_logged_and_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop that keeps the record must outlive a bug: an exception it
+    does not know is logged and the write tried again (it once ended the
+    loop silently, and the node never registered)."""
+
+    async def go() -> tuple[int, int | None]:
+        agent = make_agent()
+        calls = {"grant": 0}
+
+        async def grant(ttl: int) -> int:
+            calls["grant"] += 1
+            if calls["grant"] == 1:
+                raise RuntimeError("a bug in the client")
+            agent.stopping.set()  # registered: end the test
+            return 0x42
+
+        async def claim(*_: object) -> object:
+            from asterfleet.etcd_client import Claim
+
+            return Claim("created", 7)
+
+        monkeypatch.setattr(agent.etcd, "grant", grant)
+        monkeypatch.setattr(agent.etcd, "claim", claim)
+        monkeypatch.setattr(agent, "_sleep", lambda _s: asyncio.sleep(0))
+        await asyncio.wait_for(agent.etcd_loop(), 5)
+        return calls["grant"], agent.lease
+
+    assert asyncio.run(go()) == (2, 0x42)

@@ -395,6 +395,10 @@ class BalancerAgent:
                     self.log.warning("etcd_unavailable", error=str(exc))
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except Exception as exc:  # a bug here must not freeze the list
+                self.metrics.etcd_up.set(0)
+                self.log.error("etcd_loop_failed", error=repr(exc))
+                await self._sleep(2.0)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -329,6 +329,13 @@ class NodeAgent:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            except Exception as exc:  # a bug here must not silently end registration
+                self.metrics.etcd_up.set(0)
+                self.log.error("etcd_loop_failed", error=repr(exc))
+                next_keepalive = 0.0
+                self.written = None
+                await self._sleep(2.0)
+                continue
             wait = max(0.0, next_keepalive - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.dirty.wait(), wait)
@@ -430,6 +437,9 @@ class NodeAgent:
             except EtcdUnavailable:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # a bug here must not end `node exec`
+                self.log.error("exec_loop_failed", error=repr(exc))
+                await self._sleep(5.0)
 
     async def _run_exec(self, key: str, raw: bytes) -> None:
         try:
