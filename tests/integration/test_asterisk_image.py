@@ -9,7 +9,10 @@ image and the node agent beside it (the asterfleet image), started with
 ``podman kube play``. Kamailio and its balancer agent run on the network's
 gateway address, publishing it as their SIP address: each box reads it from
 etcd at start and identifies calls from there. A SIPp caller on the gateway
-sends calls through Kamailio. Figures are printed (``-s``) for the README.
+sends calls through Kamailio. A capture server on the gateway is the boxes'
+``ASTERFLEET_CAPTURE_ADDRESS``: they load res_hep, res_hep_pjsip and
+res_hep_rtcp and send it their SIP and RTCP reports. Figures are printed
+(``-s``) for the README.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import contextlib
 import json
 import os
 import shutil
+import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -42,6 +47,7 @@ from asterfleet.ship import kube
 from asterfleet.ship.podman import Podman, PodmanError
 from asterfleet.sipp.runner import SippUac
 from tests.integration.calls import setup_failures
+from tests.integration.test_capture_collector import CaptureServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -60,7 +66,15 @@ DIALPLAN = """[fleet-dialplan]
 exten => asterfleet,1,Answer()
  same => n,Wait(60)
  same => n,Hangup()
+exten => echo,1,Answer()
+ same => n,Echo()
+ same => n,Hangup()
 """
+#: The box's modules that send to the capture server (boxconf.HEP_MODULES).
+HEP_MODULES = ("res_hep.so", "res_hep_pjsip.so", "res_hep_rtcp.so")
+RTP_SCENARIO = Path(__file__).parent / "scenarios" / "uac_rtp.xml"
+#: Asterisk sends an RTCP report every 5 s (rtcpinterval) once RTP flows.
+RTP_HOLD_MS = 8_000
 
 
 def report(what: str, value: object) -> None:
@@ -84,6 +98,7 @@ class Fleet:
     image: str
     kamailio: KamailioServer | None = None
     balancer: ManagedProcess | None = None
+    capture: CaptureServer | None = None
     docs: list[kube.Doc] = field(default_factory=list)
     pods: set[str] = field(default_factory=set)
 
@@ -95,6 +110,12 @@ class Fleet:
 
     def exec(self, box: str, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
         return self.podman.run("exec", self.container(box, name), *argv, check=False)
+
+    def cli(self, box: str, command: str) -> str:
+        """An Asterisk CLI command in the box, over its control socket."""
+        return self.exec(
+            box, "asterisk", "asterisk", "-C", "/etc/asterisk/asterisk.conf", "-rx", command
+        ).stdout
 
     def play(self, box: str) -> None:
         pod = kube.pod_from_workload(
@@ -166,8 +187,9 @@ def render_base() -> list[kube.Doc]:
     return kube.load_docs(out)
 
 
-def configure(docs: list[kube.Doc], image: str) -> list[kube.Doc]:
-    """The base manifests with this test's images, etcd and short timeouts."""
+def configure(docs: list[kube.Doc], image: str, capture: str) -> list[kube.Doc]:
+    """The base manifests with this test's images, etcd, capture server and
+    short timeouts."""
     for doc in docs:
         if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "node-agent":
             doc["data"]["ASTERFLEET_ETCD"] = f"{ETCD_IP}:2379"
@@ -180,6 +202,10 @@ def configure(docs: list[kube.Doc], image: str) -> list[kube.Doc]:
             spec["terminationGracePeriodSeconds"] = 70
             for container in spec["containers"]:
                 container["image"] = image if container["name"] == "asterisk" else AGENT_IMAGE
+                if container["name"] == "asterisk":
+                    container["env"].append(
+                        {"name": "ASTERFLEET_CAPTURE_ADDRESS", "value": capture}
+                    )
     return docs
 
 
@@ -257,13 +283,16 @@ def fleet() -> Iterator[Fleet]:
     (work / "dialplan").mkdir()
     (work / "dialplan" / "dialplan.conf").write_text(DIALPLAN)
     os.chmod(work, 0o755)
-    fleet = Fleet(podman, work, image, docs=configure(render_base(), image))
+    fleet = Fleet(podman, work, image)
     run_dir: Path | None = None
     try:
         _cleanup(podman, [fleet.pod(b) for b in BOXES])
         podman.run("network", "create", "--subnet", SUBNET, "--gateway", GATEWAY,
                    "--disable-dns", NETWORK)  # fmt: skip
-        start_etcd(podman)
+        start_etcd(podman)  # the network's gateway address exists from here on
+        (work / "capture").mkdir()
+        fleet.capture = CaptureServer(work / "capture", host=GATEWAY).start()
+        fleet.docs = configure(render_base(), image, f"{GATEWAY}:{fleet.capture.port}")
         start_balancer(fleet)
         assert fleet.kamailio is not None
         run_dir = fleet.kamailio.cfg.runtime_dir
@@ -285,6 +314,8 @@ def fleet() -> Iterator[Fleet]:
             fleet.balancer.stop(grace=5)
         if fleet.kamailio is not None:
             fleet.kamailio.stop()
+        if fleet.capture is not None:
+            fleet.capture.stop()
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
         if os.environ.get("ASTERFLEET_KEEP_LOGS"):
@@ -320,6 +351,12 @@ def test_asterisk_runs_unprivileged_with_the_rendered_config_and_is_healthy(
         for probe in ("startupProbe", "livenessProbe"):
             alive = fleet.exec(box, "asterisk", *declared[probe]["exec"]["command"])
             assert alive.returncode == 0, (probe, alive.stdout + alive.stderr)
+        # Capture is configured: the HEP modules are built into the image and loaded.
+        hep = fleet.cli(box, "module show like hep")
+        assert all(f"{m} " in hep for m in HEP_MODULES) and "3 modules loaded" in hep, hep
+        assert (
+            "capture_address" in fleet.exec(box, "asterisk", "cat", "/etc/asterisk/hep.conf").stdout
+        )
         # A clean start: every file Asterisk reads was rendered.
         log = fleet.podman.run("logs", container, check=False)
         errors = [line for line in (log.stdout + log.stderr).splitlines() if "ERROR[" in line]
@@ -388,6 +425,67 @@ def test_a_changed_dialplan_is_loaded_by_the_running_boxes(fleet: Fleet) -> None
     for box in BOXES:
         wait_for(lambda box=box: has(box, "4711"), 30, interval=0.5, what=f"{box}'s new dialplan")  # type: ignore[misc]
         assert has(box, "asterfleet")
+
+
+def test_a_calls_rtcp_reports_reach_the_capture_server(fleet: Fleet) -> None:
+    """res_hep_rtcp in the image: a call with RTP both ways (SIPp streams,
+    the box's Echo() sends it back), and the box's RTCP reports (HEP type 5)
+    are stored for that call, beside its SIP (res_hep_pjsip)."""
+    assert fleet.kamailio is not None and fleet.capture is not None
+    port = int(fleet.kamailio.cfg.listen[0].rsplit(":", 1)[1])
+    work = fleet.work / "rtp-caller"
+    work.mkdir()
+    (work / "audio.ulaw").write_bytes(b"\xff" * 8000)  # 1 s of u-law silence, looped
+    rtp = free_port(socket.SOCK_DGRAM, GATEWAY) & ~1
+    uac = SippUac(
+        work, GATEWAY, port, rate=1, hold_ms=RTP_HOLD_MS, max_calls=1, service="echo",
+        host=GATEWAY, scenario=RTP_SCENARIO, extra_args=["-mp", str(rtp), "-mi", GATEWAY],
+        name="rtp-caller",
+    ).start()  # fmt: skip
+    try:
+        assert uac.wait(timeout=60) == 0, uac.log_tail()
+    finally:
+        uac.stop()
+    assert uac.stats().successful_calls == 1
+
+    def query(sql: str, *args: object) -> list[sqlite3.Row]:
+        assert fleet.capture is not None
+        with contextlib.closing(sqlite3.connect(fleet.capture.db)) as db:
+            db.row_factory = sqlite3.Row
+            return db.execute(sql, args).fetchall()
+
+    # The call's INVITE as the box that took it captured it (Kamailio sends no HEP here).
+    invites = wait_for(
+        lambda: query(
+            "SELECT call_id, capture_host FROM sip_messages WHERE method = 'INVITE' "
+            "AND to_user = 'echo'"
+        ),
+        20,
+        what="the echo call's INVITE, captured by its box",
+    )
+    assert isinstance(invites, list)
+    assert len({r["call_id"] for r in invites}) == 1, [dict(r) for r in invites]
+    call_id, box = invites[0]["call_id"], invites[0]["capture_host"]
+    assert box in BOXES, box
+
+    reports = wait_for(
+        lambda: query("SELECT * FROM rtcp_reports WHERE call_id = ?", call_id),
+        20,
+        what="the echo call's RTCP reports, stored",
+    )
+    assert isinstance(reports, list)
+    report("RTCP reports stored for one 8 s call", len(reports))
+    caller = f"{GATEWAY}:{rtp + 1}"  # SIPp's RTCP port: its RTP port + 1
+    for r in reports:
+        assert r["capture_host"] == box
+        ends = {f"{r['src_ip']}:{r['src_port']}", f"{r['dst_ip']}:{r['dst_port']}"}
+        assert caller in ends, dict(r)
+        # The box sends the echo: sender reports, on SIPp's stream, with no loss.
+        assert r["report_type"] in (200, 201), dict(r)
+        assert (r["fraction_lost"], r["packets_lost"]) == (0.0, 0), dict(r)
+        assert 1.0 <= r["mos"] <= 4.41, dict(r)
+    assert any(r["report_type"] == 200 for r in reports), [dict(r) for r in reports]
+    assert fleet.capture.counts().get("rejected_bad_rtcp", 0) == 0
 
 
 def test_calls_are_answered_counted_over_ami_and_a_drain_fails_none(fleet: Fleet) -> None:

@@ -24,16 +24,24 @@ pytestmark = pytest.mark.integration
 
 
 class CaptureServer:
-    """`asterfleet capture run` on free loopback ports."""
+    """`asterfleet capture run` on free loopback ports (HEP on ``host``, when
+    senders elsewhere must reach it: a podman network's gateway, say)."""
 
-    def __init__(self, work: Path, db: str | None = None, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        work: Path,
+        db: str | None = None,
+        args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
         self.work = work
         self.db = db or str(work / "capture.db")
-        self.port = free_port_both()
+        self.host = host
+        self.port = free_port_both(host)
         self.metrics_port = free_port()
         argv = [
             sys.executable, "-m", "asterfleet.cli.capture", "run",
-            "--listen", f"udp:127.0.0.1:{self.port},tcp:127.0.0.1:{self.port}",
+            "--listen", f"udp:{host}:{self.port},tcp:{host}:{self.port}",
             "--db", self.db, "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *args,
         ]  # fmt: skip
         self.process = ManagedProcess("capture", argv, work / "capture.log")
