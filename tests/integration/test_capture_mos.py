@@ -1,8 +1,8 @@
 """One MOS per stream everywhere: an opus call (48 kHz RTP clock) whose
 jitter is fine at 48 kHz and poor when misread at 8 kHz, captured by the
 real collector (HEP over UDP and TCP) into SQLite and into PostgreSQL. The
-"MOS below" filter (CLI and console), the call page, the statistics and
-their Prometheus gauge give the same figure, whether the report came after
+"MOS below" filter (CLI and console), the CLI's listing, the call page,
+the statistics and their Prometheus gauge give the same figure, whether the report came after
 the call's SDP answer or before it."""
 
 from __future__ import annotations
@@ -116,11 +116,18 @@ def test_one_mos_per_stream_everywhere(tmp_path: Path, db_url: str) -> None:
         finally:
             store.close()
 
+        expect = {"opus@x": MOS_48K, "late@x": MOS_48K, "pcmu@x": MOS_8K}
         out = server.cli("search", "--mos-below", "3.5", "--json")
         assert out.returncode == 0, out.stderr
-        assert [c["call_id"] for c in json.loads(out.stdout)] == ["pcmu@x"]
+        assert [(c["call_id"], c["min_mos"]) for c in json.loads(out.stdout)] == [
+            ("pcmu@x", MOS_8K)
+        ]
+        out = server.cli("search", "--json")
+        assert {c["call_id"]: c["min_mos"] for c in json.loads(out.stdout)} == expect
+        out = server.cli("search", "--call-id", "late@x")
+        assert out.returncode == 0, out.stderr
+        assert "MOS" in out.stdout and f" {MOS_48K:.2f} " in out.stdout
 
-        expect = {"opus@x": MOS_48K, "late@x": MOS_48K, "pcmu@x": MOS_8K}
         mean = round(sum(expect.values()) / 3, 6)
         with console(tmp_path, db_url) as client:
             assert call_pages(client) == expect

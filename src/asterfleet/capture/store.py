@@ -730,6 +730,21 @@ class Store:
             for key, (row, jitter, mos, clock) in latest.items()
         ]
 
+    def lowest_mos(self, call_ids: Sequence[str]) -> dict[str, float]:
+        """Each call's lowest estimated MOS of any RTCP report, as stored (the
+        figure the "MOS below" filter compares); calls without one left out."""
+        ids = list(dict.fromkeys(call_ids))
+        if not ids:
+            return {}
+        rows = self._fetch(
+            "SELECT call_id, min(mos) FROM rtcp_reports WHERE call_id = ANY(%s) GROUP BY call_id",
+            "SELECT call_id, min(mos) FROM rtcp_reports "
+            f"WHERE call_id IN ({', '.join('?' for _ in ids)}) GROUP BY call_id",
+            [ids] if self.dialect == "postgresql" else ids,
+            None,
+        )
+        return {str(call_id): float(mos) for call_id, mos in rows}
+
     def messages_of_calls(
         self, call_ids: Sequence[str], conn: sa.Connection | None = None
     ) -> list[Message]:
