@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -113,6 +114,13 @@ def test_one_mos_per_stream_everywhere(tmp_path: Path, db_url: str) -> None:
                     conn.exec_driver_sql("SELECT call_id, clock_hz FROM rtcp_reports").all()
                 )
             assert stored == {"opus@x": 48000, "late@x": 48000, "pcmu@x": 8000}
+            # Only the late one was rewritten: the others were decided as stored.
+            log = tmp_path / "capture.log"
+            wait_for(lambda: "rtcp_clocks_settled" in log.read_text(), 10, what="the pass's log")
+            settled = [
+                line for line in log.read_text().splitlines() if "rtcp_clocks_settled" in line
+            ]
+            assert len(settled) == 1 and re.search(r"reports\W+1\b", settled[0]), settled
         finally:
             store.close()
 
