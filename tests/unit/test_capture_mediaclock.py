@@ -258,3 +258,28 @@ def test_an_old_store_gets_the_column_and_its_reports_their_clock(tmp_path: Path
         assert read_only._driver is not None
     finally:
         read_only.close()
+
+
+def test_the_pass_says_once_that_the_store_is_away(tmp_path: Path) -> None:
+    """Writer 0's pass runs every 2 s; a database that is away is logged
+    once, not at every pass, and again after a pass that worked."""
+    import threading
+
+    import structlog
+
+    from asterfleet.capture.collector import CollectorSettings, _Database
+
+    db = _Database(CollectorSettings(listen=[], db_url=str(tmp_path)), threading.Event())
+    clocks = MediaClocks()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            clocks._next_pass = 0.0
+            db.settle_clocks(clocks)  # a directory is no SQLite database
+        db._store = Store(str(tmp_path / "c.db"))
+        clocks._next_pass = 0.0
+        db.settle_clocks(clocks)
+        db._store.close()
+        db._store = None  # opened again from the directory: fails again
+        clocks._next_pass = 0.0
+        db.settle_clocks(clocks)
+    assert [e["event"] for e in logs] == ["rtcp_clock_pass_failed"] * 2

@@ -653,6 +653,7 @@ class _Database:
         #: is waited for like one that goes away later.
         self._store: Store | None = None
         self.ok = True
+        self._clocks_ok = True
         self._next_retention = time.monotonic()
 
     @property
@@ -719,8 +720,11 @@ class _Database:
         try:
             settled = clocks.settle(self.store)
         except Exception as exc:
-            log.warning("rtcp_clock_pass_failed", error=str(exc).splitlines()[0][:200])
+            if self._clocks_ok:  # once until a pass works again: the write logs the outage
+                log.warning("rtcp_clock_pass_failed", error=str(exc).splitlines()[0][:200])
+            self._clocks_ok = False
             return
+        self._clocks_ok = True
         if settled:
             log.info("rtcp_clocks_settled", reports=settled)
 
