@@ -757,8 +757,11 @@ class _Database:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return name in ("OperationalError", "InterfaceError", "ConnectionError") or (
+    """The database (or our connection to it) went away, by the error's class
+    or a base of it: a connection PostgreSQL closed when it was stopped says
+    so with ``AdminShutdown``, a subclass of the driver's OperationalError."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"OperationalError", "InterfaceError", "ConnectionError"}) or (
         isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
     )
 
