@@ -67,6 +67,7 @@ from asterfleet.capture.rtcp import PROTO_RTCP, RtcpError, parse_rtcp
 from asterfleet.capture.sip_index import SipError, sip_fields
 from asterfleet.capture.store import RTCP_TAG, Row, Store, normalise_url
 from asterfleet.errors import UsageError
+from asterfleet.runtime.tasks import supervise
 
 if TYPE_CHECKING:
     from asterfleet.etcd_client import EtcdSecurity
@@ -1104,7 +1105,11 @@ class Collector:
                 port = server.sockets[0].getsockname()[1]
             self.bound.append(Listen(spec.proto, spec.host, port))
         self._kernel_drops_base = read_kernel_udp_drops(self._udp_inodes)
-        self._flusher = asyncio.create_task(self._flush_loop())
+        # Supervised: an error in one pass must not end the flushing, the
+        # resuming of paused TCP readers and the loss logs for good.
+        self._flusher = asyncio.create_task(
+            supervise("flush", self._flush_loop, asyncio.Event(), log), name="flush"
+        )
         log.info(
             "capture_listening",
             listen=",".join(str(b) for b in self.bound),
