@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from asterfleet.capture.pager import page_calls
 from asterfleet.capture.search import MessageQuery
 from asterfleet.capture.store import Row, Store
-from asterfleet.capture.tail import tail_calls, tail_start
+from asterfleet.capture.tail import Position, Snapshot, tail_calls, tail_start
 from asterfleet.testing.postgres import PgSandbox
 
 pytestmark = pytest.mark.integration
@@ -114,3 +115,205 @@ def test_a_batch_with_lower_ids_committing_last_is_still_tailed(
     seen, position = tail_ids(store, position)
     assert seen == ["slow-call"]
     assert tail_ids(store, position)[0] == []
+
+
+def test_an_aborted_batch_is_never_tailed_and_holds_nothing_up(
+    postgres: PgSandbox, gated: tuple[Store, psycopg.Connection]
+) -> None:
+    store, admin = gated
+    position = tail_start(store)
+    admin.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+    doomed, errors = held_writer(postgres.url, [invite("doomed-call")])
+    wait_until_held(admin)
+    store.insert_rows([invite("quick-call")])
+    seen, position = tail_ids(store, position)
+    assert seen == ["quick-call"]
+    running = Position.decode(position).done.xip
+    assert running  # the doomed batch's transaction, not done yet
+    admin.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
+    doomed.join(20)
+    assert errors and "doomed by the test" in str(errors[0])
+    seen, position = tail_ids(store, position)
+    assert seen == []
+    assert not set(running) & set(Position.decode(position).done.xip)
+    store.insert_rows([invite("later-call")])
+    assert tail_ids(store, position)[0] == ["later-call"]
+
+
+def test_batches_of_several_collectors_are_each_tailed_once(
+    postgres: PgSandbox, gated: tuple[Store, psycopg.Connection]
+) -> None:
+    """Three collectors' writers: some hold their commit while the others
+    store batch after batch (their ids interleave, and lower ids become
+    visible last); a tail polling all along, a few calls at a time, lists
+    every call once."""
+    store, admin = gated
+    position = tail_start(store)
+    admin.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+    held = [
+        held_writer(postgres.url, [invite(f"slow-{k}-{i}") for i in range(8)]) for k in range(3)
+    ]
+    wait_until_held(admin, 3)
+    stored = [f"slow-{k}-{i}" for k in range(3) for i in range(8)]
+
+    def collector(k: int) -> None:
+        own = Store(postgres.url, create=False)
+        try:
+            for b in range(6):
+                own.insert_rows([invite(f"quick-{k}-{b}-{i}") for i in range(5)])
+        finally:
+            own.close()
+
+    quick = [threading.Thread(target=collector, args=(k,)) for k in range(3)]
+    stored += [f"quick-{k}-{b}-{i}" for k in range(3) for b in range(6) for i in range(5)]
+    for thread in quick:
+        thread.start()
+    seen: list[str] = []
+    polls = 0
+    while any(t.is_alive() for t in quick) and polls < 2000:
+        calls, position = tail_ids(store, position, limit=4)
+        seen += calls
+        polls += 1
+    for thread in quick:
+        thread.join(30)
+    admin.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
+    for thread, errors in held:
+        thread.join(20)
+        assert not errors
+    for _ in range(100):
+        calls, position = tail_ids(store, position, limit=4)
+        if not calls and not Position.decode(position).sent:
+            break
+        seen += calls
+    assert sorted(seen) == sorted(stored)
+    assert len(seen) == len(set(seen))
+    # The held batches' ids are below those of every batch visible before them.
+    with store.reading() as conn:
+        slow_top, quick_bottom = conn.exec_driver_sql(
+            "SELECT max(id) FILTER (WHERE call_id LIKE 'slow%%'), "
+            "min(id) FILTER (WHERE call_id LIKE 'quick%%') FROM sip_messages"
+        ).one()
+    assert slow_top < quick_bottom
+
+
+def test_a_tail_resumes_from_its_position_part_way_through_a_batch(postgres: PgSandbox) -> None:
+    """As a console restarted (another store) with the browser's
+    Last-Event-ID: the tail goes on where it was, inside a batch too."""
+    store = Store(postgres.url)
+    try:
+        position = tail_start(store)
+        store.insert_rows([invite("a")])
+        store.insert_rows([invite(c) for c in ("b", "c", "d")])
+        store.insert_rows([invite("e")])
+        seen, position = tail_ids(store, position, limit=2)
+        assert seen == ["a", "b"]
+        assert [x for x, _ in Position.decode(position).sent]  # part of a batch sent
+    finally:
+        store.close()
+    other = Store(postgres.url, create=False)
+    try:
+        seen, position = tail_ids(other, position, limit=2)
+        assert seen == ["c", "d"]
+        assert tail_ids(other, position, limit=2)[0] == ["e"]
+    finally:
+        other.close()
+
+
+def test_a_position_it_cannot_go_on_from_starts_the_tail_from_now(postgres: PgSandbox) -> None:
+    store = Store(postgres.url)
+    try:
+        now = Position.decode(tail_start(store))
+        hour_ago = Position(now.taken_us - 3_600_000_000, now.done).encode()
+        ahead = Position(now.taken_us, Snapshot(now.done.xmax + 1_000_000)).encode()
+        for given, why in (
+            ("garbage", "not one this console gave"),
+            ("12345", "not one this console gave"),  # an id, as SQLite's (and before)
+            ("1:2:3:4:5", "not one this console gave"),
+            (hour_ago, "away longer than the capture store remembers"),
+            (ahead, "ahead of this capture database"),
+        ):
+            store.insert_rows([invite(f"before-{why[:5]}")])
+            step = tail_calls(store, MessageQuery(), given)
+            assert step.calls == [] and why in step.restarted, given
+            store.insert_rows([invite(f"after-{why[:5]}")])
+            assert tail_ids(store, step.position)[0] == [f"after-{why[:5]}"]
+    finally:
+        store.close()
+
+
+def test_the_compiled_copy_path_logs_its_batches_for_the_tail(postgres: PgSandbox) -> None:
+    """The collector's own path (binary COPY tuples, RTCP beside them, and
+    a batch of RTCP only): each batch logged with its transaction, ids and
+    days; the tail lists its call once."""
+    from asterfleet.capture.collector import Batch, packet_to_row, parse_for_store
+    from asterfleet.capture.hep import HepPacket, encode_hep
+    from asterfleet.capture.store import DAY_US, RTCP_TAG
+    from tests.unit.test_capture_rtcp import block, report, rtcp_packet
+
+    store = Store(postgres.url)
+    try:
+        position = tail_start(store)
+        sip = b"INVITE sip:100@b SIP/2.0\r\nCall-ID: k1\r\nCSeq: 1 INVITE\r\n\r\n"
+        packet = encode_hep(
+            HepPacket(
+                payload=sip, src_ip="10.0.0.1", dst_ip="10.0.0.2", src_port=5060,
+                dst_port=5060, ts_sec=NOW // 1_000_000, capture_id=1,
+            )
+        )  # fmt: skip
+        parsed = parse_for_store(Batch([packet] * 2, 2), None, NOW, True)
+        assert parsed.copied == 2
+        rtcp = packet_to_row(rtcp_packet("k1", report(block(source=9))), None, NOW)
+        assert rtcp[0] == RTCP_TAG
+        assert store.insert_rows([*parsed.rows, rtcp], parsed.copy, parsed.days, parsed.id)
+        assert store.insert_rows([rtcp], batch_id=b"rtcp-only")
+        with store.reading() as conn:
+            logged = conn.exec_driver_sql(
+                "SELECT last_id - ids_above >= 2, first_day, last_day, xact IS NOT NULL "
+                "FROM capture_batches ORDER BY xact"
+            ).all()
+        day = NOW // DAY_US
+        assert [tuple(r) for r in logged] == [(True, day, day, True), (False, None, None, True)]
+        seen, position = tail_ids(store, position)
+        assert seen == ["k1"]
+        assert tail_ids(store, position)[0] == []
+    finally:
+        store.close()
+
+
+def test_a_store_of_an_earlier_version_gets_the_batch_log(postgres: PgSandbox) -> None:
+    """Its batch log lacks the tail's columns: the next store to open it
+    adds them; batches its old writers still log (no id range) are passed
+    over, the others are tailed."""
+    store = Store(postgres.url)
+    store.close()
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute("DROP INDEX ix_capture_batches_xact")
+        for column in ("xact", "ids_above", "last_id", "first_day", "last_day"):
+            admin.execute(f"ALTER TABLE capture_batches DROP COLUMN {column}")
+    console = Store(postgres.url, create=False)
+    try:
+        position = tail_start(console)
+        with psycopg.connect(postgres.url) as old_writer:  # as the earlier version wrote
+            old_writer.execute(
+                "INSERT INTO capture_batches (batch_id, stored_us) VALUES ('\\x01', 1)"
+            )
+            old_writer.execute(
+                "INSERT INTO sip_messages (ts_us, src_ip, src_port, dst_ip, dst_port, transport, "
+                "capture_id, capture_host, call_id, method, cseq, from_user, to_user, "
+                "user_agent, correlation_id, raw, opens_call) VALUES (%s, '10.0.0.1', 5060, "
+                "'10.0.0.2', 5060, 'udp', 1, 'lb1', 'old-call', 'INVITE', '1 INVITE', 'a', "
+                "'b', 'ua', '', '\\x00', true)",
+                (NOW,),
+            )
+        writer = Store(postgres.url)
+        try:
+            writer.insert_rows([invite("new-call")])
+        finally:
+            writer.close()
+        assert tail_ids(console, position)[0] == ["new-call"]
+        assert [c.call_id for c in page_calls(console, MessageQuery()).calls] == [
+            "new-call",
+            "old-call",
+        ]
+    finally:
+        console.close()
