@@ -383,13 +383,16 @@ async def calls_live(
     cookie = request.cookies.get(SESSION_COOKIE, "")
 
     async def stream() -> AsyncIterator[str]:
+        # The browser's own position is not sent back before the first poll
+        # has read it (it holds it already; a reconnect before then sends
+        # Last-Event-ID, or the same ?after=).
         position = start
         if not position:
             try:
                 position = await _in_store(request, tail_start)
             except CaptureUnavailable:
                 position = ""
-        yield "retry: 1000\n" + (f"id: {position}\n\n" if position else "\n")
+        yield "retry: 1000\n" + (f"id: {position}\n\n" if position and not start else "\n")
         sent: dict[str, None] = {}
         deadline = asyncio.get_running_loop().time() + LIVE_MAX_S
         while asyncio.get_running_loop().time() < deadline:
