@@ -317,3 +317,39 @@ def test_a_store_of_an_earlier_version_gets_the_batch_log(postgres: PgSandbox) -
         ]
     finally:
         console.close()
+
+
+def test_a_batch_is_read_along_the_id_index_on_a_day_not_yet_analysed(
+    postgres: PgSandbox,
+) -> None:
+    """A new day's partition has no statistics for a minute or so; walking
+    its time index would read the whole day so far for each batch."""
+    from asterfleet.capture.store import DAY_US, partition_name
+    from asterfleet.capture.tail import _BY_ID, _Batch, _openings
+    from tests.integration.test_capture_partitions import index_used
+
+    store = Store(postgres.url)
+    try:
+        for b in range(4):
+            store.insert_rows([invite(f"c{b}-{i}", NOW + i) for i in range(2000)])
+        with store.engine.connect() as conn, conn.begin():
+            row = conn.exec_driver_sql(
+                "SELECT xact::text, ids_above, last_id, first_day, last_day "
+                "FROM capture_batches ORDER BY xact DESC LIMIT 1"
+            ).one()
+            batch = _Batch(int(row[0]), *row[1:])
+            for sql in _BY_ID:
+                conn.exec_driver_sql(sql)
+            for q in (MessageQuery(), MessageQuery(status_class="2xx")):
+                query = _openings(store, q, batch, batch.ids_above or 0, 51).compile(
+                    dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+                )
+                plan = "\n".join(
+                    r[0] for r in conn.exec_driver_sql("EXPLAIN " + str(query).replace("%", "%%"))
+                )
+                day = partition_name(NOW // DAY_US)
+                (walk,) = [line for line in plan.splitlines() if f" on {day} sip_messages " in line]
+                assert index_used(store, walk, day) == "ix_sip_messages_opening_id", plan
+                assert "JIT" not in plan
+    finally:
+        store.close()

@@ -246,6 +246,12 @@ FROM (SELECT 1) AS one LEFT JOIN LATERAL (
 """
 
 
+#: How a poll reads its batches' openings: along the id index (see
+#: :func:`_tail_pg`), and not compiled (small look-ups that an estimate
+#: without statistics can make look big: compiling would cost more).
+_BY_ID = ("SET LOCAL enable_sort = off", "SET LOCAL jit = off")
+
+
 @dataclass(frozen=True, slots=True)
 class _Batch:
     xact: int
@@ -260,10 +266,17 @@ def _tail_pg(store: Store, q: MessageQuery, text: str, limit: int) -> TailStep:
         prev = Position.decode(text)
     except ValueError:
         return TailStep([], tail_start(store), _unreadable(text))
-    with store.reading() as conn:
+    # One transaction for the poll (each statement still sees the commits
+    # before it). Its batches' openings must be read along the id index: a
+    # day partition not yet analysed can look cheaper to walk by time (its
+    # whole day so far, for each batch). With sorts ruled out (after the
+    # batches are listed), only the id index gives the order asked for.
+    with store.engine.connect() as conn, conn.begin():
         rows = conn.exec_driver_sql(
             _BATCHES_PG, (str(prev.done.xmax), [str(x) for x in prev.done.xip], MAX_BATCHES + 1)
         ).all()
+        for sql in _BY_ID:
+            conn.exec_driver_sql(sql)
         now = Snapshot.parse(rows[0][0])
         now_us = int(rows[0][1])
         fresh = Position(now_us, now).encode()
