@@ -437,7 +437,7 @@ class Store:
         raw = self.engine.raw_connection()
         try:
             driver: Any = raw.driver_connection
-            days = {r[0] // DAY_US for r in rows}.union(copy_days)
+            days = {r[0] // DAY_US for r in rows}.union(copy_days) if pg else set()
             if pg and self.partitioned:
                 self._ensure_partitions(driver, days, ())
             cur = driver.cursor()
