@@ -230,7 +230,7 @@ def test_a_position_it_cannot_go_on_from_starts_the_tail_from_now(postgres: PgSa
             ("12345", "not one this console gave"),  # an id, as SQLite's (and before)
             ("1:2:3:4:5", "not one this console gave"),
             (hour_ago, "away longer than the capture store remembers"),
-            (ahead, "ahead of this capture database"),
+            (ahead, "ahead of this capture store"),
         ):
             store.insert_rows([invite(f"before-{why[:5]}")])
             step = tail_calls(store, MessageQuery(), given)

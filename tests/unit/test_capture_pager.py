@@ -192,6 +192,9 @@ def test_a_live_tail_from_a_position_it_cannot_read_starts_from_now(store: Store
         step = tail_calls(store, MessageQuery(), given)
         assert step == TailStep([], now, step.restarted)
         assert "not one this console gave" in step.restarted
+    # An id above any stored: another store's, or this one emptied since.
+    step = tail_calls(store, MessageQuery(), str(int(now) + 1000))
+    assert step == TailStep([], now, step.restarted) and "ahead of" in step.restarted
 
 
 def test_a_database_from_before_openings_were_flagged_is_listed(tmp_path: Path) -> None:

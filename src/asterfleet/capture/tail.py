@@ -4,9 +4,12 @@ opening sent once, in the order their batches became visible.
 A position is text the console hands the browser (the SSE ``id:``, sent
 back as ``Last-Event-ID`` on a reconnect).
 
-- **SQLite** has one writer at a time: a message's id is given inside the
-  write lock, so ids are in commit order, and the position is the id of the
-  last opening sent.
+- **SQLite** has one writer at a time (a collector runs one writer
+  process for it, and SQLite's write lock serialises any others): a
+  message's id is given inside the write transaction, so ids are in commit
+  order, and the position is the id of the last opening sent. (An id above
+  every stored one means another store, or this one emptied: SQLite then
+  gives ids from 1 again.)
 - **PostgreSQL** has several writers (four per collector, and collectors
   may share a store). Ids come from one sequence as rows are copied in,
   but each writer commits when its batch is done: a batch with lower ids
@@ -191,6 +194,12 @@ def tail_calls(store: Store, q: MessageQuery, position: str, limit: int = 50) ->
     return _tail_by_id(store, q, int(position), limit)
 
 
+_AHEAD = (
+    "position is ahead of this capture store (emptied, restored or replaced?): "
+    "the live tail goes on from now"
+)
+
+
 def _unreadable(position: str) -> str:
     shown = position if len(position) <= 40 else position[:40] + "…"
     return (
@@ -214,8 +223,13 @@ def _tail_by_id(store: Store, q: MessageQuery, after_id: int, limit: int) -> Tai
     )
     with store.reading() as conn:
         rows = conn.execute(query).all()
-    if not rows:
-        return TailStep([], str(after_id))
+        if not rows:
+            # Ids above any stored: a position from another store, or this
+            # one emptied (SQLite then gives ids from 1 again).
+            newest = conn.execute(sa.select(sa.func.max(c.id))).scalar()
+            if after_id > int(newest or 0):
+                return TailStep([], tail_start(store), _AHEAD)
+            return TailStep([], str(after_id))
     return TailStep(_summaries(store, [r[0] for r in rows]), str(int(rows[-1][1])))
 
 
@@ -281,10 +295,7 @@ def _tail_pg(store: Store, q: MessageQuery, text: str, limit: int) -> TailStep:
         now_us = int(rows[0][1])
         fresh = Position(now_us, now).encode()
         if prev.done.xmax > now.xmax:
-            return TailStep(
-                [], fresh, "position is ahead of this capture database (restored or "
-                "replaced?): the live tail goes on from now",
-            )  # fmt: skip
+            return TailStep([], fresh, _AHEAD)
         if now_us - prev.taken_us > (BATCH_IDS_KEPT_S - KEPT_MARGIN_S) * 1_000_000:
             return TailStep(
                 [], fresh, "the live tail was away longer than the capture store remembers "
