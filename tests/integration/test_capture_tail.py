@@ -353,3 +353,25 @@ def test_a_batch_is_read_along_the_id_index_on_a_day_not_yet_analysed(
                 assert "JIT" not in plan
     finally:
         store.close()
+
+
+def test_transactions_of_the_server_s_other_databases_are_not_in_the_position(
+    postgres: PgSandbox, gated: tuple[Store, psycopg.Connection]
+) -> None:
+    """A shared server runs other databases' transactions, some for long:
+    PostgreSQL's snapshot lists them, but they write no batch here, so the
+    position does not carry them (it would grow with them)."""
+    store, admin = gated
+    admin.execute("CREATE DATABASE tail_elsewhere")
+    elsewhere_url = postgres.url.rsplit("/", 1)[0] + "/tail_elsewhere"
+    with psycopg.connect(elsewhere_url) as elsewhere:
+        (other,) = elsewhere.execute("SELECT pg_current_xact_id()::text").fetchone() or ("",)
+        store.insert_rows([invite("first-call")])  # a later transaction ends: `other` is below xmax
+        (snapshot,) = admin.execute("SELECT pg_current_snapshot()::text").fetchone() or ("",)
+        assert other in snapshot.split(":")[2].split(",")
+        position = tail_start(store)
+        assert int(other) not in Position.decode(position).done.xip
+        store.insert_rows([invite("next-call")])
+        seen, position = tail_ids(store, position)
+        assert seen == ["next-call"] and int(other) not in Position.decode(position).done.xip
+        elsewhere.rollback()

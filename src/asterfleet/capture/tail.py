@@ -26,7 +26,8 @@ back as ``Last-Event-ID`` on a reconnect).
   transaction); then each batch's openings (its id range, filtered to its
   transaction by the rows' ``xmin``); then moves on to that snapshot.
   A transaction still running at the poll stays in ``xip`` and is listed
-  when it commits; one that aborts logged nothing.
+  when it commits; one that aborts logged nothing. Transactions of the
+  server's other databases are left out (they log no batch here).
 
 The work of a poll is bounded: at most :data:`MAX_BATCHES` batches and
 ``limit`` openings. A poll that stops short ends inside the batches it
@@ -169,8 +170,8 @@ def tail_start(store: Store) -> str:
     """The position of a tail starting now: the calls stored from now on."""
     if store.dialect == "postgresql":
         with store.reading() as conn:
-            snap, now_us = conn.exec_driver_sql(_NOW_PG).one()
-        return Position(int(now_us), Snapshot.parse(snap)).encode()
+            snap, now_us, elsewhere = conn.exec_driver_sql(_NOW_PG).one()
+        return Position(int(now_us), _ours(snap, elsewhere)).encode()
     import sqlalchemy as sa
 
     from asterfleet.capture.tables import messages
@@ -241,16 +242,28 @@ def _summaries(store: Store, call_ids: list[str]) -> list[CallSummary]:
     return [summarise_call(m) for m in by_call.values() if m]
 
 
-#: PostgreSQL's snapshot now, and the time on its clock (µs).
-_NOW_PG = (
-    "SELECT pg_current_snapshot()::text, "
-    "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint"
-)
-#: The same, with the logged batches it sees that a position has not done
-#: (one statement: one snapshot), in transaction order.
-_BATCHES_PG = """
+#: The transactions running in the server's other databases (32-bit ids,
+#: as ``pg_stat_activity`` has them; hidden without the right to read
+#: others' statistics): they write no batch here, so a position leaves
+#: them out (a snapshot lists every database's: on a shared server many,
+#: and some for long).
+_ELSEWHERE = """ARRAY(
+    SELECT backend_xid::text FROM pg_stat_activity
+    WHERE backend_xid IS NOT NULL
+      AND datid <> (SELECT oid FROM pg_database WHERE datname = current_database()))"""
+#: PostgreSQL's snapshot now, the time on its clock (µs), and the
+#: transactions running elsewhere.
+_NOW_PG = f"""
 SELECT pg_current_snapshot()::text,
        (extract(epoch FROM statement_timestamp()) * 1000000)::bigint,
+       {_ELSEWHERE}
+"""
+#: The same, with the logged batches it sees that a position has not done
+#: (one statement: one snapshot), in transaction order.
+_BATCHES_PG = f"""
+SELECT pg_current_snapshot()::text,
+       (extract(epoch FROM statement_timestamp()) * 1000000)::bigint,
+       {_ELSEWHERE},
        b.xact::text, b.ids_above, b.last_id, b.first_day, b.last_day
 FROM (SELECT 1) AS one LEFT JOIN LATERAL (
     SELECT xact, ids_above, last_id, first_day, last_day FROM capture_batches
@@ -258,6 +271,15 @@ FROM (SELECT 1) AS one LEFT JOIN LATERAL (
     ORDER BY xact LIMIT %s
 ) AS b ON true
 """
+
+
+def _ours(snapshot: str, elsewhere: list[str]) -> Snapshot:
+    """PostgreSQL's snapshot without the transactions of other databases
+    (a running transaction's 32-bit id names it: they are all within 2³¹
+    of each other)."""
+    snap = Snapshot.parse(snapshot)
+    other = {int(x) for x in elsewhere}
+    return Snapshot(snap.xmax, tuple(x for x in snap.xip if (x & 0xFFFF_FFFF) not in other))
 
 
 #: How a poll reads its batches' openings: along the id index (see
@@ -291,7 +313,7 @@ def _tail_pg(store: Store, q: MessageQuery, text: str, limit: int) -> TailStep:
         ).all()
         for sql in _BY_ID:
             conn.exec_driver_sql(sql)
-        now = Snapshot.parse(rows[0][0])
+        now = _ours(rows[0][0], rows[0][2])
         now_us = int(rows[0][1])
         fresh = Position(now_us, now).encode()
         if prev.done.xmax > now.xmax:
@@ -301,7 +323,7 @@ def _tail_pg(store: Store, q: MessageQuery, text: str, limit: int) -> TailStep:
                 [], fresh, "the live tail was away longer than the capture store remembers "
                 "its batches: it goes on from now (reload the page for the calls in between)",
             )  # fmt: skip
-        batches = [_Batch(int(r[2]), *r[3:]) for r in rows if r[2] is not None]
+        batches = [_Batch(int(r[3]), *r[4:]) for r in rows if r[3] is not None]
         listed_all = len(batches) <= MAX_BATCHES
         batches = batches[:MAX_BATCHES]
         progress = dict(prev.sent)
