@@ -154,9 +154,20 @@ class EtcdSecurity:
 NO_SECURITY = EtcdSecurity()
 
 
+# etcd's "require leader" (clientv3.WithRequireLeader): a member that has
+# lost its leader (cut off from the quorum) ends the watch with an error and
+# refuses calls at once. Without it, a watch there stays open and silent
+# while the rest of the cluster moves on.
+REQUIRE_LEADER = ("hasleader", "true")
+
+
 class _Client(aetcd.Client):  # type: ignore[misc]
     """aetcd's client over TLS when credentials are given (aetcd 1.0 only
-    opens plaintext channels); the rest of aetcd is used as it is."""
+    opens plaintext channels), asking every call for a member with a
+    leader; the rest of aetcd is used as it is."""
+
+    metadata: tuple[tuple[str, str], ...] | None
+    channel: Any
 
     def __init__(self, credentials: grpc.ChannelCredentials | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -164,7 +175,16 @@ class _Client(aetcd.Client):  # type: ignore[misc]
 
     async def connect(self) -> None:
         if self._credentials is None:
+            if self._connected.is_set():
+                return
             await super().connect()
+            # Nothing awaits between aetcd's connect and this: no call can
+            # start before the metadata names the leader requirement.
+            if REQUIRE_LEADER not in (self.metadata or ()):
+                self.metadata = (*(self.metadata or ()), REQUIRE_LEADER)
+                self._watcher = aetcd.watcher.Watcher(
+                    aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+                )
             return
         if self._connected.is_set():
             return
@@ -188,6 +208,7 @@ class _Client(aetcd.Client):  # type: ignore[misc]
                 except aetcd.rpc.AioRpcError as exc:
                     aetcd.exceptions._handle_exception(exc)
                 self.metadata = (("token", reply.token),)
+            self.metadata = (*(self.metadata or ()), REQUIRE_LEADER)
             self.kvstub = aetcd.rpc.KVStub(self.channel)
             self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
             self.leasestub = aetcd.rpc.LeaseStub(self.channel)

@@ -36,6 +36,41 @@ def read_token_file(path: Path, option: str = "--metrics-token-file") -> str:
     return token
 
 
+class TokenFile:
+    """The scrape token of ``path``, read again whenever the file changes.
+
+    Kubernetes updates a mounted Secret in place (a new ``..data`` link), so
+    a rotated token is taken without a restart. A file that becomes
+    unreadable or empty keeps the last good token: a bad rotation never
+    opens the listener, and the next good write is taken.
+    """
+
+    def __init__(self, path: Path, option: str = "--metrics-token-file") -> None:
+        self.path = path
+        self.option = option
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._token = read_token_file(path, option)  # UsageError at start
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def current(self) -> str:
+        stamp = self._stat()
+        with self._lock:
+            if stamp is not None and stamp != self._stamp:
+                try:
+                    self._token = read_token_file(self.path, self.option)
+                    self._stamp = stamp
+                except UsageError:
+                    pass  # half-written or emptied: keep the last good token
+            return self._token
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -52,13 +87,12 @@ class _Quiet(WSGIRequestHandler):
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def bearer_only(app: WsgiApp, token: str) -> WsgiApp:
+def bearer_only(app: WsgiApp, token: TokenFile) -> WsgiApp:
     """``app`` for requests with ``Authorization: Bearer <token>``; 401 for the rest."""
-    expected = f"Bearer {token}".encode()
 
     def guarded(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
         given = environ.get("HTTP_AUTHORIZATION", "").strip().encode()
-        if hmac.compare_digest(given, expected):
+        if hmac.compare_digest(given, f"Bearer {token.current()}".encode()):
             return app(environ, start)
         start(
             "401 Unauthorized",
@@ -69,12 +103,12 @@ def bearer_only(app: WsgiApp, token: str) -> WsgiApp:
     return guarded
 
 
-def serve(listen: str, registry: CollectorRegistry, token: str | None = None) -> int:
+def serve(listen: str, registry: CollectorRegistry, token: TokenFile | None = None) -> int:
     """Start the /metrics HTTP server in a thread; the port it listens on.
 
-    With ``token``, only a scrape bearing it is answered: for a listener on
-    an address others reach (a hostNetwork Pod, where no NetworkPolicy
-    applies)."""
+    With ``token``, only a scrape bearing the file's current token is
+    answered: for a listener on an address others reach (a hostNetwork Pod,
+    where no NetworkPolicy applies)."""
     host, port = parse_listen(listen)
     try:
         if token is None:

@@ -163,7 +163,12 @@ def check_ladder(
     The names and the ladder's messages (API ``flow``, in the ladder's order)."""
     detail: dict[str, Any] = web.get(f"/api/v1/calls/{call['call_id']}").json()
     fleet = detail["fleet"]
-    caller = next(m["src"] for m in detail["messages"] if m["method"] == "INVITE")
+    # The caller: who sent the balancer its INVITE. (Not the first INVITE by
+    # time: Asterisk stamps what it receives to the millisecond, so its copy
+    # of the forwarded INVITE can read earlier than the caller's.)
+    caller = next(
+        m["src"] for m in detail["messages"] if m["method"] == "INVITE" and m["dst"] == lb
+    )
     assert fleet["names"] == {caller: "caller", lb: "lb1", box: node_id}
     assert fleet["node_name"] == node_id
     assert fleet["node_state"]["state"] == "active"  # when the call started

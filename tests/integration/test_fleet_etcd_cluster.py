@@ -177,3 +177,40 @@ def test_a_watch_whose_connection_another_task_closes_says_it_is_lost(tmp_path: 
         assert isinstance(asyncio.run(scenario()), WatchLost)
     finally:
         member.stop()
+
+
+def test_a_watch_on_a_member_cut_off_from_its_leader_ends(tmp_path: Path) -> None:
+    """A member that loses its leader (here: the two others frozen) keeps
+    its streams open; the client asks for a leader on every call, so the
+    watch ends with WatchLost (the caller re-reads elsewhere) instead of
+    staying silent while the rest of the cluster moves on."""
+    import asyncio
+    import os
+    import signal
+
+    from asterfleet.etcd_client import Etcd, WatchLost
+    from asterfleet.etcdtools.server import start_cluster, stop_all
+
+    members = start_cluster(tmp_path / "etcd", 3)
+    frozen: list[int] = []
+    try:
+
+        async def scenario() -> object:
+            etcd = Etcd(members[0].endpoint)
+            try:
+                async with etcd.watch_prefix("/af/", 1) as queue:
+                    for m in members[1:]:
+                        assert m.process is not None and m.process.proc is not None
+                        os.kill(m.process.proc.pid, signal.SIGSTOP)
+                        frozen.append(m.process.proc.pid)
+                    return await asyncio.wait_for(queue.get(), 30)
+            finally:
+                await etcd.close()
+
+        lost = asyncio.run(scenario())
+        assert isinstance(lost, WatchLost)
+        assert "no leader" in str(lost)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        stop_all(members)

@@ -149,7 +149,7 @@ def run(
             vip_address = parse_vip(vip)
         logs.configure(log_level, log_json)
         bal_metrics = BalancerMetrics()
-        token = metrics.read_token_file(metrics_token_file) if metrics_token_file else None
+        token = metrics.TokenFile(metrics_token_file) if metrics_token_file else None
         if metrics_listen:
             metrics.serve(metrics_listen, bal_metrics.registry, token)
         cfg = BalancerConfig(
