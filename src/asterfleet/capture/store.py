@@ -1180,6 +1180,8 @@ def _ensure_indexes(engine: Engine) -> None:
 #: and the UTC days of its messages (so a look-up reads their partitions
 #: only). The live tail reads it by transaction (:mod:`.tail`). Rows a
 #: writer of an earlier version logs have the transaction but no range.
+#: The ranges hold while ``sip_messages_id_seq`` caches no values (its
+#: default): a cached id would be given after ids above it.
 _PG_BATCH_LOG = (
     "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS xact xid8",
     "ALTER TABLE capture_batches ALTER COLUMN xact SET DEFAULT pg_current_xact_id()",
