@@ -86,6 +86,7 @@ def test_a_position_reads_back_as_written(position: Position) -> None:
         f"{T}:1e9::",
         f"{T}:110:١٠٠:",  # digits, but not ASCII
         f"{T}:110::" + "9" * 30,
+        f"{T}:99999999999999999999::",  # beyond an xid8
         f"{T}:" + "1," * 10_000 + ":",
     ],
 )

@@ -77,9 +77,6 @@ class Snapshot:
         if list(self.xip) != sorted(set(self.xip)) or any(x >= self.xmax for x in self.xip):
             raise ValueError(f"not a snapshot: xmax {self.xmax}, xip {self.xip}")
 
-    def covers(self, xact: int) -> bool:
-        return xact < self.xmax and xact not in self.xip
-
     @classmethod
     def parse(cls, text: str) -> Snapshot:
         """PostgreSQL's text of a ``pg_snapshot``: ``xmin:xmax:xip,xip``."""
@@ -118,8 +115,10 @@ class Position:
         taken, xmax, xip, sent = text.split(":")
         numbers = [taken, xmax, *(x for x in xip.split(",") if xip)]
         pairs = [p.split(".") for p in sent.split(",") if sent]
-        if not all(_UINT.fullmatch(n) for n in numbers + [n for p in pairs for n in p]):
-            raise ValueError("not numbers")
+        if not all(
+            _UINT.fullmatch(n) and int(n) < 1 << 63 for n in numbers + [n for p in pairs for n in p]
+        ):
+            raise ValueError("not numbers PostgreSQL takes")
         if any(len(p) != 2 for p in pairs):
             raise ValueError("not pairs")
         done = Snapshot(int(xmax), tuple(int(x) for x in xip.split(",") if xip))
@@ -183,11 +182,11 @@ def tail_start(store: Store) -> str:
 
 
 def tail_calls(store: Store, q: MessageQuery, position: str, limit: int = 50) -> TailStep:
-    """Calls opened (stored) after ``position`` that match ``q``: at most
-    ``limit`` openings' calls a poll, in the order their batches became
-    visible. A position that cannot be used (not one :func:`tail_start`
-    or this function gave for this kind of store, older than the batch log
-    remembers, ahead of the database) starts the tail again from now."""
+    """Calls opened (stored) after ``position`` that match ``q``: the calls
+    of at most ``limit`` openings a poll, batch by batch. A position that
+    cannot be used (not one :func:`tail_start` or this function gave for
+    this kind of store, older than the batch log remembers, ahead of the
+    database) starts the tail again from now."""
     if store.dialect == "postgresql":
         return _tail_pg(store, q, position, limit)
     if not _UINT.fullmatch(position):
