@@ -188,7 +188,7 @@ def test_the_live_tail_sends_new_calls_once(store: Store) -> None:
 def test_a_live_tail_from_a_position_it_cannot_read_starts_from_now(store: Store) -> None:
     """SQLite's positions are ids; a PostgreSQL one, or garbage, is not."""
     now = tail_start(store)
-    for given in ("1700000000:900:850:", "abc", "-5", "12 ", ""):
+    for given in ("1700000000:900:850:", "abc", "-5", "12 ", "", "9" * 20):
         step = tail_calls(store, MessageQuery(), given)
         assert step == TailStep([], now, step.restarted)
         assert "not one this console gave" in step.restarted

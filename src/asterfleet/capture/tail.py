@@ -189,7 +189,7 @@ def tail_calls(store: Store, q: MessageQuery, position: str, limit: int = 50) ->
     database) starts the tail again from now."""
     if store.dialect == "postgresql":
         return _tail_pg(store, q, position, limit)
-    if not _UINT.fullmatch(position):
+    if not _UINT.fullmatch(position) or int(position) >= 1 << 63:
         return TailStep([], tail_start(store), _unreadable(position))
     return _tail_by_id(store, q, int(position), limit)
 
