@@ -3,9 +3,11 @@ batches at once and commit in their own order: every call is tailed once."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -375,3 +377,69 @@ def test_transactions_of_the_server_s_other_databases_are_not_in_the_position(
         seen, position = tail_ids(store, position)
         assert seen == ["next-call"] and int(other) not in Position.decode(position).done.xip
         elsewhere.rollback()
+
+
+def test_two_collectors_writers_are_tailed_call_by_call(
+    tmp_path: Path, postgres: PgSandbox
+) -> None:
+    """The real thing: two `capture run` into one store, three writer
+    processes each, small batches over TCP (one collector's messages
+    stamped now, the other's years ago, so stored outside the day
+    partitions), while a tail polls: every call is tailed, once."""
+    from asterfleet.runtime.process import wait_for
+    from tests.integration.test_capture_collector import CaptureServer
+    from tests.unit.test_hep_samples import INVITE, hep
+
+    store = Store(postgres.url)
+    position = tail_start(store)
+    args = ["--writers", "3", "--batch-size", "40"]
+    collectors = [
+        CaptureServer(tmp_path / name, db=postgres.url, args=args) for name in ("c1", "c2")
+    ]
+    sent: list[str] = []
+    try:
+        for collector in collectors:
+            collector.work.mkdir()
+            collector.start()
+
+        def send(k: int, port: int) -> None:
+            stamp = {"ts_sec": NOW // 1_000_000} if k == 0 else {}
+            with socket.create_connection(("127.0.0.1", port)) as tcp:
+                for start in range(0, 1500, 20):
+                    tcp.sendall(
+                        b"".join(
+                            hep(INVITE.replace(b"call-1@test", f"k{k}-{i}".encode()), ip_proto=6,
+                                **stamp)
+                            for i in range(start, start + 20)
+                        )
+                    )  # fmt: skip
+                    time.sleep(0.005)  # paced: many small batches, stored side by side
+
+        senders = [
+            threading.Thread(target=send, args=(k, c.port)) for k, c in enumerate(collectors)
+        ]
+        sent = [f"k{k}-{i}" for k in range(2) for i in range(1500)]
+        for thread in senders:
+            thread.start()
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < len(sent) and time.monotonic() < deadline:
+            calls, position = tail_ids(store, position)
+            seen += calls
+        for thread in senders:
+            thread.join(10)
+        wait_for(lambda: store.count() == len(sent), timeout=30, what="every message stored")
+        for _ in range(100):  # what was stored after the last poll
+            calls, position = tail_ids(store, position)
+            if not calls:
+                break
+            seen += calls
+        assert sorted(seen) == sorted(sent)
+        assert len(seen) == len(set(seen))
+        with store.reading() as conn:
+            batches = conn.exec_driver_sql("SELECT count(*) FROM capture_batches").scalar_one()
+        assert batches >= 30, batches  # many, from six writers at once
+    finally:
+        for collector in collectors:
+            collector.stop()
+        store.close()
