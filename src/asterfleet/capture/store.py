@@ -112,6 +112,7 @@ RTCP_COLUMNS = (
     "jitter_ms",
     "rtt_ms",
     "mos",
+    "clock_hz",
 )
 
 
@@ -130,7 +131,7 @@ class StreamQuality:
     mos: float
     #: The lowest MOS of any of its reports.
     min_mos: float
-    #: The RTP clock rate its jitter and MOS were computed at.
+    #: The RTP clock rate its jitter and MOS are at.
     clock_hz: int = 8000
 
 
@@ -287,6 +288,7 @@ class Store:
 
             rtcp_reports.create(self.engine, checkfirst=True)
             batches.create(self.engine, checkfirst=True)
+            _add_rtcp_clock(self.engine)
             if self.dialect == "postgresql":
                 _ensure_batch_log(self.engine)
 
@@ -727,8 +729,13 @@ class Store:
             return [message_from_row(r) for r in conn.execute(query)]
 
     def stream_quality(self, call_id: str, clock_hz: int = 8000) -> list[StreamQuality]:
-        """A call's streams (by SSRC and reporter), latest report each; jitter
-        and MOS at the RTP clock rate ``clock_hz`` (stored: 8,000 Hz)."""
+        """A call's streams (by SSRC and reporter), latest report each.
+
+        Jitter and MOS are as stored when the collector decided the report's
+        RTP clock (``clock_hz`` > 0, :mod:`asterfleet.capture.mediaclock`),
+        the figures the MOS filter and the statistics read; a report whose
+        clock is not decided (yet) is read at ``clock_hz`` (its stored
+        figures are at 8,000 Hz)."""
         import sqlalchemy as sa
 
         from asterfleet.capture.rtcp import rescaled
@@ -742,8 +749,12 @@ class Store:
         with self.engine.connect() as conn:
             for row in conn.execute(query):
                 key = (row.source_ssrc, _hostport(row.src_ip, row.src_port))
-                jitter, mos = rescaled(row.fraction_lost, row.jitter_ms, row.rtt_ms, clock_hz)
-                latest[key] = (row, jitter, mos)
+                if row.clock_hz:
+                    clock, jitter, mos = row.clock_hz, row.jitter_ms, row.mos
+                else:
+                    clock = clock_hz
+                    jitter, mos = rescaled(row.fraction_lost, row.jitter_ms, row.rtt_ms, clock)
+                latest[key] = (row, jitter, mos, clock)
                 counts[key] = counts.get(key, 0) + 1
                 lowest[key] = min(lowest.get(key, 5.0), mos)
         return [
@@ -757,10 +768,25 @@ class Store:
                 rtt_ms=row.rtt_ms,
                 mos=mos,
                 min_mos=lowest[key],
-                clock_hz=clock_hz,
+                clock_hz=clock,
             )
-            for key, (row, jitter, mos) in latest.items()
+            for key, (row, jitter, mos, clock) in latest.items()
         ]
+
+    def lowest_mos(self, call_ids: Sequence[str]) -> dict[str, float]:
+        """Each call's lowest estimated MOS of any RTCP report, as stored (the
+        figure the "MOS below" filter compares); calls without one left out."""
+        ids = list(dict.fromkeys(call_ids))
+        if not ids:
+            return {}
+        rows = self._fetch(
+            "SELECT call_id, min(mos) FROM rtcp_reports WHERE call_id = ANY(%s) GROUP BY call_id",
+            "SELECT call_id, min(mos) FROM rtcp_reports "
+            f"WHERE call_id IN ({', '.join('?' for _ in ids)}) GROUP BY call_id",
+            [ids] if self.dialect == "postgresql" else ids,
+            None,
+        )
+        return {str(call_id): float(mos) for call_id, mos in rows}
 
     def messages_of_calls(
         self, call_ids: Sequence[str], conn: sa.Connection | None = None
@@ -903,7 +929,27 @@ def _add_opens_call(engine: Engine) -> None:
         opening.create(engine, checkfirst=True)
 
 
-def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
+def _add_rtcp_clock(engine: Engine) -> None:
+    """Databases from before RTCP reports had their RTP clock lack the column
+    (their reports' figures are at 8,000 Hz): add it, NULL for them, which
+    the collector's clock pass decides from the calls' SDP, newest first
+    (:mod:`asterfleet.capture.mediaclock`)."""
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import rtcp_unclocked
+
+    if "clock_hz" not in {c["name"] for c in sa.inspect(engine).get_columns("rtcp_reports")}:
+        _migrate(
+            engine, ["ALTER TABLE rtcp_reports ADD COLUMN clock_hz INTEGER"], "clock_hz",
+            table="rtcp_reports",
+        )  # fmt: skip
+    with contextlib.suppress(sa.exc.DBAPIError):  # another process made it meanwhile
+        rtcp_unclocked.create(engine, checkfirst=True)
+
+
+def _migrate(
+    engine: Engine, statements: Sequence[str], column: str, table: str = "sip_messages"
+) -> None:
     """Run one in-place migration; the collector and the console may open an
     old store at the same moment, and the second one finds it done."""
     import sqlalchemy as sa
@@ -913,7 +959,7 @@ def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
             for sql in statements:
                 conn.exec_driver_sql(sql)
     except sa.exc.DBAPIError:
-        columns = {c["name"] for c in sa.inspect(engine).get_columns("sip_messages")}
+        columns = {c["name"] for c in sa.inspect(engine).get_columns(table)}
         if column not in columns:
             raise
 
@@ -1037,6 +1083,7 @@ SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('sip_messages')) = 
    AND to_regclass('ix_sip_messages_opening_id') IS NOT NULL
    AND to_regclass('ix_sip_messages_call_id') IS NULL
    AND to_regclass('rtcp_reports') IS NOT NULL
+   AND to_regclass('ix_rtcp_reports_unclocked') IS NOT NULL
    AND to_regclass('capture_batches') IS NOT NULL
    AND to_regclass('ix_capture_batches_xact') IS NOT NULL
 """
@@ -1047,6 +1094,7 @@ SELECT (SELECT count(*) FROM pragma_table_info('sip_messages')
         WHERE name IN ('capture_host', 'opens_call')) = 2
    AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'ix_sip_messages_opening_ts')
    AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'rtcp_reports')
+   AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'ix_rtcp_reports_unclocked')
    AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'capture_batches')
 """
 
