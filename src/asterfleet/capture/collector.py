@@ -65,7 +65,7 @@ from asterfleet.capture.listen import parse_listen as parse_listen  # re-exporte
 from asterfleet.capture.mediaclock import MediaClocks
 from asterfleet.capture.rtcp import PROTO_RTCP, RtcpError, parse_rtcp
 from asterfleet.capture.sip_index import SipError, sip_fields
-from asterfleet.capture.store import RTCP_TAG, Row, Store, normalise_url
+from asterfleet.capture.store import BATCH_IDS_KEPT_S, RTCP_TAG, Row, Store, normalise_url
 from asterfleet.errors import UsageError
 from asterfleet.runtime.tasks import supervise
 
@@ -302,10 +302,6 @@ class Batch:
             return self.items
         return [p for chunk in self.items for p in split_frames(chunk)]
 
-
-#: How long the ids of stored batches are kept: a batch sent again comes
-#: within seconds (a writer's restart, a lost commit answer).
-BATCH_IDS_KEPT_S = 3600.0
 
 #: What a writer process acknowledges for one batch: stored, dropped, rejected
 #: by reason, and the seconds the database write took (None: not written).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,12 @@ DAY_US = 86_400_000_000
 PARTITION_PAST_DAYS = 400
 PARTITION_FUTURE_DAYS = 7
 
+
+#: How long the batch log (``capture_batches``) remembers a stored batch: a
+#: batch sent again comes within seconds (a writer's restart, a lost commit
+#: answer), and the Calls list's live tail resumes from a position up to
+#: about this old (:mod:`asterfleet.capture.tail`).
+BATCH_IDS_KEPT_S = 3600.0
 
 #: Tag in a row's first place: an RTCP report (HEP type 5), not a SIP message.
 RTCP_TAG = "rtcp"
@@ -241,6 +248,9 @@ class Store:
         self.partitioned = False
         #: The driver's own connection, no engine (see :meth:`_open_read_only`).
         self._driver: Any = None
+        #: PostgreSQL: an id the sequence gave before this store's next batch
+        #: (its previous batch's last): every id of that batch is above it.
+        self._ids_issued: int | None = None
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
@@ -279,6 +289,8 @@ class Store:
             rtcp_reports.create(self.engine, checkfirst=True)
             batches.create(self.engine, checkfirst=True)
             _add_rtcp_clock(self.engine)
+            if self.dialect == "postgresql":
+                _ensure_batch_log(self.engine)
 
     @cached_property
     def engine(self) -> Engine:
@@ -409,6 +421,12 @@ class Store:
         (UTC days, µs // :data:`DAY_US`). The batch's id is recorded in the
         same transaction (``capture_batches``), so a batch sent again after
         its commit went through unanswered is recognised.
+
+        On PostgreSQL every batch is logged there, also without an id: its
+        transaction id and where its message ids lie, for the live tail
+        (:mod:`asterfleet.capture.tail`). The log row is written after the
+        messages, so the batch costs no more round trips than before (a
+        batch sent again is then rolled back after its COPY: rare).
         """
         if copy_tuples and self.dialect != "postgresql":
             raise ValueError("binary COPY tuples go to PostgreSQL only")
@@ -421,15 +439,18 @@ class Store:
         raw = self.engine.raw_connection()
         try:
             driver: Any = raw.driver_connection
+            days = {r[0] // DAY_US for r in rows}.union(copy_days) if pg else set()
             if pg and self.partitioned:
-                self._ensure_partitions(driver, {r[0] // DAY_US for r in rows}, copy_days)
+                self._ensure_partitions(driver, days, ())
             cur = driver.cursor()
             try:
-                if batch_id is not None:
-                    cur.execute(
-                        _CLAIM_BATCH_PG if pg else _CLAIM_BATCH_SQLITE,
-                        (batch_id, int(time.time() * 1_000_000)),
-                    )
+                if pg:
+                    if self._ids_issued is None:
+                        cur.execute(_IDS_ISSUED_PG)
+                        self._ids_issued = int(cur.fetchone()[0])
+                    ids_above = self._ids_issued
+                elif batch_id is not None:
+                    cur.execute(_CLAIM_BATCH_SQLITE, (batch_id, int(time.time() * 1_000_000)))
                     if cur.rowcount == 0:
                         raw.rollback()
                         return False
@@ -451,9 +472,31 @@ class Store:
                                 write(row)
                         else:
                             copy.write(COPY_TRAILER)
+                if pg:
+                    # Its ids are the sequence's last ones on this connection.
+                    sip = bool(rows or copy_tuples)
+                    cur.execute(
+                        _LOG_BATCH_PG,
+                        (
+                            batch_id if batch_id is not None else os.urandom(16),
+                            int(time.time() * 1_000_000),
+                            ids_above,
+                            sip,
+                            ids_above,
+                            min(days, default=None),
+                            max(days, default=None),
+                        ),
+                    )
+                    logged = cur.fetchone()
+                    if logged is None:  # stored before
+                        raw.rollback()
+                        return False
+                    last_id = int(logged[0])
             finally:
                 cur.close()
             raw.commit()
+            if pg:
+                self._ids_issued = last_id
         except BaseException:
             try:
                 raw.rollback()
@@ -772,8 +815,18 @@ class Store:
 
 
 _MESSAGES_OF_CALLS = f"SELECT id, {', '.join(COLUMNS)} FROM sip_messages WHERE "
-_CLAIM_BATCH_PG = (
-    "INSERT INTO capture_batches (batch_id, stored_us) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+#: The batch log on PostgreSQL (see :data:`_PG_BATCH_LOG`): the batch's id,
+#: its transaction (the column's default), its ids (above the first value,
+#: up to the sequence's last value on this connection; none when it holds
+#: RTCP reports only) and its UTC days.
+_LOG_BATCH_PG = (
+    "INSERT INTO capture_batches (batch_id, stored_us, ids_above, last_id, first_day, last_day) "
+    "VALUES (%s, %s, %s, CASE WHEN %s THEN currval('sip_messages_id_seq') ELSE %s END, %s, %s) "
+    "ON CONFLICT DO NOTHING RETURNING last_id"
+)
+#: The last id the message sequence gave (any connection): ids given later are above it.
+_IDS_ISSUED_PG = (
+    "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM sip_messages_id_seq"
 )
 _CLAIM_BATCH_SQLITE = "INSERT OR IGNORE INTO capture_batches (batch_id, stored_us) VALUES (?, ?)"
 _INSERT_RTCP_PG = (
@@ -1032,6 +1085,7 @@ SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('sip_messages')) = 
    AND to_regclass('rtcp_reports') IS NOT NULL
    AND to_regclass('ix_rtcp_reports_unclocked') IS NOT NULL
    AND to_regclass('capture_batches') IS NOT NULL
+   AND to_regclass('ix_capture_batches_xact') IS NOT NULL
 """
 
 #: The same question on SQLite: every column, index and table this version makes.
@@ -1165,3 +1219,35 @@ def _ensure_indexes(engine: Engine) -> None:
         log.warning("capture_store_reindex_failed", error=str(exc).splitlines()[0][:200])
         return
     log.info("capture_store_reindexed", seconds=round(time.monotonic() - started, 1))
+
+
+#: The batch log's PostgreSQL columns, added to ``capture_batches`` (see
+#: :meth:`Store.insert_rows`): the transaction that stored the batch (an
+#: ``xid8``, which never wraps around), the range its message ids lie in
+#: (above ``ids_above``, up to ``last_id``: other writers' ids interleave),
+#: and the UTC days of its messages (so a look-up reads their partitions
+#: only). The live tail reads it by transaction (:mod:`.tail`). Rows a
+#: writer of an earlier version logs have the transaction but no range.
+#: The ranges hold while ``sip_messages_id_seq`` caches no values (its
+#: default): a cached id would be given after ids above it.
+_PG_BATCH_LOG = (
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS xact xid8",
+    "ALTER TABLE capture_batches ALTER COLUMN xact SET DEFAULT pg_current_xact_id()",
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS ids_above bigint",
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS last_id bigint",
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS first_day integer",
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS last_day integer",
+    "CREATE INDEX IF NOT EXISTS ix_capture_batches_xact ON capture_batches (xact)",
+)
+
+
+def _ensure_batch_log(engine: Engine) -> None:
+    """Give ``capture_batches`` the batch log's columns (PostgreSQL): a new
+    store, or one of an earlier version (its rows get none: no rewrite)."""
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("SELECT to_regclass('ix_capture_batches_xact')").scalar():
+            return
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        for sql in _PG_BATCH_LOG:
+            conn.exec_driver_sql(sql)

@@ -83,6 +83,8 @@ rtcp_unclocked = sa.Index(
 
 #: The batches stored lately, by the id the collector gave each (see
 #: ``Store.insert_rows``): a batch sent again is recognised, not stored twice.
+#: On PostgreSQL it is also the batch log the live tail reads, with more
+#: columns (the store's ``_PG_BATCH_LOG``).
 batches = sa.Table(
     "capture_batches",
     metadata,
