@@ -330,12 +330,12 @@ def test_every_message_is_indexed_twice_and_each_search_has_its_index(
         )
         assert index_used(store, tail, today) == "ix_sip_messages_opening_id", tail
         assert [m.call_id for m in store.messages_of_calls(["c7", "c9"])] == ["c7", "c9"]
-        from asterfleet.capture.pager import new_calls, newest_message_id
+        from asterfleet.capture.tail import tail_calls, tail_start
 
-        newest = newest_message_id(store)
+        newest = tail_start(store)
         store.insert_rows([invite("fresh", TODAY + 5000)])
-        fresh, _ = new_calls(store, MessageQuery(), newest)
-        assert [c.call_id for c in fresh] == ["fresh"]
+        step = tail_calls(store, MessageQuery(), newest)
+        assert [c.call_id for c in step.calls] == ["fresh"]
     finally:
         store.close()
 

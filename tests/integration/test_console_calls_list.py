@@ -165,5 +165,16 @@ def test_the_calls_list_tells_the_truth(console_url: str, capture_db: tuple[str,
             expect(rows.first).to_have_attribute("data-call-id", "new-call", timeout=15_000)
             expect(rows).to_have_count(6)
             expect(rows.first.locator(".badge.state")).to_have_text("in progress")
+
+            # A tail that cannot go on from its position (here a made-up
+            # one) says so on the page, and goes on from now.
+            page.goto(f"{console_url}/calls")
+            page.eval_on_selector(
+                "#live-tail", "el => el.setAttribute('data-stream', '/calls/live?after=made-up')"
+            )
+            page.check("#live-tail")
+            expect(page.locator("#live-note")).to_contain_text(
+                "not one this console gave", timeout=15_000
+            )
         finally:
             browser.close()

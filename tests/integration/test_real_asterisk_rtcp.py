@@ -164,11 +164,19 @@ def test_a_real_asterisks_rtcp_gives_the_calls_media_quality(tmp_path: Path) -> 
 
         # What the store holds: the box's reports (res_hep_rtcp, capture name
         # ast-real), the ones it sent and the ones it received.
-        with sqlite3.connect(fleet.capture.db) as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute(
-                "SELECT * FROM rtcp_reports WHERE call_id = ? ORDER BY ts_us", (call_id,)
-            ).fetchall()
+        def clocked() -> list[sqlite3.Row] | None:
+            with sqlite3.connect(fleet.capture.db) as db:
+                db.row_factory = sqlite3.Row
+                found = db.execute(
+                    "SELECT * FROM rtcp_reports WHERE call_id = ? ORDER BY ts_us", (call_id,)
+                ).fetchall()
+            return found if all(r["clock_hz"] is not None for r in found) else None
+
+        # Each report's RTP clock, decided by the collector from the box's
+        # SDP answer (PCMU) when it stored it, or by its pass soon after.
+        rows = wait_for(clocked, 10, what="the RTP clock of every report decided")
+        assert isinstance(rows, list)
+        assert {r["clock_hz"] for r in rows} == {8000}
         print("RTCP reports of the real Asterisk's call:", [dict(r) for r in rows])
         assert {r["capture_host"] for r in rows} == {"ast-real"}
         # Which way each went, as the test knows it: the box's RTCP port is

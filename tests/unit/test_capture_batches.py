@@ -17,7 +17,7 @@ from tests.unit.test_capture_pager import T0, answered
 #: One RTCP report block (RTCP_COLUMNS order) of call c1.
 REPORT = (
     T0 + 2_000_000, "c1", "ast1", "10.0.0.2", 10001, "10.0.0.1", 10000,
-    1111, 201, 2222, 0.0, 0, 1.5, 4.0, 4.4,
+    1111, 201, 2222, 0.0, 0, 1.5, 4.0, 4.4, None,
 )  # fmt: skip
 
 

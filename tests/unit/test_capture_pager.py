@@ -13,9 +13,10 @@ import pytest
 
 from asterfleet.capture.collector import packet_to_row
 from asterfleet.capture.hep import HepPacket, encode_hep
-from asterfleet.capture.pager import new_calls, newest_message_id, page_calls
+from asterfleet.capture.pager import page_calls
 from asterfleet.capture.search import MessageQuery
 from asterfleet.capture.store import Row, Store
+from asterfleet.capture.tail import TailStep, tail_calls, tail_start
 
 T0 = 1_700_000_000_000_000
 A, LB, N = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -173,15 +174,27 @@ def test_calls_in_progress_are_marked(store: Store) -> None:
 
 
 def test_the_live_tail_sends_new_calls_once(store: Store) -> None:
-    start = newest_message_id(store)
-    assert new_calls(store, MessageQuery(), start) == ([], start)
+    start = tail_start(store)
+    assert tail_calls(store, MessageQuery(), start) == TailStep([], start)
     store.insert_rows(answered("new-call", 50, None))
     store.insert_rows(probe("probe-new", 51))
-    calls, position = new_calls(store, MessageQuery(), start)
+    step = tail_calls(store, MessageQuery(), start)
     # Two openings (caller→lb, lb→node), one call; the probe stays hidden.
-    assert [c.call_id for c in calls] == ["new-call"]
-    assert position > start
-    assert new_calls(store, MessageQuery(), position) == ([], position)
+    assert [c.call_id for c in step.calls] == ["new-call"]
+    assert int(step.position) > int(start)
+    assert tail_calls(store, MessageQuery(), step.position) == TailStep([], step.position)
+
+
+def test_a_live_tail_from_a_position_it_cannot_read_starts_from_now(store: Store) -> None:
+    """SQLite's positions are ids; a PostgreSQL one, or garbage, is not."""
+    now = tail_start(store)
+    for given in ("1700000000:900:850:", "abc", "-5", "12 ", "", "9" * 20):
+        step = tail_calls(store, MessageQuery(), given)
+        assert step == TailStep([], now, step.restarted)
+        assert "not one this console gave" in step.restarted
+    # An id above any stored: another store's, or this one emptied since.
+    step = tail_calls(store, MessageQuery(), str(int(now) + 1000))
+    assert step == TailStep([], now, step.restarted) and "ahead of" in step.restarted
 
 
 def test_a_database_from_before_openings_were_flagged_is_listed(tmp_path: Path) -> None:

@@ -214,13 +214,16 @@ def test_on_idle_stop_asks_asterisk_for_a_graceful_stop(write: set[str], stopped
 def test_an_unexpected_error_in_the_registration_loop_is_logged_and_retried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The loop that keeps the record must outlive a bug: an exception it
-    does not know is logged and the write tried again (it once ended the
-    loop silently, and the node never registered)."""
+    """The loop that keeps the record runs supervised, as in the agent: an
+    exception it does not know is logged and the loop run again (it once
+    ended the loop silently, and the node never registered)."""
+    from asterfleet.etcd_client import Claim
+    from asterfleet.runtime.tasks import supervise
 
-    async def go() -> tuple[int, int | None]:
+    async def go() -> tuple[int, int | None, list[str]]:
         agent = make_agent()
         calls = {"grant": 0}
+        logged: list[str] = []
 
         async def grant(ttl: int) -> int:
             calls["grant"] += 1
@@ -229,15 +232,14 @@ def test_an_unexpected_error_in_the_registration_loop_is_logged_and_retried(
             agent.stopping.set()  # registered: end the test
             return 0x42
 
-        async def claim(*_: object) -> object:
-            from asterfleet.etcd_client import Claim
-
+        async def claim(*_: object) -> Claim:
             return Claim("created", 7)
 
         monkeypatch.setattr(agent.etcd, "grant", grant)
+        monkeypatch.setattr(agent.log, "error", lambda event, **_kw: logged.append(event))
         monkeypatch.setattr(agent.etcd, "claim", claim)
-        monkeypatch.setattr(agent, "_sleep", lambda _s: asyncio.sleep(0))
-        await asyncio.wait_for(agent.etcd_loop(), 5)
-        return calls["grant"], agent.lease
+        run = supervise("etcd", agent.etcd_loop, agent.stopping, agent.log, restart_after=0.01)
+        await asyncio.wait_for(run, 5)
+        return calls["grant"], agent.lease, logged
 
-    assert asyncio.run(go()) == (2, 0x42)
+    assert asyncio.run(go()) == (2, 0x42, ["loop_failed"])

@@ -37,7 +37,7 @@ from asterfleet.fleet.keys import Keyspace
 from asterfleet.fleet.model import BalancerStatus, EffectiveState
 from asterfleet.fleet.view import Parsed, parse_item, parse_snapshot, remove_item
 from asterfleet.kamailio.rpc import KamailioRpc
-from asterfleet.runtime.tasks import cancel_all
+from asterfleet.runtime.tasks import cancel_all, supervise
 
 #: Quiet seconds in a row with a write under the prefix newer than the last
 #: applied revision before the watch is declared lost and the prefix re-read.
@@ -395,10 +395,6 @@ class BalancerAgent:
                     self.log.warning("etcd_unavailable", error=str(exc))
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-            except Exception as exc:  # a bug here must not freeze the list
-                self.metrics.etcd_up.set(0)
-                self.log.error("etcd_loop_failed", error=repr(exc))
-                await self._sleep(2.0)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -525,13 +521,17 @@ class BalancerAgent:
             algorithm=self.cfg.algorithm.value,
             etcd=self.cfg.etcd,
         )
+        loops = {
+            "etcd": self.etcd_loop,
+            "reconcile": self.reconcile_loop,
+            "kamailio": self.kamailio_loop,
+            "status": self.status_loop,
+            "drift": self.drift_loop,
+            "vip": self.vip_loop,
+        }
         tasks = [
-            asyncio.create_task(self.etcd_loop(), name="etcd"),
-            asyncio.create_task(self.reconcile_loop(), name="reconcile"),
-            asyncio.create_task(self.kamailio_loop(), name="kamailio"),
-            asyncio.create_task(self.status_loop(), name="status"),
-            asyncio.create_task(self.drift_loop(), name="drift"),
-            asyncio.create_task(self.vip_loop(), name="vip"),
+            asyncio.create_task(supervise(name, loop, self.stopping, self.log), name=name)
+            for name, loop in loops.items()
         ]
         try:
             await shutdown.wait()

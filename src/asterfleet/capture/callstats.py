@@ -22,7 +22,9 @@ Definitions (ITU-T E.411 / E.425 in spirit, on what capture can see):
   answer sent back to the caller, p50 and p95 by nearest rank;
 - **response codes**: the caller's final answers, by code;
 - **mean MOS**: the mean over calls of each call's mean estimated MOS (RTCP,
-  see :mod:`asterfleet.capture.rtcp`), calls without RTCP left out.
+  see :mod:`asterfleet.capture.rtcp`), calls without RTCP left out; as
+  stored, at the RTP clock of the call's codec
+  (:mod:`asterfleet.capture.mediaclock`), as its call page shows it.
 """
 
 from __future__ import annotations

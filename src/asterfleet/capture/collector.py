@@ -62,10 +62,12 @@ from asterfleet.capture.hep import (
 from asterfleet.capture.listen import PROTOCOLS as PROTOCOLS  # re-exported
 from asterfleet.capture.listen import Listen
 from asterfleet.capture.listen import parse_listen as parse_listen  # re-exported
+from asterfleet.capture.mediaclock import MediaClocks
 from asterfleet.capture.rtcp import PROTO_RTCP, RtcpError, parse_rtcp
 from asterfleet.capture.sip_index import SipError, sip_fields
-from asterfleet.capture.store import RTCP_TAG, Row, Store, normalise_url
+from asterfleet.capture.store import BATCH_IDS_KEPT_S, RTCP_TAG, Row, Store, normalise_url
 from asterfleet.errors import UsageError
+from asterfleet.runtime.tasks import supervise
 
 if TYPE_CHECKING:
     from asterfleet.etcd_client import EtcdSecurity
@@ -116,7 +118,8 @@ def packet_to_row(data: bytes, auth_key: bytes | None, now_us: int) -> Row:
 
 
 def rtcp_row(pkt: HepPacket, now_us: int) -> Row:
-    """An RTCP report (HEP type 5) → ``(RTCP_TAG, block rows)`` for :class:`Store`."""
+    """An RTCP report (HEP type 5) → ``(RTCP_TAG, block rows)`` for :class:`Store`,
+    figures at 8,000 Hz and the clock undecided (:mod:`.mediaclock` decides it)."""
     if not pkt.correlation_id:
         raise HepError("no_call_id", "HEP RTCP packet has no correlation id (Call-ID)")
     ts = pkt.ts_sec * 1_000_000 + pkt.ts_usec if pkt.ts_sec else now_us
@@ -140,6 +143,7 @@ def rtcp_row(pkt: HepPacket, now_us: int) -> Row:
                 b.jitter_ms,
                 b.rtt_ms,
                 b.mos,
+                None,
             )
             for b in blocks
         ),
@@ -298,10 +302,6 @@ class Batch:
             return self.items
         return [p for chunk in self.items for p in split_frames(chunk)]
 
-
-#: How long the ids of stored batches are kept: a batch sent again comes
-#: within seconds (a writer's restart, a lost commit answer).
-BATCH_IDS_KEPT_S = 3600.0
 
 #: What a writer process acknowledges for one batch: stored, dropped, rejected
 #: by reason, and the seconds the database write took (None: not written).
@@ -526,6 +526,8 @@ class ParsedBatch:
     days: set[int] = field(default_factory=set)
     #: The received batch's :attr:`Batch.id` (None: store it without one).
     id: bytes | None = None
+    #: Where the RTCP rows are in :attr:`rows` (their clock is set before the insert).
+    rtcp_at: list[int] = field(default_factory=list)
 
     @property
     def stored(self) -> int:
@@ -542,16 +544,23 @@ def parse_for_store(
         batch = Batch(batch, len(batch))
     if _hepfast is None:
         rows, rejected = parse_batch(batch.packets(), auth_key, now_us)
-        return ParsedBatch(rows, rejected, id=batch.id)
+        return ParsedBatch(rows, rejected, id=batch.id, rtcp_at=_rtcp_at(rows, 0))
     copy, rows, stored, days, left, fast_rejected = _hepfast.parse_packets(
         batch.items, auth_key, now_us, binary, batch.framed
     )
     rejected = Counter(fast_rejected)
+    rtcp_at: list[int] = []
     if left:
+        # Only what the compiled path leaves can be RTCP: its SIP rows are not looked at.
         slow_rows, slow_rejected = parse_batch(left, auth_key, now_us)
+        rtcp_at = _rtcp_at(slow_rows, len(rows))
         rows += slow_rows
         rejected.update(slow_rejected)
-    return ParsedBatch(rows, rejected, copy, stored if binary else 0, days, batch.id)
+    return ParsedBatch(rows, rejected, copy, stored if binary else 0, days, batch.id, rtcp_at)
+
+
+def _rtcp_at(rows: list[Row], offset: int) -> list[int]:
+    return [offset + i for i, row in enumerate(rows) if row[0] == RTCP_TAG]
 
 
 def _writer_process(
@@ -583,9 +592,12 @@ def _writer_process(
     pace = _Pace(settings.max_write_rate / writers if settings.max_write_rate else None)
     auth = settings.auth_key.encode() if settings.auth_key is not None else None
     binary = normalise_url(settings.db_url).startswith("postgresql")
+    clocks = MediaClocks()
     try:
         while True:
             db.retention()
+            if index == 0:
+                db.settle_clocks(clocks)
             try:
                 batch = inbox.get(timeout=1.0)
             except queue.Empty:
@@ -593,6 +605,8 @@ def _writer_process(
             if batch is None:
                 break
             parsed = parse_for_store(batch, auth, int(time.time() * 1_000_000), binary)
+            if parsed.rtcp_at:
+                db.stamp_clocks(clocks, parsed)
             pace.wait(parsed.stored, abort)
             stored, dropped, seconds = db.write(parsed) if parsed.stored else (0, 0, None)
             acks.send((stored, dropped, dict(parsed.rejected), seconds))
@@ -636,6 +650,7 @@ class _Database:
         #: is waited for like one that goes away later.
         self._store: Store | None = None
         self.ok = True
+        self._clocks_ok = True
         self._next_retention = time.monotonic()
 
     @property
@@ -685,6 +700,31 @@ class _Database:
                 return 0, batch.stored, None
             delay = min(delay * 2, 2.0)
 
+    def stamp_clocks(self, clocks: MediaClocks, batch: ParsedBatch) -> None:
+        """The RTP clock of the batch's RTCP reports, where the store knows it."""
+        if not self.ok:
+            return  # the pass decides them once the database is back
+        try:
+            store = self.store
+        except Exception:
+            return  # the write waits for the database and says so
+        clocks.stamp(store, batch.rows, batch.rtcp_at)
+
+    def settle_clocks(self, clocks: MediaClocks) -> None:
+        """The pass over RTCP reports whose clock was not decided when stored."""
+        if not self.ok or not clocks.due(time.monotonic()):
+            return
+        try:
+            settled = clocks.settle(self.store)
+        except Exception as exc:
+            if self._clocks_ok:  # once until a pass works again: the write logs the outage
+                log.warning("rtcp_clock_pass_failed", error=str(exc).splitlines()[0][:200])
+            self._clocks_ok = False
+            return
+        self._clocks_ok = True
+        if settled:
+            log.info("rtcp_clocks_settled", reports=settled)
+
     def _answers(self) -> bool:
         try:
             with self.store.engine.connect() as conn:
@@ -714,8 +754,11 @@ class _Database:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return name in ("OperationalError", "InterfaceError", "ConnectionError") or (
+    """The database (or our connection to it) went away, by the error's class
+    or a base of it: a connection PostgreSQL closed when it was stopped says
+    so with ``AdminShutdown``, a subclass of the driver's OperationalError."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"OperationalError", "InterfaceError", "ConnectionError"}) or (
         isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
     )
 
@@ -1058,7 +1101,11 @@ class Collector:
                 port = server.sockets[0].getsockname()[1]
             self.bound.append(Listen(spec.proto, spec.host, port))
         self._kernel_drops_base = read_kernel_udp_drops(self._udp_inodes)
-        self._flusher = asyncio.create_task(self._flush_loop())
+        # Supervised: an error in one pass must not end the flushing, the
+        # resuming of paused TCP readers and the loss logs for good.
+        self._flusher = asyncio.create_task(
+            supervise("flush", self._flush_loop, asyncio.Event(), log), name="flush"
+        )
         log.info(
             "capture_listening",
             listen=",".join(str(b) for b in self.bound),

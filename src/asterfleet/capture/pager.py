@@ -399,47 +399,6 @@ def next_slice_floor(floor: int, span: int, since_us: int | None) -> int | None:
     return lower
 
 
-def newest_message_id(store: Store) -> int:
-    """The id of the newest call opening stored (0 when none): where a live
-    tail starts (it lists openings stored after it; their index is the one
-    with ids)."""
-    import sqlalchemy as sa
-
-    from asterfleet.capture.tables import messages
-
-    c = messages.c
-    with store.reading() as conn:
-        value = conn.execute(sa.select(sa.func.max(c.id)).where(c.opens_call == sa.true())).scalar()
-    return int(value or 0)
-
-
-def new_calls(
-    store: Store, q: MessageQuery, after_id: int, limit: int = 50
-) -> tuple[list[CallSummary], int]:
-    """Calls opened (stored) after message ``after_id`` that match ``q``, oldest
-    first, and the id to continue from: the live tail of the Calls list."""
-    import sqlalchemy as sa
-
-    from asterfleet.capture.tables import messages
-
-    c = messages.c
-    query = (
-        sa.select(c.call_id, c.id)
-        .where(*conditions(q, store.dialect), c.id > after_id)
-        .order_by(c.id)
-        .limit(limit)
-    )
-    with store.reading() as conn:
-        rows = conn.execute(query).all()
-    if not rows:
-        return [], after_id
-    ids = list(dict.fromkeys(r[0] for r in rows))
-    by_call: dict[str, list[Message]] = {cid: [] for cid in ids}
-    for msg in store.messages_of_calls(ids):
-        by_call[msg.call_id].append(msg)
-    return [summarise_call(m) for m in by_call.values() if m], int(rows[-1][1])
-
-
 def _one_call(store: Store, call_id: str) -> CallPage:
     """A lookup by Call-ID alone: the call's messages in one query (what the
     walk would find, listed only when an opening was captured)."""

@@ -52,10 +52,10 @@ it. Per block we keep:
 - loss: ``fraction_lost / 256`` since the previous report, and the
   cumulative ``packets_lost``;
 - jitter in ms: ``ia_jitter`` is in RTP timestamp units; the clock rate is
-  not in the report, so it is stored at 8,000 Hz (G.711, the fleet's codec):
-  ``jitter_ms = ia_jitter / 8``; the call view rescales it to the clock rate
-  of the codec the call's SDP negotiated (:mod:`asterfleet.capture.sdp`)
-  and estimates the MOS again (:func:`rescaled`);
+  not in the report, so it is parsed at 8,000 Hz (G.711, the fleet's codec):
+  ``jitter_ms = ia_jitter / 8``; the collector then puts it, and the MOS
+  (:func:`rescaled`), at the clock rate of the codec the call's SDP answer
+  chose (:mod:`asterfleet.capture.mediaclock`);
 - round-trip time (RFC 3550 §6.4.1): ``A - LSR - DLSR`` in 1/65536 s, where
   A is the capture time as the middle 32 bits of an NTP timestamp, for a
   block the capture host *received* only: LSR there is the NTP time of the
@@ -133,7 +133,7 @@ class RtcpBlock:
     fraction_lost: float
     #: Packets lost since the stream began (may be negative: duplicates).
     packets_lost: int
-    #: Interarrival jitter in ms at :data:`CLOCK_HZ`.
+    #: Interarrival jitter in ms at :data:`CLOCK_HZ` (see :func:`rescaled`).
     jitter_ms: float
     #: Round-trip time, for a block the capture host received only.
     rtt_ms: float | None

@@ -14,7 +14,8 @@ both ends then send). In the call's captured messages the answer is the
 second distinct SDP body (the first is the offer; copies of one message
 captured on several hops are one body); with a single SDP, that one.
 
-Pure: text in, :class:`AudioCodec` out; never raises on any input.
+Pure: text in, :class:`AudioCodec` (and :class:`Negotiation`) out; never
+raises on any input.
 """
 
 from __future__ import annotations
@@ -118,9 +119,25 @@ def _codec(pt: int, rtpmap: dict[int, tuple[str, int | None]]) -> AudioCodec:
     return AudioCodec(pt, "", None)
 
 
-def negotiated_codec(messages: Iterable[bytes]) -> AudioCodec | None:
-    """The voice codec of a call from its SIP messages in capture order: the
-    answer's (see the module docstring), or None when no SDP tells it."""
+@dataclass(frozen=True, slots=True)
+class Negotiation:
+    """What a call's captured SDP tells of its voice codec."""
+
+    #: The answer's codec (else the offer's); None when no SDP names one.
+    codec: AudioCodec | None
+    #: True once the answer was captured (a second distinct SDP body): the
+    #: codec can no longer change. False: the offer alone, or no SDP yet.
+    answered: bool
+
+    @property
+    def clock_hz(self) -> int | None:
+        """The codec's RTP clock rate; None when the SDP does not give it."""
+        return self.codec.clock_hz if self.codec is not None else None
+
+
+def negotiation(messages: Iterable[bytes]) -> Negotiation:
+    """The codec of a call from its SIP messages in capture order (see the
+    module docstring), and whether the answer was among them."""
     bodies: list[str] = []
     for raw in messages:
         body = sdp_body(raw)
@@ -131,5 +148,11 @@ def negotiated_codec(messages: Iterable[bytes]) -> AudioCodec | None:
     for body in reversed(bodies):  # the answer first, else the offer
         codec = audio_codec(body)
         if codec is not None:
-            return codec
-    return None
+            return Negotiation(codec, len(bodies) == 2)
+    return Negotiation(None, len(bodies) == 2)
+
+
+def negotiated_codec(messages: Iterable[bytes]) -> AudioCodec | None:
+    """The voice codec of a call from its SIP messages in capture order: the
+    answer's (see the module docstring), or None when no SDP tells it."""
+    return negotiation(messages).codec

@@ -70,7 +70,8 @@ class MessageQuery:
     text: str | None = None
     #: List calls opened by OPTIONS (the balancers' probes), hidden otherwise.
     options: bool = False
-    #: Calls with a stream whose estimated MOS (RTCP, see capture.rtcp) fell below this.
+    #: Calls with a stream whose estimated MOS (RTCP, see capture.rtcp; as stored,
+    #: at the codec's RTP clock: capture.mediaclock) fell below this.
     mos_below: float | None = None
     #: Calls with a message from or to this node (its addresses over time).
     node: Party | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -85,6 +86,12 @@ PARTITION_PAST_DAYS = 400
 PARTITION_FUTURE_DAYS = 7
 
 
+#: How long the batch log (``capture_batches``) remembers a stored batch: a
+#: batch sent again comes within seconds (a writer's restart, a lost commit
+#: answer), and the Calls list's live tail resumes from a position up to
+#: about this old (:mod:`asterfleet.capture.tail`).
+BATCH_IDS_KEPT_S = 3600.0
+
 #: Tag in a row's first place: an RTCP report (HEP type 5), not a SIP message.
 RTCP_TAG = "rtcp"
 
@@ -105,6 +112,7 @@ RTCP_COLUMNS = (
     "jitter_ms",
     "rtt_ms",
     "mos",
+    "clock_hz",
 )
 
 
@@ -123,7 +131,7 @@ class StreamQuality:
     mos: float
     #: The lowest MOS of any of its reports.
     min_mos: float
-    #: The RTP clock rate its jitter and MOS were computed at.
+    #: The RTP clock rate its jitter and MOS are at.
     clock_hz: int = 8000
 
 
@@ -240,6 +248,9 @@ class Store:
         self.partitioned = False
         #: The driver's own connection, no engine (see :meth:`_open_read_only`).
         self._driver: Any = None
+        #: PostgreSQL: an id the sequence gave before this store's next batch
+        #: (its previous batch's last): every id of that batch is above it.
+        self._ids_issued: int | None = None
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._sqlite_insert = (
             f"INSERT INTO sip_messages ({', '.join(COLUMNS)}) VALUES ({placeholders})"
@@ -277,6 +288,9 @@ class Store:
 
             rtcp_reports.create(self.engine, checkfirst=True)
             batches.create(self.engine, checkfirst=True)
+            _add_rtcp_clock(self.engine)
+            if self.dialect == "postgresql":
+                _ensure_batch_log(self.engine)
 
     @cached_property
     def engine(self) -> Engine:
@@ -407,6 +421,12 @@ class Store:
         (UTC days, µs // :data:`DAY_US`). The batch's id is recorded in the
         same transaction (``capture_batches``), so a batch sent again after
         its commit went through unanswered is recognised.
+
+        On PostgreSQL every batch is logged there, also without an id: its
+        transaction id and where its message ids lie, for the live tail
+        (:mod:`asterfleet.capture.tail`). The log row is written after the
+        messages, so the batch costs no more round trips than before (a
+        batch sent again is then rolled back after its COPY: rare).
         """
         if copy_tuples and self.dialect != "postgresql":
             raise ValueError("binary COPY tuples go to PostgreSQL only")
@@ -419,15 +439,18 @@ class Store:
         raw = self.engine.raw_connection()
         try:
             driver: Any = raw.driver_connection
+            days = {r[0] // DAY_US for r in rows}.union(copy_days) if pg else set()
             if pg and self.partitioned:
-                self._ensure_partitions(driver, {r[0] // DAY_US for r in rows}, copy_days)
+                self._ensure_partitions(driver, days, ())
             cur = driver.cursor()
             try:
-                if batch_id is not None:
-                    cur.execute(
-                        _CLAIM_BATCH_PG if pg else _CLAIM_BATCH_SQLITE,
-                        (batch_id, int(time.time() * 1_000_000)),
-                    )
+                if pg:
+                    if self._ids_issued is None:
+                        cur.execute(_IDS_ISSUED_PG)
+                        self._ids_issued = int(cur.fetchone()[0])
+                    ids_above = self._ids_issued
+                elif batch_id is not None:
+                    cur.execute(_CLAIM_BATCH_SQLITE, (batch_id, int(time.time() * 1_000_000)))
                     if cur.rowcount == 0:
                         raw.rollback()
                         return False
@@ -449,9 +472,31 @@ class Store:
                                 write(row)
                         else:
                             copy.write(COPY_TRAILER)
+                if pg:
+                    # Its ids are the sequence's last ones on this connection.
+                    sip = bool(rows or copy_tuples)
+                    cur.execute(
+                        _LOG_BATCH_PG,
+                        (
+                            batch_id if batch_id is not None else os.urandom(16),
+                            int(time.time() * 1_000_000),
+                            ids_above,
+                            sip,
+                            ids_above,
+                            min(days, default=None),
+                            max(days, default=None),
+                        ),
+                    )
+                    logged = cur.fetchone()
+                    if logged is None:  # stored before
+                        raw.rollback()
+                        return False
+                    last_id = int(logged[0])
             finally:
                 cur.close()
             raw.commit()
+            if pg:
+                self._ids_issued = last_id
         except BaseException:
             try:
                 raw.rollback()
@@ -684,8 +729,13 @@ class Store:
             return [message_from_row(r) for r in conn.execute(query)]
 
     def stream_quality(self, call_id: str, clock_hz: int = 8000) -> list[StreamQuality]:
-        """A call's streams (by SSRC and reporter), latest report each; jitter
-        and MOS at the RTP clock rate ``clock_hz`` (stored: 8,000 Hz)."""
+        """A call's streams (by SSRC and reporter), latest report each.
+
+        Jitter and MOS are as stored when the collector decided the report's
+        RTP clock (``clock_hz`` > 0, :mod:`asterfleet.capture.mediaclock`),
+        the figures the MOS filter and the statistics read; a report whose
+        clock is not decided (yet) is read at ``clock_hz`` (its stored
+        figures are at 8,000 Hz)."""
         import sqlalchemy as sa
 
         from asterfleet.capture.rtcp import rescaled
@@ -699,8 +749,12 @@ class Store:
         with self.engine.connect() as conn:
             for row in conn.execute(query):
                 key = (row.source_ssrc, _hostport(row.src_ip, row.src_port))
-                jitter, mos = rescaled(row.fraction_lost, row.jitter_ms, row.rtt_ms, clock_hz)
-                latest[key] = (row, jitter, mos)
+                if row.clock_hz:
+                    clock, jitter, mos = row.clock_hz, row.jitter_ms, row.mos
+                else:
+                    clock = clock_hz
+                    jitter, mos = rescaled(row.fraction_lost, row.jitter_ms, row.rtt_ms, clock)
+                latest[key] = (row, jitter, mos, clock)
                 counts[key] = counts.get(key, 0) + 1
                 lowest[key] = min(lowest.get(key, 5.0), mos)
         return [
@@ -714,10 +768,25 @@ class Store:
                 rtt_ms=row.rtt_ms,
                 mos=mos,
                 min_mos=lowest[key],
-                clock_hz=clock_hz,
+                clock_hz=clock,
             )
-            for key, (row, jitter, mos) in latest.items()
+            for key, (row, jitter, mos, clock) in latest.items()
         ]
+
+    def lowest_mos(self, call_ids: Sequence[str]) -> dict[str, float]:
+        """Each call's lowest estimated MOS of any RTCP report, as stored (the
+        figure the "MOS below" filter compares); calls without one left out."""
+        ids = list(dict.fromkeys(call_ids))
+        if not ids:
+            return {}
+        rows = self._fetch(
+            "SELECT call_id, min(mos) FROM rtcp_reports WHERE call_id = ANY(%s) GROUP BY call_id",
+            "SELECT call_id, min(mos) FROM rtcp_reports "
+            f"WHERE call_id IN ({', '.join('?' for _ in ids)}) GROUP BY call_id",
+            [ids] if self.dialect == "postgresql" else ids,
+            None,
+        )
+        return {str(call_id): float(mos) for call_id, mos in rows}
 
     def messages_of_calls(
         self, call_ids: Sequence[str], conn: sa.Connection | None = None
@@ -746,8 +815,18 @@ class Store:
 
 
 _MESSAGES_OF_CALLS = f"SELECT id, {', '.join(COLUMNS)} FROM sip_messages WHERE "
-_CLAIM_BATCH_PG = (
-    "INSERT INTO capture_batches (batch_id, stored_us) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+#: The batch log on PostgreSQL (see :data:`_PG_BATCH_LOG`): the batch's id,
+#: its transaction (the column's default), its ids (above the first value,
+#: up to the sequence's last value on this connection; none when it holds
+#: RTCP reports only) and its UTC days.
+_LOG_BATCH_PG = (
+    "INSERT INTO capture_batches (batch_id, stored_us, ids_above, last_id, first_day, last_day) "
+    "VALUES (%s, %s, %s, CASE WHEN %s THEN currval('sip_messages_id_seq') ELSE %s END, %s, %s) "
+    "ON CONFLICT DO NOTHING RETURNING last_id"
+)
+#: The last id the message sequence gave (any connection): ids given later are above it.
+_IDS_ISSUED_PG = (
+    "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM sip_messages_id_seq"
 )
 _CLAIM_BATCH_SQLITE = "INSERT OR IGNORE INTO capture_batches (batch_id, stored_us) VALUES (?, ?)"
 _INSERT_RTCP_PG = (
@@ -850,7 +929,27 @@ def _add_opens_call(engine: Engine) -> None:
         opening.create(engine, checkfirst=True)
 
 
-def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
+def _add_rtcp_clock(engine: Engine) -> None:
+    """Databases from before RTCP reports had their RTP clock lack the column
+    (their reports' figures are at 8,000 Hz): add it, NULL for them, which
+    the collector's clock pass decides from the calls' SDP, newest first
+    (:mod:`asterfleet.capture.mediaclock`)."""
+    import sqlalchemy as sa
+
+    from asterfleet.capture.tables import rtcp_unclocked
+
+    if "clock_hz" not in {c["name"] for c in sa.inspect(engine).get_columns("rtcp_reports")}:
+        _migrate(
+            engine, ["ALTER TABLE rtcp_reports ADD COLUMN clock_hz INTEGER"], "clock_hz",
+            table="rtcp_reports",
+        )  # fmt: skip
+    with contextlib.suppress(sa.exc.DBAPIError):  # another process made it meanwhile
+        rtcp_unclocked.create(engine, checkfirst=True)
+
+
+def _migrate(
+    engine: Engine, statements: Sequence[str], column: str, table: str = "sip_messages"
+) -> None:
     """Run one in-place migration; the collector and the console may open an
     old store at the same moment, and the second one finds it done."""
     import sqlalchemy as sa
@@ -860,7 +959,7 @@ def _migrate(engine: Engine, statements: Sequence[str], column: str) -> None:
             for sql in statements:
                 conn.exec_driver_sql(sql)
     except sa.exc.DBAPIError:
-        columns = {c["name"] for c in sa.inspect(engine).get_columns("sip_messages")}
+        columns = {c["name"] for c in sa.inspect(engine).get_columns(table)}
         if column not in columns:
             raise
 
@@ -984,7 +1083,9 @@ SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('sip_messages')) = 
    AND to_regclass('ix_sip_messages_opening_id') IS NOT NULL
    AND to_regclass('ix_sip_messages_call_id') IS NULL
    AND to_regclass('rtcp_reports') IS NOT NULL
+   AND to_regclass('ix_rtcp_reports_unclocked') IS NOT NULL
    AND to_regclass('capture_batches') IS NOT NULL
+   AND to_regclass('ix_capture_batches_xact') IS NOT NULL
 """
 
 #: The same question on SQLite: every column, index and table this version makes.
@@ -993,6 +1094,7 @@ SELECT (SELECT count(*) FROM pragma_table_info('sip_messages')
         WHERE name IN ('capture_host', 'opens_call')) = 2
    AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'ix_sip_messages_opening_ts')
    AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'rtcp_reports')
+   AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'ix_rtcp_reports_unclocked')
    AND EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'capture_batches')
 """
 
@@ -1117,3 +1219,35 @@ def _ensure_indexes(engine: Engine) -> None:
         log.warning("capture_store_reindex_failed", error=str(exc).splitlines()[0][:200])
         return
     log.info("capture_store_reindexed", seconds=round(time.monotonic() - started, 1))
+
+
+#: The batch log's PostgreSQL columns, added to ``capture_batches`` (see
+#: :meth:`Store.insert_rows`): the transaction that stored the batch (an
+#: ``xid8``, which never wraps around), the range its message ids lie in
+#: (above ``ids_above``, up to ``last_id``: other writers' ids interleave),
+#: and the UTC days of its messages (so a look-up reads their partitions
+#: only). The live tail reads it by transaction (:mod:`.tail`). Rows a
+#: writer of an earlier version logs have the transaction but no range.
+#: The ranges hold while ``sip_messages_id_seq`` caches no values (its
+#: default): a cached id would be given after ids above it.
+_PG_BATCH_LOG = (
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS xact xid8",
+    "ALTER TABLE capture_batches ALTER COLUMN xact SET DEFAULT pg_current_xact_id()",
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS ids_above bigint",
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS last_id bigint",
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS first_day integer",
+    "ALTER TABLE capture_batches ADD COLUMN IF NOT EXISTS last_day integer",
+    "CREATE INDEX IF NOT EXISTS ix_capture_batches_xact ON capture_batches (xact)",
+)
+
+
+def _ensure_batch_log(engine: Engine) -> None:
+    """Give ``capture_batches`` the batch log's columns (PostgreSQL): a new
+    store, or one of an earlier version (its rows get none: no rewrite)."""
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("SELECT to_regclass('ix_capture_batches_xact')").scalar():
+            return
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        for sql in _PG_BATCH_LOG:
+            conn.exec_driver_sql(sql)

@@ -64,12 +64,27 @@ rtcp_reports = sa.Table(
     sa.Column("jitter_ms", sa.Float, nullable=False),
     sa.Column("rtt_ms", sa.Float),
     sa.Column("mos", sa.Float, nullable=False),
+    # The RTP clock rate jitter_ms and mos are at (asterfleet.capture.mediaclock):
+    # the codec's from the call's SDP answer; 0: the SDP does not tell (8,000 Hz
+    # assumed); NULL: not decided yet, or stored before the column (8,000 Hz).
+    sa.Column("clock_hz", sa.Integer),
     sa.Index("ix_rtcp_reports_call_id", "call_id", "mos"),
     sa.Index("ix_rtcp_reports_ts", "ts_us"),
 )
 
+#: The reports whose clock is not decided yet, newest first (a small index:
+#: the collector decides a report's clock when it stores it, or soon after).
+rtcp_unclocked = sa.Index(
+    "ix_rtcp_reports_unclocked",
+    rtcp_reports.c.ts_us,
+    sqlite_where=rtcp_reports.c.clock_hz.is_(None),
+    postgresql_where=rtcp_reports.c.clock_hz.is_(None),
+)
+
 #: The batches stored lately, by the id the collector gave each (see
 #: ``Store.insert_rows``): a batch sent again is recognised, not stored twice.
+#: On PostgreSQL it is also the batch log the live tail reads, with more
+#: columns (the store's ``_PG_BATCH_LOG``).
 batches = sa.Table(
     "capture_batches",
     metadata,

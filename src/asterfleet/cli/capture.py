@@ -303,7 +303,9 @@ def search_cmd(
 
     Calls are listed by start, newest first, through the same paging search
     as the console's Calls page and `GET /api/v1/calls`. The balancers'
-    OPTIONS probes are left out unless `--options` is given.
+    OPTIONS probes are left out unless `--options` is given. MOS is a call's
+    lowest estimated MOS of any RTCP report (`min_mos` in `--json`), at its
+    codec's RTP clock: the figure `--mos-below` compares and the call page shows.
     """
     from asterfleet.capture.pager import (
         MAX_PAGE,
@@ -395,18 +397,20 @@ def search_cmd(
                 )  # fmt: skip
                 return
             page = page_calls(store, query, limit, decode_cursor(cursor or ""))
-            calls = [c.as_dict() for c in page.calls]
+            lowest = store.lowest_mos([c.call_id for c in page.calls])
+            calls = [{**c.as_dict(), "min_mos": lowest.get(c.call_id)} for c in page.calls]
             emit(
                 as_json,
                 calls,
                 lambda: print_table(
                     f"{len(calls)} calls",
                     ["start (UTC)", "duration", "from", "to", "status", "node", "msgs",
-                     "call-id"],
+                     "MOS", "call-id"],
                     [
                         (_ts(c["start_us"]), f"{c['duration_s']:.3f}s", c["from_user"],
                          c["to_user"], c["final_status"] or "-", c["node"] or "-",
-                         c["messages"], c["call_id"])
+                         c["messages"], "-" if c["min_mos"] is None else f"{c['min_mos']:.2f}",
+                         c["call_id"])
                         for c in calls
                     ],
                 ),

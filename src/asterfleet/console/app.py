@@ -54,6 +54,7 @@ from asterfleet.console.web import STATIC_DIR, make_templates, render
 from asterfleet.db import Database, open_database
 from asterfleet.etcd_client import Etcd
 from asterfleet.fleet.keys import Keyspace
+from asterfleet.runtime.tasks import supervise
 
 log = structlog.get_logger("asterfleet.console")
 
@@ -130,6 +131,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.etcd = etcd_factory(settings.etcd)
         watch_etcd: Etcd | None = None
+        background: dict[str, Callable[[], Awaitable[None]]] = {}
         if settings.watch:
             watch_etcd = etcd_factory(settings.etcd)
             state.monitor = FleetMonitor(
@@ -140,20 +142,17 @@ def create_app(
                 members=lambda: asyncio.to_thread(eventlog.members, database, ks.cluster),
                 observe=lambda view: asyncio.to_thread(addresses.observe, view),
             )
-            state.tasks.append(asyncio.create_task(state.monitor.run(), name="fleet monitor"))
+            background["fleet monitor"] = state.monitor.run
         if settings.capture_db and settings.watch:
-            state.tasks.append(
-                asyncio.create_task(stats.refresh_metrics(state, call_stats), name="call stats")
-            )
+            background["call stats"] = lambda: stats.refresh_metrics(state, call_stats)
         if settings.history_retention:
-            state.tasks.append(
-                asyncio.create_task(
-                    retention.keep_trimmed(
-                        database, ks.cluster, settings.history_retention, trimmed
-                    ),
-                    name="history retention",
-                )
+            retention_s = settings.history_retention
+            background["history retention"] = lambda: retention.keep_trimmed(
+                database, ks.cluster, retention_s, trimmed
             )
+        never = asyncio.Event()  # the tasks are cancelled at shutdown
+        for name, loop in background.items():
+            state.tasks.append(asyncio.create_task(supervise(name, loop, never, log), name=name))
         log.info("console_started", cluster=ks.cluster, etcd=settings.etcd)
         try:
             async with factory.running() if factory else contextlib.nullcontext():

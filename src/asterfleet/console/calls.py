@@ -33,8 +33,6 @@ from asterfleet.capture.pager import (
     CallPage,
     decode_cursor,
     encode_cursor,
-    new_calls,
-    newest_message_id,
     page_calls,
 )
 from asterfleet.capture.pcap import build_pcap
@@ -49,6 +47,7 @@ from asterfleet.capture.search import (
     summarise_call,
 )
 from asterfleet.capture.store import Message, Store, StreamQuality
+from asterfleet.capture.tail import TailStep, tail_calls, tail_start
 from asterfleet.console import saved_searches
 from asterfleet.console.addressbook import party
 from asterfleet.console.call_fleet import CallFleet, call_fleet, node_names
@@ -307,10 +306,12 @@ async def calls_page(
     st = console_state(request)
     saved = await asyncio.to_thread(saved_searches.list_saved, st.db, user.username)
     result: CallPage | None = None
-    newest = 0
+    newest = ""
     try:
         if page == 1 and not cursor:
-            newest = await _in_store(request, newest_message_id)
+            # Before the page's own query: a call stored in between is on
+            # both (the live tail's row replaces the page's), never on neither.
+            newest = await _in_store(request, tail_start)
         q = await filters.resolved(request)
         result = await _in_store(
             request, page_calls, q, min(max(limit, 1), MAX_PAGE), decode_cursor(cursor)
@@ -363,29 +364,35 @@ LIVE_MAX_S = 300.0
 async def calls_live(
     request: Request,
     filters: CallFilters = Depends(),
-    after: int | None = None,
+    after: str = "",
     user: Principal = Depends(page_user),
 ) -> Response:
     """New calls matching the filters, as rendered rows (server-sent events,
-    ``event: call``); each event's id is where to continue from."""
+    ``event: call``). The stream's ``id:`` is where the tail is: the browser
+    sends it back (``Last-Event-ID``) when it reconnects, and the tail goes
+    on from there, so no call is missed. A position it cannot go on from
+    (see :func:`tail_calls`) starts the tail from now, with an ``event:
+    restarted`` saying why."""
     try:
         q = await filters.resolved(request)
     except UsageError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    resume = request.headers.get("last-event-id", "")
-    start = int(resume) if resume.isdigit() else after
+    start = request.headers.get("last-event-id", "").strip() or after.strip()
     st = console_state(request)
     template = st.templates.get_template("_call_row.html")
     cookie = request.cookies.get(SESSION_COOKIE, "")
 
     async def stream() -> AsyncIterator[str]:
+        # The browser's own position is not sent back before the first poll
+        # has read it (it holds it already; a reconnect before then sends
+        # Last-Event-ID, or the same ?after=).
         position = start
-        if position is None:
+        if not position:
             try:
-                position = await _in_store(request, newest_message_id)
+                position = await _in_store(request, tail_start)
             except CaptureUnavailable:
-                position = 0
-        yield f"retry: 1000\nid: {position}\n\n"
+                position = ""
+        yield "retry: 1000\n" + (f"id: {position}\n\n" if position and not start else "\n")
         sent: dict[str, None] = {}
         deadline = asyncio.get_running_loop().time() + LIVE_MAX_S
         while asyncio.get_running_loop().time() < deadline:
@@ -399,22 +406,35 @@ async def calls_live(
                 yield sse_message("logout", "")
                 return
             try:
-                calls, position = await _in_store(request, new_calls, q, position)
+                if not position:
+                    position = await _in_store(request, tail_start)
+                    yield f"id: {position}\n\n"
+                    continue
+                step: TailStep = await _in_store(request, tail_calls, q, position)
             except CaptureUnavailable:
                 yield ": capture database unavailable\n\n"
                 continue
+            if step.restarted:
+                log.info("calls_live_restarted", user=user.username, reason=step.restarted)
+                yield sse_message("restarted", step.restarted)
             now = _now_us()
-            names = await _node_names(request, calls)
-            for call in calls:
+            names = await _node_names(request, step.calls)
+            out: list[str] = []
+            for call in step.calls:
                 if call.call_id in sent:
                     continue
                 sent[call.call_id] = None
                 if len(sent) > 1000:
                     sent.pop(next(iter(sent)))
                 html = template.render(r=call_row(call, names.get(call.call_id, "")), now_us=now)
-                yield f"id: {position}\n" + sse_message("call", html)
-            if not calls:
-                yield ": keepalive\n\n"
+                out.append(sse_message("call", html))
+            # The position after the poll's calls, in the same write: a
+            # reconnect in between sends them again (the page replaces a
+            # call's row), never skips them.
+            if step.position != position:
+                out.append(f"id: {step.position}\n\n")
+                position = step.position
+            yield "".join(out) if out else ": keepalive\n\n"
 
     return StreamingResponse(
         stream(),

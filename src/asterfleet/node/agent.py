@@ -28,7 +28,7 @@ from asterfleet.node.execs import MAX_AGE as EXEC_MAX_AGE
 from asterfleet.node.execs import ExecRequest
 from asterfleet.node.execs import to_json as exec_json
 from asterfleet.node.state import ProbeHistory, ProbeVerdict, classify, next_state
-from asterfleet.runtime.tasks import cancel_all
+from asterfleet.runtime.tasks import cancel_all, supervise
 from asterfleet.sip.options import parse_sip_uri, probe
 
 
@@ -329,13 +329,6 @@ class NodeAgent:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            except Exception as exc:  # a bug here must not silently end registration
-                self.metrics.etcd_up.set(0)
-                self.log.error("etcd_loop_failed", error=repr(exc))
-                next_keepalive = 0.0
-                self.written = None
-                await self._sleep(2.0)
-                continue
             wait = max(0.0, next_keepalive - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.dirty.wait(), wait)
@@ -437,9 +430,6 @@ class NodeAgent:
             except EtcdUnavailable:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except Exception as exc:  # a bug here must not end `node exec`
-                self.log.error("exec_loop_failed", error=repr(exc))
-                await self._sleep(5.0)
 
     async def _run_exec(self, key: str, raw: bytes) -> None:
         try:
@@ -482,11 +472,15 @@ class NodeAgent:
         Raises :class:`NodeIdTaken` when another live agent holds the id.
         """
         self.log.info("starting", sip_uri=self.cfg.sip_uri, etcd=self.cfg.etcd, ttl=self.cfg.ttl)
+        loops = {
+            "counter": lambda: self.counter.run(self.stopping),
+            "probe": self.probe_loop,
+            "etcd": self.etcd_loop,
+            "exec": self.exec_loop,
+        }
         tasks = [
-            asyncio.create_task(self.counter.run(self.stopping), name="counter"),
-            asyncio.create_task(self.probe_loop(), name="probe"),
-            asyncio.create_task(self.etcd_loop(), name="etcd"),
-            asyncio.create_task(self.exec_loop(), name="exec"),
+            asyncio.create_task(supervise(name, loop, self.stopping, self.log), name=name)
+            for name, loop in loops.items()
         ]
         stop = asyncio.create_task(_wait(self.stopping))
         signalled = asyncio.create_task(_wait(shutdown))

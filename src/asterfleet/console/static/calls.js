@@ -98,6 +98,12 @@
           addRow(ev.data);
           tick();
         });
+        // The tail could not go on from where it was (away too long): it
+        // says so, and goes on from now.
+        source.addEventListener("restarted", function (ev) {
+          var note = document.getElementById("live-note");
+          if (note) note.textContent = ev.data;
+        });
         source.addEventListener("logout", function () { source.close(); source = null; box.checked = false; });
         setInterval(tick, 1000);
       } else if (!box.checked && source) {
