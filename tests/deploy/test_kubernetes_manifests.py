@@ -306,3 +306,32 @@ def test_a_host_network_metrics_port_answers_only_prometheus(
     # Every hostNetwork part has a metrics listener (the podman overlay has none).
     assert {name for name, _ in checked} == host_network
     assert not host_network or ("kamailio-lb", "balancer") in checked
+
+
+def test_the_balancers_and_the_boxes_send_hep_to_the_capture_service() -> None:
+    """Both ends of every hop send HEP (one message, one arrow needs both),
+    and the boxes' RTCP reports too: to the capture Service's HEP port,
+    which the capture Pod listens on and its NetworkPolicy lets them reach.
+    The podman overlay runs no capture Pod: its balancers are given none (not
+    even a DNS query for the name may leave the test's network)."""
+    rendered = render("production")
+    service = kube.find(rendered, "Service", "capture")
+    hep_ports = {p["port"] for p in service["spec"]["ports"] if p["name"].startswith("hep-")}
+    expected = {f"capture:{port}" for port in hep_ports}
+    lb = kube.find(rendered, "ConfigMap", "kamailio-lb")["data"]
+    assert lb["ASTERFLEET_CAPTURE_ADDRESS"] in expected
+    for name in ("kamailio", "balancer"):  # both take the ConfigMap
+        refs = _containers(kube.find(rendered, "DaemonSet", "kamailio-lb"))[name]["envFrom"]
+        assert {"configMapRef": {"name": "kamailio-lb"}} in refs
+    asterisk = _containers(kube.find(rendered, "StatefulSet", "asterisk"))["asterisk"]
+    env = {e["name"]: e.get("value") for e in asterisk["env"]}
+    assert env["ASTERFLEET_CAPTURE_ADDRESS"] in expected
+    listen = {
+        e["name"]: e.get("value")
+        for e in _containers(kube.find(rendered, "Deployment", "capture"))["capture"]["env"]
+    }["ASTERFLEET_CAPTURE_LISTEN"]
+    assert {f"{proto}:0.0.0.0:{port}" for proto in ("udp", "tcp") for port in hep_ports} == set(
+        listen.split(",")
+    )
+    podman = kube.find(render("podman"), "ConfigMap", "kamailio-lb")["data"]
+    assert "ASTERFLEET_CAPTURE_ADDRESS" not in podman

@@ -16,7 +16,7 @@ import pytest
 from asterfleet.capture.ladder import build_ladder, render_svg
 from asterfleet.capture.search import call_messages
 from asterfleet.capture.store import Store
-from asterfleet.kamailio.config import KamailioConfig
+from asterfleet.kamailio.config import KamailioConfig, resolve_capture
 from asterfleet.kamailio.server import KamailioServer
 from asterfleet.runtime.ports import free_port_both
 from asterfleet.runtime.process import require_binary, wait_for
@@ -47,7 +47,9 @@ def test_calls_through_the_balancer_are_captured(tmp_path: Path, short_dir: Path
         rpc_socket=short_dir / "rpc.sock",
         runtime_dir=short_dir,
         listen=[f"udp:127.0.0.1:{lb_port}"],
-        capture=f"127.0.0.1:{capture.port}",
+        # By name, as the Kubernetes manifests give it (capture:9060): resolved
+        # when the config is rendered, since Kamailio's resolver would not.
+        capture=resolve_capture(f"localhost:{capture.port}"),
         capture_id=42,
     )
     kamailio = KamailioServer(cfg, tmp_path / "kamailio")

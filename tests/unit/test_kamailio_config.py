@@ -213,3 +213,44 @@ def test_cli_free_bind_and_rpc_socket_owner(
     assert done.exit_code == code, done.output
     for text in expected:
         assert text in done.output
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("10.0.0.5:9060", "10.0.0.5:9060"),
+        ("[2001:db8::5]:9060", "[2001:db8::5]:9060"),
+        ("localhost:9060", "127.0.0.1:9060"),  # /etc/hosts: no DNS query
+    ],
+)
+def test_a_capture_name_is_resolved_when_the_config_is_rendered(given: str, expected: str) -> None:
+    from asterfleet.kamailio.config import resolve_capture
+
+    assert resolve_capture(given) == expected
+
+
+def test_a_capture_name_that_does_not_resolve_leaves_capture_off_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The balancer must start when the capture Service is missing: Kamailio
+    is rendered without siptrace and the operator is told why."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from asterfleet.cli.kamailio import app
+
+    def no_dns(host: str, *_a: object, **_k: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    base = ["--list-file", "/tmp/d.list", "--rpc-socket", "/tmp/r.sock"]
+    done = CliRunner().invoke(app, [*base, "--capture", "capture:9060"])
+    assert done.exit_code == 0, done.output
+    assert "warning: --capture 'capture:9060': cannot resolve 'capture'" in done.output
+    assert 'loadmodule "siptrace.so"' not in done.output
+    with_capture = CliRunner().invoke(app, [*base, "--capture", "10.0.0.5:9060"])
+    assert 'loadmodule "siptrace.so"' in with_capture.output
+    bad = CliRunner().invoke(app, [*base, "--capture", "bad host:9060"])
+    assert bad.exit_code == 2
+    assert "(write IPv6 as [addr]:port)" in bad.output  # printed as text, not markup

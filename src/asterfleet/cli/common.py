@@ -319,7 +319,11 @@ def etcd_security() -> EtcdSecurity:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear line on stderr and exit (2 = bad input, 1 = failure)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # The message is text, not markup: "[addr]:port" or a user's "[/x]" must
+    # print as typed (they vanished, or made rich raise).
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -46,7 +46,13 @@ def config(
         2000, help="Time to the first reply before failing over to the next node."
     ),
     children: int = typer.Option(4, help="Kamailio worker processes per UDP socket."),
-    capture: str = typer.Option(None, help="Send every SIP message as HEP v3 to host:port."),
+    capture: str = typer.Option(
+        None,
+        envvar="ASTERFLEET_CAPTURE_ADDRESS",
+        help="Send every SIP message as HEP v3 to host:port. A host name is resolved "
+        "when the config is rendered (Kamailio's resolver reads no /etc/hosts); one that "
+        "does not resolve leaves capture off with a warning: calls never depend on it.",
+    ),
     capture_id: int = typer.Option(1, help="HEP capture id of this balancer."),
     free_bind: bool = typer.Option(
         False,
@@ -71,6 +77,7 @@ def config(
     """
     with user_errors():
         owner_user, owner_group = _owner(rpc_socket_owner)
+        capture_at = _capture_address(capture) if capture else None
         cfg = KamailioConfig(
             list_file=list_file,
             rpc_socket=rpc_socket,
@@ -83,7 +90,7 @@ def config(
             probing_interval=probing_interval,
             fr_timer_ms=fr_timer_ms,
             children=children,
-            capture=capture,
+            capture=capture_at,
             capture_id=capture_id,
             free_bind=free_bind,
             rpc_socket_user=owner_user,
@@ -115,3 +122,19 @@ def _owner(value: str | None) -> tuple[str | None, str | None]:
             f"--rpc-socket-owner {value!r}: expected USER or USER:GROUP, e.g. asterfleet"
         )
     return user, group or None
+
+
+def _capture_address(address: str) -> str | None:
+    """The capture address with its name resolved, or None (capture off) when
+    the name does not resolve: the balancer must start all the same."""
+    from asterfleet.kamailio.config import NameNotResolved, resolve_capture
+
+    try:
+        return resolve_capture(address)  # bad syntax stays an error (exit 2)
+    except NameNotResolved as exc:
+        typer.echo(
+            f"warning: {exc}: rendering without HEP capture (calls are not affected); "
+            "render the config again once the name resolves",
+            err=True,
+        )
+        return None

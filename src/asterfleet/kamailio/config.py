@@ -32,6 +32,7 @@ import functools
 import glob
 import ipaddress
 import re
+import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -227,6 +228,43 @@ class KamailioConfig:
 
 def _unknown_algorithm(name: str) -> str:
     return f"unknown dispatcher algorithm {name!r}: use one of {', '.join(ALGORITHMS)}"
+
+
+class NameNotResolved(UsageError):
+    """A host name that does not resolve (to any address)."""
+
+
+def resolve_capture(address: str) -> str:
+    """``host:port`` for siptrace, its host an address: a name is resolved
+    here, once, when the config is rendered (Kubernetes' ``capture:9060``:
+    a Service's cluster IP stays while the Service does).
+
+    Kamailio's own resolver does not read ``/etc/hosts`` (measured with
+    Kamailio 5.6: ``sip:localhost:9060`` as the duplicate URI gave "could
+    not resolve hostname" for every message, and nothing was captured).
+    UsageError when ``address`` is not ``host:port``; NameNotResolved when
+    the name does not resolve. An IPv4 address is preferred when a name has
+    both.
+    """
+    host, port = _parse_host_port(address, "--capture")
+    if address.startswith("["):
+        return address
+    try:
+        ipaddress.IPv4Address(host)
+        return address
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        raise NameNotResolved(f"--capture {address!r}: cannot resolve {host!r} ({exc})") from None
+    v4 = [i[4][0] for i in infos if i[0] == socket.AF_INET]
+    v6 = [i[4][0] for i in infos if i[0] == socket.AF_INET6]
+    if v4:
+        return f"{v4[0]}:{port}"
+    if v6:
+        return f"[{v6[0]}]:{port}"
+    raise NameNotResolved(f"--capture {address!r}: {host!r} has no IPv4 or IPv6 address")
 
 
 def _parse_host_port(value: str, what: str) -> tuple[str, int]:
