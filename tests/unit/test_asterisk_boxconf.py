@@ -222,6 +222,24 @@ def test_cli_writes_the_files_with_the_secret_from_a_file(tmp_path: Path) -> Non
     assert no_secret.returncode == 2 and "ASTERFLEET_AMI_SECRET" in no_secret.stderr
 
 
+def test_cli_gives_the_capture_servers_auth_key_to_res_hep(tmp_path: Path) -> None:
+    """A collector run with --auth-key refuses HEP without it: the box's
+    hep.conf carries it, taken from the environment like the AMI secret."""
+    out = tmp_path / "etc"
+    env = {
+        "ASTERFLEET_AMI_SECRET": "s",
+        "ASTERFLEET_CAPTURE_ADDRESS": "10.0.0.5:9060",
+        "ASTERFLEET_CAPTURE_AUTH_KEY": "hep-key",
+    }
+    done = run_cli("--out", str(out), "--balancer", "10.0.0.2", "--node", "ast1", env=env)
+    assert done.returncode == 0, done.stderr
+    hep = (out / "hep.conf").read_text()
+    assert "capture_address = 10.0.0.5:9060" in hep
+    assert "capture_password = hep-key" in hep
+    assert (out / "hep.conf").stat().st_mode & 0o777 == 0o640  # a secret, as manager.conf
+    assert "res_hep_rtcp.so" in (out / "modules.conf").read_text()
+
+
 def test_agent_may_stop_adds_command_and_says_why() -> None:
     manager = render_box_config(replace(BASE, agent_may_stop=True))["manager.conf"]
     assert "write = reporting,command" in section(manager, "asterfleet")

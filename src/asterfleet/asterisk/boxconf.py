@@ -74,6 +74,9 @@ MODULES = (
 #: With a capture server: res_hep sends, res_hep_pjsip every SIP message,
 #: res_hep_rtcp every RTCP report sent or received (HEP type 5: media quality).
 HEP_MODULES = ("res_hep.so", "res_hep_pjsip.so", "res_hep_rtcp.so")
+#: Files that hold a secret (the AMI user's, the capture server's auth key):
+#: written 0640, readable by Asterisk's group only.
+SECRET_FILES = frozenset({"manager.conf", "hep.conf"})
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 

@@ -37,7 +37,12 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterfleet import logs
-from asterfleet.asterisk.boxconf import BoxConfig, balancer_addresses, render_box_config
+from asterfleet.asterisk.boxconf import (
+    SECRET_FILES,
+    BoxConfig,
+    balancer_addresses,
+    render_box_config,
+)
 from asterfleet.errors import AsterfleetError, RecordError
 from asterfleet.etcd_client import (
     NO_SECURITY,
@@ -60,10 +65,9 @@ RELOAD_MODULE: Mapping[str, str] = {
     "logger.conf": "logger",
     "hep.conf": "res_hep.so",
 }
+
+
 # manager.conf holds the AMI secret.
-SECRET_FILES = frozenset({"manager.conf"})
-
-
 @dataclass(frozen=True)
 class Plan:
     """What a new render means for a running box."""

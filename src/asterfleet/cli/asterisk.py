@@ -147,6 +147,12 @@ def config(
     ),
     node: str | None = typer.Option(None, "--node", help="Node name, sent as capture_name."),
     capture_id: int = typer.Option(0, "--capture-id", help="Numeric capture agent id."),
+    capture_auth_key: str | None = typer.Option(
+        None,
+        "--capture-auth-key",
+        envvar="ASTERFLEET_CAPTURE_AUTH_KEY",
+        help="The capture server's --auth-key (better from the environment than the command line).",
+    ),
     follow: bool = typer.Option(
         False,
         "--follow",
@@ -193,7 +199,7 @@ def config(
     """
     import os
 
-    from asterfleet.asterisk.boxconf import BoxConfig, render_box_config
+    from asterfleet.asterisk.boxconf import SECRET_FILES, BoxConfig, render_box_config
     from asterfleet.node.calls import ami_secret
 
     with user_errors():
@@ -227,7 +233,12 @@ def config(
             state_dir=state_dir,
             container=container,
             agent_may_stop=agent_may_stop,
-            capture=HepConf(capture_address=capture, capture_id=capture_id, capture_name=node)
+            capture=HepConf(
+                capture_address=capture,
+                capture_id=capture_id,
+                capture_name=node,
+                password=capture_auth_key,
+            )
             if capture
             else None,
         )
@@ -245,8 +256,7 @@ def config(
             for name, text in files.items():
                 path = target / name
                 path.write_text(text)
-                # manager.conf holds the AMI secret.
-                path.chmod(0o640 if name == "manager.conf" else 0o644)
+                path.chmod(0o640 if name in SECRET_FILES else 0o644)
         except OSError as exc:
             raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         typer.echo(f"wrote {', '.join(files)} to {target}")
