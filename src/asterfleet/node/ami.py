@@ -258,10 +258,12 @@ class AmiSession:
                 raise AmiError(f"login refused: {login.get('message') or 'no reason given'}")
             self.shutting_down = False
             settings = await self.request("CoreSettings")
-            if not _is_error(settings):
-                self.version = settings.get("asteriskversion") or self.version
+            version = None if _is_error(settings) else settings.get("asteriskversion")
             while not stopping.is_set() and not reading.done():
                 await self.resync()
+                # Only once the count is known: a record never says "22.x,
+                # not connected yet" (a probe between the two wrote that).
+                self.version = version or self.version
                 waiters = {reading, asyncio.create_task(_wait(stopping))}
                 _, pending = await asyncio.wait(
                     waiters, timeout=self.resync_interval, return_when=asyncio.FIRST_COMPLETED
