@@ -46,12 +46,13 @@ HOLD_MS = 10_000  # long enough for the drain to land inside the call on a loade
 CAPTURE_ID = 11  # Kamailio's HEP capture id, published by lb1
 
 
-def logged_in(url: str) -> httpx.Client:
+def logged_in(url: str, password: str = PASSWORD) -> httpx.Client:
+    """A client signed in to the console at ``url`` as its admin."""
     web = httpx.Client(base_url=url, follow_redirects=False, timeout=30)
     csrf = re.search(r'name="csrf_token" value="([^"]*)"', web.get("/login").text)
     assert csrf
     r = web.post(
-        "/login", data={"username": "admin", "password": PASSWORD, "csrf_token": csrf.group(1)}
+        "/login", data={"username": "admin", "password": password, "csrf_token": csrf.group(1)}
     )
     assert r.status_code == 303, r.text
     return web

@@ -15,9 +15,9 @@ import pytest
 
 from asterfleet.capture.store import Store
 from asterfleet.testing.postgres import PgSandbox
+from tests.integration.test_capture_fleet import logged_in
 from tests.integration.test_capture_tail import invite
 from tests.integration.test_console_calls_list import console_with_capture
-from tests.unit.test_console_web import hidden
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +31,11 @@ def signed_in(tmp_path: Path, postgres: PgSandbox) -> Iterator[tuple[httpx.Clien
     store = Store(postgres.url)
     try:
         for url in console_with_capture(tmp_path, postgres.url, PASSWORD):
-            with httpx.Client(base_url=url, timeout=20) as client:
-                page = client.get("/login")
-                r = client.post(
-                    "/login",
-                    data={
-                        "username": "admin",
-                        "password": PASSWORD,
-                        "csrf_token": hidden(page.text, "csrf_token"),
-                    },
-                )
-                assert r.status_code == 303, r.text
+            client = logged_in(url, PASSWORD)
+            try:
                 yield client, store
+            finally:
+                client.close()
     finally:
         store.close()
 
